@@ -1,0 +1,197 @@
+// bench:grpc — the cost of a unary gRPC call through the whole orchestrator stack, against a bare
+// @grpc/grpc-js server answering the same kind of call, measured in one run.
+//
+// A grpc-js client keeps 64 calls in flight against each target in turn, round after round
+// (alternating, so that machine noise hits every target alike), and reads each server process's
+// CPU time over IPC before and after. CPU per call on the server is the sharp figure: the client
+// shares the two cores.
+//
+//   npm run bench:grpc [-- --seconds 5 --rounds 3 --concurrency 64]
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { create, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { Health, HealthCheckRequestSchema } from "../gen/health/v1/health_pb.js";
+import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
+import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
+    concurrency: { type: "string", default: "64" },
+    warmup: { type: "string", default: "2" },
+  },
+});
+const seconds = Number(args.seconds);
+const rounds = Number(args.rounds);
+const concurrency = Number(args.concurrency);
+const warmupSeconds = Number(args.warmup);
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly port: number;
+}
+
+function start(script: string, env: Record<string, string> = {}): Promise<Server> {
+  const child = fork(new URL(script, import.meta.url).pathname, [], {
+    execArgv: ["--import", "tsx"],
+    env: { ...process.env, LOG_LEVEL: "warn", ...env },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
+    child.on("message", (message: { ready?: number }) => {
+      if (message.ready !== undefined) resolve({ child, port: message.ready });
+    });
+  });
+}
+
+function cpuMicros(server: Server): Promise<number> {
+  return new Promise((resolve) => {
+    const onMessage = (message: { cpu?: NodeJS.CpuUsage }) => {
+      if (!message.cpu) return;
+      server.child.off("message", onMessage);
+      resolve(message.cpu.user + message.cpu.system);
+    };
+    server.child.on("message", onMessage);
+    server.child.send("cpu");
+  });
+}
+
+interface Target {
+  readonly name: string;
+  readonly server: Server;
+  readonly call: () => Promise<unknown>;
+}
+
+interface Sample {
+  calls: number;
+  seconds: number;
+  cpuMicros: number;
+  latenciesMs: number[];
+}
+
+function unaryTarget<S extends DescService>(
+  name: string,
+  server: Server,
+  service: S,
+  method: string,
+  request: DescMessage,
+): Target {
+  const client = createGrpcJsClient(service, `127.0.0.1:${server.port}`) as unknown as Record<
+    string,
+    (r: unknown) => Promise<unknown>
+  >;
+  const message = create(request);
+  const fn = client[method];
+  if (!fn) throw new Error(`no method ${method}`);
+  return { name, server, call: () => fn(message) };
+}
+
+async function drive(target: Target, durationSeconds: number): Promise<Sample> {
+  const latenciesMs: number[] = [];
+  const cpuBefore = await cpuMicros(target.server);
+  const started = performance.now();
+  const deadline = started + durationSeconds * 1000;
+  let calls = 0;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      await target.call();
+      latenciesMs.push(performance.now() - t0);
+      calls++;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = (performance.now() - started) / 1000;
+  const cpuAfter = await cpuMicros(target.server);
+  return { calls, seconds: elapsed, cpuMicros: cpuAfter - cpuBefore, latenciesMs };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
+
+const bare = await start("./servers/bare-grpc-server.ts");
+const ours = await start("./servers/orchestrator-server.ts");
+const targets: Target[] = [
+  unaryTarget("bare grpc-js Health/Check", bare, Health, "check", HealthCheckRequestSchema),
+  unaryTarget("orchestrator Health/Check", ours, Health, "check", HealthCheckRequestSchema),
+  unaryTarget(
+    "orchestrator SystemService/Ping",
+    ours,
+    SystemService,
+    "ping",
+    SystemService.method.ping.input,
+  ),
+];
+
+for (const target of targets) await drive(target, warmupSeconds);
+const samples = new Map<string, Sample[]>(targets.map((t) => [t.name, []]));
+for (let round = 0; round < rounds; round++) {
+  for (const target of targets) samples.get(target.name)?.push(await drive(target, seconds));
+}
+
+const rows = targets.map((target) => {
+  const runs = samples.get(target.name) ?? [];
+  const latencies = runs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
+  return {
+    target: target.name,
+    callsPerSecond: median(runs.map((r) => r.calls / r.seconds)),
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    serverCpuMicrosPerCall: median(runs.map((r) => r.cpuMicros / r.calls)),
+  };
+});
+const baseline = rows[0];
+const table = rows.map((row) => ({
+  ...row,
+  cpuRatio: baseline ? row.serverCpuMicrosPerCall / baseline.serverCpuMicrosPerCall : Number.NaN,
+  throughputRatio: baseline ? row.callsPerSecond / baseline.callsPerSecond : Number.NaN,
+}));
+
+const fmt = (n: number, digits = 1) => n.toFixed(digits);
+const lines = [
+  `bench:grpc — ${concurrency} concurrent unary calls, ${rounds} rounds × ${seconds} s per target (medians)`,
+  "",
+  "| target | calls/s | p50 ms | p99 ms | server CPU µs/call | CPU vs bare | calls/s vs bare |",
+  "|---|---:|---:|---:|---:|---:|---:|",
+  ...table.map(
+    (r) =>
+      `| ${r.target} | ${fmt(r.callsPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.serverCpuMicrosPerCall)} | ${fmt(r.cpuRatio, 2)}x | ${fmt(r.throughputRatio, 2)}x |`,
+  ),
+];
+process.stdout.write(`${lines.join("\n")}\n`);
+mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
+const file = new URL(
+  `./results/grpc-${new Date().toISOString().replace(/[:.]/g, "-")}.json`,
+  import.meta.url,
+);
+writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      bench: "grpc",
+      date: new Date().toISOString(),
+      seconds,
+      rounds,
+      concurrency,
+      node: process.version,
+      rows: table,
+    },
+    null,
+    2,
+  ),
+);
+process.stdout.write(`written ${file.pathname}\n`);
+for (const server of [bare, ours]) {
+  server.child.removeAllListeners("exit");
+  server.child.kill("SIGTERM");
+}
+process.exit(0);

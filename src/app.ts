@@ -1,0 +1,286 @@
+import { readFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import type { DescFile, DescService } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { Redis } from "ioredis";
+import type { DestinationStream, Logger } from "pino";
+import {
+  file_grpc_reflection_v1_reflection,
+  ServerReflection as ServerReflectionV1,
+} from "../gen/grpc/reflection/v1/reflection_pb.js";
+import {
+  file_grpc_reflection_v1alpha_reflection,
+  ServerReflection as ServerReflectionV1alpha,
+} from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
+import {
+  file_orchestrator_v1_infrastructure,
+  InfrastructureService,
+} from "../gen/orchestrator/v1/infrastructure_pb.js";
+import { file_orchestrator_v1_jobs, JobsService } from "../gen/orchestrator/v1/jobs_pb.js";
+import { file_orchestrator_v1_peer, PeerService } from "../gen/orchestrator/v1/peer_pb.js";
+import {
+  file_orchestrator_v1_registry,
+  RegistryService,
+} from "../gen/orchestrator/v1/registry_pb.js";
+import { file_orchestrator_v1_system, SystemService } from "../gen/orchestrator/v1/system_pb.js";
+import {
+  file_orchestrator_v1_workflow,
+  WorkflowService,
+} from "../gen/orchestrator/v1/workflow_pb.js";
+import { type Clock, systemClock } from "./clock.js";
+import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
+import { restRoutesOf } from "./gateway/rest-gateway.js";
+import { type IdSource, randomIds } from "./ids.js";
+import { createAuthInterceptor } from "./interceptors/auth.js";
+import { resolveCallMeta } from "./interceptors/call-meta.js";
+import { type Interceptor, wrapService } from "./interceptors/chain.js";
+import { createDrainInterceptor } from "./interceptors/drain.js";
+import { createLoggingInterceptor } from "./interceptors/logging.js";
+import { createMetricsInterceptor } from "./interceptors/metrics.js";
+import { createValidationInterceptor } from "./interceptors/validation.js";
+import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
+import { createLogger, flushLogger } from "./observability/logger.js";
+import { createMetrics, type Metrics } from "./observability/metrics.js";
+import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
+import { createGrpcFastPath } from "./server/grpc-fast-path.js";
+import { createHttpApp } from "./server/http-app.js";
+import { createOnePortListener } from "./server/one-port-listener.js";
+import { createGrpcHealthService } from "./services/grpc-health-service.js";
+import { createServerReflectionServices } from "./services/server-reflection-service.js";
+import { createSystemService } from "./services/system-service.js";
+import { unimplementedService } from "./services/unimplemented.js";
+import { type NodeInfo, packageInfo } from "./system/node-info.js";
+import type { ReadinessCheck } from "./system/readiness.js";
+import { createServingStatus, type ServingStatus } from "./system/serving-status.js";
+
+/** What tests and embedders may replace. */
+export interface AppDeps {
+  readonly clock?: Clock;
+  readonly ids?: IdSource;
+  /** Where log lines go. Default: standard output. */
+  readonly logDestination?: DestinationStream;
+}
+
+/** A composed orchestrator node, not yet listening. */
+export interface App {
+  readonly node: NodeInfo;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly status: ServingStatus;
+  /** Starts serving on the configured host and port (0 picks a free port). */
+  listen(): Promise<AddressInfo>;
+  /**
+   * Graceful shutdown: turns NOT_SERVING, ends streams, stops accepting, lets calls in flight
+   * finish within SHUTDOWN_TIMEOUT_MS, then closes Redis and the log shipper. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+/** Wire protocols on the one port, as Info reports them. */
+const rpcProtocols = ["grpc", "grpc-web", "connect", "rest"] as const;
+
+/**
+ * The composition root: builds every module from the configuration and wires them to the one
+ * port. Nothing here knows a wire format; nothing below knows the configuration.
+ */
+export async function createApp(
+  config: AppConfig,
+  effectiveConfig: readonly EffectiveConfigValue[],
+  deps: AppDeps = {},
+): Promise<App> {
+  const clock = deps.clock ?? systemClock;
+  const ids = deps.ids ?? randomIds;
+  const startedAt = clock.monotonic();
+  const node: NodeInfo = {
+    service: "orchestrator",
+    version: packageInfo.version,
+    description: packageInfo.description,
+    nodeId: config.nodeId ?? `node-${ids.uuid().slice(0, 8)}`,
+    incarnationId: ids.uuid(),
+    environment: config.environment,
+  };
+  const metrics = createMetrics();
+  const shipper: LogShipper | undefined = config.logCollectorUrl
+    ? createLogShipper({
+        url: config.logCollectorUrl,
+        service: node.service,
+        timeoutMs: config.outboundTimeoutMs,
+        onDrop: (count, reason) => metrics.logRecordsDropped.inc({ reason }, count),
+      })
+    : undefined;
+  const logger = createLogger({
+    level: config.logLevel,
+    service: node.service,
+    nodeId: node.nodeId,
+    version: node.version,
+    ...(deps.logDestination ? { destination: deps.logDestination } : {}),
+    ...(shipper ? { shipper } : {}),
+  });
+
+  const status = createServingStatus();
+  const kill = new AbortController();
+  const readinessChecks: ReadinessCheck[] = [];
+  let redis: Redis | undefined;
+  if (config.redis) {
+    redis = createRedisClient(config.redis, logger);
+    readinessChecks.push(redisReadinessCheck(redis));
+  }
+
+  const interceptors: Interceptor[] = [
+    createLoggingInterceptor(logger),
+    createMetricsInterceptor(metrics),
+    createAuthInterceptor({ operatorToken: config.operatorToken, peerToken: config.peerToken }),
+    createValidationInterceptor(),
+    createDrainInterceptor(status.drainSignal),
+  ];
+  const served = servedServices({
+    system: createSystemService({
+      node,
+      clock,
+      startedAt,
+      status,
+      readinessChecks,
+      effectiveConfig,
+      capabilities: ["system", "grpc-health", "grpc-reflection", "rest-gateway", "metrics"],
+      protocols: [...rpcProtocols, ...(config.tls ? ["http/1.1", "h2"] : ["http/1.1", "h2c"])],
+    }),
+    status,
+  });
+  const services = served.map(({ service, impl }) => wrapService(service, impl, interceptors));
+
+  const listener = createOnePortListener({
+    onRequest: (request, response) => http.handler(request, response),
+    onStream: createGrpcFastPath(services, {
+      readMaxBytes: config.bodyLimitBytes,
+      shutdownSignal: kill.signal,
+      resolveCallMeta: (correlationId, traceparent) =>
+        resolveCallMeta(correlationId, traceparent, ids),
+    }),
+    keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    ...(config.tls ? { tls: readTls(config.tls) } : {}),
+  });
+  const http = await createHttpApp({
+    logger,
+    metrics,
+    ids,
+    services,
+    restRoutes: restRoutesOf(services),
+    server: listener.server,
+    bodyLimitBytes: config.bodyLimitBytes,
+    shutdownSignal: kill.signal,
+    operatorToken: config.operatorToken,
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    node,
+    logger,
+    metrics,
+    status,
+    async listen() {
+      const address = await listener.listen(config.port, config.host);
+      logger.info(
+        { port: address.port, host: address.address, node_id: node.nodeId, tls: !!config.tls },
+        "orchestrator listening",
+      );
+      return address;
+    },
+    close() {
+      closing ??= (async () => {
+        logger.info("shutting down: draining");
+        status.startDraining();
+        await listener.close(config.shutdownTimeoutMs);
+        kill.abort();
+        await http.fastify.close();
+        if (redis) await closeRedisClient(redis);
+        logger.info("shut down");
+        await flushLogger(logger);
+        await shipper?.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+interface ServedService {
+  readonly service: DescService;
+  readonly impl: ServiceImpl<DescService>;
+  readonly file: DescFile;
+}
+
+/** Pairs a service with its implementation, checked here, then erased for the list. */
+function entry<S extends DescService>(
+  service: S,
+  impl: ServiceImpl<S>,
+  file: DescFile,
+): ServedService {
+  return { service, impl: impl as unknown as ServiceImpl<DescService>, file };
+}
+
+/** Every service on the port, with the files reflection describes. */
+function servedServices(parts: {
+  system: ServiceImpl<typeof SystemService>;
+  status: ServingStatus;
+}): ServedService[] {
+  const api: ServedService[] = [
+    entry(SystemService, parts.system, file_orchestrator_v1_system),
+    entry(
+      RegistryService,
+      unimplementedService(RegistryService, "the service registry, issue 3"),
+      file_orchestrator_v1_registry,
+    ),
+    entry(
+      PeerService,
+      unimplementedService(PeerService, "peer replication, issue 4"),
+      file_orchestrator_v1_peer,
+    ),
+    entry(
+      WorkflowService,
+      unimplementedService(WorkflowService, "a later issue"),
+      file_orchestrator_v1_workflow,
+    ),
+    entry(
+      InfrastructureService,
+      unimplementedService(InfrastructureService, "a later issue"),
+      file_orchestrator_v1_infrastructure,
+    ),
+    entry(
+      JobsService,
+      unimplementedService(JobsService, "a later issue"),
+      file_orchestrator_v1_jobs,
+    ),
+  ];
+  const names = [
+    ...api.map((s) => s.service.typeName),
+    Health.typeName,
+    ServerReflectionV1.typeName,
+    ServerReflectionV1alpha.typeName,
+  ];
+  const reflection = createServerReflectionServices(
+    [
+      ...api.map((s) => s.file),
+      file_health_v1_health,
+      file_grpc_reflection_v1_reflection,
+      file_grpc_reflection_v1alpha_reflection,
+    ],
+    names,
+  );
+  return [
+    ...api,
+    entry(Health, createGrpcHealthService(parts.status, names), file_health_v1_health),
+    entry(ServerReflectionV1, reflection.v1, file_grpc_reflection_v1_reflection),
+    entry(ServerReflectionV1alpha, reflection.v1alpha, file_grpc_reflection_v1alpha_reflection),
+  ];
+}
+
+function readTls(tls: { certFile: string; keyFile: string }): { cert: Buffer; key: Buffer } {
+  const read = (key: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch {
+      throw new Error(`${key}: cannot read ${path}`);
+    }
+  };
+  return { cert: read("TLS_CERT_FILE", tls.certFile), key: read("TLS_KEY_FILE", tls.keyFile) };
+}

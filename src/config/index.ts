@@ -1,0 +1,24 @@
+export {
+  ConfigError,
+  type ConfigInput,
+  type ConfigKey,
+  type ConfigKeyName,
+  type ConfigSection,
+  type ConfigValueSource,
+  configKey,
+  configKeys,
+  configSections,
+  type LogLevel,
+  logLevels,
+  type ParseResult,
+} from "./keys.js";
+export {
+  type AppConfig,
+  type ConfigSources,
+  type EffectiveConfigValue,
+  type LoadedConfig,
+  loadConfig,
+  type RedisSettings,
+  type TlsFiles,
+} from "./load-config.js";
+export { getSecret, type Secret, type SecretSources } from "./secrets.js";

@@ -1,0 +1,474 @@
+/** Where a configuration value came from; precedence is env > file > default. */
+export type ConfigValueSource = "env" | "file" | "default";
+
+/**
+ * The sections of the YAML file. `security` holds only secrets, which the file must never contain;
+ * it is listed so that a secret written there is recognised and refused rather than ignored.
+ */
+export type ConfigSection =
+  | "server"
+  | "redis"
+  | "services"
+  | "orchestrator"
+  | "logging"
+  | "security";
+
+/** Every section name, in the order the example file uses. */
+export const configSections: readonly ConfigSection[] = Object.freeze([
+  "server",
+  "redis",
+  "services",
+  "orchestrator",
+  "logging",
+  "security",
+]);
+
+/** The log levels pino understands, from most to least verbose. */
+export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
+/** One of {@link logLevels}. */
+export type LogLevel = (typeof logLevels)[number];
+
+/**
+ * A configuration value that stops the start. The message reads
+ * `KEY from SOURCE: "value" is not ...`; it never holds a secret, and an echoed value is cut to 64
+ * characters, so it is safe to log.
+ */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  /** The offending key (or `NAME_FILE` variable, or YAML section). */
+  readonly key: string;
+  /** Where the offending value came from. */
+  readonly source: ConfigValueSource;
+
+  /**
+   * @param detail what is wrong, usually `"value" is not ...`.
+   * @param location replaces `source` in the message when more precise, e.g. `file (server.port)`.
+   */
+  constructor(key: string, source: ConfigValueSource, detail: string, location?: string) {
+    super(`${key} from ${location ?? source}: ${detail}`);
+    this.key = key;
+    this.source = source;
+  }
+}
+
+/** What a parser receives: text from env or file, or a YAML sequence for list keys. */
+export type ConfigInput = string | readonly string[];
+
+/** A parsed value, or the reason it was refused (`"echoed value" is not ...`). */
+export type ParseResult<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly problem: string };
+
+/**
+ * One configuration key: the single source for the loader, the README table and
+ * `/config/effective`.
+ */
+export interface ConfigKey<T> {
+  /** The environment variable, and the key's spelling in its YAML section (or in lower case). */
+  readonly name: string;
+  /** The YAML section; `undefined` for a key read from env only. */
+  readonly section: ConfigSection | undefined;
+  /** The accepted values, for people (`integer 1..65535`). */
+  readonly type: string;
+  /** The default as text, parsed like any other input; `""` means unset. */
+  readonly default: string;
+  /** Secrets come only from env, `NAME_FILE` or the secrets directory, and are always redacted. */
+  readonly secret: boolean;
+  /** One line on what the key does. */
+  readonly description: string;
+  /** Validates and converts; never throws. Input is already trimmed. */
+  parse(input: ConfigInput): ParseResult<T>;
+  /** The value as text for the effective-config view; hides anything secret inside the value. */
+  show(value: T): string;
+}
+
+interface ConfigKeySpec<T> {
+  readonly name: string;
+  readonly section: ConfigSection | undefined;
+  readonly type: string;
+  readonly default: string;
+  readonly secret?: boolean;
+  readonly description: string;
+  parse(input: ConfigInput): ParseResult<T>;
+  show?(value: T): string;
+}
+
+function defineKey<T>(spec: ConfigKeySpec<T>): ConfigKey<T> {
+  return Object.freeze({ secret: false, show: (value: T) => String(value), ...spec });
+}
+
+const echoLimit = 64;
+
+/** Quotes a value for a message, cut to 64 characters so a huge value cannot flood the log. */
+export function echoValue(text: string): string {
+  const cut = text.length > echoLimit ? `${text.slice(0, echoLimit - 1)}…` : text;
+  return JSON.stringify(cut);
+}
+
+/**
+ * Echoes something meant to be a URL without whatever precedes its last "@": that part may be a
+ * password even when the URL is malformed, so it is hidden whatever its shape.
+ */
+function echoUrl(text: string): string {
+  const at = text.lastIndexOf("@");
+  if (at < 0) return echoValue(text);
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:(\/\/)?/.exec(text)?.[0] ?? "";
+  return echoValue(`${scheme}[redacted]${text.slice(at)}`);
+}
+
+function ok<T>(value: T): ParseResult<T> {
+  return { ok: true, value };
+}
+
+function reject<T>(echoed: string, problem: string): ParseResult<T> {
+  return { ok: false, problem: `${echoed} ${problem}` };
+}
+
+/** Refuses a YAML sequence for a key that takes one value. */
+function scalar<T>(
+  parse: (text: string) => ParseResult<T>,
+): (input: ConfigInput) => ParseResult<T> {
+  return (input) =>
+    typeof input === "string" ? parse(input) : reject("a list", "was given; expected one value");
+}
+
+function integer(min: number, max: number): (text: string) => ParseResult<number> {
+  return (text) => {
+    const value = Number(text);
+    const valid = /^[+-]?\d+$/.test(text) && Number.isSafeInteger(value);
+    return valid && value >= min && value <= max
+      ? ok(value)
+      : reject(echoValue(text), `is not an integer between ${min} and ${max}`);
+  };
+}
+
+const port = integer(1, 65535);
+// Listening on port 0 lets the OS pick a free port: what tests and embedders need.
+const listenPort = integer(0, 65535);
+
+function host(allowEmpty: boolean): (text: string) => ParseResult<string> {
+  return (text) => {
+    if (text === "" && allowEmpty) return ok("");
+    return text !== "" && text.length <= 253 && !/\s/.test(text)
+      ? ok(text)
+      : reject(echoValue(text), "is not a host (non-empty, no whitespace, at most 253 characters)");
+  };
+}
+
+function withoutTrailingSlash(text: string): string {
+  return text.endsWith("/") ? text.slice(0, -1) : text;
+}
+
+/**
+ * Parses a URL with the WHATWG parser, which is what `fetch` and the Redis client will use, so
+ * what passes here is what they will accept.
+ */
+function parseUrl(text: string, protocols: readonly string[]): ParseResult<URL> {
+  const expected = `expected a URL with scheme ${protocols.join(" or ")}`;
+  // The WHATWG parser silently drops tabs and newlines, so the URL "as given" would not be the
+  // URL used; refusing whitespace keeps the two the same.
+  if (/[\s\p{Cc}]/u.test(text)) return reject(echoUrl(text), `contains whitespace; ${expected}`);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return reject(echoUrl(text), `is not a URL; ${expected}`);
+  }
+  if (!protocols.includes(url.protocol))
+    return reject(echoUrl(text), `has the wrong scheme; ${expected}`);
+  if (url.hostname === "") return reject(echoUrl(text), `has no host; ${expected}`);
+  return ok(url);
+}
+
+function httpUrl(allowEmpty: boolean): (text: string) => ParseResult<string> {
+  return (text) => {
+    if (text === "" && allowEmpty) return ok("");
+    const parsed = parseUrl(text, ["http:", "https:"]);
+    if (!parsed.ok) return parsed;
+    if (parsed.value.username !== "" || parsed.value.password !== "") {
+      return reject(echoUrl(text), "contains credentials, which would leak into logs; remove them");
+    }
+    return ok(withoutTrailingSlash(text));
+  };
+}
+
+function redisUrl(text: string): ParseResult<string> {
+  if (text === "") return ok("");
+  const parsed = parseUrl(text, ["redis:", "rediss:"]);
+  return parsed.ok ? ok(withoutTrailingSlash(text)) : parsed;
+}
+
+/**
+ * Rebuilds the URL from its parsed parts rather than editing the text, so that no spelling of the
+ * password (percent-encoded or not) can survive the redaction.
+ */
+function showRedisUrl(text: string): string {
+  if (text === "") return "";
+  const url = new URL(text);
+  if (url.password === "") return text;
+  const rest = withoutTrailingSlash(`${url.pathname}${url.search}${url.hash}`);
+  return `${url.protocol}//${url.username}:[redacted]@${url.host}${rest}`;
+}
+
+function peerList(input: ConfigInput): ParseResult<readonly string[]> {
+  const entries = (typeof input === "string" ? input.split(",") : input)
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  const peers: string[] = [];
+  const seen = new Set<string>();
+  for (const entry of entries) {
+    const parsed = httpUrl(false)(entry);
+    if (!parsed.ok) return parsed;
+    // Compared in normalised form, so that "http://A:80" and "http://a/" count as one peer.
+    const identity = withoutTrailingSlash(new URL(parsed.value).href);
+    if (seen.has(identity)) return reject(echoUrl(entry), "is listed twice");
+    seen.add(identity);
+    peers.push(parsed.value);
+  }
+  return ok(Object.freeze(peers));
+}
+
+function pattern(
+  regex: RegExp,
+  expected: string,
+  allowEmpty: boolean,
+): (text: string) => ParseResult<string> {
+  return (text) =>
+    (text === "" && allowEmpty) || regex.test(text) ? ok(text) : reject(echoValue(text), expected);
+}
+
+function logLevel(text: string): ParseResult<LogLevel> {
+  const lower = text.toLowerCase();
+  const level = logLevels.find((candidate) => candidate === lower);
+  return level === undefined
+    ? reject(echoValue(text), `is not a log level; expected one of ${logLevels.join(", ")}`)
+    : ok(level);
+}
+
+function filePath(text: string): ParseResult<string> {
+  return text.includes("\0") ? reject(echoValue(text), "contains a NUL character") : ok(text);
+}
+
+function nonEmptyPath(text: string): ParseResult<string> {
+  return text === "" ? reject('""', "is empty; unset it to use the default") : filePath(text);
+}
+
+/** Secrets are not parsed: their text is used as is, and never echoed. */
+function secretText(input: ConfigInput): ParseResult<string> {
+  return typeof input === "string" ? ok(input) : { ok: false, problem: "a secret must be text" };
+}
+
+const showList = (value: readonly string[]): string => value.join(",");
+
+/**
+ * The configuration keys by name, in the order of the README table and `/config/effective`.
+ * Each key's record name equals its `name`.
+ */
+export const configKey = Object.freeze({
+  PORT: defineKey({
+    name: "PORT",
+    section: "server",
+    type: "integer 0..65535",
+    default: "5099",
+    description: "The one port serving gRPC, gRPC-Web, Connect and REST (0: any free port).",
+    parse: scalar(listenPort),
+  }),
+  HOST: defineKey({
+    name: "HOST",
+    section: "server",
+    type: "host",
+    default: "0.0.0.0",
+    description: "Address to listen on.",
+    parse: scalar(host(false)),
+  }),
+  BODY_LIMIT_BYTES: defineKey({
+    name: "BODY_LIMIT_BYTES",
+    section: "server",
+    type: "integer 1024..67108864",
+    default: "1048576",
+    description: "Largest request body or message accepted, in bytes.",
+    parse: scalar(integer(1024, 67108864)),
+  }),
+  SHUTDOWN_TIMEOUT_MS: defineKey({
+    name: "SHUTDOWN_TIMEOUT_MS",
+    section: "server",
+    type: "integer 0..600000",
+    default: "10000",
+    description: "How long a graceful shutdown waits for calls in flight, in milliseconds.",
+    parse: scalar(integer(0, 600000)),
+  }),
+  KEEP_ALIVE_TIMEOUT_MS: defineKey({
+    name: "KEEP_ALIVE_TIMEOUT_MS",
+    section: "server",
+    type: "integer 1..600000",
+    default: "5000",
+    description: "How long an idle HTTP/1.1 connection is kept open, in milliseconds.",
+    parse: scalar(integer(1, 600000)),
+  }),
+  TLS_CERT_FILE: defineKey({
+    name: "TLS_CERT_FILE",
+    section: "server",
+    type: "path",
+    default: "",
+    description: "PEM certificate chain; with TLS_KEY_FILE turns on TLS. Both or neither.",
+    parse: scalar(filePath),
+  }),
+  TLS_KEY_FILE: defineKey({
+    name: "TLS_KEY_FILE",
+    section: "server",
+    type: "path",
+    default: "",
+    description: "PEM private key for TLS_CERT_FILE. Both or neither.",
+    parse: scalar(filePath),
+  }),
+  REDIS_HOST: defineKey({
+    name: "REDIS_HOST",
+    section: "redis",
+    type: "host or empty",
+    default: "",
+    description: "Redis host; empty (and no REDIS_URL) means the embedded in-memory store.",
+    parse: scalar(host(true)),
+  }),
+  REDIS_PORT: defineKey({
+    name: "REDIS_PORT",
+    section: "redis",
+    type: "integer 1..65535",
+    default: "6379",
+    description: "Redis port, used with REDIS_HOST.",
+    parse: scalar(port),
+  }),
+  REDIS_URL: defineKey({
+    name: "REDIS_URL",
+    section: "redis",
+    type: "redis:// or rediss:// URL, or empty",
+    default: "",
+    description: "Redis URL, instead of REDIS_HOST; a password in it is redacted when shown.",
+    parse: scalar(redisUrl),
+    show: showRedisUrl,
+  }),
+  REDIS_PASSWORD: defineKey({
+    name: "REDIS_PASSWORD",
+    section: "redis",
+    type: "secret",
+    default: "",
+    secret: true,
+    description: "Redis password.",
+    parse: secretText,
+  }),
+  REPORTING_URL: defineKey({
+    name: "REPORTING_URL",
+    section: "services",
+    type: "http(s) URL",
+    default: "http://reporting:5030",
+    description: "Base URL of the reporting service.",
+    parse: scalar(httpUrl(false)),
+  }),
+  DOC_STORE_URL: defineKey({
+    name: "DOC_STORE_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description: "Base URL of the document store; empty means not used.",
+    parse: scalar(httpUrl(true)),
+  }),
+  NOTIFICATION_URL: defineKey({
+    name: "NOTIFICATION_URL",
+    section: "services",
+    type: "http(s) URL",
+    default: "http://notification-service:5095",
+    description: "Base URL of the notification service.",
+    parse: scalar(httpUrl(false)),
+  }),
+  SECURE_ANALYZER_URL: defineKey({
+    name: "SECURE_ANALYZER_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description: "Base URL of the secure analyzer; empty means not used.",
+    parse: scalar(httpUrl(true)),
+  }),
+  LOG_COLLECTOR_URL: defineKey({
+    name: "LOG_COLLECTOR_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description: "Base URL of the log collector; empty means not used.",
+    parse: scalar(httpUrl(true)),
+  }),
+  OUTBOUND_TIMEOUT_MS: defineKey({
+    name: "OUTBOUND_TIMEOUT_MS",
+    section: "services",
+    type: "integer 1..600000",
+    default: "5000",
+    description: "Timeout of each outbound call to another service, in milliseconds.",
+    parse: scalar(integer(1, 600000)),
+  }),
+  ORCHESTRATOR_PEERS: defineKey({
+    name: "ORCHESTRATOR_PEERS",
+    section: "orchestrator",
+    type: "comma-separated http(s) URLs (or a YAML list)",
+    default: "",
+    description: "Other orchestrators to replicate with; empty means this one runs alone.",
+    parse: peerList,
+    show: showList,
+  }),
+  NODE_ID: defineKey({
+    name: "NODE_ID",
+    section: "orchestrator",
+    type: "1..128 of [A-Za-z0-9._:-], or empty",
+    default: "",
+    description: "This node's id among its peers; empty means generated at start.",
+    parse: scalar(
+      pattern(/^[A-Za-z0-9._:-]{1,128}$/, "is not 1 to 128 of A-Z a-z 0-9 . _ : -", true),
+    ),
+  }),
+  ENVIRONMENT: defineKey({
+    name: "ENVIRONMENT",
+    section: "orchestrator",
+    type: "1..64 of [A-Za-z0-9._-]",
+    default: "development",
+    description: "Deployment environment name, reported in health and telemetry.",
+    parse: scalar(pattern(/^[A-Za-z0-9._-]{1,64}$/, "is not 1 to 64 of A-Z a-z 0-9 . _ -", false)),
+  }),
+  LOG_LEVEL: defineKey({
+    name: "LOG_LEVEL",
+    section: "logging",
+    type: logLevels.join(" | "),
+    default: "info",
+    description: "Least severe level logged (any case accepted).",
+    parse: scalar(logLevel),
+  }),
+  OPERATOR_TOKEN: defineKey({
+    name: "OPERATOR_TOKEN",
+    section: "security",
+    type: "secret",
+    default: "",
+    secret: true,
+    description: "When set, operator endpoints require it as a bearer token.",
+    parse: secretText,
+  }),
+  PEER_TOKEN: defineKey({
+    name: "PEER_TOKEN",
+    section: "security",
+    type: "secret",
+    default: "",
+    secret: true,
+    description: "When set, replication calls between peers require it.",
+    parse: secretText,
+  }),
+  APP_CONFIG_PATH: defineKey({
+    name: "APP_CONFIG_PATH",
+    section: undefined,
+    type: "path (env only)",
+    default: "config/app.yaml",
+    description: "The YAML file, relative to the working directory; a missing default is fine.",
+    parse: scalar(nonEmptyPath),
+  }),
+});
+
+/** The name of a configuration key. */
+export type ConfigKeyName = keyof typeof configKey;
+
+/** Every configuration key, in table order: the rows of the README table and `/config/effective`. */
+export const configKeys: readonly ConfigKey<unknown>[] = Object.freeze(Object.values(configKey));

@@ -1,0 +1,472 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ConfigError, configKey, configKeys } from "./keys.js";
+import { type ConfigSources, type LoadedConfig, loadConfig } from "./load-config.js";
+
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "orchestrator-config-"));
+  mkdirSync(join(dir, "secrets"));
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Loads with `yaml` (if given) at the default path, `<cwd>/config/app.yaml`. */
+function load(env: Record<string, string> = {}, yaml?: string): LoadedConfig {
+  if (yaml !== undefined) {
+    mkdirSync(join(dir, "config"), { recursive: true });
+    writeFileSync(join(dir, "config", "app.yaml"), yaml);
+  }
+  return loadConfig({ env, cwd: dir, secretsDir: join(dir, "secrets") });
+}
+
+function loadError(env: Record<string, string>, yaml?: string): ConfigError {
+  try {
+    load(env, yaml);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+function effectiveOf(loaded: LoadedConfig, key: string) {
+  return loaded.effective.find((entry) => entry.key === key);
+}
+
+const defaultConfig = {
+  port: 5099,
+  host: "0.0.0.0",
+  bodyLimitBytes: 1048576,
+  shutdownTimeoutMs: 10000,
+  keepAliveTimeoutMs: 5000,
+  reportingUrl: "http://reporting:5030",
+  notificationUrl: "http://notification-service:5095",
+  outboundTimeoutMs: 5000,
+  peers: [],
+  environment: "development",
+  logLevel: "info",
+};
+
+describe("loadConfig defaults", () => {
+  it("uses every default when there is no env and no file", () => {
+    const loaded = load();
+    expect(loaded.config).toEqual({
+      ...defaultConfig,
+      configPath: join(dir, "config", "app.yaml"),
+    });
+    expect(loaded.warnings).toEqual([]);
+    expect(loaded.effective.map((entry) => entry.key)).toEqual(configKeys.map((key) => key.name));
+    expect(new Set(loaded.effective.map((entry) => entry.source))).toEqual(new Set(["default"]));
+    expect(effectiveOf(loaded, "PORT")).toEqual({
+      key: "PORT",
+      value: "5099",
+      source: "default",
+      secret: false,
+    });
+    expect(effectiveOf(loaded, "REDIS_HOST")?.value).toBe("");
+  });
+
+  it("leaves optional fields absent rather than undefined", () => {
+    const { config } = load();
+    for (const field of ["tls", "redis", "docStoreUrl", "nodeId", "operatorToken", "peerToken"]) {
+      expect(Object.hasOwn(config, field)).toBe(false);
+    }
+  });
+
+  it("does not modify the caller's sources", () => {
+    const sources: Partial<ConfigSources> = Object.freeze({
+      env: Object.freeze({ PORT: "6000" }),
+      cwd: dir,
+      secretsDir: join(dir, "secrets"),
+    });
+    expect(loadConfig(sources).config.port).toBe(6000);
+    expect(sources).toEqual({ env: { PORT: "6000" }, cwd: dir, secretsDir: join(dir, "secrets") });
+  });
+});
+
+describe("loadConfig precedence", () => {
+  const yaml = [
+    "server:",
+    "  PORT: 6000",
+    "  shutdown_timeout_ms: 2000",
+    "services:",
+    "  reporting_url: http://reporting.internal:8080/",
+    "logging:",
+    "  log_level: debug",
+    "ENVIRONMENT: staging",
+  ].join("\n");
+
+  it("takes env over file over default, and reports the source of each", () => {
+    const loaded = load({ PORT: "7000", LOG_LEVEL: "WARN" }, yaml);
+    expect(loaded.config.port).toBe(7000);
+    expect(loaded.config.shutdownTimeoutMs).toBe(2000);
+    expect(loaded.config.reportingUrl).toBe("http://reporting.internal:8080");
+    expect(loaded.config.logLevel).toBe("warn");
+    expect(loaded.config.environment).toBe("staging");
+    expect(loaded.config.notificationUrl).toBe("http://notification-service:5095");
+    const sources = Object.fromEntries(loaded.effective.map((entry) => [entry.key, entry.source]));
+    expect(sources).toMatchObject({
+      PORT: "env",
+      SHUTDOWN_TIMEOUT_MS: "file",
+      REPORTING_URL: "file",
+      LOG_LEVEL: "env",
+      ENVIRONMENT: "file",
+      NOTIFICATION_URL: "default",
+      APP_CONFIG_PATH: "default",
+    });
+    expect(effectiveOf(loaded, "REPORTING_URL")?.value).toBe("http://reporting.internal:8080");
+  });
+
+  it("uses the file when env does not set the key", () => {
+    expect(load({}, yaml).config.port).toBe(6000);
+  });
+
+  it("reads the file named by APP_CONFIG_PATH, relative to cwd", () => {
+    writeFileSync(join(dir, "other.yaml"), "server:\n  port: 6100\n");
+    const loaded = load({ APP_CONFIG_PATH: "other.yaml" });
+    expect(loaded.config.port).toBe(6100);
+    expect(loaded.config.configPath).toBe(join(dir, "other.yaml"));
+    expect(effectiveOf(loaded, "APP_CONFIG_PATH")).toMatchObject({
+      value: join(dir, "other.yaml"),
+      source: "env",
+    });
+  });
+
+  it("accepts an empty file and empty sections", () => {
+    expect(load({}, "# nothing yet\n").config.port).toBe(5099);
+    expect(load({}, "server:\nredis:\n").config.port).toBe(5099);
+  });
+});
+
+describe("ORCHESTRATOR_PEERS", () => {
+  it("reads a YAML list under orchestrator:", () => {
+    const yaml =
+      "orchestrator:\n  orchestrator_peers:\n    - http://a:5099/\n    - ' https://b '\n";
+    const loaded = load({}, yaml);
+    expect(loaded.config.peers).toEqual(["http://a:5099", "https://b"]);
+    expect(effectiveOf(loaded, "ORCHESTRATOR_PEERS")).toMatchObject({
+      value: "http://a:5099,https://b",
+      source: "file",
+    });
+  });
+
+  it("reads a comma-separated string from the file, dropping empty entries", () => {
+    const yaml = "orchestrator:\n  ORCHESTRATOR_PEERS: 'http://a:5099, ,http://b:5099/,'\n";
+    expect(load({}, yaml).config.peers).toEqual(["http://a:5099", "http://b:5099"]);
+  });
+
+  it("lets env override the file, and an empty env clear it", () => {
+    const yaml = "orchestrator:\n  orchestrator_peers: [http://a:5099]\n";
+    expect(load({ ORCHESTRATOR_PEERS: "http://c:1" }, yaml).config.peers).toEqual(["http://c:1"]);
+    const cleared = load({ ORCHESTRATOR_PEERS: "" }, yaml);
+    expect(cleared.config.peers).toEqual([]);
+    expect(effectiveOf(cleared, "ORCHESTRATOR_PEERS")).toMatchObject({ value: "", source: "env" });
+  });
+
+  it("refuses duplicates, also when spelled differently", () => {
+    const error = loadError({ ORCHESTRATOR_PEERS: "http://a:5099,http://A:5099/" });
+    expect(error.key).toBe("ORCHESTRATOR_PEERS");
+    expect(error.message).toBe('ORCHESTRATOR_PEERS from env: "http://A:5099/" is listed twice');
+  });
+
+  it("refuses an entry that is not an http(s) URL", () => {
+    const yaml = "orchestrator:\n  orchestrator_peers:\n    - http://a\n    - ftp://b\n";
+    const error = loadError({}, yaml);
+    expect(error.source).toBe("file");
+    expect(error.message).toContain(
+      "ORCHESTRATOR_PEERS from file (orchestrator.orchestrator_peers)",
+    );
+    expect(error.message).toContain('"ftp://b"');
+  });
+});
+
+describe("invalid values", () => {
+  it.each([
+    [{ PORT: "abc" }, "PORT", 'PORT from env: "abc" is not an integer between 0 and 65535'],
+    [{ PORT: "80.5" }, "PORT", "is not an integer between 0 and 65535"],
+    [{ PORT: "-1" }, "PORT", "is not an integer between 0 and 65535"],
+    [{ BODY_LIMIT_BYTES: "100" }, "BODY_LIMIT_BYTES", "between 1024 and 67108864"],
+    [{ HOST: "my host" }, "HOST", "is not a host"],
+    [{ REPORTING_URL: "http//reporting" }, "REPORTING_URL", "is not a URL"],
+    [{ REPORTING_URL: "ftp://reporting" }, "REPORTING_URL", "has the wrong scheme"],
+    [{ DOC_STORE_URL: "http://docs\t:80" }, "DOC_STORE_URL", "contains whitespace"],
+    [{ REDIS_URL: "http://redis:6379" }, "REDIS_URL", "expected a URL with scheme redis:"],
+    [{ LOG_LEVEL: "verbose" }, "LOG_LEVEL", 'LOG_LEVEL from env: "verbose" is not a log level'],
+    [{ NODE_ID: "node 1" }, "NODE_ID", "is not 1 to 128"],
+    [{ ENVIRONMENT: "" }, "ENVIRONMENT", "is not 1 to 64"],
+    [{ APP_CONFIG_PATH: "" }, "APP_CONFIG_PATH", "is empty"],
+  ])("refuses %j", (env, key, message) => {
+    const error = loadError(env);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.key).toBe(key);
+    expect(error.source).toBe("env");
+    expect(error.message).toContain(`${key} from env`);
+    expect(error.message).toContain(message);
+  });
+
+  it("refuses PORT 70000 from the file, naming where in the file", () => {
+    const error = loadError({}, "server:\n  port: 70000\n");
+    expect(error.key).toBe("PORT");
+    expect(error.source).toBe("file");
+    expect(error.message).toBe(
+      'PORT from file (server.port): "70000" is not an integer between 0 and 65535',
+    );
+  });
+
+  it("refuses a list for a single-valued key", () => {
+    const error = loadError({}, "server:\n  port: [1, 2]\n");
+    expect(error.message).toBe(
+      "PORT from file (server.port): a list was given; expected one value",
+    );
+  });
+
+  it("refuses credentials in an http(s) URL without echoing them", () => {
+    const error = loadError({ NOTIFICATION_URL: "http://admin:hunter2@notify:5095" });
+    expect(error.key).toBe("NOTIFICATION_URL");
+    expect(error.message).toContain("contains credentials");
+    expect(error.message).toContain('"http://[redacted]@notify:5095"');
+    expect(error.message).not.toContain("hunter2");
+    expect(error.message).not.toContain("admin");
+  });
+
+  it("does not echo a password even from a malformed URL", () => {
+    const error = loadError({ REDIS_URL: "redis://:hunter2@" });
+    expect(error.key).toBe("REDIS_URL");
+    expect(error.message).not.toContain("hunter2");
+  });
+
+  it("cuts an echoed value to 64 characters", () => {
+    const error = loadError({ HOST: `a b${"x".repeat(500)}` });
+    const echoed = /"([^"]*)"/.exec(error.message)?.[1] ?? "";
+    expect(echoed).toHaveLength(64);
+    expect(error.message.length).toBeLessThan(200);
+  });
+
+  it("refuses TLS_CERT_FILE without TLS_KEY_FILE", () => {
+    const error = loadError({ TLS_CERT_FILE: "/tls/cert.pem" });
+    expect(error.key).toBe("TLS_KEY_FILE");
+    expect(error.source).toBe("default");
+    expect(error.message).toBe(
+      "TLS_KEY_FILE from default: is unset, but TLS_CERT_FILE is set (from env); set both or neither",
+    );
+  });
+
+  it("accepts both TLS files, from env and file", () => {
+    const yaml = "server:\n  tls_key_file: /tls/key.pem\n";
+    const { config } = load({ TLS_CERT_FILE: "/tls/cert.pem" }, yaml);
+    expect(config.tls).toEqual({ certFile: "/tls/cert.pem", keyFile: "/tls/key.pem" });
+  });
+
+  it("refuses an explicit APP_CONFIG_PATH that does not exist", () => {
+    const error = loadError({ APP_CONFIG_PATH: "missing.yaml" });
+    expect(error.key).toBe("APP_CONFIG_PATH");
+    expect(error.source).toBe("env");
+    expect(error.message).toMatch(
+      /^APP_CONFIG_PATH from env: ".*missing.yaml" cannot be read \(ENOENT\)$/,
+    );
+  });
+
+  it("refuses invalid YAML by code and position, without quoting the file", () => {
+    const error = loadError({}, "server:\n  port: 1\n  port: 2\nredis: hunter2: x\n");
+    expect(error.key).toBe("APP_CONFIG_PATH");
+    expect(error.source).toBe("default");
+    expect(error.message).toMatch(/is not valid YAML \([A-Z_]+ at line \d+, column \d+\)$/);
+    expect(error.message).not.toContain("hunter2");
+  });
+
+  it("refuses a file whose top level is not a mapping", () => {
+    const error = loadError({}, "- port\n- 5099\n");
+    expect(error.key).toBe("APP_CONFIG_PATH");
+    expect(error.message).toContain("holds a list; expected a mapping of sections");
+  });
+
+  it("refuses a section that is not a mapping", () => {
+    const error = loadError({}, "server: 5099\n");
+    expect(error.key).toBe("server");
+    expect(error.source).toBe("file");
+  });
+
+  it("refuses a key set twice in the file", () => {
+    const error = loadError({}, "PORT: 1\nserver:\n  port: 2\n");
+    expect(error.key).toBe("PORT");
+    expect(error.message).toContain("is set twice, at PORT and server.port");
+  });
+
+  it.each([
+    ["security:\n  operator_token: hunter2\n", "OPERATOR_TOKEN", "security.operator_token"],
+    ["PEER_TOKEN: hunter2\n", "PEER_TOKEN", "PEER_TOKEN"],
+    ["redis:\n  REDIS_PASSWORD: hunter2\n", "REDIS_PASSWORD", "redis.REDIS_PASSWORD"],
+  ])("refuses a secret in the YAML file: %j", (yaml, key, location) => {
+    const error = loadError({}, yaml);
+    expect(error.key).toBe(key);
+    expect(error.source).toBe("file");
+    expect(error.message).toContain(`${key} from file (${location}): secrets are never read`);
+    expect(error.message).toContain(`${key}_FILE`);
+    expect(error.message).not.toContain("hunter2");
+  });
+});
+
+describe("secrets", () => {
+  const secretValues = ["op-s3cret-env", "peer-s3cret-file", "redis-s3cret-dir", "url-s3cret"];
+
+  function loadWithSecrets(): LoadedConfig {
+    writeFileSync(join(dir, "peer-token"), "peer-s3cret-file\n");
+    writeFileSync(join(dir, "secrets", "redis_password"), "redis-s3cret-dir\n");
+    return load({
+      OPERATOR_TOKEN: "op-s3cret-env",
+      PEER_TOKEN_FILE: join(dir, "peer-token"),
+      REDIS_HOST: "redis",
+      REDIS_URL: "redis://default:url-s3cret@redis:6380/2",
+    });
+  }
+
+  it("reads each secret from env, NAME_FILE or the secrets directory into the config", () => {
+    const { config } = loadWithSecrets();
+    expect(config.operatorToken).toBe("op-s3cret-env");
+    expect(config.peerToken).toBe("peer-s3cret-file");
+    expect(config.redis).toEqual({
+      host: "redis",
+      port: 6379,
+      url: "redis://default:url-s3cret@redis:6380/2",
+      password: "redis-s3cret-dir",
+    });
+  });
+
+  it("shows set secrets as [redacted] with their source, and unset ones as empty", () => {
+    const loaded = loadWithSecrets();
+    expect(effectiveOf(loaded, "OPERATOR_TOKEN")).toEqual({
+      key: "OPERATOR_TOKEN",
+      value: "[redacted]",
+      source: "env",
+      secret: true,
+    });
+    expect(effectiveOf(loaded, "PEER_TOKEN")).toMatchObject({
+      value: "[redacted]",
+      source: "file",
+    });
+    expect(effectiveOf(loaded, "REDIS_PASSWORD")).toMatchObject({
+      value: "[redacted]",
+      source: "file",
+    });
+    expect(effectiveOf(load(), "OPERATOR_TOKEN")).toEqual({
+      key: "OPERATOR_TOKEN",
+      value: "",
+      source: "default",
+      secret: true,
+    });
+  });
+
+  it("shows REDIS_URL with its password redacted", () => {
+    const loaded = loadWithSecrets();
+    expect(effectiveOf(loaded, "REDIS_URL")).toEqual({
+      key: "REDIS_URL",
+      value: "redis://default:[redacted]@redis:6380/2",
+      source: "env",
+      secret: false,
+    });
+  });
+
+  it("redacts a password given without a user name", () => {
+    const passwordOnly = load({ REDIS_URL: "rediss://:url-s3cret@cache:6379" });
+    expect(effectiveOf(passwordOnly, "REDIS_URL")?.value).toBe("rediss://:[redacted]@cache:6379");
+    expect(passwordOnly.config.redis).toEqual({
+      port: 6379,
+      url: "rediss://:url-s3cret@cache:6379",
+    });
+  });
+
+  it("keeps every secret value out of the effective view", () => {
+    const serialised = JSON.stringify(loadWithSecrets().effective);
+    for (const secret of secretValues) expect(serialised).not.toContain(secret);
+  });
+
+  it("keeps secret values out of error messages", () => {
+    writeFileSync(join(dir, "peer-token"), "peer-s3cret-file\n");
+    const error = loadError({
+      OPERATOR_TOKEN: "op-s3cret-env",
+      PEER_TOKEN_FILE: join(dir, "peer-token"),
+      REDIS_URL: "redis://default:url-s3cret@redis:6380",
+      PORT: "nope",
+    });
+    expect(error.key).toBe("PORT");
+    for (const secret of secretValues) expect(error.message).not.toContain(secret);
+  });
+
+  it("warns when REDIS_PASSWORD is set but there is no Redis to use it", () => {
+    const loaded = load({ REDIS_PASSWORD: "redis-s3cret-dir" });
+    expect(loaded.config.redis).toBeUndefined();
+    expect(loaded.warnings).toEqual(["REDIS_PASSWORD is set, but no REDIS_HOST or REDIS_URL"]);
+  });
+});
+
+describe("warnings", () => {
+  it("reports unknown keys, misplaced keys and env-only keys, and still loads", () => {
+    const yaml = [
+      "server:",
+      "  prot: 6000",
+      "  redis_host: redis",
+      "extras:",
+      "  a: 1",
+      "APP_CONFIG_PATH: other.yaml",
+      "logging:",
+      "  log_level: debug",
+    ].join("\n");
+    const loaded = load({}, yaml);
+    expect(loaded.config.logLevel).toBe("debug");
+    expect(loaded.config.redis).toBeUndefined();
+    expect(loaded.warnings).toEqual([
+      "server.prot: unknown key in the config file; ignored",
+      "server.redis_host: REDIS_HOST belongs in section redis; ignored",
+      "extras: unknown key in the config file; ignored",
+      "APP_CONFIG_PATH: APP_CONFIG_PATH is read from the environment only; ignored",
+    ]);
+  });
+});
+
+describe("config/app.yaml", () => {
+  const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+  it("loads cleanly and equals the defaults, except that values come from the file", () => {
+    const fromFile = loadConfig({ env: {}, cwd: repoRoot, secretsDir: join(dir, "secrets") });
+    const defaults = load();
+    expect(fromFile.warnings).toEqual([]);
+    expect(fromFile.config).toEqual({
+      ...defaults.config,
+      configPath: join(repoRoot, "config", "app.yaml"),
+    });
+    for (const key of configKeys) {
+      const entry = effectiveOf(fromFile, key.name);
+      const expectedSource = key.secret || key.section === undefined || key.default === "";
+      expect(entry, key.name).toEqual({
+        ...effectiveOf(defaults, key.name),
+        ...(key.name === "APP_CONFIG_PATH" ? { value: fromFile.config.configPath } : {}),
+        source: expectedSource ? "default" : "file",
+      });
+    }
+  });
+
+  it("mentions every non-secret key, at least in a comment", () => {
+    const text = readFileSync(join(repoRoot, "config", "app.yaml"), "utf8");
+    for (const key of configKeys) {
+      if (key.secret || key.section === undefined) continue;
+      expect(text, key.name).toContain(`${key.name.toLowerCase()}:`);
+    }
+  });
+});
+
+describe("configKeys", () => {
+  it("names each key as it is filed", () => {
+    for (const [name, key] of Object.entries(configKey)) expect(key.name).toBe(name);
+  });
+
+  it("has a default that its own parser accepts", () => {
+    for (const key of configKeys) expect(key.parse(key.default).ok, key.name).toBe(true);
+  });
+});

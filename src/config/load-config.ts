@@ -1,0 +1,387 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseDocument, type YAMLError } from "yaml";
+import {
+  ConfigError,
+  type ConfigInput,
+  type ConfigKey,
+  type ConfigSection,
+  type ConfigValueSource,
+  configKey,
+  configKeys,
+  configSections,
+  echoValue,
+  type LogLevel,
+} from "./keys.js";
+import { errorCode, getSecret, type SecretSources } from "./secrets.js";
+
+/** Everything the loader reads from outside, injectable so that tests need no real environment. */
+export interface ConfigSources extends SecretSources {
+  /** Directory against which a relative `APP_CONFIG_PATH` is resolved. */
+  readonly cwd: string;
+}
+
+/** TLS key material, as paths; the server reads the files. */
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** How to reach Redis. `url`, when present, is complete and may hold a password. */
+export interface RedisSettings {
+  readonly host?: string;
+  readonly port: number;
+  readonly url?: string;
+  readonly password?: string;
+}
+
+/**
+ * The validated configuration, read once at start and passed down. Optional fields are absent
+ * (not `undefined`) when unset. Holds secrets: log {@link LoadedConfig.effective}, never this.
+ */
+export interface AppConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly bodyLimitBytes: number;
+  readonly shutdownTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  /** Present when both TLS files are set. */
+  readonly tls?: TlsFiles;
+  /** Present when `REDIS_HOST` or `REDIS_URL` is set; absent means the in-memory store. */
+  readonly redis?: RedisSettings;
+  readonly reportingUrl: string;
+  readonly docStoreUrl?: string;
+  readonly notificationUrl: string;
+  readonly secureAnalyzerUrl?: string;
+  readonly logCollectorUrl?: string;
+  readonly outboundTimeoutMs: number;
+  /** Peer base URLs without a trailing "/"; empty when this node runs alone. */
+  readonly peers: readonly string[];
+  /** Absent means the app generates one. */
+  readonly nodeId?: string;
+  readonly environment: string;
+  readonly logLevel: LogLevel;
+  readonly operatorToken?: string;
+  readonly peerToken?: string;
+  /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
+  readonly configPath: string;
+}
+
+/** One row of `/config/effective`: safe to show, since secrets and URL passwords are redacted. */
+export interface EffectiveConfigValue {
+  readonly key: string;
+  /** The value in use as text; lists joined with ","; a set secret is "[redacted]", unset "". */
+  readonly value: string;
+  readonly source: ConfigValueSource;
+  readonly secret: boolean;
+}
+
+/** What {@link loadConfig} returns. */
+export interface LoadedConfig {
+  readonly config: AppConfig;
+  /** Every key, in the order of {@link configKeys}. */
+  readonly effective: readonly EffectiveConfigValue[];
+  /** Problems that do not stop the start, such as unknown keys in the file. */
+  readonly warnings: readonly string[];
+}
+
+const defaultSources: ConfigSources = Object.freeze({
+  env: process.env,
+  // A getter, so that the directory is the one current when loadConfig runs, not at import.
+  get cwd() {
+    return process.cwd();
+  },
+  secretsDir: "/run/secrets",
+  readFile: (path: string) => readFileSync(path, "utf8"),
+});
+
+/**
+ * Reads and validates the configuration: env > YAML file > default for every key of
+ * {@link configKeys}, secrets through {@link getSecret}.
+ *
+ * @param sources merged over the defaults: `env` = `process.env`, `cwd` = `process.cwd()`,
+ *   `secretsDir` = `/run/secrets`, `readFile` = `fs.readFileSync(path, "utf8")`.
+ *   The caller's object is not modified.
+ * @throws ConfigError on the first invalid value; on an unreadable file at an explicit
+ *   `APP_CONFIG_PATH` (a missing file at the default path just means no file values); on invalid
+ *   YAML or a top level that is not a mapping; on a secret written in the file; on a key set twice
+ *   in the file; and when only one of `TLS_CERT_FILE` and `TLS_KEY_FILE` is set.
+ */
+export function loadConfig(sources: Partial<ConfigSources> = {}): LoadedConfig {
+  const from: ConfigSources = { ...defaultSources, ...sources };
+  const warnings: string[] = [];
+  const file = readConfigFile(from, warnings);
+  const resolved = new Map<string, Resolved>();
+  for (const key of configKeys) resolved.set(key.name, resolveKey(key, from, file));
+  const config = buildConfig(resolved, warnings);
+  const effective = configKeys.map((key) => {
+    const { shown, source } = resolvedEntry(resolved, key);
+    return Object.freeze({ key: key.name, value: shown, source, secret: key.secret });
+  });
+  return Object.freeze({
+    config,
+    effective: Object.freeze(effective),
+    warnings: Object.freeze(warnings),
+  });
+}
+
+interface FileEntry {
+  /** Where in the file, for messages: `server.port` or `PORT`. */
+  readonly location: string;
+  readonly raw: unknown;
+}
+
+interface ConfigFile {
+  readonly path: string;
+  readonly source: ConfigValueSource;
+  readonly entries: ReadonlyMap<string, FileEntry>;
+}
+
+interface Resolved<T = unknown> {
+  readonly value: T;
+  readonly source: ConfigValueSource;
+  /** Already redacted: secrets never reach this field. */
+  readonly shown: string;
+}
+
+function readConfigFile(from: ConfigSources, warnings: string[]): ConfigFile {
+  const key = configKey.APP_CONFIG_PATH;
+  const given = from.env[key.name];
+  const source = given === undefined ? "default" : "env";
+  const result = key.parse(given?.trim() ?? key.default);
+  if (!result.ok) throw new ConfigError(key.name, source, result.problem);
+  const path = resolve(from.cwd, result.value);
+  const fail = (detail: string) =>
+    new ConfigError(key.name, source, `${echoValue(path)} ${detail}`);
+
+  let text: string;
+  try {
+    text = from.readFile(path);
+  } catch (error) {
+    const code = errorCode(error);
+    // Only the default may be absent: an explicit path that is not there is a typo to report.
+    if (source === "default" && code === "ENOENT") return { path, source, entries: new Map() };
+    throw fail(`cannot be read (${code ?? "error"})`);
+  }
+  const top = parseYaml(text, fail, (warning) => warnings.push(`${path}: ${warning}`));
+  return { path, source, entries: top === undefined ? new Map() : collectEntries(top, warnings) };
+}
+
+/**
+ * Reports YAML errors by code and position only: the library's messages quote the source line,
+ * which may be the one holding a misplaced secret.
+ */
+function parseYaml(
+  text: string,
+  fail: (detail: string) => ConfigError,
+  warn: (warning: string) => void,
+): Record<string, unknown> | undefined {
+  const document = parseDocument(text);
+  const [error] = document.errors;
+  if (error !== undefined) throw fail(`is not valid YAML (${error.code}${position(error)})`);
+  for (const warning of document.warnings) warn(`YAML ${warning.code}${position(warning)}`);
+  let top: unknown;
+  try {
+    top = document.toJS();
+  } catch {
+    throw fail("is not valid YAML (too many aliases)");
+  }
+  // An empty file, or one with every line commented out, sets nothing.
+  if (top === null || top === undefined) return undefined;
+  if (!isMapping(top)) throw fail(`holds ${describe(top)}; expected a mapping of sections`);
+  return top;
+}
+
+function position(error: YAMLError): string {
+  const start = error.linePos?.[0];
+  return start === undefined ? "" : ` at line ${start.line}, column ${start.col}`;
+}
+
+function collectEntries(top: Record<string, unknown>, warnings: string[]): Map<string, FileEntry> {
+  const entries = new Map<string, FileEntry>();
+  for (const [name, value] of Object.entries(top)) {
+    const section = configSections.find((candidate) => candidate === name);
+    if (section === undefined) {
+      const key = configKeys.find((candidate) => candidate.name === name);
+      addEntry(entries, warnings, { location: name, raw: value }, key, undefined);
+      continue;
+    }
+    if (value === null) continue;
+    if (!isMapping(value)) {
+      throw new ConfigError(section, "file", `${describe(value)} was given; expected a mapping`);
+    }
+    for (const [spelling, raw] of Object.entries(value)) {
+      const key = configKeys.find((k) => k.name === spelling || k.name.toLowerCase() === spelling);
+      addEntry(entries, warnings, { location: `${section}.${spelling}`, raw }, key, section);
+    }
+  }
+  return entries;
+}
+
+function addEntry(
+  entries: Map<string, FileEntry>,
+  warnings: string[],
+  entry: FileEntry,
+  key: ConfigKey<unknown> | undefined,
+  section: ConfigSection | undefined,
+): void {
+  const where = `file (${entry.location})`;
+  if (key === undefined) {
+    warnings.push(`${entry.location}: unknown key in the config file; ignored`);
+  } else if (key.secret) {
+    const name = key.name;
+    const detail = `secrets are never read from the config file; set env ${name} or ${name}_FILE, or put it in the secrets directory as ${name.toLowerCase()}`;
+    throw new ConfigError(name, "file", detail, where);
+  } else if (key.section === undefined) {
+    warnings.push(`${entry.location}: ${key.name} is read from the environment only; ignored`);
+  } else if (section !== undefined && key.section !== section) {
+    warnings.push(`${entry.location}: ${key.name} belongs in section ${key.section}; ignored`);
+  } else if (entry.raw !== null) {
+    // `key:` with nothing after it reads as null and sets nothing, like a commented-out line.
+    const earlier = entries.get(key.name);
+    if (earlier !== undefined) {
+      const detail = `is set twice, at ${earlier.location} and ${entry.location}; keep one`;
+      throw new ConfigError(key.name, "file", detail);
+    }
+    entries.set(key.name, entry);
+  }
+}
+
+function resolveKey(key: ConfigKey<unknown>, from: ConfigSources, file: ConfigFile): Resolved {
+  if (key.name === configKey.APP_CONFIG_PATH.name) {
+    return { value: file.path, source: file.source, shown: file.path };
+  }
+  if (key.secret) {
+    const secret = getSecret(key.name, from);
+    return secret === undefined
+      ? { value: "", source: "default", shown: "" }
+      : { value: secret.value, source: secret.source, shown: "[redacted]" };
+  }
+  const fromEnv = from.env[key.name];
+  if (fromEnv !== undefined) return parseInput(key, fromEnv.trim(), "env", "env");
+  const entry = file.entries.get(key.name);
+  if (entry !== undefined) {
+    const where = `file (${entry.location})`;
+    return parseInput(key, fileInput(key.name, entry.raw, where), "file", where);
+  }
+  return parseInput(key, key.default, "default", "default");
+}
+
+function parseInput(
+  key: ConfigKey<unknown>,
+  input: ConfigInput,
+  source: ConfigValueSource,
+  where: string,
+): Resolved {
+  const result = key.parse(input);
+  if (!result.ok) throw new ConfigError(key.name, source, result.problem, where);
+  return { value: result.value, source, shown: key.show(result.value) };
+}
+
+/** Scalars become text, to be parsed exactly like env; sequences are left to the list keys. */
+function fileInput(name: string, raw: unknown, where: string): ConfigInput {
+  if (typeof raw === "string") return raw.trim();
+  if (typeof raw === "number" || typeof raw === "boolean" || typeof raw === "bigint") {
+    return String(raw);
+  }
+  if (Array.isArray(raw)) {
+    return raw.map((item: unknown, index) => {
+      if (typeof item === "string") return item.trim();
+      if (typeof item === "number" || typeof item === "boolean") return String(item);
+      const detail = `entry ${index + 1} is ${describe(item)}; expected text`;
+      throw new ConfigError(name, "file", detail, where);
+    });
+  }
+  throw new ConfigError(name, "file", `${describe(raw)} was given; expected a value`, where);
+}
+
+function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]): AppConfig {
+  const value = <T>(key: ConfigKey<T>): T => resolvedEntry(resolved, key).value;
+  const k = configKey;
+  const tls = tlsFiles(resolved);
+  const redis = redisSettings(resolved, warnings);
+  const docStoreUrl = value(k.DOC_STORE_URL);
+  const secureAnalyzerUrl = value(k.SECURE_ANALYZER_URL);
+  const logCollectorUrl = value(k.LOG_COLLECTOR_URL);
+  const nodeId = value(k.NODE_ID);
+  const operatorToken = value(k.OPERATOR_TOKEN);
+  const peerToken = value(k.PEER_TOKEN);
+  return Object.freeze({
+    port: value(k.PORT),
+    host: value(k.HOST),
+    bodyLimitBytes: value(k.BODY_LIMIT_BYTES),
+    shutdownTimeoutMs: value(k.SHUTDOWN_TIMEOUT_MS),
+    keepAliveTimeoutMs: value(k.KEEP_ALIVE_TIMEOUT_MS),
+    ...(tls === undefined ? {} : { tls }),
+    ...(redis === undefined ? {} : { redis }),
+    reportingUrl: value(k.REPORTING_URL),
+    ...(docStoreUrl === "" ? {} : { docStoreUrl }),
+    notificationUrl: value(k.NOTIFICATION_URL),
+    ...(secureAnalyzerUrl === "" ? {} : { secureAnalyzerUrl }),
+    ...(logCollectorUrl === "" ? {} : { logCollectorUrl }),
+    outboundTimeoutMs: value(k.OUTBOUND_TIMEOUT_MS),
+    peers: value(k.ORCHESTRATOR_PEERS),
+    ...(nodeId === "" ? {} : { nodeId }),
+    environment: value(k.ENVIRONMENT),
+    logLevel: value(k.LOG_LEVEL),
+    ...(operatorToken === "" ? {} : { operatorToken }),
+    ...(peerToken === "" ? {} : { peerToken }),
+    configPath: value(k.APP_CONFIG_PATH),
+  });
+}
+
+function tlsFiles(resolved: ReadonlyMap<string, Resolved>): TlsFiles | undefined {
+  const cert = resolvedEntry(resolved, configKey.TLS_CERT_FILE);
+  const key = resolvedEntry(resolved, configKey.TLS_KEY_FILE);
+  if (cert.value === "" && key.value === "") return undefined;
+  if (cert.value !== "" && key.value !== "") {
+    return Object.freeze({ certFile: cert.value, keyFile: key.value });
+  }
+  // A server that starts without TLS when half of it was configured would be a silent downgrade.
+  const [unset, set] = cert.value === "" ? [cert, key] : [key, cert];
+  const detail = `is unset, but ${set.name} is set (from ${set.source}); set both or neither`;
+  throw new ConfigError(unset.name, unset.source, detail);
+}
+
+function redisSettings(
+  resolved: ReadonlyMap<string, Resolved>,
+  warnings: string[],
+): RedisSettings | undefined {
+  const value = <T>(key: ConfigKey<T>): T => resolvedEntry(resolved, key).value;
+  const host = value(configKey.REDIS_HOST);
+  const url = value(configKey.REDIS_URL);
+  const password = value(configKey.REDIS_PASSWORD);
+  if (host === "" && url === "") {
+    if (password !== "") warnings.push("REDIS_PASSWORD is set, but no REDIS_HOST or REDIS_URL");
+    return undefined;
+  }
+  return Object.freeze({
+    port: value(configKey.REDIS_PORT),
+    ...(host === "" ? {} : { host }),
+    ...(url === "" ? {} : { url }),
+    ...(password === "" ? {} : { password }),
+  });
+}
+
+/**
+ * The resolved entry of a key, typed by the key: sound because each entry's value came from that
+ * key's own parser.
+ */
+function resolvedEntry<T>(
+  resolved: ReadonlyMap<string, Resolved>,
+  key: ConfigKey<T>,
+): Resolved<T> & { readonly name: string } {
+  const entry = resolved.get(key.name);
+  if (entry === undefined) throw new Error(`configuration key ${key.name} was not resolved`);
+  return { ...entry, value: entry.value as T, name: key.name };
+}
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return "a list";
+  if (isMapping(value)) return "a mapping";
+  return value === null ? "empty" : `a ${typeof value}`;
+}

@@ -1,0 +1,53 @@
+import {
+  create,
+  type DescMessage,
+  type JsonObject,
+  type JsonValue,
+  toJson,
+} from "@bufbuild/protobuf";
+import { Code, type ConnectError } from "@connectrpc/connect";
+import { boundedMessage } from "../server/bounded-message.js";
+import { codeName, httpStatusOfCode } from "./http-status.js";
+
+/** The JSON body of every REST error: `{code, message, details}`. */
+export interface ErrorResponse {
+  readonly status: number;
+  readonly body: JsonObject;
+}
+
+/**
+ * Renders a ConnectError for HTTP: the status from the one code table, a bounded message, and each
+ * detail as JSON with its "@type". An RPC may fail with a detail of its own response type (readiness
+ * does, with the failing checks): that response's fields are then also in the body, so that a 503
+ * from GET /ready still says `ready` and `checks`.
+ */
+export function errorResponseOf(error: ConnectError, output?: DescMessage): ErrorResponse {
+  const body: JsonObject = {};
+  const details: JsonValue[] = [];
+  for (const detail of error.details) {
+    if (!("desc" in detail)) {
+      details.push({
+        "@type": `type.googleapis.com/${detail.type}`,
+        value: Buffer.from(detail.value).toString("base64"),
+      });
+      continue;
+    }
+    const json = toJson(
+      detail.desc,
+      create(detail.desc, detail.value),
+      jsonWriteOptions,
+    ) as JsonObject;
+    if (output !== undefined && detail.desc.typeName === output.typeName) Object.assign(body, json);
+    details.push({ "@type": `type.googleapis.com/${detail.desc.typeName}`, ...json });
+  }
+  body.code = codeName(error.code);
+  body.message = boundedMessage(error.rawMessage);
+  body.details = details;
+  return { status: httpStatusOfCode[error.code] ?? httpStatusOfCode[Code.Internal], body };
+}
+
+/** Proto field names (snake_case) and fields at their defaults, as every REST response has. */
+export const jsonWriteOptions = Object.freeze({
+  useProtoFieldName: true,
+  alwaysEmitImplicit: true,
+});

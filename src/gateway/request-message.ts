@@ -1,0 +1,155 @@
+import {
+  type DescField,
+  type DescMessage,
+  fromJson,
+  type JsonObject,
+  type JsonValue,
+  type Message,
+  ScalarType,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { boundedMessage } from "../server/bounded-message.js";
+import type { PathTemplate } from "./path-template.js";
+
+/** What an HTTP request carries for one RPC: router params, query and parsed JSON body. */
+export interface RestRequestParts {
+  readonly params: Readonly<Record<string, string | undefined>>;
+  readonly query: Readonly<Record<string, string | string[] | undefined>>;
+  /** The parsed JSON body, or undefined when there was none. */
+  readonly body: unknown;
+}
+
+/** How one HTTP rule maps a request onto the RPC's input message. */
+export interface RequestMapping {
+  readonly input: DescMessage;
+  readonly path: PathTemplate;
+  /** "*" (the whole body is the message), a field name, or "" (no body). */
+  readonly body: string;
+}
+
+/**
+ * Builds the RPC's request message as google.api.http transcoding does: the body (or one field of
+ * it), then query parameters for the fields the body does not carry, then path variables, which
+ * win. Field names may be written in proto (snake_case) or JSON (camelCase) form.
+ * @throws ConnectError INVALID_ARGUMENT naming what is wrong, never echoing unbounded input.
+ */
+export function requestMessageOf(mapping: RequestMapping, parts: RestRequestParts): Message {
+  const json: JsonObject = {};
+  applyBody(json, mapping, parts.body);
+  applyQuery(json, mapping, parts.query);
+  for (const [param, fieldPath] of mapping.path.variables) {
+    const value = parts.params[param];
+    if (value === undefined) continue;
+    setPath(json, mapping.input, fieldPath, [value], `path variable ${fieldPath.join(".")}`);
+  }
+  try {
+    return fromJson(mapping.input, json, { ignoreUnknownFields: false });
+  } catch (error) {
+    throw invalid(error instanceof Error ? error.message : "request does not match its schema");
+  }
+}
+
+function applyBody(json: JsonObject, mapping: RequestMapping, body: unknown): void {
+  if (body === undefined || body === null) return;
+  if (mapping.body === "") {
+    if (isObject(body) && Object.keys(body).length === 0) return;
+    throw invalid("this endpoint takes no request body");
+  }
+  if (mapping.body === "*") {
+    if (!isObject(body)) throw invalid("the request body must be a JSON object");
+    Object.assign(json, body);
+    return;
+  }
+  json[mapping.body] = body as JsonValue;
+}
+
+function applyQuery(
+  json: JsonObject,
+  mapping: RequestMapping,
+  query: RestRequestParts["query"],
+): void {
+  for (const [key, raw] of Object.entries(query)) {
+    if (raw === undefined) continue;
+    if (mapping.body === "*") {
+      throw invalid(`query parameter ${key} is not accepted here: send fields in the JSON body`);
+    }
+    const values = Array.isArray(raw) ? raw : [raw];
+    setPath(json, mapping.input, key.split("."), values, `query parameter ${key}`);
+  }
+}
+
+/** Sets a (possibly nested) field from text values, converted to the JSON its type expects. */
+function setPath(
+  json: JsonObject,
+  schema: DescMessage,
+  path: readonly string[],
+  values: readonly string[],
+  what: string,
+): void {
+  let target = json;
+  let message = schema;
+  for (let i = 0; i < path.length; i++) {
+    const name = path[i] as string;
+    const field = findField(message, name);
+    if (field === undefined) throw invalid(`${what}: no field ${name} in ${message.typeName}`);
+    delete target[field.jsonName];
+    if (i === path.length - 1) {
+      target[field.name] = jsonOfText(field, values, what);
+      return;
+    }
+    if (field.fieldKind !== "message") throw invalid(`${what}: ${name} is not a message`);
+    const next = target[field.name];
+    const child: JsonObject = isObject(next) ? (next as JsonObject) : {};
+    target[field.name] = child;
+    target = child;
+    message = field.message;
+  }
+}
+
+function findField(message: DescMessage, name: string): DescField | undefined {
+  return message.fields.find((f) => f.name === name || f.jsonName === name);
+}
+
+function jsonOfText(field: DescField, values: readonly string[], what: string): JsonValue {
+  switch (field.fieldKind) {
+    case "list":
+      return values.map((v) =>
+        field.listKind === "scalar"
+          ? scalarJson(field.scalar, v, what)
+          : field.listKind === "enum"
+            ? enumJson(v)
+            : v,
+      );
+    case "map":
+      throw invalid(`${what}: maps cannot be set from the query string`);
+    default: {
+      if (values.length !== 1) throw invalid(`${what}: a single value is expected`);
+      const value = values[0] as string;
+      if (field.fieldKind === "scalar") return scalarJson(field.scalar, value, what);
+      if (field.fieldKind === "enum") return enumJson(value);
+      return value; // well-known types written as JSON strings: Timestamp, Duration, wrappers
+    }
+  }
+}
+
+function scalarJson(type: ScalarType, text: string, what: string): JsonValue {
+  if (type === ScalarType.BOOL) {
+    if (text === "true" || text === "1") return true;
+    if (text === "false" || text === "0") return false;
+    throw invalid(`${what}: expected true or false`);
+  }
+  // Proto JSON accepts numbers as strings for every numeric type, 64-bit included.
+  return text;
+}
+
+function enumJson(text: string): JsonValue {
+  return /^-?\d+$/.test(text) ? Number(text) : text;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function invalid(message: string): ConnectError {
+  return new ConnectError(boundedMessage(message), Code.InvalidArgument);
+}

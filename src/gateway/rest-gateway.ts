@@ -1,0 +1,240 @@
+import type { OutgoingHttpHeaders } from "node:http";
+import { getOption, hasOption, type Message, toJson } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
+import { http } from "../../gen/google/api/annotations_pb.js";
+import type { HttpRule } from "../../gen/google/api/http_pb.js";
+import type { CallMeta } from "../interceptors/call-meta.js";
+import { once, type WrappedMethod, type WrappedService } from "../interceptors/chain.js";
+import { ActiveCalls, CallContext } from "../server/call-context.js";
+import { errorResponseOf, jsonWriteOptions } from "./error-body.js";
+import { compilePathTemplate } from "./path-template.js";
+import { type RequestMapping, requestMessageOf } from "./request-message.js";
+
+/** One HTTP route derived from a google.api.http rule. */
+export interface RestRoute {
+  readonly method: HTTPMethods;
+  readonly path: string;
+  readonly target: WrappedMethod;
+  readonly mapping: RequestMapping;
+  /** Field of the response sent as the body; "" sends the whole response. */
+  readonly responseBody: string;
+}
+
+export interface RestGatewayOptions {
+  /** Aborts calls still running when the shutdown grace period is over. */
+  readonly shutdownSignal: AbortSignal;
+  /** The call's meta, resolved by the HTTP edge for every request. */
+  readonly callMetaOf: (request: FastifyRequest) => CallMeta;
+}
+
+/**
+ * Reads the google.api.http rules of every method (and their additional bindings) from the
+ * descriptors. No route is written by hand: a proto change is a route change.
+ * @throws Error when a rule uses a path template the gateway cannot route exactly.
+ */
+export function restRoutesOf(services: readonly WrappedService[]): RestRoute[] {
+  const routes: RestRoute[] = [];
+  for (const { methods } of services) {
+    for (const target of methods.values()) {
+      if (!hasOption(target.method, http)) continue;
+      const rule = getOption(target.method, http);
+      for (const binding of [rule, ...rule.additionalBindings]) {
+        routes.push(routeOf(target, binding));
+      }
+    }
+  }
+  return routes;
+}
+
+function routeOf(target: WrappedMethod, rule: HttpRule): RestRoute {
+  const { method, template } = verbAndTemplate(rule, target);
+  const path = compilePathTemplate(template);
+  if (target.streaming && target.method.methodKind !== "server_streaming") {
+    throw new Error(`${target.method.name}: only server-streaming RPCs can have an HTTP rule`);
+  }
+  return {
+    method,
+    path: template,
+    target,
+    mapping: { input: target.method.input, path, body: rule.body },
+    responseBody: rule.responseBody,
+  };
+}
+
+function verbAndTemplate(
+  rule: HttpRule,
+  target: WrappedMethod,
+): { method: HTTPMethods; template: string } {
+  const pattern = rule.pattern;
+  switch (pattern.case) {
+    case "get":
+      return { method: "GET", template: pattern.value };
+    case "put":
+      return { method: "PUT", template: pattern.value };
+    case "post":
+      return { method: "POST", template: pattern.value };
+    case "delete":
+      return { method: "DELETE", template: pattern.value };
+    case "patch":
+      return { method: "PATCH", template: pattern.value };
+    default:
+      throw new Error(`${target.method.name}: HTTP rule without a supported verb`);
+  }
+}
+
+/**
+ * Registers the REST routes on fastify. Every route calls the same wrapped implementation as gRPC
+ * and Connect do; unary responses are JSON, server-streaming responses are newline-delimited JSON
+ * (one message per line) that `curl -N` can follow.
+ */
+export function registerRestGateway(
+  app: FastifyInstance,
+  routes: readonly RestRoute[],
+  options: RestGatewayOptions,
+): void {
+  const edge: Edge = { ...options, activeCalls: new ActiveCalls(options.shutdownSignal) };
+  for (const route of routes) {
+    app.route({
+      method: route.method,
+      url: compilePathTemplate(route.path).routerPath,
+      handler: route.target.streaming
+        ? (request, reply) => serveStream(route, request, reply, edge)
+        : (request, reply) => serveUnary(route, request, reply, edge),
+    });
+  }
+}
+
+interface Edge extends RestGatewayOptions {
+  readonly activeCalls: ActiveCalls;
+}
+
+async function serveUnary(
+  route: RestRoute,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: Edge,
+): Promise<void> {
+  const target = route.target;
+  if (target.streaming) return;
+  let context: CallContext | undefined;
+  try {
+    const message = requestMessageOf(route.mapping, partsOf(request));
+    context = contextOf(route, request, options);
+    const response = await target.call(message, context);
+    const headers: OutgoingHttpHeaders = {};
+    context.copyResponseHeaders(headers);
+    reply.headers(headers);
+    await reply.send(bodyOf(route, response));
+  } catch (error) {
+    await sendError(reply, error, route);
+  } finally {
+    context?.end();
+  }
+}
+
+async function serveStream(
+  route: RestRoute,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: Edge,
+): Promise<void> {
+  const target = route.target;
+  if (!target.streaming) return;
+  let message: Message;
+  try {
+    message = requestMessageOf(route.mapping, partsOf(request));
+  } catch (error) {
+    return sendError(reply, error, route);
+  }
+  const context = contextOf(route, request, options);
+  const raw = reply.raw;
+  raw.once("close", () => {
+    if (!raw.writableFinished) {
+      context.abort(new ConnectError("the client went away", Code.Canceled));
+    }
+  });
+  const responses = target.call(once(message), context)[Symbol.asyncIterator]();
+  let first: IteratorResult<Message>;
+  try {
+    first = await responses.next();
+  } catch (error) {
+    context.end();
+    return sendError(reply, error, route);
+  }
+  // From here on the status line is sent: a later error becomes the stream's last line.
+  reply.hijack();
+  const headers: OutgoingHttpHeaders = {
+    ...(reply.getHeaders() as OutgoingHttpHeaders),
+    "content-type": "application/x-ndjson; charset=utf-8",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+  };
+  context.copyResponseHeaders(headers);
+  raw.writeHead(200, headers);
+  try {
+    for (let next = first; !next.done; next = await responses.next()) {
+      if (raw.destroyed) break;
+      if (!raw.write(`${JSON.stringify(bodyOf(route, next.value))}\n`)) await drained(raw);
+    }
+  } catch (error) {
+    if (!raw.destroyed) {
+      raw.write(`${JSON.stringify({ error: errorResponseOf(asConnectError(error)).body })}\n`);
+    }
+  } finally {
+    await responses.return?.();
+    context.end();
+    if (!raw.destroyed) raw.end();
+  }
+}
+
+function partsOf(request: FastifyRequest) {
+  return {
+    params: request.params as Record<string, string | undefined>,
+    query: request.query as Record<string, string | string[] | undefined>,
+    body: request.body,
+  };
+}
+
+function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): CallContext {
+  return new CallContext({
+    target: route.target,
+    protocolName: "rest",
+    requestMethod: request.method,
+    url: `${request.protocol}://${request.host}${request.url}`,
+    headers: request.headers,
+    meta: options.callMetaOf(request),
+    activeCalls: options.activeCalls,
+  });
+}
+
+function bodyOf(route: RestRoute, response: Message): unknown {
+  const json = toJson(route.target.method.output, response, jsonWriteOptions) as Record<
+    string,
+    unknown
+  >;
+  if (route.responseBody === "") return json;
+  return json[route.responseBody] ?? {};
+}
+
+async function sendError(reply: FastifyReply, error: unknown, route: RestRoute): Promise<void> {
+  const { status, body } = errorResponseOf(asConnectError(error), route.target.method.output);
+  await reply.code(status).send(body);
+}
+
+/** The chain turns every failure into a ConnectError; anything else here is ours, and hidden. */
+function asConnectError(error: unknown): ConnectError {
+  return error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
+}
+
+function drained(raw: NodeJS.WritableStream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      raw.removeListener("drain", done);
+      raw.removeListener("close", done);
+      resolve();
+    };
+    raw.on("drain", done);
+    raw.on("close", done);
+  });
+}

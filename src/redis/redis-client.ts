@@ -1,0 +1,74 @@
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { ReadinessCheck } from "../system/readiness.js";
+
+/** Where Redis is, as configuration gives it. */
+export interface RedisConnectionOptions {
+  readonly host?: string | undefined;
+  readonly port: number;
+  /** redis:// or rediss:// URL; wins over host and port. */
+  readonly url?: string | undefined;
+  readonly password?: string | undefined;
+}
+
+/**
+ * Connects to Redis for durable state and events. Commands fail fast while Redis is unreachable
+ * (no offline queue), so that a write is refused with UNAVAILABLE rather than acknowledged late or
+ * never; the client reconnects by itself with capped backoff.
+ */
+export function createRedisClient(options: RedisConnectionOptions, logger: Logger): Redis {
+  const common = {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5_000,
+    retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),
+    ...(options.password ? { password: options.password } : {}),
+  };
+  const client = options.url
+    ? new Redis(options.url, common)
+    : new Redis({ ...common, host: options.host ?? "127.0.0.1", port: options.port });
+  let reported = false;
+  client.on("error", (error: Error) => {
+    // One line per outage, not one per reconnect attempt.
+    if (!reported) logger.warn({ err: { message: error.message } }, "redis unreachable");
+    reported = true;
+  });
+  client.on("ready", () => {
+    if (reported) logger.info("redis reachable again");
+    reported = false;
+  });
+  return client;
+}
+
+/** Readiness follows Redis: a PING must succeed. */
+export function redisReadinessCheck(client: Redis): ReadinessCheck {
+  return {
+    name: "redis",
+    probe: async () => {
+      if (client.status !== "ready") return `redis is ${client.status}`;
+      try {
+        await client.ping();
+        return undefined;
+      } catch {
+        return "redis does not answer";
+      }
+    },
+  };
+}
+
+/** Closes the connection politely (QUIT), or drops it if Redis does not answer in time. */
+export async function closeRedisClient(client: Redis, timeoutMs = 2_000): Promise<void> {
+  if (client.status === "end") return;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, timeoutMs);
+  });
+  try {
+    await Promise.race([client.quit().then(() => undefined), timeout]);
+  } catch {
+    // not connected: nothing to say goodbye to
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+}
