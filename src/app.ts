@@ -60,6 +60,8 @@ export interface AppDeps {
   readonly ids?: IdSource;
   /** Where log lines go. Default: standard output. */
   readonly logDestination?: DestinationStream;
+  /** More conditions readiness waits for, beside the node's own (serving, Redis). */
+  readonly readinessChecks?: readonly ReadinessCheck[];
 }
 
 /** A composed orchestrator node, not yet listening. */
@@ -120,7 +122,7 @@ export async function createApp(
 
   const status = createServingStatus();
   const kill = new AbortController();
-  const readinessChecks: ReadinessCheck[] = [];
+  const readinessChecks: ReadinessCheck[] = [...(deps.readinessChecks ?? [])];
   let redis: Redis | undefined;
   if (config.redis) {
     redis = createRedisClient(config.redis, logger);
