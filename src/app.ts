@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
@@ -36,8 +37,7 @@ import { createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
 import { type Interceptor, wrapService } from "./interceptors/chain.js";
 import { createDrainInterceptor } from "./interceptors/drain.js";
-import { createLoggingInterceptor } from "./interceptors/logging.js";
-import { createMetricsInterceptor } from "./interceptors/metrics.js";
+import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
 import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
 import { createLogger, flushLogger } from "./observability/logger.js";
@@ -122,6 +122,8 @@ export async function createApp(
 
   const status = createServingStatus();
   const kill = new AbortController();
+  // Every call on the Connect router listens on it: many calls in flight are normal, not a leak.
+  setMaxListeners(0, kill.signal);
   const readinessChecks: ReadinessCheck[] = [...(deps.readinessChecks ?? [])];
   let redis: Redis | undefined;
   if (config.redis) {
@@ -130,8 +132,7 @@ export async function createApp(
   }
 
   const interceptors: Interceptor[] = [
-    createLoggingInterceptor(logger),
-    createMetricsInterceptor(metrics),
+    createTelemetryInterceptor(logger, metrics),
     createAuthInterceptor({ operatorToken: config.operatorToken, peerToken: config.peerToken }),
     createValidationInterceptor(),
     createDrainInterceptor(status.drainSignal),
@@ -183,7 +184,7 @@ export async function createApp(
     async listen() {
       const address = await listener.listen(config.port, config.host);
       logger.info(
-        { port: address.port, host: address.address, node_id: node.nodeId, tls: !!config.tls },
+        { port: address.port, host: address.address, tls: !!config.tls },
         "orchestrator listening",
       );
       return address;

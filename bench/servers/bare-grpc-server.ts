@@ -26,3 +26,4 @@ server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error,
   answerCpuProbes();
   reportReady(port);
 });
+process.on("SIGTERM", () => server.tryShutdown(() => process.exit(0)));

@@ -149,16 +149,20 @@ async function serveStream(
   }
   const context = contextOf(route, request, options);
   const raw = reply.raw;
+  // Node's HTTP/2 compat response reports writableFinished after a client's RST_STREAM too, and
+  // has no `destroyed`: whether the response ended, and whether the client left, are tracked here.
+  let ended = false;
+  let closed = false;
   raw.once("close", () => {
-    if (!raw.writableFinished) {
-      context.abort(new ConnectError("the client went away", Code.Canceled));
-    }
+    closed = true;
+    if (!ended) context.abort(new ConnectError("the client went away", Code.Canceled));
   });
   const responses = target.call(once(message), context)[Symbol.asyncIterator]();
   let first: IteratorResult<Message>;
   try {
     first = await responses.next();
   } catch (error) {
+    ended = true;
     context.end();
     return sendError(reply, error, route);
   }
@@ -173,18 +177,20 @@ async function serveStream(
   context.copyResponseHeaders(headers);
   raw.writeHead(200, headers);
   try {
-    for (let next = first; !next.done; next = await responses.next()) {
-      if (raw.destroyed) break;
-      if (!raw.write(`${JSON.stringify(bodyOf(route, next.value))}\n`)) await drained(raw);
+    for (let next = first; !next.done && !closed; next = await responses.next()) {
+      if (!raw.write(`${JSON.stringify(bodyOf(route, next.value))}\n`)) {
+        await drained(raw, () => closed);
+      }
     }
   } catch (error) {
-    if (!raw.destroyed) {
+    if (!closed) {
       raw.write(`${JSON.stringify({ error: errorResponseOf(asConnectError(error)).body })}\n`);
     }
   } finally {
+    ended = true;
     await responses.return?.();
     context.end();
-    if (!raw.destroyed) raw.end();
+    if (!closed) raw.end();
   }
 }
 
@@ -201,7 +207,7 @@ function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): Ca
     target: route.target,
     protocolName: "rest",
     requestMethod: request.method,
-    url: `${request.protocol}://${request.host}${request.url}`,
+    url: () => `${request.protocol}://${request.host}${request.url}`,
     headers: request.headers,
     meta: options.callMetaOf(request),
     activeCalls: options.activeCalls,
@@ -227,7 +233,9 @@ function asConnectError(error: unknown): ConnectError {
   return error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
 }
 
-function drained(raw: NodeJS.WritableStream): Promise<void> {
+/** Resolves when the response can take more, or at once if the client is gone. */
+function drained(raw: NodeJS.WritableStream, isClosed: () => boolean): Promise<void> {
+  if (isClosed()) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       raw.removeListener("drain", done);

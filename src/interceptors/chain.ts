@@ -78,8 +78,18 @@ function wrapMethod(
 ): WrappedMethod {
   const layers = interceptors.map((interceptor) => interceptor(method));
   if (method.methodKind === "unary") {
-    let call: UnaryCall = async (request, context) =>
-      asMessage(method.output, await handler(request, context));
+    const output = method.output;
+    // No async frame of its own: implementations often answer synchronously (Ping, Health).
+    let call: UnaryCall = (request, context) => {
+      try {
+        const result = handler(request, context);
+        return result instanceof Promise
+          ? result.then((value) => asMessage(output, value))
+          : Promise.resolve(asMessage(output, result));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    };
     for (let i = layers.length - 1; i >= 0; i--) {
       const unary = layers[i]?.unary;
       if (unary) call = unary(call);

@@ -21,7 +21,8 @@ export interface CallContextInit {
   /** "grpc" on the fast path, "rest" on the gateway. */
   readonly protocolName: string;
   readonly requestMethod: string;
-  readonly url: string;
+  /** The request URL, built only if something asks for it. */
+  readonly url: () => string;
   readonly headers: IncomingHttpHeaders;
   readonly meta: CallMeta;
   /** Calls still running when the shutdown grace period is over are aborted through it. */
@@ -37,7 +38,8 @@ const callEnded = new ConnectError("the call has ended", Code.Canceled);
 /**
  * The HandlerContext our own transports (the gRPC fast path, the REST gateway) hand to wrapped
  * methods. It has the shape the Connect router gives, but builds nothing a call does not use:
- * request headers, response headers and trailers, and the abort signal are made on first access,
+ * request headers, response headers and trailers, context values, the URL and the abort signal
+ * are made on first access,
  * which on the hot path (a unary call no interceptor inspects) is never. The transport releases it
  * with `end()`, and learns of a deadline or shutdown through `onAbort`.
  */
@@ -46,17 +48,18 @@ export class CallContext implements HandlerContext {
   readonly service: DescService;
   readonly protocolName: string;
   readonly requestMethod: string;
-  readonly url: string;
-  readonly values: ContextValues;
   /** Set by the transport: called once if the call is aborted (deadline, shutdown, cancel). */
   onAbort: ((reason: ConnectError) => void) | undefined;
 
   private readonly headers: IncomingHttpHeaders;
+  private readonly meta: CallMeta;
+  private readonly urlOf: () => string;
   private readonly activeCalls: ActiveCalls;
   private readonly deadline: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private controller: AbortController | undefined;
   private abortReason: ConnectError | undefined;
+  private lazyValues: ContextValues | undefined;
   private lazyRequestHeader: Headers | undefined;
   private lazyResponseHeader: Headers | undefined;
   private lazyResponseTrailer: Headers | undefined;
@@ -66,9 +69,9 @@ export class CallContext implements HandlerContext {
     this.service = init.target.method.parent;
     this.protocolName = init.protocolName;
     this.requestMethod = init.requestMethod;
-    this.url = init.url;
+    this.urlOf = init.url;
     this.headers = init.headers;
-    this.values = createContextValues().set(callMetaKey, init.meta);
+    this.meta = init.meta;
     this.activeCalls = init.activeCalls;
     if (init.timeoutMs !== undefined) {
       this.deadline = Date.now() + init.timeoutMs;
@@ -86,6 +89,15 @@ export class CallContext implements HandlerContext {
       if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
     }
     return this.controller.signal;
+  }
+
+  get url(): string {
+    return this.urlOf();
+  }
+
+  get values(): ContextValues {
+    this.lazyValues ??= createContextValues().set(callMetaKey, this.meta);
+    return this.lazyValues;
   }
 
   get requestHeader(): Headers {

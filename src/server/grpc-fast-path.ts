@@ -51,7 +51,12 @@ export function createGrpcFastPath(
   return (stream, headers) => {
     const contentType = headers["content-type"];
     if (contentType === undefined || !grpcProtoContentType.test(contentType)) return false;
-    const call = new ServerCall(stream, contentType);
+    // Resolved first, so that even a refusal echoes the caller's correlation id.
+    const meta = options.resolveCallMeta(
+      headerValue(headers[correlationHeader]),
+      headerValue(headers.traceparent),
+    );
+    const call = new ServerCall(stream, contentType, meta);
     const path = headers[":path"] ?? "";
     const target = methods.get(path);
     if (target === undefined || headers[":method"] !== "POST") {
@@ -68,21 +73,17 @@ export function createGrpcFastPath(
       call.fail(timeout.error);
       return true;
     }
-    const meta = options.resolveCallMeta(
-      headerValue(headers[correlationHeader]),
-      headerValue(headers.traceparent),
-    );
     const context = new CallContext({
       target,
       protocolName: "grpc",
       requestMethod: "POST",
-      url: `http://${headers[":authority"] ?? "localhost"}${path}`,
+      url: () => `http://${headers[":authority"] ?? "localhost"}${path}`,
       headers,
       meta,
       activeCalls,
       timeoutMs: timeout.timeoutMs,
     });
-    call.start(target, context, meta, encoding, options.readMaxBytes);
+    call.start(target, context, encoding, options.readMaxBytes);
     return true;
   };
 }
@@ -92,24 +93,22 @@ class ServerCall {
   private headersSent = false;
   private finished = false;
   private context: CallContext | undefined;
-  private meta: CallMeta | undefined;
   /** The status the trailers carry, set when the call ends. */
   private status: ConnectError | undefined;
 
   constructor(
     private readonly stream: ServerHttp2Stream,
     private readonly contentType: string,
+    private readonly meta: CallMeta,
   ) {}
 
   start(
     target: WrappedMethod,
     context: CallContext,
-    meta: CallMeta,
     encoding: Encoding,
     readMaxBytes: number,
   ): void {
     this.context = context;
-    this.meta = meta;
     // A deadline or the end of the shutdown grace period answers the call with its reason.
     context.onAbort = (reason) => this.fail(reason);
     // A client that resets the stream or goes away cancels the call; nobody is left to answer.
@@ -240,10 +239,8 @@ class ServerCall {
       "content-type": this.contentType,
       "grpc-accept-encoding": acceptEncoding,
     };
-    if (this.meta) {
-      headers[correlationHeader] = this.meta.correlationId;
-      headers[traceresponseHeader] = traceparentOf(this.meta);
-    }
+    headers[correlationHeader] = this.meta.correlationId;
+    headers[traceresponseHeader] = traceparentOf(this.meta);
     this.context?.copyResponseHeaders(headers);
     return headers;
   }
@@ -252,13 +249,16 @@ class ServerCall {
     if (this.headersSent || this.stream.destroyed) return;
     this.headersSent = true;
     this.stream.respond(this.responseHeaders(), { waitForTrailers: true });
-    this.stream.once("wantTrailers", () => {
-      const trailer = this.context?.trailers ?? new Headers();
-      setTrailerStatus(trailer, this.status && bounded(this.status));
-      const trailers: OutgoingHttpHeaders = {};
-      copyHeaders(trailer, trailers);
-      this.stream.sendTrailers(trailers);
-    });
+    this.stream.once("wantTrailers", () => this.stream.sendTrailers(this.trailers()));
+  }
+
+  private trailers(): OutgoingHttpHeaders {
+    const trailer = this.context?.trailers;
+    // The common case, OK with no trailers of the implementation's, builds no Headers object.
+    if (this.status === undefined && trailer === undefined) return { "grpc-status": "0" };
+    const trailers: OutgoingHttpHeaders = {};
+    copyHeaders(statusHeaders(trailer ?? new Headers(), this.status), trailers);
+    return trailers;
   }
 
   private trailersOnly(error: ConnectError): void {
@@ -266,7 +266,7 @@ class ServerCall {
     const headers = this.responseHeaders();
     const trailers = this.context?.trailers;
     if (trailers) copyHeaders(trailers, headers);
-    copyHeaders(setTrailerStatus(new Headers(), bounded(error)), headers);
+    copyHeaders(statusHeaders(new Headers(), error), headers);
     this.stream.respond(headers, { endStream: true });
     // Stop reading whatever the client is still sending (an oversize message, say).
     if (!this.stream.readableEnded) this.stream.close();
@@ -348,6 +348,31 @@ function toConnectError(reason: unknown): ConnectError {
   if (reason instanceof ConnectError) return reason;
   // Whatever else escaped the chain says nothing the client should see.
   return new ConnectError("internal error", Code.Internal);
+}
+
+/**
+ * Writes the status into `target`: grpc-status, grpc-message and grpc-status-details-bin, with the
+ * message bounded (no trailer grows with the input) and percent-encoded only where the gRPC spec
+ * requires, so that every client shows it as written.
+ */
+function statusHeaders(target: Headers, error: ConnectError | undefined): Headers {
+  if (error === undefined) return setTrailerStatus(target, undefined);
+  const status = bounded(error);
+  setTrailerStatus(target, status);
+  target.set("grpc-message", percentEncodeGrpcMessage(status.rawMessage));
+  return target;
+}
+
+/** The gRPC spec's encoding of grpc-message: bytes outside 0x20-0x7E, and "%", as %XX. */
+export function percentEncodeGrpcMessage(message: string): string {
+  let encoded = "";
+  for (const byte of Buffer.from(message, "utf8")) {
+    encoded +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return encoded;
 }
 
 /** A copy of the error whose message is bounded, so that no trailer grows with the input. */

@@ -8,6 +8,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
   type FastifyServerFactory,
+  LogController,
 } from "fastify";
 import type { Logger } from "pino";
 import { errorResponseOf } from "../gateway/error-body.js";
@@ -73,10 +74,13 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
   };
   const fastify: FastifyInstance = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // The telemetry interceptor logs every RPC; fastify's own per-request lines would double them.
+    logController: new LogController({
+      disableRequestLogging: true,
+      requestIdLogLabel: "correlation_id",
+    }),
     bodyLimit: deps.bodyLimitBytes,
     requestIdHeader: false,
-    requestIdLogLabel: "correlation_id",
     genReqId: (request) => {
       const offered = request.headers[correlationHeader];
       return typeof offered === "string" && isWellFormedCorrelationId(offered)
@@ -88,6 +92,9 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
     serverFactory,
   });
 
+  // REST bodies are JSON; fastify's default text/plain parser would let other media types through
+  // to a confusing 400 instead of a clear 415.
+  fastify.removeContentTypeParser("text/plain");
   fastify.decorateRequest("callMeta", null as unknown as CallMeta);
   fastify.addHook("onRequest", async (request, reply) => {
     const traceparent = request.headers.traceparent;
@@ -128,7 +135,6 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
     },
     readMaxBytes: deps.bodyLimitBytes,
     shutdownSignal: deps.shutdownSignal,
-    jsonOptions: { ignoreUnknownFields: false },
     contextValues: (request: FastifyRequest) =>
       createContextValues().set(callMetaKey, request.callMeta),
   });

@@ -73,6 +73,9 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   const opts = { ...defaults, ...options };
   const sockets = new Set<Socket>();
   const sessions = new Set<Http2Session>();
+  // Connections that have not sent a byte yet: nothing is in flight on them, so shutdown may drop
+  // them at once instead of waiting for the client.
+  const silent = new Set<Socket>();
 
   const h1 = http.createServer(
     { keepAliveTimeout: opts.keepAliveTimeoutMs, headersTimeout: opts.headersTimeoutMs },
@@ -129,7 +132,10 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   } else {
     server = net.createServer((socket) => {
       onSocket(socket);
+      silent.add(socket);
+      socket.once("close", () => silent.delete(socket));
       sniffProtocol(socket, opts.headersTimeoutMs, (isH2) => {
+        silent.delete(socket);
         (isH2 ? h2 : h1).emit("connection", socket);
         // The HTTP/1.1 parser reads new bytes straight from the socket's handle; the bytes we
         // sniffed and put back are in the stream's buffer and flow to it once resumed.
@@ -148,7 +154,10 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
           resolve(server.address() as AddressInfo);
         });
       }),
-    close: (timeoutMs) => closeGracefully(server, h1, sessions, sockets, timeoutMs),
+    close: (timeoutMs) => {
+      for (const socket of silent) socket.destroy();
+      return closeGracefully(server, h1, sessions, sockets, timeoutMs);
+    },
   };
 }
 

@@ -61,7 +61,13 @@ export function createSystemService(deps: SystemServiceDeps): ServiceImpl<typeof
     },
 
     async ready() {
-      const results = await evaluateReadiness(checks, deps.readinessTimeoutMs ?? 2000);
+      const evaluated = await evaluateReadiness(checks, deps.readinessTimeoutMs ?? 2000);
+      // Draining may have begun while the checks ran: the answer must not be stale.
+      const results = evaluated.map((r) =>
+        r.name === servingCheck.name && deps.status.draining
+          ? { name: r.name, ok: false, detail: "the node is shutting down" }
+          : r,
+      );
       const response = create(ReadyResponseSchema, {
         ready: results.every((r) => r.ok),
         checks: results,

@@ -1,3 +1,5 @@
+import { setMaxListeners } from "node:events";
+
 /** Whether this node takes traffic, as load balancers and grpc.health.v1 clients see it. */
 export type ServingState = "SERVING" | "NOT_SERVING";
 
@@ -21,6 +23,8 @@ export interface ServingStatus {
 export function createServingStatus(): ServingStatus {
   const listeners = new Set<(state: ServingState) => void>();
   const drain = new AbortController();
+  // Every open stream listens for the drain: thousands of watchers are normal, not a leak.
+  setMaxListeners(0, drain.signal);
   let state: ServingState = "SERVING";
   return {
     get state() {

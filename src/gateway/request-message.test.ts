@@ -1,0 +1,80 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { GetEventHistoryRequestSchema } from "../../gen/orchestrator/v1/infrastructure_pb.js";
+import {
+  HeartbeatRequestSchema,
+  ListServicesRequestSchema,
+  ServiceStatus,
+} from "../../gen/orchestrator/v1/registry_pb.js";
+import { compilePathTemplate } from "./path-template.js";
+import { type RequestMapping, requestMessageOf } from "./request-message.js";
+
+const list: RequestMapping = {
+  input: ListServicesRequestSchema,
+  path: compilePathTemplate("/registry"),
+  body: "",
+};
+const heartbeat: RequestMapping = {
+  input: HeartbeatRequestSchema,
+  path: compilePathTemplate("/registry/{name}/heartbeat"),
+  body: "*",
+};
+
+function invalid(fn: () => unknown): ConnectError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.InvalidArgument);
+    return error as ConnectError;
+  }
+  throw new Error("expected INVALID_ARGUMENT");
+}
+
+describe("requestMessageOf", () => {
+  it("reads typed query parameters, in proto or JSON names", () => {
+    const message = requestMessageOf(list, {
+      params: {},
+      query: { tag: "blue", pageSize: "25", status: "SERVICE_STATUS_HEALTHY" },
+      body: undefined,
+    });
+    expect(message).toMatchObject({ tag: "blue", pageSize: 25, status: ServiceStatus.HEALTHY });
+  });
+
+  it("accepts enum numbers and timestamps in the query", () => {
+    const message = requestMessageOf(
+      { input: GetEventHistoryRequestSchema, path: compilePathTemplate("/h"), body: "" },
+      { params: {}, query: { since: "2026-01-02T03:04:05Z", limit: "3" }, body: undefined },
+    );
+    expect(message).toMatchObject({ limit: 3, since: { seconds: 1767323045n } });
+  });
+
+  it("lets the path variable win over the body", () => {
+    const message = requestMessageOf(heartbeat, {
+      params: { p0: "from-path" },
+      query: {},
+      body: { name: "from-body" },
+    });
+    expect(message).toMatchObject({ name: "from-path" });
+  });
+
+  it.each([
+    ["an unknown query parameter", { bogus: "1" }],
+    ["a number that is not one", { page_size: "abc" }],
+    ["two values for a single field", { tag: ["a", "b"] }],
+  ])("refuses %s", (_, query) => {
+    invalid(() => requestMessageOf(list, { params: {}, query, body: undefined }));
+  });
+
+  it("refuses a body that is not an object, and query parameters where the body is the message", () => {
+    invalid(() => requestMessageOf(heartbeat, { params: {}, query: {}, body: [1, 2] }));
+    invalid(() => requestMessageOf(heartbeat, { params: {}, query: { name: "x" }, body: {} }));
+  });
+
+  it("never echoes an unbounded field name", () => {
+    const error = invalid(() =>
+      requestMessageOf(heartbeat, { params: {}, query: {}, body: { ["k".repeat(10_000)]: 1 } }),
+    );
+    expect(error.rawMessage.length).toBeLessThanOrEqual(512);
+  });
+});

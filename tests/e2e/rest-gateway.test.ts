@@ -1,0 +1,409 @@
+import http from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
+
+// The REST gateway as a curl user meets it: real node, real HTTP/1.1 over loopback, bodies and
+// headers as sent on the wire.
+
+interface Reply {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly text: string;
+  /** The body parsed as JSON; undefined when it is not JSON. */
+  readonly json: unknown;
+}
+
+type JsonRecord = Record<string, unknown>;
+
+interface Call {
+  readonly method: string;
+  readonly path: string;
+  /** Sent as is; with `application/json` unless `contentType` says otherwise. */
+  readonly body?: string;
+  readonly contentType?: string;
+  readonly headers?: Record<string, string>;
+}
+
+/** Every body this file received, checked once more at the end for stack traces. */
+const everyBody: string[] = [];
+
+async function call(base: string, request: Call): Promise<Reply> {
+  const headers: Record<string, string> = { ...request.headers };
+  if (request.body !== undefined)
+    headers["content-type"] = request.contentType ?? "application/json";
+  const response = await fetch(`${base}${request.path}`, {
+    method: request.method,
+    headers,
+    ...(request.body === undefined ? {} : { body: request.body }),
+  });
+  const text = await response.text();
+  everyBody.push(text);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
+
+function asRecord(value: unknown): JsonRecord {
+  expect(value).toBeTypeOf("object");
+  expect(value).not.toBeNull();
+  expect(Array.isArray(value)).toBe(false);
+  return value as JsonRecord;
+}
+
+/** An error body: exactly `{code, message, details}`, a bounded message, no stack trace. */
+function expectErrorBody(reply: Reply, status: number, code: string): JsonRecord {
+  expect(reply.status, reply.text).toBe(status);
+  expect(reply.headers.get("content-type")).toMatch(/^application\/json/);
+  const body = asRecord(reply.json);
+  expect(Object.keys(body).sort()).toEqual(["code", "details", "message"]);
+  expect(body.code).toBe(code);
+  expect(body.message).toBeTypeOf("string");
+  expect((body.message as string).length).toBeLessThanOrEqual(600);
+  expect(Array.isArray(body.details)).toBe(true);
+  expect(reply.text).not.toContain("    at ");
+  return body;
+}
+
+/** Every key of every object in `value`, at any depth. */
+function keysOf(value: unknown, into: string[] = []): string[] {
+  if (Array.isArray(value)) {
+    for (const item of value) keysOf(item, into);
+  } else if (typeof value === "object" && value !== null) {
+    for (const [key, item] of Object.entries(value)) {
+      into.push(key);
+      keysOf(item, into);
+    }
+  }
+  return into;
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const traceresponsePattern = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+describe("REST gateway: every endpoint of the original service", () => {
+  let node: RunningOrchestrator;
+  beforeAll(async () => {
+    node = await startOrchestrator();
+  });
+  afterAll(async () => {
+    await node?.close();
+  });
+
+  // The seed README's API table and "Endpoints (initial)" list, with real path ids and bodies
+  // that pass request validation, so that what answers is the route's own implementation.
+  const implemented: readonly Call[] = [
+    { method: "GET", path: "/health" },
+    { method: "GET", path: "/ready" },
+    { method: "GET", path: "/info" },
+    { method: "GET", path: "/config/effective" },
+    { method: "GET", path: "/metrics" },
+  ];
+  const unimplemented: readonly Call[] = [
+    { method: "GET", path: "/health/system" },
+    { method: "GET", path: "/workflows" },
+    { method: "POST", path: "/ingest", body: '{"source":"github"}' },
+    { method: "POST", path: "/workflows/run", body: "{}" },
+    { method: "POST", path: "/demo/e2e", body: '{"format":"json","log_limit":50}' },
+    {
+      method: "POST",
+      path: "/registry/register",
+      body: '{"name":"svc","base_url":"http://svc:8080"}',
+    },
+    { method: "GET", path: "/registry" },
+    { method: "POST", path: "/registry/sync-peers", body: "{}" },
+    { method: "POST", path: "/registry/poll-openapi", body: "{}" },
+    { method: "GET", path: "/infrastructure/dlq/stats" },
+    { method: "POST", path: "/infrastructure/dlq/retry", body: "{}" },
+    { method: "GET", path: "/infrastructure/saga/stats" },
+    { method: "GET", path: "/infrastructure/saga/abc" },
+    { method: "GET", path: "/infrastructure/events/history" },
+    { method: "POST", path: "/infrastructure/events/replay", body: "{}" },
+    { method: "POST", path: "/infrastructure/events/clear", body: "{}" },
+    { method: "GET", path: "/infrastructure/tracing/stats" },
+    { method: "GET", path: "/infrastructure/tracing/trace/0123456789abcdef0123456789abcdef" },
+    { method: "GET", path: "/infrastructure/tracing/service/svc" },
+    { method: "GET", path: "/peers" },
+    { method: "GET", path: "/workflows/history" },
+    { method: "POST", path: "/jobs/recalc-quality", body: "{}" },
+    { method: "POST", path: "/jobs/notify-consolidation", body: "{}" },
+    { method: "POST", path: "/docstore/save", body: '{"content":"x"}' },
+    { method: "POST", path: "/report/request", body: '{"kind":"generate"}' },
+    { method: "POST", path: "/summarization/suggest", body: '{"content":"x"}' },
+  ];
+
+  it.each(implemented)("$method $path answers 200", async (request) => {
+    const reply = await call(node.url, request);
+    expect(reply.status, reply.text).toBe(200);
+    expect(reply.headers.get("x-correlation-id")).toMatch(uuidPattern);
+    expect(reply.headers.get("traceresponse")).toMatch(traceresponsePattern);
+  });
+
+  it.each(unimplemented)("$method $path exists and answers 501 unimplemented", async (request) => {
+    const reply = await call(node.url, request);
+    expect(reply.status).not.toBe(404);
+    expectErrorBody(reply, 501, "unimplemented");
+    expect(reply.headers.get("x-correlation-id")).toMatch(uuidPattern);
+    expect(reply.headers.get("traceresponse")).toMatch(traceresponsePattern);
+  });
+
+  // Validation runs before the implementation: an invalid request to an unimplemented RPC is a
+  // 400 naming the field, not a 501.
+  it.each([
+    { path: "/ingest", field: "source" },
+    { path: "/report/request", field: "kind" },
+    { path: "/docstore/save", field: "content" },
+    { path: "/registry/register", field: "name" },
+  ])("POST $path with {} answers 400 naming $field before 501", async ({ path, field }) => {
+    const reply = await call(node.url, { method: "POST", path, body: "{}" });
+    const body = expectErrorBody(reply, 400, "invalid_argument");
+    expect(body.message).toContain(field);
+  });
+});
+
+describe("REST gateway: bad input", () => {
+  let node: RunningOrchestrator;
+  let small: RunningOrchestrator;
+  beforeAll(async () => {
+    [node, small] = await Promise.all([
+      startOrchestrator(),
+      startOrchestrator({ env: { BODY_LIMIT_BYTES: "2048" } }),
+    ]);
+  });
+  afterAll(async () => {
+    await Promise.all([node?.close(), small?.close()]);
+  });
+
+  const register = (body: string, contentType?: string): Call => ({
+    method: "POST",
+    path: "/registry/register",
+    body,
+    ...(contentType === undefined ? {} : { contentType }),
+  });
+
+  it.each([
+    { name: "malformed JSON", body: '{"name": "svc",' },
+    { name: "a JSON array", body: '[{"name":"svc","base_url":"http://svc:8080"}]' },
+    { name: "a JSON string", body: '"svc"' },
+    { name: "a wrong type", body: '{"name":"svc","base_url":"http://x","ttl_seconds":"abc"}' },
+    { name: "an unknown field", body: '{"name":"svc","base_url":"http://x","bogus":1}' },
+    { name: "an empty body", body: "" },
+  ])("$name answers 400 invalid_argument", async ({ body }) => {
+    expectErrorBody(await call(node.url, register(body)), 400, "invalid_argument");
+  });
+
+  it("accepts camelCase and snake_case field names alike", async () => {
+    for (const body of [
+      '{"name":"svc","baseUrl":"http://svc:8080","ttlSeconds":30}',
+      '{"name":"svc","base_url":"http://svc:8080","ttl_seconds":30}',
+    ]) {
+      // Past decoding and validation, the (not yet implemented) registry itself answers.
+      expectErrorBody(await call(node.url, register(body)), 501, "unimplemented");
+    }
+  });
+
+  it("a violated field rule names the field, with a google.rpc.BadRequest detail", async () => {
+    const reply = await call(node.url, register('{"base_url":"http://svc:8080"}'));
+    const body = expectErrorBody(reply, 400, "invalid_argument");
+    expect(body.message).toContain("name");
+    const details = body.details as JsonRecord[];
+    const first = asRecord(details[0]);
+    expect(first["@type"]).toBe("type.googleapis.com/google.rpc.BadRequest");
+    const violations = first.field_violations as JsonRecord[];
+    expect(violations.map((v) => v.field)).toContain("name");
+  });
+
+  it("a body over BODY_LIMIT_BYTES answers 413 resource_exhausted", async () => {
+    const body = JSON.stringify({
+      name: "svc",
+      base_url: "http://svc:8080",
+      version: "v".repeat(4096),
+    });
+    expect(body.length).toBeGreaterThan(4096);
+    expectErrorBody(await call(small.url, register(body)), 413, "resource_exhausted");
+  });
+
+  it("a body just under BODY_LIMIT_BYTES is read", async () => {
+    const body = JSON.stringify({ name: "svc", base_url: "http://svc:8080", version: "1" });
+    expectErrorBody(await call(small.url, register(body)), 501, "unimplemented");
+  });
+
+  it("an unsupported content type answers 415", async () => {
+    const reply = await call(node.url, register("<name>svc</name>", "application/xml"));
+    expectErrorBody(reply, 415, "invalid_argument");
+  });
+
+  // Known defect (see the report): fastify's built-in text/plain parser accepts the body, and the
+  // gateway then answers 400 "the request body must be a JSON object" instead of 415. Flip to
+  // `it` once text/plain is refused.
+  it("a text/plain POST answers 415", async () => {
+    const reply = await call(node.url, register('{"name":"svc"}', "text/plain"));
+    expect(reply.status).toBe(415);
+  });
+
+  it("an unknown path answers 404 not_found", async () => {
+    expectErrorBody(
+      await call(node.url, { method: "GET", path: "/no/such/route" }),
+      404,
+      "not_found",
+    );
+    expectErrorBody(await call(node.url, { method: "DELETE", path: "/health" }), 404, "not_found");
+  });
+
+  it("an unknown query parameter answers 400", async () => {
+    const reply = await call(node.url, { method: "GET", path: "/registry?bogus=1" });
+    const body = expectErrorBody(reply, 400, "invalid_argument");
+    expect(body.message).toContain("bogus");
+  });
+
+  it("a query parameter of the wrong type answers 400", async () => {
+    const reply = await call(node.url, { method: "GET", path: "/registry?page_size=abc" });
+    const body = expectErrorBody(reply, 400, "invalid_argument");
+    expect(body.message).toContain("page_size");
+  });
+
+  it("a 10 KB unknown field name is not echoed back in full", async () => {
+    const field = "f".repeat(10 * 1024);
+    const body = `{"name":"svc","base_url":"http://svc:8080","${field}":1}`;
+    const reply = await call(node.url, register(body));
+    expectErrorBody(reply, 400, "invalid_argument");
+    expect(reply.text.length).toBeLessThan(1200);
+  });
+
+  it("a 5 KB path is not echoed back in full", async () => {
+    const reply = await call(node.url, { method: "GET", path: `/${"p".repeat(5 * 1024)}` });
+    expectErrorBody(reply, 404, "not_found");
+    expect(reply.text.length).toBeLessThan(1200);
+  });
+});
+
+describe("REST gateway: headers, JSON shape, readiness, connections", () => {
+  let node: RunningOrchestrator;
+  let unready: RunningOrchestrator;
+  beforeAll(async () => {
+    [node, unready] = await Promise.all([
+      startOrchestrator(),
+      startOrchestrator({
+        deps: {
+          readinessChecks: [{ name: "downstream", probe: async () => "downstream is unreachable" }],
+        },
+      }),
+    ]);
+  });
+  afterAll(async () => {
+    await Promise.all([node?.close(), unready?.close()]);
+  });
+
+  it.each(["abc-123", "A.b_c:d-9", "x".repeat(128)])(
+    "keeps and echoes a well-formed correlation id (%s)",
+    async (id) => {
+      const reply = await call(node.url, {
+        method: "GET",
+        path: "/health",
+        headers: { "x-correlation-id": id },
+      });
+      expect(reply.headers.get("x-correlation-id")).toBe(id);
+      const failed = await call(node.url, {
+        method: "GET",
+        path: "/nope",
+        headers: { "x-correlation-id": id },
+      });
+      expect(failed.headers.get("x-correlation-id")).toBe(id);
+    },
+  );
+
+  it.each([
+    { name: "too long (200 chars)", id: "x".repeat(200) },
+    { name: "with a space", id: "a b" },
+    { name: "with markup", id: "<script>" },
+    { name: "empty", id: "" },
+  ])("replaces a correlation id that is $name with a generated UUID", async ({ id }) => {
+    const reply = await call(node.url, {
+      method: "GET",
+      path: "/health",
+      headers: { "x-correlation-id": id },
+    });
+    expect(reply.status).toBe(200);
+    expect(reply.headers.get("x-correlation-id")).toMatch(uuidPattern);
+  });
+
+  it("writes snake_case field names and fields at their defaults", async () => {
+    const ready = await call(node.url, { method: "GET", path: "/ready" });
+    expect(ready.status).toBe(200);
+    const body = asRecord(ready.json);
+    expect(body.ready).toBe(true);
+    expect(body.checks).toContainEqual({ name: "serving", ok: true, detail: "" });
+
+    const health = asRecord((await call(node.url, { method: "GET", path: "/health" })).json);
+    expect(health).toHaveProperty("uptime_seconds");
+    expect(health).toHaveProperty("node_id");
+    const info = asRecord((await call(node.url, { method: "GET", path: "/info" })).json);
+    expect(info).toHaveProperty("incarnation_id");
+    for (const reply of [ready.json, health, info]) {
+      for (const key of keysOf(reply)) expect(key).toMatch(/^[a-z0-9_@]+$/);
+    }
+  });
+
+  it("GET /ready answers 503 unavailable naming a failing readiness check", async () => {
+    const reply = await call(unready.url, { method: "GET", path: "/ready" });
+    expect(reply.status).toBe(503);
+    const body = asRecord(reply.json);
+    expect(body.code).toBe("unavailable");
+    expect(body.message).toContain("downstream");
+    expect(Array.isArray(body.details)).toBe(true);
+    expect(body.ready).toBe(false);
+    expect(body.checks).toContainEqual({
+      name: "downstream",
+      ok: false,
+      detail: "downstream is unreachable",
+    });
+    expect(body.checks).toContainEqual({ name: "serving", ok: true, detail: "" });
+    expect(reply.text).not.toContain("    at ");
+    // The node is alive all the same.
+    expect((await call(unready.url, { method: "GET", path: "/health" })).status).toBe(200);
+  });
+
+  it("HEAD /health answers 200 without a body", async () => {
+    const reply = await call(node.url, { method: "HEAD", path: "/health" });
+    expect(reply.status).toBe(200);
+    expect(reply.text).toBe("");
+    expect(reply.headers.get("x-correlation-id")).toMatch(uuidPattern);
+  });
+
+  it("serves several requests on one HTTP/1.1 keep-alive connection", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    try {
+      for (const path of ["/health", "/info", "/ready", "/nope", "/health"]) {
+        const { status, body } = await new Promise<{ status: number; body: string }>(
+          (resolve, reject) => {
+            const request = http.get(`${node.url}${path}`, { agent }, (response) => {
+              let text = "";
+              response.setEncoding("utf8");
+              response.on("data", (chunk: string) => {
+                text += chunk;
+              });
+              response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text }));
+              response.on("error", reject);
+            });
+            request.on("socket", (socket) => sockets.add(socket));
+            request.on("error", reject);
+          },
+        );
+        everyBody.push(body);
+        expect(status).toBe(path === "/nope" ? 404 : 200);
+      }
+      expect(sockets.size).toBe(1);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("no body this file received carries a stack trace", () => {
+    expect(everyBody.length).toBeGreaterThan(0);
+    for (const body of everyBody) expect(body).not.toContain("    at ");
+  });
+});

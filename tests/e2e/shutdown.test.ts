@@ -1,0 +1,222 @@
+import http from "node:http";
+import net from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
+import {
+  type OrchestratorProcess,
+  runOrchestratorProcess,
+  startOrchestratorProcess,
+} from "../support/process.js";
+
+// Graceful shutdown, in process (app.close()) and as the operator sees it (signals to
+// `src/main.ts`).
+
+/** Reads UTF-8 lines from a stream of byte chunks; `next()` gives undefined at the end. */
+function lineReader(chunks: AsyncIterator<Uint8Array>): { next(): Promise<string | undefined> } {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let ended = false;
+  return {
+    async next() {
+      for (;;) {
+        const newline = buffer.indexOf("\n");
+        if (newline >= 0) {
+          const line = buffer.slice(0, newline);
+          buffer = buffer.slice(newline + 1);
+          return line;
+        }
+        if (ended) {
+          const rest = buffer;
+          buffer = "";
+          return rest === "" ? undefined : rest;
+        }
+        const chunk = await chunks.next();
+        if (chunk.done) {
+          ended = true;
+          buffer += decoder.decode();
+        } else {
+          buffer += decoder.decode(chunk.value, { stream: true });
+        }
+      }
+    },
+  };
+}
+
+function statusOf(line: string | undefined): unknown {
+  expect(line).toBeDefined();
+  return (JSON.parse(line ?? "") as { status?: unknown }).status;
+}
+
+/** A promise and the function that resolves it. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = () => {};
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/** GET over a connection of its own (no pooling), with status and body. */
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { agent: false }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+  });
+}
+
+/** Resolves with the error code of a TCP connection attempt, or "connected". */
+function tryConnect(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve("connected");
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
+  });
+}
+
+interface ReadyBody {
+  readonly ready: boolean;
+  readonly checks: readonly { name: string; ok: boolean; detail: string }[];
+  readonly code?: string;
+}
+
+describe("shutdown in process", () => {
+  let node: RunningOrchestrator | undefined;
+  let release: (() => void) | undefined;
+  afterEach(async () => {
+    release?.();
+    await node?.close();
+    node = undefined;
+  });
+
+  /**
+   * Starts a node whose readiness waits for a check the test releases, holds a GET /ready in
+   * flight, and starts closing the node while it is.
+   */
+  async function readyInFlightDuringClose() {
+    const probed = deferred();
+    const held = deferred();
+    release = held.resolve;
+    node = await startOrchestrator({
+      // Long enough that only the call finishing, never the grace period, lets close() resolve.
+      env: { SHUTDOWN_TIMEOUT_MS: "600000" },
+      deps: {
+        readinessChecks: [
+          {
+            name: "held",
+            probe: async () => {
+              probed.resolve();
+              await held.promise;
+              return undefined;
+            },
+          },
+        ],
+      },
+    });
+    const inFlight = get(`${node.url}/ready`);
+    await probed.promise;
+    let closed = false;
+    const closing = node.app.close().then(() => {
+      closed = true;
+    });
+    return { running: node, inFlight, closing, isClosed: () => closed, release: held.resolve };
+  }
+
+  it("lets a call in flight finish, refuses new connections meanwhile, then resolves", async () => {
+    const { running, inFlight, closing, isClosed, release } = await readyInFlightDuringClose();
+    expect(running.app.status.draining).toBe(true);
+    expect(await tryConnect(running.port)).toBe("ECONNREFUSED");
+    // The held call keeps close() from finishing (the grace period is ten minutes).
+    expect(isClosed()).toBe(false);
+
+    release();
+    const reply = await inFlight;
+    expect([200, 503]).toContain(reply.status);
+    const body = JSON.parse(reply.body) as ReadyBody;
+    expect(body.ready).toBe(reply.status === 200);
+    expect(body.checks).toContainEqual({ name: "held", ok: true, detail: "" });
+    expect(body.checks.map((c) => c.name)).toContain("serving");
+    await closing;
+    expect(isClosed()).toBe(true);
+    expect(running.logs.some((line) => line.includes('"msg":"shut down"'))).toBe(true);
+  });
+
+  // Known defect (see the report): the "serving" check is probed when the Ready call starts, so a
+  // call that started before draining began answers 200 ready:true even though the answer is sent
+  // while the node drains. Flip to `it` once Ready re-reads the serving state before answering.
+  it("an in-flight Ready answered while draining says 503, serving failing", async () => {
+    const { inFlight, closing, release } = await readyInFlightDuringClose();
+    release();
+    const reply = await inFlight;
+    await closing;
+    expect(reply.status).toBe(503);
+    const body = JSON.parse(reply.body) as ReadyBody;
+    expect(body.code).toBe("unavailable");
+    expect(body.ready).toBe(false);
+    expect(body.checks).toContainEqual({
+      name: "serving",
+      ok: false,
+      detail: "the node is shutting down",
+    });
+  });
+});
+
+describe("shutdown of the process (src/main.ts)", () => {
+  let running: OrchestratorProcess | undefined;
+  afterEach(async () => {
+    await running?.stop("SIGKILL");
+    running = undefined;
+  });
+
+  function logMessages(stdout: string): string[] {
+    return stdout
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => (JSON.parse(line) as { msg?: string }).msg ?? "");
+  }
+
+  it("SIGTERM: the watch stream gets NOT_SERVING and ends, the process logs 'shut down' and exits 0", async () => {
+    running = await startOrchestratorProcess();
+    const response = await fetch(`${running.url}/health/watch`);
+    expect(response.status).toBe(200);
+    const lines = lineReader((response.body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]());
+    expect(statusOf(await lines.next())).toBe("SERVING_STATUS_SERVING");
+
+    const exit = running.stop("SIGTERM");
+    expect(statusOf(await lines.next())).toBe("SERVING_STATUS_NOT_SERVING");
+    expect(await lines.next()).toBeUndefined();
+    expect(await exit).toEqual({ code: 0, signal: null });
+    const messages = logMessages(running.stdout());
+    expect(messages).toContain("signal received");
+    expect(messages).toContain("shut down");
+    expect(running.stdout()).toContain('"signal":"SIGTERM"');
+  });
+
+  it("SIGINT: the process shuts down and exits 0", async () => {
+    running = await startOrchestratorProcess();
+    expect(await running.stop("SIGINT")).toEqual({ code: 0, signal: null });
+    expect(logMessages(running.stdout())).toContain("shut down");
+    expect(running.stdout()).toContain('"signal":"SIGINT"');
+  });
+
+  it("an invalid configuration (PORT=abc) exits 1 with one stderr line naming PORT", async () => {
+    const finished = await runOrchestratorProcess({ env: { PORT: "abc" } });
+    expect(finished.code).toBe(1);
+    const lines = finished.stderr.trimEnd().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain("PORT");
+    expect(lines[0]).toContain("abc");
+    expect(finished.stderr).not.toContain("    at ");
+    expect(finished.stdout).toBe("");
+  });
+});
