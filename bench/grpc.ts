@@ -7,13 +7,17 @@
 // shares the two cores.
 //
 //   npm run bench:grpc [-- --seconds 5 --rounds 3 --concurrency 64]
-import { type ChildProcess, fork } from "node:child_process";
+//
+// Both servers run compiled (dist/), as production does; server CPU is read from /proc (Linux).
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { create, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { Health, HealthCheckRequestSchema } from "../gen/health/v1/health_pb.js";
 import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
+import { processCpuMicros } from "./process-cpu.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -33,30 +37,30 @@ interface Server {
   readonly port: number;
 }
 
+/**
+ * Starts a compiled server (npm run bench:grpc builds first) and waits for the line that gives its
+ * port: `{"ready": port}` from the bare server, the "orchestrator listening" log line from ours.
+ */
 function start(script: string, env: Record<string, string> = {}): Promise<Server> {
-  const child = fork(new URL(script, import.meta.url).pathname, [], {
-    execArgv: ["--import", "tsx"],
-    env: { ...process.env, LOG_LEVEL: "warn", ...env },
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  const child = spawn(process.execPath, [new URL(script, import.meta.url).pathname], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
-    child.on("message", (message: { ready?: number }) => {
-      if (message.ready !== undefined) resolve({ child, port: message.ready });
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    lines.on("line", (line) => {
+      const parsed = JSON.parse(line) as { ready?: number; msg?: string; port?: number };
+      const port =
+        parsed.ready ?? (parsed.msg === "orchestrator listening" ? parsed.port : undefined);
+      if (port !== undefined) resolve({ child, port });
     });
   });
 }
 
-function cpuMicros(server: Server): Promise<number> {
-  return new Promise((resolve) => {
-    const onMessage = (message: { cpu?: NodeJS.CpuUsage }) => {
-      if (!message.cpu) return;
-      server.child.off("message", onMessage);
-      resolve(message.cpu.user + message.cpu.system);
-    };
-    server.child.on("message", onMessage);
-    server.child.send("cpu");
-  });
+function cpuMicros(server: Server): number {
+  if (server.child.pid === undefined) throw new Error("server has no pid");
+  return processCpuMicros(server.child.pid);
 }
 
 interface Target {
@@ -91,7 +95,7 @@ function unaryTarget<S extends DescService>(
 
 async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   const latenciesMs: number[] = [];
-  const cpuBefore = await cpuMicros(target.server);
+  const cpuBefore = cpuMicros(target.server);
   const started = performance.now();
   const deadline = started + durationSeconds * 1000;
   let calls = 0;
@@ -105,7 +109,7 @@ async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   const elapsed = (performance.now() - started) / 1000;
-  const cpuAfter = await cpuMicros(target.server);
+  const cpuAfter = cpuMicros(target.server);
   return { calls, seconds: elapsed, cpuMicros: cpuAfter - cpuBefore, latenciesMs };
 }
 
@@ -118,8 +122,14 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
-const bare = await start("./servers/bare-grpc-server.ts");
-const ours = await start("./servers/orchestrator-server.ts");
+const bare = await start("./servers/bare-grpc-server.js");
+// The orchestrator exactly as `npm start` runs it, on a free loopback port.
+const ours = await start("../src/main.js", {
+  PORT: "0",
+  HOST: "127.0.0.1",
+  LOG_LEVEL: "info",
+  APP_CONFIG_PATH: new URL("../../config/app.yaml", import.meta.url).pathname,
+});
 const targets: Target[] = [
   unaryTarget("bare grpc-js Health/Check", bare, Health, "check", HealthCheckRequestSchema),
   unaryTarget("orchestrator Health/Check", ours, Health, "check", HealthCheckRequestSchema),
@@ -168,11 +178,10 @@ const lines = [
   ),
 ];
 process.stdout.write(`${lines.join("\n")}\n`);
-mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
-const file = new URL(
-  `./results/grpc-${new Date().toISOString().replace(/[:.]/g, "-")}.json`,
-  import.meta.url,
-);
+// Compiled into dist/bench/: results go to the source tree's bench/results/.
+const resultsDir = new URL("../../bench/results/", import.meta.url);
+mkdirSync(resultsDir, { recursive: true });
+const file = new URL(`grpc-${new Date().toISOString().replace(/[:.]/g, "-")}.json`, resultsDir);
 writeFileSync(
   file,
   JSON.stringify(

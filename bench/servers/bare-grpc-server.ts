@@ -1,5 +1,5 @@
 // A bare @grpc/grpc-js server answering grpc.health.v1.Health/Check: the baseline of bench:grpc.
-
+// It prints {"ready": port} on stdout once listening.
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -8,7 +8,6 @@ import {
   HealthCheckResponseSchema,
 } from "../../gen/health/v1/health_pb.js";
 import { grpcJsServiceDefinition } from "../../src/clients/grpc-js-client.js";
-import { answerCpuProbes, reportReady } from "./cpu-probe.js";
 
 const server = new grpc.Server();
 const serving = create(HealthCheckResponseSchema, {
@@ -23,7 +22,6 @@ server.addService(grpcJsServiceDefinition(Health), {
 });
 server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, port) => {
   if (error) throw error;
-  answerCpuProbes();
-  reportReady(port);
+  process.stdout.write(`${JSON.stringify({ ready: port })}\n`);
 });
 process.on("SIGTERM", () => server.tryShutdown(() => process.exit(0)));

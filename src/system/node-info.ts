@@ -17,7 +17,18 @@ interface PackageJson {
   readonly description: string;
 }
 
-/** The package's own name, version and description, read once at start. */
-export const packageInfo: PackageJson = JSON.parse(
-  readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
-) as PackageJson;
+/**
+ * The package's own name, version and description, read once at start from the nearest
+ * package.json above this module (src/ when run from source, dist/src/ when compiled).
+ */
+export const packageInfo: PackageJson = readPackageJson(new URL(".", import.meta.url));
+
+function readPackageJson(start: URL): PackageJson {
+  for (let dir = start; ; dir = new URL("..", dir)) {
+    try {
+      return JSON.parse(readFileSync(new URL("package.json", dir), "utf8")) as PackageJson;
+    } catch (error) {
+      if (dir.pathname === "/") throw error;
+    }
+  }
+}

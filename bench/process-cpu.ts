@@ -1,0 +1,17 @@
+import { readFileSync } from "node:fs";
+
+// Linux reports CPU time in clock ticks of 1/100 s (CLK_TCK is 100 on every kernel config we run).
+const ticksPerSecond = 100;
+
+/**
+ * CPU time (user + system) a process has used so far, in microseconds, read from /proc: the
+ * server is measured from outside, as it runs in production, with no probe inside it.
+ */
+export function processCpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The command name (field 2) may contain spaces; the fields after it are space-separated.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return ((utime + stime) * 1_000_000) / ticksPerSecond;
+}
