@@ -11,10 +11,10 @@ export interface LoggerOptions {
   /** Build version, bound as `version` on every record. No default. */
   version: string;
   /**
-   * Where JSON lines go. Default: `pino.destination({ dest: 1, sync: false })`, stdout written
-   * asynchronously: a log call only appends to a buffer and never waits on a write syscall (a slow
-   * pipe or terminal must not add to request latency), and pino flushes the buffer synchronously
-   * on process exit, so a clean exit loses nothing. Only a hard kill can lose the last lines.
+   * Where JSON lines go. Default: `pino.destination({ dest: 1, sync: true })`, stdout written
+   * synchronously, as pino does by default: lines keep their order and none is lost when the
+   * process dies. At the default level a node logs only starts, stops, warnings and failures
+   * (every RPC's line is at debug), so the write costs nothing on the request path.
    */
   destination?: DestinationStream;
   /**
@@ -86,7 +86,7 @@ export const redactedPaths: readonly string[] = Object.freeze([
  * record goes to both the destination and the shipper. Throws pino's error for an unknown `level`.
  */
 export function createLogger(options: LoggerOptions): Logger {
-  const destination = options.destination ?? pino.destination({ dest: 1, sync: false });
+  const destination = options.destination ?? pino.destination({ dest: 1, sync: true });
   // Both entries take everything the logger emits: the logger's own level already filters, and it
   // keeps filtering correctly if someone changes `logger.level` at run time.
   const stream =
