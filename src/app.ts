@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
+import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { DestinationStream, Logger } from "pino";
@@ -31,7 +32,10 @@ import {
 } from "../gen/orchestrator/v1/workflow_pb.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
+import { createMemoryEventLog, type EventLog } from "./events/event-log.js";
+import { publishEventsToRedis } from "./events/redis-event-publisher.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
+import { createHttpClient } from "./http-client/http-client.js";
 import { type IdSource, randomIds } from "./ids.js";
 import { createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
@@ -43,10 +47,18 @@ import { createLogShipper, type LogShipper } from "./observability/log-shipper.j
 import { createLogger, flushLogger } from "./observability/logger.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
+import { HealthChecker, type SystemHealth } from "./registry/health-checker.js";
+import { createMemoryRegistryStore } from "./registry/memory-registry-store.js";
+import { createOpenApiPoller, type OpenApiPoller } from "./registry/openapi-poller.js";
+import { createRedisRegistryStore } from "./registry/redis-registry-store.js";
+import { Registry } from "./registry/registry.js";
+import type { RegistryStore } from "./registry/registry-store.js";
+import { HybridLogicalClock } from "./replication/hybrid-logical-clock.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
 import { createHttpApp } from "./server/http-app.js";
 import { createOnePortListener } from "./server/one-port-listener.js";
 import { createGrpcHealthService } from "./services/grpc-health-service.js";
+import { createRegistryService } from "./services/registry-service.js";
 import { createServerReflectionServices } from "./services/server-reflection-service.js";
 import { createSystemService } from "./services/system-service.js";
 import { unimplementedService } from "./services/unimplemented.js";
@@ -126,10 +138,27 @@ export async function createApp(
   setMaxListeners(0, kill.signal);
   const readinessChecks: ReadinessCheck[] = [...(deps.readinessChecks ?? [])];
   let redis: Redis | undefined;
+  let redisSubscriber: Redis | undefined;
   if (config.redis) {
     redis = createRedisClient(config.redis, logger);
+    // A subscribed connection takes no other command: registry notifications get their own.
+    redisSubscriber = createRedisClient(config.redis, logger);
     readinessChecks.push(redisReadinessCheck(redis));
   }
+  const events = createMemoryEventLog(
+    { clock, ids, source: node.nodeId },
+    { onSubscriberError: (error) => logger.warn({ err: error }, "event subscriber failed") },
+  );
+  const stopPublishing = redis ? publishEventsToRedis(events, redis, logger) : undefined;
+  const registryParts = composeRegistry({
+    config,
+    clock,
+    logger,
+    events,
+    nodeId: node.nodeId,
+    redis: redis && redisSubscriber ? { client: redis, subscriber: redisSubscriber } : undefined,
+  });
+  readinessChecks.push(registryParts.readiness);
 
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
@@ -145,8 +174,26 @@ export async function createApp(
       status,
       readinessChecks,
       effectiveConfig,
-      capabilities: ["system", "grpc-health", "grpc-reflection", "rest-gateway", "metrics"],
+      capabilities: [
+        "system",
+        "grpc-health",
+        "grpc-reflection",
+        "rest-gateway",
+        "metrics",
+        "registry",
+        "health-checks",
+        "openapi-drift",
+        "events",
+      ],
+      systemHealth: async () => systemHealthMessage(registryParts.healthChecker.systemHealth()),
       protocols: [...rpcProtocols, ...(config.tls ? ["http/1.1", "h2"] : ["http/1.1", "h2c"])],
+    }),
+    registry: createRegistryService({
+      registry: registryParts.registry,
+      store: registryParts.store,
+      poller: registryParts.poller,
+      events,
+      watchQueueSize: config.registry.watchQueueSize,
     }),
     status,
   });
@@ -182,6 +229,7 @@ export async function createApp(
     metrics,
     status,
     async listen() {
+      await registryParts.start();
       const address = await listener.listen(config.port, config.host);
       logger.info(
         { port: address.port, host: address.address, tls: !!config.tls },
@@ -196,6 +244,9 @@ export async function createApp(
         await listener.close(config.shutdownTimeoutMs);
         kill.abort();
         await http.fastify.close();
+        await registryParts.stop();
+        stopPublishing?.();
+        if (redisSubscriber) await closeRedisClient(redisSubscriber);
         if (redis) await closeRedisClient(redis);
         logger.info("shut down");
         await flushLogger(logger);
@@ -224,15 +275,12 @@ function entry<S extends DescService>(
 /** Every service on the port, with the files reflection describes. */
 function servedServices(parts: {
   system: ServiceImpl<typeof SystemService>;
+  registry: ServiceImpl<typeof RegistryService>;
   status: ServingStatus;
 }): ServedService[] {
   const api: ServedService[] = [
     entry(SystemService, parts.system, file_orchestrator_v1_system),
-    entry(
-      RegistryService,
-      unimplementedService(RegistryService, "the service registry, issue 3"),
-      file_orchestrator_v1_registry,
-    ),
+    entry(RegistryService, parts.registry, file_orchestrator_v1_registry),
     entry(
       PeerService,
       unimplementedService(PeerService, "peer replication, issue 4"),
@@ -275,6 +323,127 @@ function servedServices(parts: {
     entry(ServerReflectionV1, reflection.v1, file_grpc_reflection_v1_reflection),
     entry(ServerReflectionV1alpha, reflection.v1alpha, file_grpc_reflection_v1alpha_reflection),
   ];
+}
+
+/** The registry capability: its store, the registry, health checks and OpenAPI polling. */
+interface RegistryParts {
+  readonly store: RegistryStore;
+  readonly registry: Registry;
+  readonly healthChecker: HealthChecker;
+  readonly poller: OpenApiPoller;
+  /** Not ready until the store has loaded its state. */
+  readonly readiness: ReadinessCheck;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function composeRegistry(parts: {
+  config: AppConfig;
+  clock: Clock;
+  logger: Logger;
+  events: EventLog;
+  nodeId: string;
+  redis: { client: Redis; subscriber: Redis } | undefined;
+}): RegistryParts {
+  const { config, clock, logger } = parts;
+  const settings = config.registry;
+  const store = parts.redis
+    ? createRedisRegistryStore(
+        { redis: parts.redis.client, subscriber: parts.redis.subscriber, logger },
+        { keyPrefix: config.redis?.keyPrefix ?? "", changeLogSize: settings.changeLogSize },
+      )
+    : createMemoryRegistryStore({ changeLogSize: settings.changeLogSize });
+  const registry = new Registry(
+    {
+      store,
+      clock,
+      hlc: new HybridLogicalClock(clock),
+      events: parts.events,
+      nodeId: parts.nodeId,
+      logger,
+    },
+    {
+      leaseGraceMs: settings.leaseGraceMs,
+      tombstoneRetentionMs: settings.tombstoneRetentionMs,
+    },
+  );
+  const http = createHttpClient({ timeoutMs: config.outboundTimeoutMs });
+  const healthChecker = new HealthChecker(
+    { registry, entries: () => store.entries(), http, clock, logger },
+    {
+      intervalMs: settings.healthCheckIntervalMs,
+      timeoutMs: settings.healthCheckTimeoutMs,
+      failureThreshold: settings.healthCheckFailureThreshold,
+      successThreshold: settings.healthCheckSuccessThreshold,
+      concurrency: settings.healthCheckConcurrency,
+    },
+  );
+  const poller = createOpenApiPoller(
+    { baselines: store, http, clock },
+    {
+      concurrency: settings.openapiConcurrency,
+      maxBytes: settings.openapiMaxBytes,
+      timeoutMs: config.outboundTimeoutMs,
+    },
+  );
+  let opened = false;
+  let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
+  // Redis may be down when the node starts: it serves (not ready) and keeps trying.
+  const open = async (): Promise<void> => {
+    try {
+      await store.open();
+      opened = true;
+      registry.start();
+      healthChecker.start();
+    } catch (error) {
+      if (stopped) return;
+      logger.warn({ err: error }, "registry store not loaded yet; retrying");
+      retry = setTimeout(() => void open(), 1_000);
+      retry.unref();
+    }
+  };
+  return {
+    store,
+    registry,
+    healthChecker,
+    poller,
+    readiness: {
+      name: "registry",
+      probe: () => (opened ? undefined : "the registry store has not loaded its state yet"),
+    },
+    start: () => open(),
+    async stop() {
+      stopped = true;
+      clearTimeout(retry);
+      registry.stop();
+      await healthChecker.stop();
+      await store.close();
+    },
+  };
+}
+
+/** The fleet's health as GET /health/system answers it. */
+function systemHealthMessage(health: SystemHealth) {
+  const services: Record<
+    string,
+    { status: string; latencyMs: number; error: string; checkedAt?: Timestamp }
+  > = {};
+  for (const [name, service] of health.services) {
+    services[name] = {
+      status: service.status,
+      latencyMs: service.latencyMs,
+      error: service.error,
+      ...(service.checkedAt ? { checkedAt: timestampFromMs(service.checkedAt) } : {}),
+    };
+  }
+  return {
+    overallStatus: health.overallStatus,
+    overallHealthy: health.overallStatus === "healthy",
+    healthyCount: health.healthyCount,
+    totalCount: health.totalCount,
+    services,
+  };
 }
 
 function readTls(tls: { certFile: string; keyFile: string }): { cert: Buffer; key: Buffer } {

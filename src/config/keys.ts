@@ -10,6 +10,7 @@ export type ConfigSection =
   | "redis"
   | "services"
   | "orchestrator"
+  | "registry"
   | "logging"
   | "security";
 
@@ -19,6 +20,7 @@ export const configSections: readonly ConfigSection[] = Object.freeze([
   "redis",
   "services",
   "orchestrator",
+  "registry",
   "logging",
   "security",
 ]);
@@ -347,6 +349,16 @@ export const configKey = Object.freeze({
     parse: scalar(redisUrl),
     show: showRedisUrl,
   }),
+  REDIS_KEY_PREFIX: defineKey({
+    name: "REDIS_KEY_PREFIX",
+    section: "redis",
+    type: "0..64 of [A-Za-z0-9._:-]",
+    default: "orchestrator:",
+    description: "Prefix of every Redis key; orchestrators sharing a registry share the prefix.",
+    parse: scalar(
+      pattern(/^[A-Za-z0-9._:-]{0,64}$/, "is not 0 to 64 of A-Z a-z 0-9 . _ : -", true),
+    ),
+  }),
   REDIS_PASSWORD: defineKey({
     name: "REDIS_PASSWORD",
     section: "redis",
@@ -430,6 +442,95 @@ export const configKey = Object.freeze({
     default: "development",
     description: "Deployment environment name, reported in health and telemetry.",
     parse: scalar(pattern(/^[A-Za-z0-9._-]{1,64}$/, "is not 1 to 64 of A-Z a-z 0-9 . _ -", false)),
+  }),
+  HEALTH_CHECK_INTERVAL_MS: defineKey({
+    name: "HEALTH_CHECK_INTERVAL_MS",
+    section: "registry",
+    type: "integer 100..3600000",
+    default: "10000",
+    description: "How often every registered service's health URL is probed, in milliseconds.",
+    parse: scalar(integer(100, 3_600_000)),
+  }),
+  HEALTH_CHECK_TIMEOUT_MS: defineKey({
+    name: "HEALTH_CHECK_TIMEOUT_MS",
+    section: "registry",
+    type: "integer 10..60000",
+    default: "2000",
+    description: "Time a health probe may take before it counts as a failure, in milliseconds.",
+    parse: scalar(integer(10, 60_000)),
+  }),
+  HEALTH_CHECK_FAILURE_THRESHOLD: defineKey({
+    name: "HEALTH_CHECK_FAILURE_THRESHOLD",
+    section: "registry",
+    type: "integer 1..100",
+    default: "3",
+    description: "Consecutive failed probes that turn a service UNHEALTHY.",
+    parse: scalar(integer(1, 100)),
+  }),
+  HEALTH_CHECK_SUCCESS_THRESHOLD: defineKey({
+    name: "HEALTH_CHECK_SUCCESS_THRESHOLD",
+    section: "registry",
+    type: "integer 1..100",
+    default: "1",
+    description: "Consecutive successful probes that turn a service HEALTHY.",
+    parse: scalar(integer(1, 100)),
+  }),
+  HEALTH_CHECK_CONCURRENCY: defineKey({
+    name: "HEALTH_CHECK_CONCURRENCY",
+    section: "registry",
+    type: "integer 1..1000",
+    default: "16",
+    description: "Health probes in flight at once.",
+    parse: scalar(integer(1, 1000)),
+  }),
+  LEASE_GRACE_MS: defineKey({
+    name: "LEASE_GRACE_MS",
+    section: "registry",
+    type: "integer 0..86400000",
+    default: "30000",
+    description: "How long an entry whose lease ran out stays DOWN before it is removed.",
+    parse: scalar(integer(0, 86_400_000)),
+  }),
+  TOMBSTONE_RETENTION_MS: defineKey({
+    name: "TOMBSTONE_RETENTION_MS",
+    section: "registry",
+    type: "integer 0..2592000000",
+    default: "3600000",
+    description:
+      "How long the tombstone of a removed entry is kept, so that the delete replicates.",
+    parse: scalar(integer(0, 2_592_000_000)),
+  }),
+  REGISTRY_CHANGE_LOG_SIZE: defineKey({
+    name: "REGISTRY_CHANGE_LOG_SIZE",
+    section: "registry",
+    type: "integer 10..1000000",
+    default: "10000",
+    description: "Registry changes kept so that watchers and peers can resume without a snapshot.",
+    parse: scalar(integer(10, 1_000_000)),
+  }),
+  WATCH_QUEUE_SIZE: defineKey({
+    name: "WATCH_QUEUE_SIZE",
+    section: "registry",
+    type: "integer 10..1000000",
+    default: "10000",
+    description: "Changes a watcher may fall behind by before it is cut off (and told to resume).",
+    parse: scalar(integer(10, 1_000_000)),
+  }),
+  OPENAPI_MAX_BYTES: defineKey({
+    name: "OPENAPI_MAX_BYTES",
+    section: "registry",
+    type: "integer 1024..67108864",
+    default: "5242880",
+    description: "Largest OpenAPI document fetched, in bytes.",
+    parse: scalar(integer(1024, 67_108_864)),
+  }),
+  OPENAPI_CONCURRENCY: defineKey({
+    name: "OPENAPI_CONCURRENCY",
+    section: "registry",
+    type: "integer 1..64",
+    default: "4",
+    description: "OpenAPI documents fetched at once by one poll.",
+    parse: scalar(integer(1, 64)),
   }),
   LOG_LEVEL: defineKey({
     name: "LOG_LEVEL",

@@ -52,6 +52,19 @@ const defaultConfig = {
   peers: [],
   environment: "development",
   logLevel: "info",
+  registry: {
+    healthCheckIntervalMs: 10000,
+    healthCheckTimeoutMs: 2000,
+    healthCheckFailureThreshold: 3,
+    healthCheckSuccessThreshold: 1,
+    healthCheckConcurrency: 16,
+    leaseGraceMs: 30000,
+    tombstoneRetentionMs: 3600000,
+    changeLogSize: 10000,
+    watchQueueSize: 10000,
+    openapiMaxBytes: 5242880,
+    openapiConcurrency: 4,
+  },
 };
 
 describe("loadConfig defaults", () => {
@@ -332,6 +345,7 @@ describe("secrets", () => {
     expect(config.operatorToken).toBe("op-s3cret-env");
     expect(config.peerToken).toBe("peer-s3cret-file");
     expect(config.redis).toEqual({
+      keyPrefix: "orchestrator:",
       host: "redis",
       port: 6379,
       url: "redis://default:url-s3cret@redis:6380/2",
@@ -377,6 +391,7 @@ describe("secrets", () => {
     const passwordOnly = load({ REDIS_URL: "rediss://:url-s3cret@cache:6379" });
     expect(effectiveOf(passwordOnly, "REDIS_URL")?.value).toBe("rediss://:[redacted]@cache:6379");
     expect(passwordOnly.config.redis).toEqual({
+      keyPrefix: "orchestrator:",
       port: 6379,
       url: "rediss://:url-s3cret@cache:6379",
     });

@@ -31,6 +31,8 @@ export interface TlsFiles {
 export interface RedisSettings {
   readonly host?: string;
   readonly port: number;
+  /** Prefix of every key; orchestrators that share a registry share it. */
+  readonly keyPrefix: string;
   readonly url?: string;
   readonly password?: string;
 }
@@ -61,10 +63,27 @@ export interface AppConfig {
   readonly nodeId?: string;
   readonly environment: string;
   readonly logLevel: LogLevel;
+  /** Leases, health checks, watch and OpenAPI limits of the service registry. */
+  readonly registry: RegistrySettings;
   readonly operatorToken?: string;
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
   readonly configPath: string;
+}
+
+/** The service registry's settings. */
+export interface RegistrySettings {
+  readonly healthCheckIntervalMs: number;
+  readonly healthCheckTimeoutMs: number;
+  readonly healthCheckFailureThreshold: number;
+  readonly healthCheckSuccessThreshold: number;
+  readonly healthCheckConcurrency: number;
+  readonly leaseGraceMs: number;
+  readonly tombstoneRetentionMs: number;
+  readonly changeLogSize: number;
+  readonly watchQueueSize: number;
+  readonly openapiMaxBytes: number;
+  readonly openapiConcurrency: number;
 }
 
 /** One row of `/config/effective`: safe to show, since secrets and URL passwords are redacted. */
@@ -324,6 +343,19 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     ...(nodeId === "" ? {} : { nodeId }),
     environment: value(k.ENVIRONMENT),
     logLevel: value(k.LOG_LEVEL),
+    registry: Object.freeze({
+      healthCheckIntervalMs: value(k.HEALTH_CHECK_INTERVAL_MS),
+      healthCheckTimeoutMs: value(k.HEALTH_CHECK_TIMEOUT_MS),
+      healthCheckFailureThreshold: value(k.HEALTH_CHECK_FAILURE_THRESHOLD),
+      healthCheckSuccessThreshold: value(k.HEALTH_CHECK_SUCCESS_THRESHOLD),
+      healthCheckConcurrency: value(k.HEALTH_CHECK_CONCURRENCY),
+      leaseGraceMs: value(k.LEASE_GRACE_MS),
+      tombstoneRetentionMs: value(k.TOMBSTONE_RETENTION_MS),
+      changeLogSize: value(k.REGISTRY_CHANGE_LOG_SIZE),
+      watchQueueSize: value(k.WATCH_QUEUE_SIZE),
+      openapiMaxBytes: value(k.OPENAPI_MAX_BYTES),
+      openapiConcurrency: value(k.OPENAPI_CONCURRENCY),
+    }),
     ...(operatorToken === "" ? {} : { operatorToken }),
     ...(peerToken === "" ? {} : { peerToken }),
     configPath: value(k.APP_CONFIG_PATH),
@@ -357,6 +389,7 @@ function redisSettings(
   }
   return Object.freeze({
     port: value(configKey.REDIS_PORT),
+    keyPrefix: value(configKey.REDIS_KEY_PREFIX),
     ...(host === "" ? {} : { host }),
     ...(url === "" ? {} : { url }),
     ...(password === "" ? {} : { password }),

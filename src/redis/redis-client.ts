@@ -21,6 +21,8 @@ export function createRedisClient(options: RedisConnectionOptions, logger: Logge
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 5_000,
+    // A Redis that freezes rather than dies must not hang writes: they fail as UNAVAILABLE.
+    commandTimeout: 5_000,
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),
     ...(options.password ? { password: options.password } : {}),
   };

@@ -24,6 +24,7 @@ import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
 import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
+import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
 import { h2cRequest } from "../support/h2c.js";
 import {
   metricValue,
@@ -82,10 +83,10 @@ const rpcs = {
   ping: { method: SystemService.method.ping, request: {} },
   ready: { method: SystemService.method.ready, request: {}, rest: { verb: "GET", path: "/ready" } },
   grpcHealthCheck: { method: Health.method.check, request: { service: "" } },
-  listServices: {
-    method: RegistryService.method.listServices,
+  listWorkflows: {
+    method: WorkflowService.method.listWorkflows,
     request: {},
-    rest: { verb: "GET", path: "/registry" },
+    rest: { verb: "GET", path: "/workflows" },
   },
   badRegistration: {
     method: RegistryService.method.registerService,
@@ -243,14 +244,17 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("Ready answers ready with the serving check", async () => {
+  it("Ready answers ready with the serving and registry checks", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
     const outcome = await protocol.call(rpcs.ready, sent);
     expectSuccess(outcome);
     expect(outcome.body).toEqual({
       ready: true,
-      checks: [{ name: "serving", ok: true, detail: "" }],
+      checks: [
+        { name: "serving", ok: true, detail: "" },
+        { name: "registry", ok: true, detail: "" },
+      ],
     });
     expectEchoed(outcome, sent);
   });
@@ -265,12 +269,12 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("RegistryService.ListServices answers UNIMPLEMENTED (HTTP 501)", async () => {
+  it("WorkflowService.ListWorkflows answers UNIMPLEMENTED (HTTP 501)", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
-    const outcome = await protocol.call(rpcs.listServices, sent);
+    const outcome = await protocol.call(rpcs.listWorkflows, sent);
     expectFailure(outcome, Code.Unimplemented, 501);
-    expect(outcome.message).toContain("RegistryService.ListServices is not implemented yet");
+    expect(outcome.message).toContain("WorkflowService.ListWorkflows is not implemented yet");
     expectEchoed(outcome, sent);
   });
 

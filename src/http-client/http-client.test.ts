@@ -1,0 +1,324 @@
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { createHttpClient, isOutboundError, type OutboundError } from "./http-client.js";
+
+type Handler = (request: IncomingMessage, response: ServerResponse) => void;
+
+interface TestServer {
+  readonly port: number;
+  readonly url: string;
+  readonly requests: IncomingMessage[];
+  openConnections(): number;
+  close(): Promise<void>;
+}
+
+const servers: TestServer[] = [];
+
+async function startServer(handler: Handler): Promise<TestServer> {
+  const sockets = new Set<Socket>();
+  const requests: IncomingMessage[] = [];
+  const server: Server = createServer((request, response) => {
+    requests.push(request);
+    handler(request, response);
+  });
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  const started: TestServer = {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    openConnections: () => sockets.size,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  servers.push(started);
+  return started;
+}
+
+afterEach(async () => {
+  const closing = servers.splice(0);
+  await Promise.all(closing.map((server) => server.close()));
+  for (const server of closing) await until(() => server.openConnections() === 0);
+});
+
+async function rejection(promise: Promise<unknown>): Promise<OutboundError> {
+  const error = await promise.then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  if (!isOutboundError(error)) throw new Error(`expected an OutboundError, got ${String(error)}`);
+  return error;
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  for (let attempt = 0; attempt < 400 && !condition(); attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  expect(condition()).toBe(true);
+}
+
+/**
+ * Streams `total` bytes in 64 KiB chunks, honouring back-pressure, and records how many were
+ * written before the client went away.
+ */
+function streamBytes(response: ServerResponse, total: number, sent: { bytes: number }): void {
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  let closed = false;
+  response.on("close", () => {
+    closed = true;
+  });
+  const pump = async () => {
+    while (!closed && sent.bytes < total) {
+      sent.bytes += chunk.length;
+      if (!response.write(chunk)) {
+        await Promise.race([once(response, "drain"), once(response, "close")]);
+      }
+    }
+    if (!closed) response.end();
+  };
+  void pump();
+}
+
+const fiftyMegabytes = 50 * 1024 * 1024;
+
+describe("createHttpClient", () => {
+  it("returns status, headers, body, final URL and elapsed time", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end('{"ok":true}');
+    });
+    const client = createHttpClient();
+
+    const response = await client.get(`${server.url}/doc`);
+
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("application/json");
+    expect(response.body.toString("utf8")).toBe('{"ok":true}');
+    expect(response.url).toBe(`${server.url}/doc`);
+    expect(response.elapsedMs).toBeGreaterThanOrEqual(0);
+    expect(server.requests[0]?.headers["user-agent"]).toBe("orchestrator");
+  });
+
+  it("returns non-2xx answers instead of throwing", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(503);
+      response.end("down for maintenance");
+    });
+
+    const response = await createHttpClient().get(server.url);
+
+    expect(response.status).toBe(503);
+    expect(response.body.toString("utf8")).toBe("down for maintenance");
+  });
+
+  it("passes headers through and sets accept", async () => {
+    const server = await startServer((_request, response) => response.end());
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    await createHttpClient({ userAgent: "orchestrator/test" }).get(server.url, {
+      headers: { traceparent, "x-correlation-id": "corr-1", accept: "text/plain" },
+      accept: "application/json",
+    });
+
+    const headers = server.requests[0]?.headers;
+    expect(headers?.traceparent).toBe(traceparent);
+    expect(headers?.["x-correlation-id"]).toBe("corr-1");
+    expect(headers?.accept).toBe("application/json");
+    expect(headers?.["user-agent"]).toBe("orchestrator/test");
+  });
+
+  it("leaves the caller's options untouched", () => {
+    const options = Object.freeze({ timeoutMs: 1000 });
+    createHttpClient(options);
+    expect(options).toEqual({ timeoutMs: 1000 });
+    expect(() => createHttpClient({ timeoutMs: 0 })).toThrow(RangeError);
+    expect(() => createHttpClient({ maxRedirects: -1 })).toThrow(RangeError);
+  });
+
+  it("times out when the server never answers", async () => {
+    const server = await startServer(() => {});
+
+    const error = await rejection(createHttpClient().get(server.url, { timeoutMs: 300 }));
+
+    expect(error.kind).toBe("timeout");
+    expect(error.message).toBe("timed out after 300 ms");
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it("times out when the body stalls after the headers", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.write('{"partial":');
+    });
+
+    const error = await rejection(createHttpClient({ timeoutMs: 300 }).get(server.url));
+
+    expect(error.kind).toBe("timeout");
+  });
+
+  it("aborts a 50 MB stream as soon as it passes maxBytes", async () => {
+    const sent = { bytes: 0 };
+    let closed = false;
+    const server = await startServer((_request, response) => {
+      response.on("close", () => {
+        closed = true;
+      });
+      response.writeHead(200, { "content-type": "application/octet-stream" });
+      streamBytes(response, fiftyMegabytes, sent);
+    });
+
+    const error = await rejection(
+      createHttpClient({ timeoutMs: 20_000 }).get(server.url, { maxBytes: 1024 * 1024 }),
+    );
+
+    expect(error.kind).toBe("too_large");
+    expect(error.message).toBe("response larger than 1048576 bytes");
+    await until(() => closed);
+    // Socket buffers hold a few MB at most; the rest was never sent.
+    expect(sent.bytes).toBeLessThan(fiftyMegabytes / 2);
+  });
+
+  it("refuses a declared content-length over the limit without reading the body", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(200, { "content-length": String(fiftyMegabytes) });
+      // Never sends the rest: reading the body would hang until the timeout.
+      response.write("x");
+    });
+
+    const error = await rejection(createHttpClient({ timeoutMs: 20_000 }).get(server.url));
+
+    expect(error.kind).toBe("too_large");
+    expect(error.message).toBe("response larger than 5242880 bytes");
+  });
+
+  it("follows a same-origin redirect", async () => {
+    const server = await startServer((request, response) => {
+      if (request.url === "/old") {
+        response.writeHead(301, { location: "/new?x=1" });
+        response.end();
+      } else {
+        response.end(`at ${request.url}`);
+      }
+    });
+
+    const response = await createHttpClient().get(`${server.url}/old`, {
+      headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+    });
+
+    expect(response.status).toBe(200);
+    expect(response.body.toString("utf8")).toBe("at /new?x=1");
+    expect(response.url).toBe(`${server.url}/new?x=1`);
+    expect(server.requests[1]?.headers.traceparent).toBeDefined();
+  });
+
+  it("refuses a redirect to another port", async () => {
+    const elsewhere = await startServer((_request, response) => response.end("elsewhere"));
+    const server = await startServer((_request, response) => {
+      response.writeHead(302, { location: `${elsewhere.url}/` });
+      response.end();
+    });
+
+    const error = await rejection(createHttpClient().get(server.url));
+
+    expect(error.kind).toBe("redirect_refused");
+    expect(error.message).toBe("redirect to another host refused");
+    expect(elsewhere.requests).toHaveLength(0);
+  });
+
+  it("refuses a redirect to another host name, even one resolving to the same address", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(307, { location: `http://localhost:${server.port}/` });
+      response.end();
+    });
+
+    const error = await rejection(createHttpClient().get(server.url));
+
+    expect(error.kind).toBe("redirect_refused");
+    expect(server.requests).toHaveLength(1);
+    expect(error.message).not.toContain("localhost");
+  });
+
+  it("refuses a redirect to another scheme", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(302, { location: "ftp://127.0.0.1/file" });
+      response.end();
+    });
+
+    const error = await rejection(createHttpClient().get(server.url));
+
+    expect(error.kind).toBe("redirect_refused");
+  });
+
+  it("gives up on a redirect loop", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(302, { location: "/loop" });
+      response.end();
+    });
+
+    const error = await rejection(createHttpClient({ maxRedirects: 2 }).get(server.url));
+
+    expect(error.kind).toBe("too_many_redirects");
+    expect(error.message).toBe("more than 2 redirects");
+    expect(server.requests).toHaveLength(3);
+  });
+
+  it("returns a redirect status that has no location", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(302);
+      response.end();
+    });
+
+    const response = await createHttpClient().get(server.url);
+
+    expect(response.status).toBe(302);
+  });
+
+  it.each([
+    ["ftp://127.0.0.1/doc.yaml", "only http and https URLs are allowed"],
+    ["file:///etc/passwd", "only http and https URLs are allowed"],
+    ["/relative/path", "not an absolute URL"],
+    ["http://user:secret@127.0.0.1/", "URLs with credentials are not allowed"],
+  ])("refuses %s before any I/O", async (url, message) => {
+    const error = await rejection(createHttpClient().get(url));
+
+    expect(error.kind).toBe("invalid_url");
+    expect(error.message).toBe(message);
+  });
+
+  it("reports a refused connection without naming the address", async () => {
+    const server = await startServer(() => {});
+    const url = server.url;
+    await servers.splice(0)[0]?.close();
+
+    const error = await rejection(createHttpClient().get(url));
+
+    expect(error.kind).toBe("network");
+    expect(error.message).toBe("connection refused");
+    expect(error.message).not.toContain("127.0.0.1");
+    expect(String(error)).not.toContain("127.0.0.1");
+    expect(error.cause).toBeDefined();
+  });
+
+  it("rejects with the caller's reason when the caller aborts", async () => {
+    const server = await startServer(() => {});
+    const controller = new AbortController();
+    const reason = new Error("caller gave up");
+
+    const call = createHttpClient({ timeoutMs: 20_000 }).get(server.url, {
+      signal: controller.signal,
+    });
+    await until(() => server.requests.length === 1);
+    controller.abort(reason);
+
+    await expect(call).rejects.toBe(reason);
+  });
+});

@@ -1,0 +1,74 @@
+import { DomainError } from "../errors/domain-error.js";
+import type {
+  EntryWrite,
+  OpenApiBaseline,
+  RegistryChange,
+  RegistryEntry,
+  Tombstone,
+  TombstoneWrite,
+} from "./model.js";
+import type { RegistryStore } from "./registry-store.js";
+import { RegistryView } from "./registry-view.js";
+
+export interface MemoryRegistryStoreOptions {
+  /** Changes kept for watchers that resume. Default 10,000. */
+  changeLogSize?: number;
+}
+
+/** The embedded default: the registry lives in this process and is gone when it stops. */
+export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = {}): RegistryStore {
+  const view = new RegistryView(options.changeLogSize ?? 10_000);
+  const baselines = new Map<string, OpenApiBaseline>();
+
+  const checkRevision = (name: string, expected: number) => {
+    const actual = view.get(name)?.revision ?? 0;
+    if (actual !== expected) {
+      throw new DomainError("conflict", `${name} changed meanwhile (revision ${actual})`);
+    }
+  };
+
+  return {
+    open: async () => {},
+    close: async () => {},
+    get revision() {
+      return view.revision;
+    },
+    get compactedRevision() {
+      return view.compactedRevision;
+    },
+    get size() {
+      return view.size;
+    },
+    get: (name) => view.get(name),
+    entries: () => view.entries(),
+    tombstone: (name) => view.tombstone(name),
+    tombstones: () => view.tombstones(),
+
+    async put(write: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
+      checkRevision(write.name, expectedRevision);
+      const entry: RegistryEntry = { ...write, revision: view.revision + 1 };
+      view.apply({ type: "put", revision: entry.revision, entry });
+      return entry;
+    },
+
+    async remove(write: TombstoneWrite, expectedRevision: number): Promise<Tombstone> {
+      checkRevision(write.name, expectedRevision);
+      if (expectedRevision === 0) {
+        throw new DomainError("conflict", `${write.name} is not registered`);
+      }
+      const tombstone: Tombstone = { ...write, revision: view.revision + 1 };
+      const change: RegistryChange = { type: "delete", revision: tombstone.revision, tombstone };
+      view.apply(change);
+      return tombstone;
+    },
+
+    purgeTombstones: async (deletedBefore) => view.dropTombstones(deletedBefore).length,
+    sync: async () => {},
+    changesSince: (revision) => view.changesSince(revision),
+    onChange: (listener) => view.onChange(listener),
+    getBaseline: async (name) => baselines.get(name),
+    putBaseline: async (name, baseline) => {
+      baselines.set(name, baseline);
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/** Status of a registered service as this orchestrator last saw it. */
+export type ServiceStatus = "UNKNOWN" | "HEALTHY" | "UNHEALTHY" | "DOWN";
+
+/** What a service declares about itself when it registers; a registration replaces all of it. */
+export interface DeclaredService {
+  readonly name: string;
+  readonly baseUrl: string;
+  /** "" when the service publishes no OpenAPI document. */
+  readonly openapiUrl: string;
+  /** Defaults to `{baseUrl}/health`. */
+  readonly healthUrl: string;
+  readonly endpoints: readonly string[];
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly tags: readonly string[];
+  readonly version: string;
+  /** Lease length in seconds; 0 means the entry never expires. */
+  readonly ttlSeconds: number;
+}
+
+/**
+ * One registry entry as stored: what the service declared, what the orchestrator learned (its
+ * status), when things happened (Unix milliseconds from the injected clock), and the stamps
+ * replication needs: the node that made the last change and its hybrid logical clock reading.
+ */
+export interface RegistryEntry extends DeclaredService {
+  readonly status: ServiceStatus;
+  readonly registeredAt: number;
+  readonly lastHeartbeat: number;
+  readonly updatedAt: number;
+  /** When the lease runs out; 0 when the entry has no lease. */
+  readonly leaseExpiresAt: number;
+  readonly origin: string;
+  readonly hlc: bigint;
+  /** The store's global revision at the entry's last change; assigned by the store. */
+  readonly revision: number;
+}
+
+/** What is left of a deregistered entry, kept for a while so that the delete can replicate. */
+export interface Tombstone {
+  readonly name: string;
+  readonly revision: number;
+  readonly deletedAt: number;
+  readonly origin: string;
+  readonly hlc: bigint;
+}
+
+/** One change of the registry, as the change log and watchers see it. */
+export type RegistryChange =
+  | { readonly type: "put"; readonly revision: number; readonly entry: RegistryEntry }
+  | { readonly type: "delete"; readonly revision: number; readonly tombstone: Tombstone };
+
+/** An entry as written, before the store assigns its revision. */
+export type EntryWrite = Omit<RegistryEntry, "revision">;
+
+/** A tombstone as written, before the store assigns its revision. */
+export type TombstoneWrite = Omit<Tombstone, "revision">;
+
+/** The baseline of a service's OpenAPI document, recorded by its first poll. */
+export interface OpenApiBaseline {
+  /** Hash of the canonical document. */
+  readonly hash: string;
+  /** Canonical signature of every operation, keyed "METHOD /path". */
+  readonly operations: Readonly<Record<string, string>>;
+  readonly recordedAt: number;
+}

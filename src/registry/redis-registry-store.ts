@@ -1,0 +1,637 @@
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { DomainError } from "../errors/domain-error.js";
+import type {
+  EntryWrite,
+  OpenApiBaseline,
+  RegistryChange,
+  RegistryEntry,
+  Tombstone,
+  TombstoneWrite,
+} from "./model.js";
+import type { RegistryStore } from "./registry-store.js";
+import { RegistryView } from "./registry-view.js";
+
+/** What the Redis registry store works with; the caller creates, connects and closes both. */
+export interface RedisRegistryStoreDeps {
+  /**
+   * Connection for writes and reads, configured to fail fast (no offline queue) as
+   * `createRedisClient` does. Must not use ioredis' own `keyPrefix` (give `options.keyPrefix`).
+   */
+  readonly redis: Redis;
+  /** A second connection, for pub/sub only (a subscribed connection takes no other command). */
+  readonly subscriber: Redis;
+  /** Where sync failures and recoveries are reported. Default: nowhere. */
+  readonly logger?: Logger;
+}
+
+/** How the Redis registry store names and keeps its data. */
+export interface RedisRegistryStoreOptions {
+  /** Prepended to every key and to the channel, e.g. "orchestrator:". Required. */
+  readonly keyPrefix: string;
+  /**
+   * Changes kept, in Redis and in memory, for watchers that resume and for processes that catch
+   * up. A process that falls further behind reloads a full snapshot. Default 10,000.
+   */
+  readonly changeLogSize?: number;
+  /** How long `open()` waits for both connections to be ready. Default 10,000 ms. */
+  readonly openTimeoutMs?: number;
+}
+
+const defaults = Object.freeze({ changeLogSize: 10_000, openTimeoutMs: 10_000 });
+
+// Every script takes the same keys in the same order, so the key list is built once.
+// KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log.
+const keyCount = 5;
+
+// Compare-and-set on the entry's revision, then the next global revision, the entry, its revision,
+// the change record (JSON concatenated here, as only here the revision is known), the log trim and
+// the notification, all in one atomic step, so that no two writers share or skip a revision.
+// ARGV: 1 name, 2 expected revision, 3 entry JSON without revision, 4 log size, 5 channel.
+const putScript = `
+local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if current ~= tonumber(ARGV[2]) then return {0, current} end
+local revision = redis.call('INCR', KEYS[1])
+local text = string.format('%d', revision)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], text)
+redis.call('HDEL', KEYS[4], ARGV[1])
+local length = redis.call('RPUSH', KEYS[5], '{"revision":' .. text .. ',"type":"put","entry":' .. ARGV[3] .. '}')
+local keep = tonumber(ARGV[4])
+if length > keep then redis.call('LTRIM', KEYS[5], -keep, -1) end
+redis.call('PUBLISH', ARGV[5], text)
+return {1, revision}
+`;
+
+// As putScript, for a live entry only. ARGV 3 is the tombstone JSON without revision.
+const removeScript = `
+local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if current == 0 or current ~= tonumber(ARGV[2]) then return {0, current} end
+local revision = redis.call('INCR', KEYS[1])
+local text = string.format('%d', revision)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], '{"revision":' .. text .. ',' .. string.sub(ARGV[3], 2))
+local length = redis.call('RPUSH', KEYS[5], '{"revision":' .. text .. ',"type":"delete","tombstone":' .. ARGV[3] .. '}')
+local keep = tonumber(ARGV[4])
+if length > keep then redis.call('LTRIM', KEYS[5], -keep, -1) end
+redis.call('PUBLISH', ARGV[5], text)
+return {1, revision}
+`;
+
+// The current revision and the changes after ARGV[1], read together. The log holds the latest
+// revisions without gaps, so the position of a revision follows from the counter and the length.
+// Returns {current, 1, changes} or {current, 0, {}} when the log does not reach back far enough
+// (or the counter is below the caller's revision: the data was lost and restarted).
+const changesAfterScript = `
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local from = tonumber(ARGV[1])
+if from == current then return {current, 1, {}} end
+if from > current then return {current, 0, {}} end
+local first = current - redis.call('LLEN', KEYS[5]) + 1
+if from + 1 < first then return {current, 0, {}} end
+return {current, 1, redis.call('LRANGE', KEYS[5], from + 1 - first, -1)}
+`;
+
+// Everything at one revision: {revision, entries, revisions, tombstones} (hashes flattened).
+const snapshotScript = `
+return {
+  redis.call('GET', KEYS[1]) or '0',
+  redis.call('HGETALL', KEYS[2]),
+  redis.call('HGETALL', KEYS[3]),
+  redis.call('HGETALL', KEYS[4])
+}
+`;
+
+// Forgets tombstones deleted before ARGV[1] (Unix ms); returns how many.
+const purgeScript = `
+local cutoff = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[4])
+local forgotten = 0
+for i = 1, #all, 2 do
+  if cjson.decode(all[i + 1]).deletedAt < cutoff then
+    redis.call('HDEL', KEYS[4], all[i])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+`;
+
+type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
+
+interface RegistryScripts {
+  readonly put: ScriptCall;
+  readonly remove: ScriptCall;
+  readonly changesAfter: ScriptCall;
+  readonly snapshot: ScriptCall;
+  readonly purge: ScriptCall;
+}
+
+// Names on the client are namespaced: other modules define their own scripts on the same
+// connection, and two registry stores on one connection define identical ones (harmless).
+function defineScripts(redis: Redis): RegistryScripts {
+  const define = (name: string, lua: string): ScriptCall => {
+    const command = `orchestratorRegistry${name}`;
+    redis.defineCommand(command, { lua, numberOfKeys: keyCount });
+    const defined = (redis as unknown as Record<string, ScriptCall | undefined>)[command];
+    if (defined === undefined) throw new Error(`ioredis did not define ${command}`);
+    return defined.bind(redis);
+  };
+  return {
+    put: define("Put", putScript),
+    remove: define("Remove", removeScript),
+    changesAfter: define("ChangesAfter", changesAfterScript),
+    snapshot: define("Snapshot", snapshotScript),
+    purge: define("Purge", purgeScript),
+  };
+}
+
+/**
+ * The registry in Redis, shared by every orchestrator process on the same Redis and prefix, with
+ * an in-memory view in each that serves all reads (also while Redis is down).
+ *
+ * Keys, under `keyPrefix`: `registry:revision` (the global counter), `registry:entries` (name →
+ * entry JSON), `registry:revisions` (name → revision), `registry:tombstones` (name → tombstone
+ * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize`) and
+ * `registry:baselines`; every write publishes its revision on the channel
+ * `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
+ *
+ * The view follows Redis: a write applies its own change; a notification from another process,
+ * and every reconnection of either connection, catches up from the change log, or from a full
+ * snapshot when the log no longer reaches back far enough (listeners are then told the
+ * differences).
+ *
+ * @throws RangeError when `changeLogSize` is not a positive integer.
+ * Methods throw DomainError "unavailable" when Redis cannot be reached (connection down, closed or
+ * timed out), "conflict" on a failed compare-and-set, and "internal" when Redis refuses a command
+ * or holds a record this code cannot read.
+ */
+export function createRedisRegistryStore(
+  deps: RedisRegistryStoreDeps,
+  options: RedisRegistryStoreOptions,
+): RegistryStore {
+  const { redis, subscriber, logger } = deps;
+  const changeLogSize = options.changeLogSize ?? defaults.changeLogSize;
+  const openTimeoutMs = options.openTimeoutMs ?? defaults.openTimeoutMs;
+  if (!Number.isInteger(changeLogSize) || changeLogSize < 1) {
+    throw new RangeError(`changeLogSize must be a positive integer, not ${changeLogSize}`);
+  }
+  const prefix = options.keyPrefix;
+  const keys = ["revision", "entries", "revisions", "tombstones", "changes"].map(
+    (key) => `${prefix}registry:${key}`,
+  );
+  const baselinesKey = `${prefix}registry:baselines`;
+  const channel = `${prefix}registry:changes`;
+  const scripts = defineScripts(redis);
+  const view = new RegistryView(changeLogSize);
+  const follower = createFollower({ scripts, keys, view, logger });
+
+  let listening = false;
+  let resubscribing: Promise<void> | undefined;
+
+  const onMessage = (from: string, message: string) => {
+    if (from !== channel) return;
+    const revision = Number(message);
+    if (Number.isFinite(revision) && revision > view.revision) follower.inBackground(revision);
+  };
+  // Notifications sent while a connection was down are lost: every reconnection catches up.
+  const onReady = () => follower.inBackground();
+  const onSubscriberReady = () => {
+    // Subscribe (again) before reading, so that no write falls between the read and the
+    // subscription: anything after the read is then notified.
+    resubscribing = subscriber.subscribe(channel).then(
+      () => follower.inBackground(),
+      (error: unknown) => logger?.warn({ err: errorSummary(error) }, "registry resubscribe failed"),
+    );
+  };
+
+  const write = async (
+    script: ScriptCall,
+    name: string,
+    expectedRevision: number,
+    json: string,
+  ): Promise<number> => {
+    const reply = await command(() =>
+      script(...keys, name, expectedRevision, json, changeLogSize, channel),
+    );
+    const [written, revision] = numberPair(reply);
+    if (written === 1) return revision;
+    if (revision === expectedRevision) {
+      throw new DomainError("conflict", `${name} is not registered`);
+    }
+    throw new DomainError("conflict", `${name} changed meanwhile (revision ${revision})`);
+  };
+
+  // A write applies its own change when it follows the view; when another process wrote in
+  // between, the view catches up first, so that the caller reads its own write. The write is
+  // durable either way: a failed catch-up is reported, not thrown, and retried on reconnection.
+  const settle = async (change: RegistryChange): Promise<void> => {
+    if (view.apply(change)) return;
+    try {
+      await follower.catchUpTo(change.revision);
+    } catch (error) {
+      logger?.warn({ err: errorSummary(error) }, "registry catch-up after a write failed");
+    }
+  };
+
+  const open = async (): Promise<void> => {
+    if (listening) return;
+    await command(() =>
+      Promise.all([untilReady(redis, openTimeoutMs), untilReady(subscriber, openTimeoutMs)]),
+    );
+    await command(() => subscriber.subscribe(channel));
+    subscriber.on("message", onMessage);
+    subscriber.on("ready", onSubscriberReady);
+    redis.on("ready", onReady);
+    listening = true;
+    try {
+      await follower.loadSnapshot();
+    } catch (error) {
+      await close();
+      throw error;
+    }
+  };
+
+  const close = async (): Promise<void> => {
+    if (!listening) return;
+    listening = false;
+    subscriber.off("message", onMessage);
+    subscriber.off("ready", onSubscriberReady);
+    redis.off("ready", onReady);
+    await resubscribing;
+    try {
+      await subscriber.unsubscribe(channel);
+    } catch {
+      // Not connected: the subscription went with the connection.
+    }
+    await follower.settled();
+  };
+
+  return {
+    open,
+    close,
+    get revision() {
+      return view.revision;
+    },
+    get compactedRevision() {
+      return view.compactedRevision;
+    },
+    get size() {
+      return view.size;
+    },
+    get: (name) => view.get(name),
+    entries: () => view.entries(),
+    tombstone: (name) => view.tombstone(name),
+    tombstones: () => view.tombstones(),
+
+    async put(entryWrite: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
+      const json = encodeEntry(entryWrite);
+      const revision = await write(scripts.put, entryWrite.name, expectedRevision, json);
+      const entry = decodeEntry(JSON.parse(json), revision);
+      await settle({ type: "put", revision, entry });
+      return entry;
+    },
+
+    async remove(tombstoneWrite: TombstoneWrite, expectedRevision: number): Promise<Tombstone> {
+      const json = encodeTombstone(tombstoneWrite);
+      const revision = await write(scripts.remove, tombstoneWrite.name, expectedRevision, json);
+      const tombstone = decodeTombstone(JSON.parse(json), revision);
+      await settle({ type: "delete", revision, tombstone });
+      return tombstone;
+    },
+
+    async purgeTombstones(deletedBefore: number): Promise<number> {
+      const forgotten = await command(() => scripts.purge(...keys, deletedBefore));
+      view.dropTombstones(deletedBefore);
+      return typeof forgotten === "number" ? forgotten : 0;
+    },
+
+    sync: () => follower.sync(),
+    changesSince: (revision) => view.changesSince(revision),
+    onChange: (listener) => view.onChange(listener),
+
+    async getBaseline(name: string): Promise<OpenApiBaseline | undefined> {
+      const json = await command(() => redis.hget(baselinesKey, name));
+      return json === null ? undefined : readRecord<OpenApiBaseline>(json);
+    },
+
+    async putBaseline(name: string, baseline: OpenApiBaseline): Promise<void> {
+      const stored: OpenApiBaseline = {
+        hash: baseline.hash,
+        operations: baseline.operations,
+        recordedAt: baseline.recordedAt,
+      };
+      await command(() => redis.hset(baselinesKey, name, JSON.stringify(stored)));
+    },
+  };
+}
+
+interface Follower {
+  /** Catches up now (after whatever catch-up is under way); rejects as the store's methods. */
+  sync(): Promise<void>;
+  /** Catches up unless the view has reached `revision` by the time it is this one's turn. */
+  catchUpTo(revision: number): Promise<void>;
+  /** `catchUpTo` (or `sync` without a revision) whose failure is logged, not thrown. */
+  inBackground(revision?: number): void;
+  /** Replaces the view with a full snapshot, in turn with catch-ups. */
+  loadSnapshot(): Promise<void>;
+  /** Resolves when no catch-up is running or queued. */
+  settled(): Promise<void>;
+}
+
+/**
+ * Keeps the view in step with Redis. One catch-up runs at a time; requests that arrive meanwhile
+ * share a single follow-up run (which starts after the running one, so it sees their writes).
+ */
+function createFollower(parts: {
+  scripts: RegistryScripts;
+  keys: readonly string[];
+  view: RegistryView;
+  logger: Logger | undefined;
+}): Follower {
+  const { scripts, keys, view, logger } = parts;
+  let running: Promise<void> | undefined;
+  let queued: Promise<void> | undefined;
+  // What the queued run must do: read in any case (`forced`), reach a notified revision, or start
+  // from a snapshot.
+  let forced = false;
+  let target = 0;
+  let snapshotWanted = false;
+
+  const snapshot = async (): Promise<void> => {
+    const reply = await command(() => scripts.snapshot(...keys));
+    const state = decodeSnapshot(reply);
+    view.reset(state.revision, state.entries, state.tombstones);
+    // Should the counter have gone back (Redis lost its data), notified revisions above it mean
+    // nothing any more.
+    target = Math.min(target, state.revision);
+  };
+
+  const catchUp = async (): Promise<void> => {
+    const force = forced;
+    const wantSnapshot = snapshotWanted;
+    forced = false;
+    snapshotWanted = false;
+    if (wantSnapshot) return snapshot();
+    if (!force && view.revision >= target) return;
+    const from = view.revision;
+    const { current, covered, changes } = decodeChanges(
+      await command(() => scripts.changesAfter(...keys, from)),
+    );
+    if (covered && changes.every((change) => view.apply(change)) && view.revision >= current) {
+      return;
+    }
+    if (current < from) {
+      logger?.warn({ revision: current, known: from }, "registry revision went back: reloading");
+    }
+    await snapshot();
+  };
+
+  const request = (): Promise<void> => {
+    if (running === undefined) {
+      running = catchUp().finally(() => {
+        running = undefined;
+      });
+      return running;
+    }
+    queued ??= running
+      .catch(() => undefined)
+      .then(() => {
+        queued = undefined;
+        return request();
+      });
+    return queued;
+  };
+
+  const catchUpTo = (revision: number): Promise<void> => {
+    target = Math.max(target, revision);
+    return request();
+  };
+
+  const sync = (): Promise<void> => {
+    forced = true;
+    return request();
+  };
+
+  return {
+    sync,
+    catchUpTo,
+    inBackground(revision) {
+      const done = revision === undefined ? sync() : catchUpTo(revision);
+      done.catch((error: unknown) => {
+        logger?.warn({ err: errorSummary(error) }, "registry sync failed");
+      });
+    },
+    loadSnapshot() {
+      snapshotWanted = true;
+      return request();
+    },
+    async settled() {
+      while (running !== undefined || queued !== undefined) {
+        await Promise.allSettled([running, queued]);
+      }
+    },
+  };
+}
+
+/** Waits until `client` is ready; commands sent before would fail at once (no offline queue). */
+function untilReady(client: Redis, timeoutMs: number): Promise<void> {
+  if (client.status === "ready") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const finish = (error?: Error) => {
+      clearTimeout(timer);
+      client.off("ready", onReady);
+      client.off("end", onEnd);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onReady = () => finish();
+    const onEnd = () => finish(new Error("the connection has ended"));
+    const timer = setTimeout(
+      () => finish(new Error("the connection was not ready in time")),
+      timeoutMs,
+    );
+    client.on("ready", onReady);
+    client.on("end", onEnd);
+  });
+}
+
+/** Runs one Redis round trip, turning its failure into the domain's words. */
+async function command<T>(send: () => Promise<T>): Promise<T> {
+  try {
+    return await send();
+  } catch (error) {
+    throw storeError(error);
+  }
+}
+
+// Redis answers these while it cannot serve (loading its data, a busy script, a replica, memory
+// full): the write can be retried later, like one refused for a broken connection.
+const transientReplies =
+  /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|OOM|CLUSTERDOWN|NOREPLICAS)\b/;
+
+function storeError(error: unknown): DomainError {
+  if (error instanceof DomainError) return error;
+  const replied = error instanceof Error && error.name === "ReplyError";
+  if (replied && !transientReplies.test(error.message)) {
+    return new DomainError("internal", "the registry store refused the command", { cause: error });
+  }
+  // Everything else ioredis throws is about the connection: closed, not writeable (no offline
+  // queue), retries exhausted, aborted, timed out.
+  return new DomainError("unavailable", "the registry store is unavailable", { cause: error });
+}
+
+function errorSummary(error: unknown): { message: string; cause?: string } {
+  if (!(error instanceof Error)) return { message: String(error) };
+  return error.cause instanceof Error
+    ? { message: error.message, cause: error.cause.message }
+    : { message: error.message };
+}
+
+// --- Records as stored: JSON, with the bigint stamp as a decimal string. ---
+
+type StoredEntry = Omit<EntryWrite, "hlc"> & { readonly hlc: string };
+type StoredTombstone = Omit<TombstoneWrite, "hlc"> & { readonly hlc: string };
+type StoredChange =
+  | { readonly revision: number; readonly type: "put"; readonly entry: StoredEntry }
+  | { readonly revision: number; readonly type: "delete"; readonly tombstone: StoredTombstone };
+
+// Field by field, so that a field added to the model is a compile error here rather than
+// silently stored or not, and nothing else the caller's object carries is stored.
+function encodeEntry(entry: EntryWrite): string {
+  const stored: StoredEntry = {
+    name: entry.name,
+    baseUrl: entry.baseUrl,
+    openapiUrl: entry.openapiUrl,
+    healthUrl: entry.healthUrl,
+    endpoints: entry.endpoints,
+    metadata: entry.metadata,
+    tags: entry.tags,
+    version: entry.version,
+    ttlSeconds: entry.ttlSeconds,
+    status: entry.status,
+    registeredAt: entry.registeredAt,
+    lastHeartbeat: entry.lastHeartbeat,
+    updatedAt: entry.updatedAt,
+    leaseExpiresAt: entry.leaseExpiresAt,
+    origin: entry.origin,
+    hlc: entry.hlc.toString(),
+  };
+  return JSON.stringify(stored);
+}
+
+function encodeTombstone(tombstone: TombstoneWrite): string {
+  const stored: StoredTombstone = {
+    name: tombstone.name,
+    deletedAt: tombstone.deletedAt,
+    origin: tombstone.origin,
+    hlc: tombstone.hlc.toString(),
+  };
+  return JSON.stringify(stored);
+}
+
+function decodeEntry(stored: unknown, revision: number): RegistryEntry {
+  if (!isStamped(stored, revision)) throw unreadable(new Error("not an entry"));
+  const { hlc, ...fields } = stored as StoredEntry;
+  return { ...fields, hlc: BigInt(hlc), revision };
+}
+
+function decodeTombstone(stored: unknown, revision: number): Tombstone {
+  if (!isStamped(stored, revision)) throw unreadable(new Error("not a tombstone"));
+  const { name, deletedAt, origin, hlc } = stored as StoredTombstone;
+  return { name, deletedAt, origin, hlc: BigInt(hlc), revision };
+}
+
+/** Enough of a check to fail clearly on foreign data under our keys. */
+function isStamped(stored: unknown, revision: number): boolean {
+  if (typeof stored !== "object" || stored === null || !Number.isInteger(revision)) return false;
+  const { name, hlc } = stored as { name?: unknown; hlc?: unknown };
+  return typeof name === "string" && typeof hlc === "string" && /^\d+$/.test(hlc);
+}
+
+function decodeChange(json: string): RegistryChange {
+  const stored = readRecord<StoredChange | null>(json);
+  if (stored === null || !Number.isInteger(stored.revision)) {
+    throw unreadable(new Error("not a change"));
+  }
+  if (stored.type === "put") {
+    return {
+      type: "put",
+      revision: stored.revision,
+      entry: decodeEntry(stored.entry, stored.revision),
+    };
+  }
+  const tombstone = decodeTombstone(stored.tombstone, stored.revision);
+  return { type: "delete", revision: stored.revision, tombstone };
+}
+
+function decodeChanges(reply: unknown): {
+  current: number;
+  covered: boolean;
+  changes: RegistryChange[];
+} {
+  if (!Array.isArray(reply) || typeof reply[0] !== "number" || !Array.isArray(reply[2])) {
+    throw unreadable(new Error("unexpected reply to the change log read"));
+  }
+  const records: unknown[] = reply[2];
+  return {
+    current: reply[0],
+    covered: reply[1] === 1,
+    changes: records.map((record) => decodeChange(String(record))),
+  };
+}
+
+function decodeSnapshot(reply: unknown): {
+  revision: number;
+  entries: RegistryEntry[];
+  tombstones: Tombstone[];
+} {
+  if (!Array.isArray(reply) || reply.length !== 4) {
+    throw unreadable(new Error("unexpected reply to the snapshot read"));
+  }
+  const [revision, entryPairs, revisionPairs, tombstonePairs] = reply as unknown[];
+  const entries = pairs(entryPairs);
+  const revisions = pairs(revisionPairs);
+  const tombstones = pairs(tombstonePairs);
+  const decoded: RegistryEntry[] = [];
+  for (const [name, json] of entries) {
+    const entryRevision = Number(revisions.get(name));
+    if (!Number.isInteger(entryRevision)) throw unreadable(new Error(`${name} has no revision`));
+    decoded.push(decodeEntry(readRecord<unknown>(json), entryRevision));
+  }
+  return {
+    revision: Number(revision),
+    entries: decoded,
+    tombstones: [...tombstones.values()].map((json) => {
+      const stored = readRecord<{ revision?: unknown }>(json);
+      return decodeTombstone(stored, Number(stored?.revision));
+    }),
+  };
+}
+
+/** A flattened hash (HGETALL as a script returns it) as a map. */
+function pairs(flat: unknown): Map<string, string> {
+  if (!Array.isArray(flat)) throw unreadable(new Error("unexpected hash in the snapshot"));
+  const map = new Map<string, string>();
+  for (let i = 0; i + 1 < flat.length; i += 2) map.set(String(flat[i]), String(flat[i + 1]));
+  return map;
+}
+
+function numberPair(reply: unknown): [number, number] {
+  if (!Array.isArray(reply) || typeof reply[0] !== "number" || typeof reply[1] !== "number") {
+    throw unreadable(new Error("unexpected reply to a write"));
+  }
+  return [reply[0], reply[1]];
+}
+
+function readRecord<T>(json: string): T {
+  try {
+    return JSON.parse(json) as T;
+  } catch (error) {
+    throw unreadable(error);
+  }
+}
+
+function unreadable(cause: unknown): DomainError {
+  return new DomainError("internal", "the registry store holds a record it cannot read", { cause });
+}

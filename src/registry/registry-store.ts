@@ -1,0 +1,77 @@
+import type {
+  EntryWrite,
+  OpenApiBaseline,
+  RegistryChange,
+  RegistryEntry,
+  Tombstone,
+  TombstoneWrite,
+} from "./model.js";
+
+/**
+ * Where registry entries live. Reads are served from memory, always, so that they keep working
+ * while a backing store is unreachable; writes go through to the backing store (if any) and are
+ * acknowledged only once durable there. Every write takes the next global revision, atomically,
+ * and is guarded by the revision the writer last saw (compare-and-set), so that concurrent
+ * writers, in this process or another one sharing the backing store, never lose an update.
+ *
+ * Implementations: the in-memory store (the default) and the Redis store. Both pass
+ * tests/contracts/registry-store.contract.ts.
+ */
+export interface RegistryStore {
+  /** Loads the stored state and starts following changes made by other processes. */
+  open(): Promise<void>;
+  /** Stops following changes; the backing connection is the caller's to close. */
+  close(): Promise<void>;
+
+  /** The latest revision this process has applied. */
+  readonly revision: number;
+  /** The oldest revision the change log still holds changes after (0 until it drops any). */
+  readonly compactedRevision: number;
+  /** Live entries. */
+  readonly size: number;
+  get(name: string): RegistryEntry | undefined;
+  /** Live entries, in no particular order. */
+  entries(): Iterable<RegistryEntry>;
+  tombstone(name: string): Tombstone | undefined;
+  tombstones(): Iterable<Tombstone>;
+
+  /**
+   * Writes `entry` under its name if the stored entry's revision is still `expectedRevision`
+   * (0: no live entry, tombstoned or never seen), replacing any tombstone.
+   * @throws DomainError "conflict" when the stored entry changed meanwhile (call `sync()` and
+   *   decide again); "unavailable" when the backing store cannot take the write.
+   */
+  put(entry: EntryWrite, expectedRevision: number): Promise<RegistryEntry>;
+
+  /**
+   * Removes the live entry `name` if its revision is still `expectedRevision`, leaving `tombstone`.
+   * @throws DomainError "conflict" or "unavailable", as put.
+   */
+  remove(tombstone: TombstoneWrite, expectedRevision: number): Promise<Tombstone>;
+
+  /**
+   * Forgets tombstones deleted before `deletedBefore` (Unix ms). Not a change: no revision.
+   * @returns how many were forgotten.
+   */
+  purgeTombstones(deletedBefore: number): Promise<number>;
+
+  /** Brings the in-memory view up to date with the backing store (after a conflict, say). */
+  sync(): Promise<void>;
+
+  /**
+   * The changes after `revision`, in revision order, when the change log still holds all of
+   * them; undefined when it has dropped some (the caller then needs a snapshot).
+   */
+  changesSince(revision: number): readonly RegistryChange[] | undefined;
+
+  /**
+   * Calls `listener` synchronously for every change applied to the view, local or from another
+   * process, in revision order. Returns the function that unsubscribes.
+   */
+  onChange(listener: (change: RegistryChange) => void): () => void;
+
+  /** The OpenAPI baseline learned for `name`, kept apart from the entry. */
+  getBaseline(name: string): Promise<OpenApiBaseline | undefined>;
+  /** @throws DomainError "unavailable" when the backing store cannot take the write. */
+  putBaseline(name: string, baseline: OpenApiBaseline): Promise<void>;
+}

@@ -1,0 +1,125 @@
+import { DomainError } from "../errors/domain-error.js";
+import type { RegistryChange, RegistryEntry, Tombstone } from "./model.js";
+import type { RegistryStore } from "./registry-store.js";
+
+/** One event of a registry watch. */
+export type WatchEvent =
+  | {
+      readonly type: "put";
+      readonly revision: number;
+      readonly entry: RegistryEntry;
+      /** Part of the initial snapshot. */
+      readonly snapshot: boolean;
+      /** The snapshot replaces a resume the change log could no longer serve. */
+      readonly compacted: boolean;
+    }
+  | {
+      readonly type: "delete";
+      readonly revision: number;
+      readonly tombstone: Tombstone;
+      readonly snapshot: false;
+      readonly compacted: false;
+    }
+  | {
+      readonly type: "snapshot_end";
+      readonly revision: number;
+      readonly snapshot: true;
+      readonly compacted: boolean;
+    };
+
+export interface WatchRequest {
+  /** Resume after this revision; 0 starts with a snapshot. */
+  readonly startRevision: number;
+  /** Only entries whose name starts with this. */
+  readonly namePrefix: string;
+  /** Changes the watcher may fall behind by before it is cut off. */
+  readonly maxQueue: number;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Watches the registry: the current entries (then a snapshot-end marker) and every change after,
+ * or, from a revision the change log still covers, only the changes after it. Subscribing and
+ * reading the snapshot happen in the same synchronous step, so no change falls between them.
+ * A watcher that falls `maxQueue` changes behind is cut off with RESOURCE_EXHAUSTED naming the
+ * revision to resume from, rather than buffered without bound. Ends when `signal` aborts.
+ */
+export async function* watchRegistry(
+  store: RegistryStore,
+  request: WatchRequest,
+): AsyncGenerator<WatchEvent> {
+  const matches = (name: string) => name.startsWith(request.namePrefix);
+  const queue: RegistryChange[] = [];
+  let overflowed = false;
+  let wake: (() => void) | undefined;
+  const unsubscribe = store.onChange((change) => {
+    if (overflowed) return;
+    if (queue.length >= request.maxQueue) overflowed = true;
+    else queue.push(change);
+    wake?.();
+  });
+  const onAbort = () => wake?.();
+  request.signal.addEventListener("abort", onAbort);
+  try {
+    let delivered: number;
+    const resumed =
+      request.startRevision > 0 ? store.changesSince(request.startRevision) : undefined;
+    if (resumed !== undefined) {
+      for (const change of resumed) if (matches(nameOf(change))) yield fromChange(change);
+      delivered = resumed.at(-1)?.revision ?? request.startRevision;
+    } else {
+      const compacted = request.startRevision > 0;
+      delivered = store.revision;
+      const snapshot = [...store.entries()].filter((e) => matches(e.name));
+      snapshot.sort((a, b) => (a.name < b.name ? -1 : 1));
+      for (const entry of snapshot) {
+        yield { type: "put", revision: entry.revision, entry, snapshot: true, compacted };
+      }
+      yield { type: "snapshot_end", revision: delivered, snapshot: true, compacted };
+    }
+    while (!request.signal.aborted) {
+      const change = queue.shift();
+      if (change === undefined) {
+        if (overflowed) {
+          throw new DomainError(
+            "resource_exhausted",
+            `the watcher fell behind by more than ${request.maxQueue} changes: watch again from revision ${delivered}`,
+          );
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+        continue;
+      }
+      if (change.revision <= delivered) continue;
+      delivered = change.revision;
+      if (matches(nameOf(change))) yield fromChange(change);
+    }
+  } finally {
+    unsubscribe();
+    request.signal.removeEventListener("abort", onAbort);
+  }
+}
+
+function nameOf(change: RegistryChange): string {
+  return change.type === "put" ? change.entry.name : change.tombstone.name;
+}
+
+function fromChange(change: RegistryChange): WatchEvent {
+  return change.type === "put"
+    ? {
+        type: "put",
+        revision: change.revision,
+        entry: change.entry,
+        snapshot: false,
+        compacted: false,
+      }
+    : {
+        type: "delete",
+        revision: change.revision,
+        tombstone: change.tombstone,
+        snapshot: false,
+        compacted: false,
+      };
+}

@@ -1,0 +1,374 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import { DomainError } from "../errors/domain-error.js";
+import type { EventLog } from "../events/event-log.js";
+import type { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
+import type {
+  DeclaredService,
+  EntryWrite,
+  RegistryEntry,
+  ServiceStatus,
+  Tombstone,
+  TombstoneWrite,
+} from "./model.js";
+import type { RegistryStore } from "./registry-store.js";
+
+/** Who asked: carried into the events a change emits. */
+export interface CallInfo {
+  readonly correlationId: string;
+  readonly traceId: string;
+}
+
+export interface RegistryOptions {
+  /** How long an entry whose lease ran out stays DOWN before it is removed. Default 30 s. */
+  leaseGraceMs: number;
+  /** How long tombstones are kept. Default 1 hour. */
+  tombstoneRetentionMs: number;
+  /** How often leases and tombstones are swept. Default 1 s. */
+  sweepIntervalMs: number;
+  /** Attempts of a compare-and-set write before it gives up with a conflict. Default 8. */
+  maxAttempts: number;
+}
+
+const defaults: RegistryOptions = Object.freeze({
+  leaseGraceMs: 30_000,
+  tombstoneRetentionMs: 3_600_000,
+  sweepIntervalMs: 1_000,
+  maxAttempts: 8,
+});
+
+/** A page of entries, sorted by name. */
+export interface RegistryPage {
+  readonly entries: readonly RegistryEntry[];
+  /** Opaque; empty when this is the last page. */
+  readonly nextPageToken: string;
+  readonly revision: number;
+}
+
+/** Filters and pagination of a listing. */
+export interface RegistryQuery {
+  readonly tag?: string;
+  readonly status?: ServiceStatus;
+  readonly namePrefix?: string;
+  /** 0: every matching entry. */
+  readonly pageSize?: number;
+  readonly pageToken?: string;
+}
+
+/** What a write decides for the entry it read: write it, remove it, or leave it as it is. */
+type Decision<T> =
+  | { readonly put: EntryWrite; readonly then: (entry: RegistryEntry) => T }
+  | { readonly remove: TombstoneWrite; readonly then: (tombstone: Tombstone) => T }
+  | { readonly keep: T };
+
+/**
+ * The service registry: registrations with leases, heartbeats, deregistration with tombstones,
+ * health status learned by probing, and an event for every change that matters to operators.
+ * Every write is a compare-and-set on the entry it read, retried on a conflict, so that writers in
+ * this process, a sweeper and other orchestrators sharing the store never lose an update.
+ */
+export class Registry {
+  private readonly options: RegistryOptions;
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  constructor(
+    private readonly deps: {
+      readonly store: RegistryStore;
+      readonly clock: Clock;
+      readonly hlc: HybridLogicalClock;
+      readonly events: EventLog;
+      readonly nodeId: string;
+      readonly logger: Logger;
+    },
+    options: Partial<RegistryOptions> = {},
+  ) {
+    this.options = { ...defaults, ...options };
+  }
+
+  /** Starts sweeping leases and tombstones. */
+  start(): void {
+    this.sweeper ??= setInterval(() => void this.sweep(), this.options.sweepIntervalMs);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
+  /** Live entries. */
+  get size(): number {
+    return this.deps.store.size;
+  }
+
+  get(name: string): RegistryEntry | undefined {
+    return this.deps.store.get(name);
+  }
+
+  /**
+   * Registers a service, or replaces what an existing one declared, keeping what the orchestrator
+   * learned (its health status) and when it first registered. A registration is proof of life: it
+   * renews the lease, and an entry that was DOWN comes back as UNKNOWN until probed.
+   * @throws DomainError "unavailable" (store), "conflict" (too many concurrent writers).
+   */
+  async register(
+    declared: DeclaredService,
+    call: CallInfo,
+  ): Promise<{ entry: RegistryEntry; created: boolean }> {
+    return this.mutate(declared.name, (current) => {
+      const now = this.deps.clock.now();
+      const write: EntryWrite = {
+        ...declared,
+        healthUrl: declared.healthUrl || `${declared.baseUrl.replace(/\/+$/, "")}/health`,
+        status: current && current.status !== "DOWN" ? current.status : "UNKNOWN",
+        registeredAt: current?.registeredAt ?? now,
+        lastHeartbeat: now,
+        updatedAt: now,
+        leaseExpiresAt: leaseEnd(now, declared.ttlSeconds),
+        origin: this.deps.nodeId,
+        hlc: this.deps.hlc.now(),
+      };
+      return writeEntry(write, (entry) => {
+        this.emit("registry.service.registered", entry.name, call, {
+          created: current === undefined,
+          revision: entry.revision,
+          base_url: entry.baseUrl,
+          version: entry.version,
+        });
+        return { entry, created: current === undefined };
+      });
+    });
+  }
+
+  /**
+   * Removes a service, leaving a tombstone.
+   * @throws DomainError "not_found" when it is not registered.
+   */
+  async deregister(name: string, call: CallInfo): Promise<Tombstone> {
+    return this.mutate(name, (current) => {
+      if (current === undefined) throw notRegistered(name);
+      return removeEntry(this.tombstoneOf(name), (tombstone) => {
+        this.emit("registry.service.deregistered", name, call, { revision: tombstone.revision });
+        return tombstone;
+      });
+    });
+  }
+
+  /**
+   * Renews a service's lease. An entry that was DOWN comes back as UNKNOWN until probed.
+   * @throws DomainError "not_found" when it is not registered.
+   */
+  async heartbeat(name: string, call: CallInfo): Promise<RegistryEntry> {
+    return this.mutate(name, (current) => {
+      if (current === undefined) throw notRegistered(name);
+      const now = this.deps.clock.now();
+      const revived = current.status === "DOWN";
+      return writeEntry(
+        {
+          ...withoutRevision(current),
+          status: revived ? "UNKNOWN" : current.status,
+          lastHeartbeat: now,
+          updatedAt: now,
+          leaseExpiresAt: leaseEnd(now, current.ttlSeconds),
+          origin: this.deps.nodeId,
+          hlc: this.deps.hlc.now(),
+        },
+        (entry) => {
+          if (revived) {
+            this.emit("registry.service.revived", name, call, { revision: entry.revision });
+          }
+          return entry;
+        },
+      );
+    });
+  }
+
+  /**
+   * Records a health status this node learned by probing. Status is learned, not declared: it
+   * leaves the replication stamp alone. An entry that is DOWN (no lease) stays DOWN.
+   */
+  async setHealth(
+    name: string,
+    status: "HEALTHY" | "UNHEALTHY",
+    detail: JsonObject,
+  ): Promise<RegistryEntry | undefined> {
+    return this.mutate<RegistryEntry | undefined>(name, (current) => {
+      if (current === undefined || current.status === status || current.status === "DOWN") {
+        return { keep: current };
+      }
+      return writeEntry(
+        { ...withoutRevision(current), status, updatedAt: this.deps.clock.now() },
+        (entry) => {
+          this.emit("registry.service.health_changed", name, noCall, {
+            from: current.status,
+            to: status,
+            revision: entry.revision,
+            ...detail,
+          });
+          return entry;
+        },
+      );
+    });
+  }
+
+  /** Lists entries sorted by name, filtered, a page at a time. */
+  list(query: RegistryQuery = {}): RegistryPage {
+    const { store } = this.deps;
+    const revision = store.revision;
+    const after = query.pageToken ? decodePageToken(query.pageToken) : "";
+    const matching: RegistryEntry[] = [];
+    for (const entry of store.entries()) {
+      if (after && entry.name <= after) continue;
+      if (query.namePrefix && !entry.name.startsWith(query.namePrefix)) continue;
+      if (query.status && entry.status !== query.status) continue;
+      if (query.tag && !entry.tags.includes(query.tag)) continue;
+      matching.push(entry);
+    }
+    matching.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const size = query.pageSize ?? 0;
+    if (size <= 0 || matching.length <= size) {
+      return { entries: matching, nextPageToken: "", revision };
+    }
+    const page = matching.slice(0, size);
+    const last = page[page.length - 1] as RegistryEntry;
+    return { entries: page, nextPageToken: encodePageToken(last.name), revision };
+  }
+
+  /**
+   * Turns entries whose lease ran out DOWN, removes those DOWN for longer than the grace period,
+   * and forgets old tombstones. Failures (the store unreachable) are logged; the next sweep
+   * retries.
+   */
+  async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const now = this.deps.clock.now();
+      const { leaseGraceMs, tombstoneRetentionMs } = this.options;
+      for (const entry of [...this.deps.store.entries()]) {
+        if (entry.leaseExpiresAt === 0 || entry.leaseExpiresAt > now) continue;
+        if (entry.status !== "DOWN") await this.expire(entry.name, now);
+        else if (entry.leaseExpiresAt + leaseGraceMs <= now)
+          await this.removeExpired(entry.name, now);
+      }
+      await this.deps.store.purgeTombstones(now - tombstoneRetentionMs);
+    } catch (error) {
+      this.deps.logger.warn({ err: error }, "registry sweep failed; retrying at the next one");
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async expire(name: string, now: number): Promise<void> {
+    await this.mutate(name, (current) => {
+      // Renewed meanwhile (here or by another node): nothing to expire.
+      if (!current || current.status === "DOWN" || current.leaseExpiresAt > now) {
+        return { keep: undefined };
+      }
+      return writeEntry(
+        { ...withoutRevision(current), status: "DOWN", updatedAt: now },
+        (entry) => {
+          this.emit("registry.service.expired", name, noCall, {
+            lease_expires_at: new Date(entry.leaseExpiresAt).toISOString(),
+            revision: entry.revision,
+          });
+        },
+      );
+    });
+  }
+
+  private async removeExpired(name: string, now: number): Promise<void> {
+    await this.mutate(name, (current) => {
+      if (current?.status !== "DOWN" || current.leaseExpiresAt + this.options.leaseGraceMs > now) {
+        return { keep: undefined };
+      }
+      return removeEntry(this.tombstoneOf(name), (tombstone) => {
+        this.emit("registry.service.removed", name, noCall, {
+          reason: "lease expired",
+          revision: tombstone.revision,
+        });
+      });
+    });
+  }
+
+  private tombstoneOf(name: string): TombstoneWrite {
+    return {
+      name,
+      deletedAt: this.deps.clock.now(),
+      origin: this.deps.nodeId,
+      hlc: this.deps.hlc.now(),
+    };
+  }
+
+  /** Reads, decides, writes; on a conflict brings the view up to date and decides again. */
+  private async mutate<T>(
+    name: string,
+    decide: (current: RegistryEntry | undefined) => Decision<T>,
+  ): Promise<T> {
+    const { store } = this.deps;
+    for (let attempt = 1; ; attempt++) {
+      const current = store.get(name);
+      const decision = decide(current);
+      try {
+        if ("keep" in decision) return decision.keep;
+        if ("put" in decision) {
+          return decision.then(await store.put(decision.put, current?.revision ?? 0));
+        }
+        return decision.then(await store.remove(decision.remove, current?.revision ?? 0));
+      } catch (error) {
+        if (!(error instanceof DomainError) || error.kind !== "conflict") throw error;
+        if (attempt >= this.options.maxAttempts) {
+          throw new DomainError("conflict", `${name} is being changed concurrently; try again`);
+        }
+        await store.sync();
+      }
+    }
+  }
+
+  private emit(type: string, subject: string, call: CallInfo, payload: JsonObject): void {
+    this.deps.events.append({
+      type,
+      subject,
+      correlationId: call.correlationId,
+      traceId: call.traceId,
+      payload: { service: subject, ...payload },
+    });
+  }
+}
+
+function writeEntry<T>(put: EntryWrite, then: (entry: RegistryEntry) => T): Decision<T> {
+  return { put, then };
+}
+
+function removeEntry<T>(remove: TombstoneWrite, then: (tombstone: Tombstone) => T): Decision<T> {
+  return { remove, then };
+}
+
+const noCall: CallInfo = Object.freeze({ correlationId: "", traceId: "" });
+
+function leaseEnd(now: number, ttlSeconds: number): number {
+  return ttlSeconds > 0 ? now + ttlSeconds * 1000 : 0;
+}
+
+function withoutRevision(entry: RegistryEntry): EntryWrite {
+  const { revision: _, ...write } = entry;
+  return write;
+}
+
+function notRegistered(name: string): DomainError {
+  return new DomainError("not_found", `service ${name} is not registered`);
+}
+
+function encodePageToken(name: string): string {
+  return Buffer.from(name, "utf8").toString("base64url");
+}
+
+function decodePageToken(token: string): string {
+  const name = Buffer.from(token, "base64url").toString("utf8");
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(name)) {
+    throw new DomainError("invalid", "page_token is not a token this server issued");
+  }
+  return name;
+}

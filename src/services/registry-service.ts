@@ -1,0 +1,277 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  type RegisterServiceRequest,
+  type RegistryService,
+  type ServiceEntrySchema,
+  ServiceStatus as ServiceStatusMessage,
+  WatchEventType,
+} from "../../gen/orchestrator/v1/registry_pb.js";
+import { DomainError } from "../errors/domain-error.js";
+import type { EventLog } from "../events/event-log.js";
+import { callMetaOf, traceparentOf } from "../interceptors/call-meta.js";
+import type { DeclaredService, RegistryEntry, ServiceStatus } from "../registry/model.js";
+import type { OpenApiPoller, OpenApiPollResult } from "../registry/openapi-poller.js";
+import type { CallInfo, Registry } from "../registry/registry.js";
+import type { RegistryStore } from "../registry/registry-store.js";
+import { type WatchEvent, watchRegistry } from "../registry/registry-watch.js";
+import { toConnectError } from "./connect-errors.js";
+
+export interface RegistryServiceDeps {
+  readonly registry: Registry;
+  readonly store: RegistryStore;
+  readonly poller: OpenApiPoller;
+  readonly events: EventLog;
+  /** Changes a watcher may fall behind by before it is cut off. */
+  readonly watchQueueSize: number;
+}
+
+/** RegistryService: the registry's RPCs, mapped to the domain and back. */
+export function createRegistryService(
+  deps: RegistryServiceDeps,
+): ServiceImpl<typeof RegistryService> {
+  const { registry } = deps;
+  return {
+    registerService: (request, context) =>
+      guard(async () => {
+        const { entry } = await registry.register(declaredOf(request), callOf(context));
+        return { status: "registered", count: registry.size, service: entryMessage(entry) };
+      }),
+
+    listServices: (request) =>
+      guard(async () => {
+        const page = registry.list({
+          tag: request.tag,
+          ...(request.status === ServiceStatusMessage.UNSPECIFIED
+            ? {}
+            : { status: statusOf(request.status) }),
+          namePrefix: request.namePrefix,
+          pageSize: request.pageSize,
+          pageToken: request.pageToken,
+        });
+        return {
+          services: page.entries.map(entryMessage),
+          count: page.entries.length,
+          nextPageToken: page.nextPageToken,
+          revision: BigInt(page.revision),
+        };
+      }),
+
+    getService: (request) =>
+      guard(async () => {
+        const entry = registry.get(request.name);
+        if (entry === undefined) throw notFound(request.name);
+        return { service: entryMessage(entry) };
+      }),
+
+    deregisterService: (request, context) =>
+      guard(async () => {
+        const tombstone = await registry.deregister(request.name, callOf(context));
+        return {
+          status: "deregistered",
+          name: tombstone.name,
+          revision: BigInt(tombstone.revision),
+        };
+      }),
+
+    heartbeat: (request, context) =>
+      guard(async () => {
+        const entry = await registry.heartbeat(request.name, callOf(context));
+        return {
+          status: "ok",
+          name: entry.name,
+          ...(entry.leaseExpiresAt
+            ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) }
+            : {}),
+        };
+      }),
+
+    pollOpenApi: (request, context) =>
+      guard(async () => {
+        const targets: { service: string; url: string }[] = [];
+        const refused: OpenApiPollResult[] = [];
+        const names =
+          request.names.length > 0 ? request.names : registry.list().entries.map((e) => e.name);
+        for (const name of new Set(names)) {
+          const entry = registry.get(name);
+          // Only documents of registered services are fetched: the request names services, not URLs.
+          if (entry === undefined) refused.push(failed(name, "not registered"));
+          else if (entry.openapiUrl) targets.push({ service: name, url: entry.openapiUrl });
+          else if (request.names.length > 0)
+            refused.push(failed(name, "no openapi_url registered"));
+        }
+        const meta = callMetaOf(context);
+        const polled = await deps.poller.poll(targets, {
+          headers: { "x-correlation-id": meta.correlationId, traceparent: traceparentOf(meta) },
+        });
+        for (const result of polled)
+          if (result.changed) emitDrift(deps.events, result, callOf(context));
+        return { results: [...polled, ...refused].map(pollResultMessage) };
+      }),
+
+    async *watchServices(request, context) {
+      try {
+        const events = watchRegistry(deps.store, {
+          startRevision: Number(request.startRevision),
+          namePrefix: request.namePrefix,
+          maxQueue: deps.watchQueueSize,
+          signal: context.signal,
+        });
+        for await (const event of events) yield watchMessage(event);
+      } catch (error) {
+        throw toConnectError(error);
+      }
+    },
+  };
+}
+
+async function guard<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw toConnectError(error);
+  }
+}
+
+function callOf(context: HandlerContext): CallInfo {
+  const meta = callMetaOf(context);
+  return { correlationId: meta.correlationId, traceId: meta.traceId };
+}
+
+function declaredOf(request: RegisterServiceRequest): DeclaredService {
+  return {
+    name: request.name,
+    baseUrl: request.baseUrl,
+    openapiUrl: request.openapiUrl,
+    healthUrl: request.healthUrl,
+    endpoints: [...request.endpoints],
+    metadata: { ...request.metadata },
+    tags: [...new Set(request.tags)],
+    version: request.version,
+    ttlSeconds: request.ttlSeconds,
+  };
+}
+
+const statusMessages: Readonly<Record<ServiceStatus, ServiceStatusMessage>> = Object.freeze({
+  UNKNOWN: ServiceStatusMessage.UNKNOWN,
+  HEALTHY: ServiceStatusMessage.HEALTHY,
+  UNHEALTHY: ServiceStatusMessage.UNHEALTHY,
+  DOWN: ServiceStatusMessage.DOWN,
+});
+
+function statusOf(status: ServiceStatusMessage): ServiceStatus {
+  const found = (Object.keys(statusMessages) as ServiceStatus[]).find(
+    (key) => statusMessages[key] === status,
+  );
+  return found ?? "UNKNOWN";
+}
+
+/** The entry as the API shows it. */
+export function entryMessage(entry: RegistryEntry): MessageInitShape<typeof ServiceEntrySchema> {
+  return {
+    name: entry.name,
+    baseUrl: entry.baseUrl,
+    openapiUrl: entry.openapiUrl,
+    healthUrl: entry.healthUrl,
+    endpoints: [...entry.endpoints],
+    metadata: { ...entry.metadata },
+    tags: [...entry.tags],
+    version: entry.version,
+    ttlSeconds: entry.ttlSeconds,
+    status: statusMessages[entry.status],
+    registeredAt: timestampFromMs(entry.registeredAt),
+    lastHeartbeat: timestampFromMs(entry.lastHeartbeat),
+    updatedAt: timestampFromMs(entry.updatedAt),
+    revision: BigInt(entry.revision),
+    ...(entry.leaseExpiresAt ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) } : {}),
+    originNodeId: entry.origin,
+    hlc: entry.hlc,
+  };
+}
+
+function watchMessage(event: WatchEvent) {
+  switch (event.type) {
+    case "put":
+      return {
+        type: WatchEventType.PUT,
+        service: entryMessage(event.entry),
+        revision: BigInt(event.revision),
+        snapshot: event.snapshot,
+        compacted: event.compacted,
+      };
+    case "delete":
+      return {
+        type: WatchEventType.DELETE,
+        service: {
+          name: event.tombstone.name,
+          revision: BigInt(event.revision),
+          updatedAt: timestampFromMs(event.tombstone.deletedAt),
+          originNodeId: event.tombstone.origin,
+          hlc: event.tombstone.hlc,
+        },
+        revision: BigInt(event.revision),
+      };
+    default:
+      return {
+        type: WatchEventType.SNAPSHOT_END,
+        revision: BigInt(event.revision),
+        snapshot: true,
+        compacted: event.compacted,
+      };
+  }
+}
+
+function failed(service: string, error: string): OpenApiPollResult {
+  return { service, changed: false, baseline: false, hash: "", error };
+}
+
+function pollResultMessage(result: OpenApiPollResult) {
+  return {
+    service: result.service,
+    changed: result.changed,
+    baseline: result.baseline,
+    hash: result.hash,
+    error: result.error ?? "",
+    ...(result.diff
+      ? {
+          diff: {
+            added: [...result.diff.added],
+            removed: [...result.diff.removed],
+            changed: [...result.diff.changed],
+            breaking: result.diff.breaking,
+          },
+        }
+      : {}),
+  };
+}
+
+/** A drift finding for the ecosystem: the shape its existing subscribers read. */
+function emitDrift(events: EventLog, result: OpenApiPollResult, call: CallInfo): void {
+  const diff = result.diff;
+  if (diff === undefined) return;
+  const count = diff.added.length + diff.removed.length + diff.changed.length;
+  events.append({
+    type: "findings.created",
+    subject: result.service,
+    correlationId: call.correlationId,
+    traceId: call.traceId,
+    payload: {
+      type: "api_drift_candidate",
+      service: result.service,
+      correlation_id: call.correlationId,
+      count,
+      severity_counts: {
+        high: diff.removed.length,
+        medium: diff.changed.length,
+        low: diff.added.length,
+      },
+      breaking: diff.breaking,
+      hash: result.hash,
+    },
+  });
+}
+
+function notFound(name: string): DomainError {
+  return new DomainError("not_found", `service ${name} is not registered`);
+}

@@ -1,0 +1,384 @@
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { setTimeout as delay } from "node:timers/promises";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { DomainError } from "../../src/errors/domain-error.js";
+import { closeRedisClient } from "../../src/redis/redis-client.js";
+import type { RegistryChange, TombstoneWrite } from "../../src/registry/model.js";
+import {
+  createRedisRegistryStore,
+  type RedisRegistryStoreOptions,
+} from "../../src/registry/redis-registry-store.js";
+import type { RegistryStore } from "../../src/registry/registry-store.js";
+import {
+  createTestRedisClient,
+  type RedisServer,
+  startRedisServer,
+  untilRedisReady,
+} from "../support/redis-server.js";
+import { entryWrite, registryStoreContract } from "./registry-store.contract.js";
+
+// Generous: the machine may be loaded; nothing here asserts on time.
+const waitLong = { timeout: 20_000, interval: 50 };
+
+/** What one orchestrator process has: its store and the two connections it gave it. */
+interface StoreProcess {
+  readonly prefix: string;
+  readonly store: RegistryStore;
+  readonly redis: Redis;
+  readonly subscriber: Redis;
+}
+
+async function closeProcess(process: StoreProcess): Promise<void> {
+  await process.store.close();
+  await Promise.all([closeRedisClient(process.redis), closeRedisClient(process.subscriber)]);
+}
+
+/** Opens stores as separate processes would, each on its own two connections; closes them all. */
+function storeProcesses(url: () => string) {
+  const opened: StoreProcess[] = [];
+  return {
+    async open(
+      prefix: string,
+      options: Omit<RedisRegistryStoreOptions, "keyPrefix"> = {},
+    ): Promise<StoreProcess> {
+      const redis = createTestRedisClient(url());
+      const subscriber = createTestRedisClient(url());
+      const store = createRedisRegistryStore(
+        { redis, subscriber },
+        { keyPrefix: prefix, ...options },
+      );
+      const process = { prefix, store, redis, subscriber };
+      // Recorded before open, so that cleanup closes the connections even when open fails.
+      opened.push(process);
+      await store.open();
+      return process;
+    },
+    of(store: RegistryStore): StoreProcess {
+      const found = opened.find((p) => p.store === store);
+      if (found === undefined) throw new Error("not a store of this suite");
+      return found;
+    },
+    close: closeProcess,
+    async closeAll(): Promise<void> {
+      const all = opened.splice(0);
+      await Promise.all(all.map((p) => closeProcess(p)));
+    },
+  };
+}
+
+const newPrefix = () => `orchestrator-test:${randomUUID()}:`;
+
+function tombstoneWrite(name: string, deletedAt = 1_700_000_100_000): TombstoneWrite {
+  return { name, deletedAt, origin: "node-b", hlc: 111_411_000_000_000_999_000n };
+}
+
+/** Everything a store serves, in a stable order for comparison. */
+function stateOf(store: RegistryStore) {
+  const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
+  return {
+    revision: store.revision,
+    entries: [...store.entries()].sort(byName),
+    tombstones: [...store.tombstones()].sort(byName),
+  };
+}
+
+async function failureOf(promise: Promise<unknown>): Promise<DomainError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  return error as DomainError;
+}
+
+/** Retries `write` while the store is unavailable (Redis coming back); any other failure fails. */
+async function untilWritten<T>(write: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await write();
+    } catch (error) {
+      const unavailable = error instanceof DomainError && error.kind === "unavailable";
+      if (!unavailable || Date.now() > deadline) throw error;
+    }
+    await delay(100);
+  }
+}
+
+/** Drops a connection as a network cut would, and waits until the client has noticed. */
+async function cutOff(client: Redis): Promise<void> {
+  const ended = once(client, "end");
+  client.disconnect();
+  await ended;
+}
+
+describe("contract against redis-server", () => {
+  let server: RedisServer | undefined;
+  const processes = storeProcesses(() => server?.url ?? "redis://127.0.0.1:1");
+
+  beforeAll(async () => {
+    // Persistent, for the same reasons production runs it so; `reopen` does not restart it.
+    server = await startRedisServer({ persistent: true });
+  });
+  afterAll(async () => {
+    await processes.closeAll();
+    await server?.stop();
+  });
+
+  registryStoreContract("redis", {
+    create: async (options) => (await processes.open(newPrefix(), options)).store,
+    twin: async (store) => (await processes.open(processes.of(store).prefix)).store,
+    reopen: async (store) => (await processes.open(processes.of(store).prefix)).store,
+    cleanup: () => processes.closeAll(),
+  });
+});
+
+describe("RedisRegistryStore with Redis failing and processes falling behind", () => {
+  let server: RedisServer | undefined;
+  const processes = storeProcesses(() => server?.url ?? "redis://127.0.0.1:1");
+
+  beforeEach(async () => {
+    server = await startRedisServer({ persistent: true });
+  });
+  afterEach(async () => {
+    await processes.closeAll();
+    await server?.stop();
+    server = undefined;
+  });
+  const redisServer = (): RedisServer => {
+    if (server === undefined) throw new Error("no redis-server");
+    return server;
+  };
+
+  it("refuses writes while Redis is down, keeps serving reads, and recovers by itself", {
+    timeout: 60_000,
+  }, async () => {
+    const { store, prefix } = await processes.open(newPrefix());
+    const a = await store.put(entryWrite("a"), 0);
+    const b = await store.put(entryWrite("b"), 0);
+    await store.remove(tombstoneWrite("b"), b.revision);
+    const before = stateOf(store);
+
+    await redisServer().kill();
+    const refused = await failureOf(store.put(entryWrite("c"), 0));
+    expect(refused.kind).toBe("unavailable");
+    // Written for the caller: no host, port or Redis wording; the cause keeps those for logs.
+    expect(refused.message).toBe("the registry store is unavailable");
+    expect(refused.cause).toBeInstanceOf(Error);
+    expect((await failureOf(store.remove(tombstoneWrite("a"), a.revision))).kind).toBe(
+      "unavailable",
+    );
+    expect((await failureOf(store.getBaseline("a"))).kind).toBe("unavailable");
+    expect((await failureOf(store.sync())).kind).toBe("unavailable");
+    expect(stateOf(store)).toEqual(before);
+    expect(store.get("a")).toEqual(a);
+    expect(store.size).toBe(1);
+
+    await redisServer().restart();
+    const c = await untilWritten(() => store.put(entryWrite("c"), 0));
+    // The refused writes took no revision, and none was reused.
+    expect(c.revision).toBe(before.revision + 1);
+    expect(store.get("a")).toEqual(a);
+    expect(store.tombstone("b")).toEqual(before.tombstones[0]);
+
+    // Everything acknowledged before the crash is in Redis: a new process reads it all back.
+    const fresh = await processes.open(prefix);
+    expect(stateOf(fresh.store)).toEqual(stateOf(store));
+  });
+
+  it("brings a process cut off by a Redis crash up to date once Redis is back", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix);
+    const two = await processes.open(prefix);
+    const seen: number[] = [];
+    two.store.onChange((change) => seen.push(change.revision));
+    await one.store.put(entryWrite("a"), 0);
+    await vi.waitFor(() => expect(two.store.revision).toBe(1), waitLong);
+
+    await redisServer().kill();
+    expect((await failureOf(two.store.put(entryWrite("x"), 0))).kind).toBe("unavailable");
+    await redisServer().restart();
+
+    const b = await untilWritten(() => one.store.put(entryWrite("b"), 0));
+    await vi.waitFor(() => expect(two.store.get("b")).toEqual(b), waitLong);
+    const c = await untilWritten(() => two.store.put(entryWrite("c"), 0));
+    expect(c.revision).toBe(3);
+    await vi.waitFor(() => expect(one.store.get("c")).toEqual(c), waitLong);
+    expect(seen).toEqual([1, 2, 3]);
+    expect(stateOf(one.store)).toEqual(stateOf(two.store));
+  });
+
+  it("catches up on writes it was not notified of when its connections come back", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix);
+    const two = await processes.open(prefix);
+    const seen: [string, number][] = [];
+    two.store.onChange((change) => seen.push([change.type, change.revision]));
+
+    await cutOff(two.redis);
+    await cutOff(two.subscriber);
+    const a = await one.store.put(entryWrite("a"), 0);
+    const b = await one.store.put(entryWrite("b"), 0);
+    await one.store.remove(tombstoneWrite("a"), a.revision);
+    // Both its connections are down: `two` cannot have heard of any of it.
+    expect(two.store.revision).toBe(0);
+
+    // The main connection alone comes back: its reconnection is what makes `two` catch up.
+    await two.redis.connect();
+    await vi.waitFor(() => expect(two.store.revision).toBe(3), waitLong);
+    expect(two.store.get("b")).toEqual(b);
+    expect(two.store.tombstone("a")).toEqual(one.store.tombstone("a"));
+
+    // The subscriber is still down, and nothing polls: this write goes unnoticed for now...
+    const c = await one.store.put(entryWrite("c"), 0);
+    expect(two.store.revision).toBe(3);
+    // ...until the subscriber is back: it subscribes again, then catches up.
+    await two.subscriber.connect();
+    await vi.waitFor(() => expect(two.store.get("c")).toEqual(c), waitLong);
+    // And it hears of later writes again.
+    const d = await one.store.put(entryWrite("d"), 0);
+    await vi.waitFor(() => expect(two.store.get("d")).toEqual(d), waitLong);
+
+    expect(seen).toEqual([
+      ["put", 1],
+      ["put", 2],
+      ["delete", 3],
+      ["put", 4],
+      ["put", 5],
+    ]);
+    expect(stateOf(two.store)).toEqual(stateOf(one.store));
+  });
+
+  it("reloads a snapshot when more changes were made meanwhile than the log keeps", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix, { changeLogSize: 5 });
+    const two = await processes.open(prefix, { changeLogSize: 5 });
+    for (const name of ["a", "b", "c", "d", "e", "f"]) await one.store.put(entryWrite(name), 0);
+    await vi.waitFor(() => expect(two.store.revision).toBe(6), waitLong);
+    expect(one.store.compactedRevision).toBe(1);
+    const seen: RegistryChange[] = [];
+    one.store.onChange((change) => seen.push(change));
+
+    await cutOff(one.redis);
+    await cutOff(one.subscriber);
+    await two.store.put(entryWrite("a", { version: "2" }), 1);
+    await two.store.remove(tombstoneWrite("b"), 2);
+    for (let i = 0; i < 10; i++) await two.store.put(entryWrite(`n${i}`), 0);
+    expect(two.store.revision).toBe(18);
+    expect(one.store.revision).toBe(6);
+
+    await Promise.all([one.redis.connect(), one.subscriber.connect()]);
+    await vi.waitFor(() => expect(one.store.revision).toBe(18), waitLong);
+    expect(stateOf(one.store)).toEqual(stateOf(two.store));
+    // Changes 7 to 13 are gone from every log: the view starts its log afresh at the snapshot.
+    expect(one.store.compactedRevision).toBe(18);
+    expect(one.store.changesSince(6)).toBeUndefined();
+    expect(one.store.changesSince(18)).toEqual([]);
+    // Its listeners were told what changed, in revision order.
+    expect(
+      seen.map((c) => [c.type, c.type === "put" ? c.entry.name : c.tombstone.name, c.revision]),
+    ).toEqual([
+      ["put", "a", 7],
+      ["delete", "b", 8],
+      ...Array.from({ length: 10 }, (_, i) => ["put", `n${i}`, 9 + i]),
+    ]);
+    expect(seen[0]).toEqual({ type: "put", revision: 7, entry: two.store.get("a") });
+    expect(seen[1]).toEqual({ type: "delete", revision: 8, tombstone: two.store.tombstone("b") });
+  });
+
+  it("gives a restarted process back every one of 1,000 entries, exactly", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const first = await processes.open(prefix);
+    await Promise.all(
+      Array.from({ length: 1_000 }, (_, i) =>
+        first.store.put(
+          entryWrite(`svc-${i}`, {
+            hlc: 111_411_000_000_000_000_000n + BigInt(i),
+            metadata: { index: String(i), 'quote"and\\slash': "é ✓" },
+            endpoints: [`/v1/${i}`],
+          }),
+          0,
+        ),
+      ),
+    );
+    for (let i = 0; i < 50; i++) {
+      const name = `svc-${i}`;
+      await first.store.remove(tombstoneWrite(name), first.store.get(name)?.revision ?? 0);
+    }
+    for (let i = 50; i < 100; i++) {
+      const name = `svc-${i}`;
+      const current = first.store.get(name);
+      await first.store.put(entryWrite(name, { status: "HEALTHY" }), current?.revision ?? 0);
+    }
+    const before = stateOf(first.store);
+    expect(before.revision).toBe(1_100);
+    await processes.close(first);
+
+    const again = await processes.open(prefix);
+    expect(again.store.size).toBe(950);
+    expect(stateOf(again.store)).toEqual(before);
+    expect(again.store.get("svc-999")?.hlc).toBe(111_411_000_000_000_000_999n);
+    const next = await again.store.put(entryWrite("svc-new"), 0);
+    expect(next.revision).toBe(1_101);
+  });
+
+  it("leaves the caller's connections as it found them when closed", async () => {
+    const prefix = newPrefix();
+    const redis = createTestRedisClient(redisServer().url);
+    const subscriber = createTestRedisClient(redisServer().url);
+    try {
+      await Promise.all([untilRedisReady(redis), untilRedisReady(subscriber)]);
+      const listeners = () => [
+        redis.listenerCount("ready"),
+        subscriber.listenerCount("ready"),
+        subscriber.listenerCount("message"),
+      ];
+      const unused = listeners();
+      const store = createRedisRegistryStore({ redis, subscriber }, { keyPrefix: prefix });
+      await store.open();
+      expect(listeners()).not.toEqual(unused);
+      await store.put(entryWrite("a"), 0);
+      await store.close();
+      expect(listeners()).toEqual(unused);
+      expect(await redis.pubsub("NUMSUB", `${prefix}registry:changes`)).toEqual([
+        `${prefix}registry:changes`,
+        0,
+      ]);
+      // Both connections are still the caller's to use.
+      expect(redis.status).toBe("ready");
+      expect(await redis.hget(`${prefix}registry:revisions`, "a")).toBe("1");
+    } finally {
+      await Promise.all([closeRedisClient(redis), closeRedisClient(subscriber)]);
+    }
+  });
+
+  it("fails to open with 'unavailable' when Redis cannot be reached", async () => {
+    await redisServer().kill();
+    const redis = createTestRedisClient(redisServer().url);
+    const subscriber = createTestRedisClient(redisServer().url);
+    const readyListeners = redis.listenerCount("ready");
+    try {
+      const store = createRedisRegistryStore(
+        { redis, subscriber },
+        { keyPrefix: newPrefix(), openTimeoutMs: 500 },
+      );
+      const failure = await failureOf(store.open());
+      expect(failure.kind).toBe("unavailable");
+      expect(failure.message).toBe("the registry store is unavailable");
+      // Its wait for the connections left nothing behind.
+      expect(redis.listenerCount("ready")).toBe(readyListeners);
+    } finally {
+      await Promise.all([closeRedisClient(redis), closeRedisClient(subscriber)]);
+    }
+  });
+});

@@ -1,0 +1,234 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { DomainError } from "../../src/errors/domain-error.js";
+import type { EntryWrite, RegistryChange, TombstoneWrite } from "../../src/registry/model.js";
+import type { RegistryStore } from "../../src/registry/registry-store.js";
+
+/** How a store implementation is brought up for the contract suite. */
+export interface RegistryStoreHarness {
+  /** A new, empty store of its own (for Redis: a fresh key prefix), opened. */
+  create(options?: { changeLogSize?: number }): Promise<RegistryStore>;
+  /** A second store over the same backing data, as another process would open it. */
+  twin?(store: RegistryStore): Promise<RegistryStore>;
+  /** The same backing data opened anew after `store` was closed: a restart. */
+  reopen?(store: RegistryStore): Promise<RegistryStore>;
+  /** Releases everything created since the last cleanup. */
+  cleanup(): Promise<void>;
+}
+
+/** A valid entry write; fields may be overridden. */
+export function entryWrite(name: string, overrides: Partial<EntryWrite> = {}): EntryWrite {
+  return {
+    name,
+    baseUrl: `http://${name}.svc:8080`,
+    openapiUrl: "",
+    healthUrl: `http://${name}.svc:8080/health`,
+    endpoints: ["/a", "/b"],
+    metadata: { team: "core", "zone.id": "eu-1" },
+    tags: ["blue", "critical"],
+    version: "1.2.3",
+    ttlSeconds: 30,
+    status: "UNKNOWN",
+    registeredAt: 1_700_000_000_000,
+    lastHeartbeat: 1_700_000_000_000,
+    updatedAt: 1_700_000_000_000,
+    leaseExpiresAt: 1_700_000_030_000,
+    origin: "node-a",
+    // Beyond 2^53: stamps must survive storage exactly.
+    hlc: 111_411_000_000_000_000_123n,
+    ...overrides,
+  };
+}
+
+function tombstoneWrite(name: string, deletedAt = 1_700_000_100_000): TombstoneWrite {
+  return { name, deletedAt, origin: "node-a", hlc: 111_411_000_000_000_999_000n };
+}
+
+async function conflictOf(promise: Promise<unknown>): Promise<DomainError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  expect((error as DomainError).kind).toBe("conflict");
+  return error as DomainError;
+}
+
+/** The behaviour every RegistryStore must have. */
+export function registryStoreContract(name: string, harness: RegistryStoreHarness): void {
+  describe(`RegistryStore contract: ${name}`, () => {
+    afterEach(() => harness.cleanup());
+
+    it("starts empty at revision 0", async () => {
+      const store = await harness.create();
+      expect(store.revision).toBe(0);
+      expect(store.size).toBe(0);
+      expect(store.get("a")).toBeUndefined();
+      expect(store.changesSince(0)).toEqual([]);
+    });
+
+    it("writes a new entry at the next revision, and reads it back exactly", async () => {
+      const store = await harness.create();
+      const written = await store.put(entryWrite("a"), 0);
+      expect(written).toEqual({ ...entryWrite("a"), revision: 1 });
+      expect(store.get("a")).toEqual(written);
+      expect(store.size).toBe(1);
+      expect(store.revision).toBe(1);
+      expect([...store.entries()]).toEqual([written]);
+    });
+
+    it("updates an entry only from the revision it was read at", async () => {
+      const store = await harness.create();
+      const first = await store.put(entryWrite("a"), 0);
+      await conflictOf(store.put(entryWrite("a", { version: "2" }), 0));
+      await conflictOf(store.put(entryWrite("a", { version: "2" }), first.revision + 5));
+      const second = await store.put(entryWrite("a", { version: "2" }), first.revision);
+      expect(second.revision).toBe(2);
+      expect(store.get("a")?.version).toBe("2");
+      expect(store.revision).toBe(2);
+    });
+
+    it("removes an entry leaving a tombstone, and a new registration replaces the tombstone", async () => {
+      const store = await harness.create();
+      const entry = await store.put(entryWrite("a"), 0);
+      await conflictOf(store.remove(tombstoneWrite("a"), entry.revision + 1));
+      await conflictOf(store.remove(tombstoneWrite("nope"), 0));
+      const tombstone = await store.remove(tombstoneWrite("a"), entry.revision);
+      expect(tombstone).toEqual({ ...tombstoneWrite("a"), revision: 2 });
+      expect(store.get("a")).toBeUndefined();
+      expect(store.tombstone("a")).toEqual(tombstone);
+      expect([...store.tombstones()]).toEqual([tombstone]);
+      expect(store.size).toBe(0);
+      const again = await store.put(entryWrite("a"), 0);
+      expect(again.revision).toBe(3);
+      expect(store.tombstone("a")).toBeUndefined();
+    });
+
+    it("logs every change in revision order, and says when it no longer holds them", async () => {
+      const store = await harness.create({ changeLogSize: 5 });
+      const a = await store.put(entryWrite("a"), 0);
+      await store.put(entryWrite("b"), 0);
+      await store.remove(tombstoneWrite("a"), a.revision);
+      const changes = store.changesSince(0) ?? [];
+      expect(changes.map((c) => [c.type, c.revision])).toEqual([
+        ["put", 1],
+        ["put", 2],
+        ["delete", 3],
+      ]);
+      expect(store.changesSince(2)?.map((c) => c.revision)).toEqual([3]);
+      expect(store.changesSince(3)).toEqual([]);
+      for (let i = 0; i < 6; i++) await store.put(entryWrite(`n${i}`), 0);
+      expect(store.revision).toBe(9);
+      expect(store.changesSince(0)).toBeUndefined();
+      expect(store.compactedRevision).toBe(4);
+      expect(store.changesSince(4)?.map((c) => c.revision)).toEqual([5, 6, 7, 8, 9]);
+    });
+
+    it("tells listeners of every change, in order, until they unsubscribe", async () => {
+      const store = await harness.create();
+      const seen: RegistryChange[] = [];
+      const unsubscribe = store.onChange((change) => seen.push(change));
+      const a = await store.put(entryWrite("a"), 0);
+      await store.remove(tombstoneWrite("a"), a.revision);
+      unsubscribe();
+      await store.put(entryWrite("b"), 0);
+      expect(seen.map((c) => [c.type, c.revision])).toEqual([
+        ["put", 1],
+        ["delete", 2],
+      ]);
+    });
+
+    it("forgets only tombstones older than the cut-off, without a revision", async () => {
+      const store = await harness.create();
+      for (const n of ["old", "new"]) await store.put(entryWrite(n), 0);
+      await store.remove(tombstoneWrite("old", 1_000), store.get("old")?.revision ?? 0);
+      await store.remove(tombstoneWrite("new", 5_000), store.get("new")?.revision ?? 0);
+      const revision = store.revision;
+      expect(await store.purgeTombstones(2_000)).toBe(1);
+      expect(store.tombstone("old")).toBeUndefined();
+      expect(store.tombstone("new")).toBeDefined();
+      expect(store.revision).toBe(revision);
+    });
+
+    it("keeps OpenAPI baselines apart from entries", async () => {
+      const store = await harness.create();
+      expect(await store.getBaseline("a")).toBeUndefined();
+      const baseline = { hash: "h1", operations: { "GET /x": "s1" }, recordedAt: 5 };
+      await store.putBaseline("a", baseline);
+      expect(await store.getBaseline("a")).toEqual(baseline);
+      expect(store.revision).toBe(0);
+    });
+
+    it("gives concurrent writes distinct, gapless revisions", async () => {
+      const store = await harness.create();
+      const written = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => store.put(entryWrite(`s${i}`), 0)),
+      );
+      const revisions = written.map((e) => e.revision).sort((a, b) => a - b);
+      expect(revisions).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      expect(store.revision).toBe(50);
+      expect(store.size).toBe(50);
+    });
+
+    it("lets exactly one of two racing writers of the same entry win", async () => {
+      const store = await harness.create();
+      const outcomes = await Promise.allSettled([
+        store.put(entryWrite("a", { version: "x" }), 0),
+        store.put(entryWrite("a", { version: "y" }), 0),
+      ]);
+      expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+      const loser = outcomes.find((o) => o.status === "rejected");
+      expect((loser as PromiseRejectedResult).reason).toMatchObject({ kind: "conflict" });
+    });
+
+    it.runIf(harness.twin !== undefined)(
+      "shares revisions and entries with a second process on the same data",
+      async () => {
+        const one = await harness.create();
+        const two = await (harness.twin as NonNullable<RegistryStoreHarness["twin"]>)(one);
+        const seen: number[] = [];
+        two.onChange((change) => seen.push(change.revision));
+        await one.put(entryWrite("a"), 0);
+        await two.put(entryWrite("b"), 0);
+        await vi.waitFor(() => expect(one.get("b")?.revision).toBe(2), { timeout: 10_000 });
+        await vi.waitFor(() => expect(two.get("a")?.revision).toBe(1), { timeout: 10_000 });
+        expect(seen).toEqual([1, 2]);
+        // A write from a stale view is refused, whichever process makes it.
+        await conflictOf(two.put(entryWrite("a", { version: "stale" }), 0));
+        // Racing writers in two processes: revisions stay distinct and gapless.
+        await Promise.all(
+          Array.from({ length: 20 }, (_, i) => (i % 2 ? one : two).put(entryWrite(`r${i}`), 0)),
+        );
+        await vi.waitFor(() => expect(one.revision).toBe(22), { timeout: 10_000 });
+        await vi.waitFor(() => expect(two.revision).toBe(22), { timeout: 10_000 });
+        expect(one.changesSince(2)?.map((c) => c.revision)).toEqual(
+          Array.from({ length: 20 }, (_, i) => i + 3),
+        );
+      },
+    );
+
+    it.runIf(harness.reopen !== undefined)("loses nothing across a restart", async () => {
+      const store = await harness.create();
+      const a = await store.put(entryWrite("a"), 0);
+      await store.put(entryWrite("b"), 0);
+      await store.remove(tombstoneWrite("a"), a.revision);
+      await store.putBaseline("b", { hash: "h", operations: { "GET /": "x" }, recordedAt: 1 });
+      const before = {
+        revision: store.revision,
+        entries: [...store.entries()],
+        tombstones: [...store.tombstones()],
+      };
+      await store.close();
+      const again = await (harness.reopen as NonNullable<RegistryStoreHarness["reopen"]>)(store);
+      expect(again.revision).toBe(before.revision);
+      expect([...again.entries()]).toEqual(before.entries);
+      expect([...again.tombstones()]).toEqual(before.tombstones);
+      expect(await again.getBaseline("b")).toEqual({
+        hash: "h",
+        operations: { "GET /": "x" },
+        recordedAt: 1,
+      });
+      const next = await again.put(entryWrite("c"), 0);
+      expect(next.revision).toBe(before.revision + 1);
+    });
+  });
+}
