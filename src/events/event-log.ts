@@ -62,7 +62,8 @@ export function createMemoryEventLog(
         payload: input.payload,
       });
       ring.push(event);
-      if (ring.length > capacity) ring.splice(0, ring.length - capacity);
+      // Trimmed in batches: dropping one event per append would shift the whole array each time.
+      if (ring.length >= 2 * capacity) ring.splice(0, ring.length - capacity);
       for (const listener of [...listeners]) {
         try {
           listener(event);
@@ -77,7 +78,7 @@ export function createMemoryEventLog(
       return () => listeners.delete(listener);
     },
     recent(limit = capacity) {
-      return ring.slice(Math.max(0, ring.length - limit));
+      return ring.slice(Math.max(0, ring.length - Math.min(limit, capacity)));
     },
   };
 }

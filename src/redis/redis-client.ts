@@ -23,6 +23,8 @@ export function createRedisClient(options: RedisConnectionOptions, logger: Logge
     connectTimeout: 5_000,
     // A Redis that freezes rather than dies must not hang writes: they fail as UNAVAILABLE.
     commandTimeout: 5_000,
+    // Commands issued in the same tick (a registry write and its event) share one socket write.
+    enableAutoPipelining: true,
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),
     ...(options.password ? { password: options.password } : {}),
   };

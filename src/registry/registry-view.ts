@@ -13,7 +13,7 @@ export class RegistryView {
   private current = 0;
   private compacted = 0;
 
-  /** @param logSize how many changes the log keeps for watchers that resume. */
+  /** @param logSize how many changes the log keeps, at least, for watchers that resume. */
   constructor(private readonly logSize: number) {}
 
   get revision(): number {
@@ -62,7 +62,9 @@ export class RegistryView {
     }
     this.current = change.revision;
     this.log.push(change);
-    if (this.log.length > this.logSize) {
+    // Trimmed in batches (the log holds between logSize and twice that many changes): dropping
+    // one change per write would shift the whole array on every write.
+    if (this.log.length >= 2 * this.logSize) {
       const dropped = this.log.splice(0, this.log.length - this.logSize);
       this.compacted = dropped[dropped.length - 1]?.revision ?? this.compacted;
     }
@@ -124,7 +126,10 @@ export class RegistryView {
   }
 
   changesSince(revision: number): readonly RegistryChange[] | undefined {
-    if (revision >= this.current) return [];
+    // A revision from the future (a node restarted empty, a store that lost data) is not a
+    // resume point: the caller needs a snapshot.
+    if (revision > this.current) return undefined;
+    if (revision === this.current) return [];
     if (revision < this.compacted) return undefined;
     // Revisions in the log are contiguous, so the position follows from the revision.
     const first = this.log[0]?.revision ?? this.current + 1;

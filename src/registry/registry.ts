@@ -147,13 +147,17 @@ export class Registry {
    * @throws DomainError "not_found" when it is not registered.
    */
   async deregister(name: string, call: CallInfo): Promise<Tombstone> {
-    return this.mutate(name, (current) => {
-      if (current === undefined) throw notRegistered(name);
-      return removeEntry(this.tombstoneOf(name), (tombstone) => {
-        this.emit("registry.service.deregistered", name, call, { revision: tombstone.revision });
-        return tombstone;
-      });
-    });
+    return this.mutate(
+      name,
+      (current) => {
+        if (current === undefined) throw notRegistered(name);
+        return removeEntry(this.tombstoneOf(name), (tombstone) => {
+          this.emit("registry.service.deregistered", name, call, { revision: tombstone.revision });
+          return tombstone;
+        });
+      },
+      confirmAbsence,
+    );
   }
 
   /**
@@ -161,28 +165,32 @@ export class Registry {
    * @throws DomainError "not_found" when it is not registered.
    */
   async heartbeat(name: string, call: CallInfo): Promise<RegistryEntry> {
-    return this.mutate(name, (current) => {
-      if (current === undefined) throw notRegistered(name);
-      const now = this.deps.clock.now();
-      const revived = current.status === "DOWN";
-      return writeEntry(
-        {
-          ...withoutRevision(current),
-          status: revived ? "UNKNOWN" : current.status,
-          lastHeartbeat: now,
-          updatedAt: now,
-          leaseExpiresAt: leaseEnd(now, current.ttlSeconds),
-          origin: this.deps.nodeId,
-          hlc: this.deps.hlc.now(),
-        },
-        (entry) => {
-          if (revived) {
-            this.emit("registry.service.revived", name, call, { revision: entry.revision });
-          }
-          return entry;
-        },
-      );
-    });
+    return this.mutate(
+      name,
+      (current) => {
+        if (current === undefined) throw notRegistered(name);
+        const now = this.deps.clock.now();
+        const revived = current.status === "DOWN";
+        return writeEntry(
+          {
+            ...withoutRevision(current),
+            status: revived ? "UNKNOWN" : current.status,
+            lastHeartbeat: now,
+            updatedAt: now,
+            leaseExpiresAt: leaseEnd(now, current.ttlSeconds),
+            origin: this.deps.nodeId,
+            hlc: this.deps.hlc.now(),
+          },
+          (entry) => {
+            if (revived) {
+              this.emit("registry.service.revived", name, call, { revision: entry.revision });
+            }
+            return entry;
+          },
+        );
+      },
+      confirmAbsence,
+    );
   }
 
   /**
@@ -306,10 +314,19 @@ export class Registry {
   private async mutate<T>(
     name: string,
     decide: (current: RegistryEntry | undefined) => Decision<T>,
+    options: { confirmAbsence?: boolean } = {},
   ): Promise<T> {
     const { store } = this.deps;
+    let synced = false;
     for (let attempt = 1; ; attempt++) {
       const current = store.get(name);
+      if (current === undefined && options.confirmAbsence && !synced) {
+        // This view may not have caught up with a write another orchestrator just made: look
+        // once more before deciding that the entry does not exist (a false "not registered").
+        synced = true;
+        await store.sync();
+        continue;
+      }
       const decision = decide(current);
       try {
         if ("keep" in decision) return decision.keep;
@@ -323,6 +340,7 @@ export class Registry {
           throw new DomainError("conflict", `${name} is being changed concurrently; try again`);
         }
         await store.sync();
+        synced = true;
       }
     }
   }
@@ -345,6 +363,9 @@ function writeEntry<T>(put: EntryWrite, then: (entry: RegistryEntry) => T): Deci
 function removeEntry<T>(remove: TombstoneWrite, then: (tombstone: Tombstone) => T): Decision<T> {
   return { remove, then };
 }
+
+// Deregister and heartbeat answer "not registered" only after checking the backing store.
+const confirmAbsence = Object.freeze({ confirmAbsence: true });
 
 const noCall: CallInfo = Object.freeze({ correlationId: "", traceId: "" });
 

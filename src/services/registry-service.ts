@@ -1,10 +1,12 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
+  ListServicesResponseSchema,
   type RegisterServiceRequest,
   type RegistryService,
-  type ServiceEntrySchema,
+  type ServiceEntry,
+  ServiceEntrySchema,
   ServiceStatus as ServiceStatusMessage,
   WatchEventType,
 } from "../../gen/orchestrator/v1/registry_pb.js";
@@ -50,12 +52,12 @@ export function createRegistryService(
           pageSize: request.pageSize,
           pageToken: request.pageToken,
         });
-        return {
+        return create(ListServicesResponseSchema, {
           services: page.entries.map(entryMessage),
           count: page.entries.length,
           nextPageToken: page.nextPageToken,
           revision: BigInt(page.revision),
-        };
+        });
       }),
 
     getService: (request) =>
@@ -164,30 +166,41 @@ function statusOf(status: ServiceStatusMessage): ServiceStatus {
   const found = (Object.keys(statusMessages) as ServiceStatus[]).find(
     (key) => statusMessages[key] === status,
   );
-  return found ?? "UNKNOWN";
+  // Proto enums are open: a number the enum does not define is the caller's mistake.
+  if (found === undefined) throw new DomainError("invalid", `status: unknown value ${status}`);
+  return found;
 }
 
+// Entries never change once written (a change is a new object), so each one's message is built
+// once and shared by every response that shows it: listings of thousands of entries, watches.
+const messages = new WeakMap<RegistryEntry, ServiceEntry>();
+
 /** The entry as the API shows it. */
-export function entryMessage(entry: RegistryEntry): MessageInitShape<typeof ServiceEntrySchema> {
-  return {
-    name: entry.name,
-    baseUrl: entry.baseUrl,
-    openapiUrl: entry.openapiUrl,
-    healthUrl: entry.healthUrl,
-    endpoints: [...entry.endpoints],
-    metadata: { ...entry.metadata },
-    tags: [...entry.tags],
-    version: entry.version,
-    ttlSeconds: entry.ttlSeconds,
-    status: statusMessages[entry.status],
-    registeredAt: timestampFromMs(entry.registeredAt),
-    lastHeartbeat: timestampFromMs(entry.lastHeartbeat),
-    updatedAt: timestampFromMs(entry.updatedAt),
-    revision: BigInt(entry.revision),
-    ...(entry.leaseExpiresAt ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) } : {}),
-    originNodeId: entry.origin,
-    hlc: entry.hlc,
-  };
+export function entryMessage(entry: RegistryEntry): ServiceEntry {
+  let message = messages.get(entry);
+  if (message === undefined) {
+    message = create(ServiceEntrySchema, {
+      name: entry.name,
+      baseUrl: entry.baseUrl,
+      openapiUrl: entry.openapiUrl,
+      healthUrl: entry.healthUrl,
+      endpoints: [...entry.endpoints],
+      metadata: { ...entry.metadata },
+      tags: [...entry.tags],
+      version: entry.version,
+      ttlSeconds: entry.ttlSeconds,
+      status: statusMessages[entry.status],
+      registeredAt: timestampFromMs(entry.registeredAt),
+      lastHeartbeat: timestampFromMs(entry.lastHeartbeat),
+      updatedAt: timestampFromMs(entry.updatedAt),
+      revision: BigInt(entry.revision),
+      ...(entry.leaseExpiresAt ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) } : {}),
+      originNodeId: entry.origin,
+      hlc: entry.hlc,
+    });
+    messages.set(entry, message);
+  }
+  return message;
 }
 
 function watchMessage(event: WatchEvent) {

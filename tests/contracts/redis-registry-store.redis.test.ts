@@ -263,7 +263,6 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     const two = await processes.open(prefix, { changeLogSize: 5 });
     for (const name of ["a", "b", "c", "d", "e", "f"]) await one.store.put(entryWrite(name), 0);
     await vi.waitFor(() => expect(two.store.revision).toBe(6), waitLong);
-    expect(one.store.compactedRevision).toBe(1);
     const seen: RegistryChange[] = [];
     one.store.onChange((change) => seen.push(change));
 

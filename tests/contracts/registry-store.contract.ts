@@ -116,11 +116,17 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       ]);
       expect(store.changesSince(2)?.map((c) => c.revision)).toEqual([3]);
       expect(store.changesSince(3)).toEqual([]);
-      for (let i = 0; i < 6; i++) await store.put(entryWrite(`n${i}`), 0);
-      expect(store.revision).toBe(9);
+      for (let i = 0; i < 12; i++) await store.put(entryWrite(`n${i}`), 0);
+      expect(store.revision).toBe(15);
       expect(store.changesSince(0)).toBeUndefined();
-      expect(store.compactedRevision).toBe(4);
-      expect(store.changesSince(4)?.map((c) => c.revision)).toEqual([5, 6, 7, 8, 9]);
+      // The log keeps at least changeLogSize changes (and trims in batches, so at most twice that).
+      const compacted = store.compactedRevision;
+      expect(compacted).toBeGreaterThanOrEqual(15 - 2 * 5);
+      expect(compacted).toBeLessThanOrEqual(15 - 5);
+      expect(store.changesSince(compacted)?.map((c) => c.revision)).toEqual(
+        Array.from({ length: 15 - compacted }, (_, i) => compacted + 1 + i),
+      );
+      expect(store.changesSince(compacted - 1)).toBeUndefined();
     });
 
     it("tells listeners of every change, in order, until they unsubscribe", async () => {

@@ -1,0 +1,629 @@
+// bench:registry — the cost of the service registry (issue 3): a RegisterService call against the
+// no-op SystemService/Ping on the same orchestrator in the same run, on the memory store and on
+// Redis, and the latency of listing 10,000 entries over REST (GET /registry) and gRPC.
+//
+// Two orchestrators run compiled (dist/), as production does: one on the memory store, one on a
+// throwaway redis-server started here (never the shared one on 6379). A grpc-js client keeps 64
+// calls in flight against each target in turn, round after round (alternating, so that machine
+// noise hits every target alike), and reads the CPU time of the orchestrator and of redis-server
+// from /proc before and after. CPU per call is the sharp figure: the client shares the two cores.
+// Each register re-registers one of 1,000 names (an upsert) with a realistic body.
+//
+//   npm run bench:registry [-- --seconds 5 --rounds 3 --warmup 2 --concurrency 64 --entries 10000]
+//
+// The etcd anchor (../shared/bench/) is not run here: its published figures are printed beside
+// ours, labelled as such.
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  ListServicesResponseSchema,
+  type RegisterServiceRequest,
+  RegisterServiceRequestSchema,
+  RegistryService,
+} from "../gen/orchestrator/v1/registry_pb.js";
+import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
+import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
+import { processCpuMicros } from "./process-cpu.js";
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
+    warmup: { type: "string", default: "2" },
+    concurrency: { type: "string", default: "64" },
+    entries: { type: "string", default: "10000" },
+  },
+});
+const seconds = Number(args.seconds);
+const rounds = Number(args.rounds);
+const warmupSeconds = Number(args.warmup);
+const concurrency = Number(args.concurrency);
+const entryCount = Number(args.entries);
+// The rotating set of the register rounds: the first names of the listed entries.
+const rotatingNames = Math.min(1_000, entryCount);
+const listCalls = 20;
+const listWarmupCalls = 3;
+const ttlSeconds = 30;
+// Register rounds of one store are 3 rounds apart: beyond the lease, the sweeper would mark the
+// rotating entries DOWN in between and charge that work to the other targets.
+if (3 * seconds + warmupSeconds >= ttlSeconds) {
+  process.stderr.write(
+    `note: rounds of ${seconds} s let the ${ttlSeconds} s leases run out between rounds\n`,
+  );
+}
+
+type StoreName = "memory" | "redis";
+
+const targetRatios: Readonly<Record<StoreName, number>> = Object.freeze({ memory: 1.5, redis: 3 });
+
+/** A child process whose CPU time is read from /proc. */
+interface Measured {
+  readonly child: ChildProcess;
+  readonly pid: number;
+}
+
+interface Orchestrator extends Measured {
+  readonly store: StoreName;
+  readonly port: number;
+}
+
+const children = new Set<ChildProcess>();
+// A crash of the bench must not leave a redis-server or an orchestrator behind.
+process.once("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
+function track(child: ChildProcess): number {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  if (child.pid === undefined) throw new Error("the child process has no pid");
+  return child.pid;
+}
+
+/** Stops a child with SIGTERM, then SIGKILL if it is still there after `timeoutMs`. */
+async function stop(child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A throwaway redis-server on a free loopback port, with nothing written to disk. */
+interface RedisServer extends Measured {
+  readonly url: string;
+  readonly dir: string;
+}
+
+async function startRedisServer(): Promise<RedisServer> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-registry-redis-"));
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const child = spawn(
+      "redis-server",
+      ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      { cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const pid = track(child);
+    const output: string[] = [];
+    const ready = await new Promise<boolean>((resolve) => {
+      child.once("exit", () => resolve(false));
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+        output.push(line);
+        if (line.includes("Ready to accept connections")) resolve(true);
+      });
+      child.stderr?.on("data", (chunk: Buffer) => output.push(chunk.toString()));
+    });
+    if (ready) return { child, pid, url: `redis://127.0.0.1:${port}`, dir };
+    await stop(child);
+    if (attempt >= 5 || !output.join("\n").includes("Address already in use")) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`redis-server did not come up:\n${output.join("\n")}`);
+    }
+  }
+}
+
+/**
+ * Starts the orchestrator exactly as `npm start` runs it, on a free loopback port, and waits for
+ * the "orchestrator listening" log line, then for GET /ready (the store has loaded its state).
+ */
+async function startOrchestrator(
+  store: StoreName,
+  env: Record<string, string>,
+): Promise<Orchestrator> {
+  const main = new URL("../src/main.js", import.meta.url).pathname;
+  const child = spawn(process.execPath, [main], {
+    env: {
+      ...process.env,
+      PORT: "0",
+      HOST: "127.0.0.1",
+      LOG_LEVEL: "info",
+      APP_CONFIG_PATH: new URL("../../config/app.yaml", import.meta.url).pathname,
+      // Probes of the fake base URLs would add load that is not the registry's.
+      HEALTH_CHECK_INTERVAL_MS: "3600000",
+      REDIS_URL: "",
+      REDIS_HOST: "",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const pid = track(child);
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`the ${store} orchestrator exited (${code})`)));
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      const parsed = parseLogLine(line);
+      if (parsed?.msg === "orchestrator listening" && parsed.port !== undefined) {
+        resolve(parsed.port);
+      }
+    });
+  });
+  child.removeAllListeners("exit");
+  child.once("exit", () => children.delete(child));
+  await untilReady(port);
+  return { child, pid, store, port };
+}
+
+function parseLogLine(line: string): { msg?: string; port?: number } | undefined {
+  try {
+    return JSON.parse(line) as { msg?: string; port?: number };
+  } catch {
+    return undefined;
+  }
+}
+
+async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    const response = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined);
+    await response?.arrayBuffer();
+    if (response?.ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`the orchestrator on port ${port} was not ready in ${timeoutMs} ms`);
+}
+
+/** What a service of a real fleet declares: endpoints, a few tags and metadata, a lease. */
+function registration(index: number): RegisterServiceRequest {
+  const name = `svc-${String(index).padStart(5, "0")}`;
+  const baseUrl = `http://${name}.bench.internal:8080`;
+  return create(RegisterServiceRequestSchema, {
+    name,
+    baseUrl,
+    openapiUrl: `${baseUrl}/openapi.json`,
+    endpoints: ["/v1/items", "/v1/items/{id}", "/v1/orders"],
+    metadata: { team: "payments", region: "eu-west-1", owner: `${name}@example.com` },
+    tags: ["prod", "payments", "v2"],
+    version: "1.4.2",
+    ttlSeconds,
+  });
+}
+
+const registrations = Array.from({ length: entryCount }, (_, index) => registration(index));
+
+interface Target {
+  readonly store: StoreName;
+  readonly rpc: "SystemService/Ping" | "RegistryService/RegisterService";
+  readonly orchestrator: Orchestrator;
+  readonly redis: RedisServer | undefined;
+  readonly call: () => Promise<unknown>;
+}
+
+interface Sample {
+  calls: number;
+  seconds: number;
+  cpuMicros: number;
+  redisCpuMicros: number;
+  latenciesMs: number[];
+}
+
+function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): Target[] {
+  const address = `127.0.0.1:${orchestrator.port}`;
+  const system = createGrpcJsClient(SystemService, address);
+  const registry = createGrpcJsClient(RegistryService, address);
+  let next = 0;
+  const common = { store: orchestrator.store, orchestrator, redis };
+  return [
+    { ...common, rpc: "SystemService/Ping", call: () => system.ping({}) },
+    {
+      ...common,
+      rpc: "RegistryService/RegisterService",
+      call: () => registry.registerService(registrations[next++ % rotatingNames] ?? {}),
+    },
+  ];
+}
+
+const redisCpu = (redis: RedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
+
+async function drive(target: Target, durationSeconds: number): Promise<Sample> {
+  const latenciesMs: number[] = [];
+  const cpuBefore = processCpuMicros(target.orchestrator.pid);
+  const redisBefore = redisCpu(target.redis);
+  const started = performance.now();
+  const deadline = started + durationSeconds * 1000;
+  let calls = 0;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      await target.call();
+      latenciesMs.push(performance.now() - t0);
+      calls++;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = (performance.now() - started) / 1000;
+  return {
+    calls,
+    seconds: elapsed,
+    cpuMicros: processCpuMicros(target.orchestrator.pid) - cpuBefore,
+    redisCpuMicros: redisCpu(target.redis) - redisBefore,
+    latenciesMs,
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
+
+interface CallRow {
+  readonly store: StoreName;
+  readonly rpc: string;
+  readonly callsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly orchestratorCpuMicrosPerCall: number;
+  /** 0 on the memory store, which has no redis-server. */
+  readonly redisCpuMicrosPerCall: number;
+  readonly totalCpuMicrosPerCall: number;
+}
+
+function callRow(target: Target, runs: Sample[]): CallRow {
+  const latencies = runs.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
+  const orchestrator = median(runs.map((r) => r.cpuMicros / r.calls));
+  const redis = median(runs.map((r) => r.redisCpuMicros / r.calls));
+  return {
+    store: target.store,
+    rpc: target.rpc,
+    callsPerSecond: median(runs.map((r) => r.calls / r.seconds)),
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    orchestratorCpuMicrosPerCall: orchestrator,
+    redisCpuMicrosPerCall: redis,
+    totalCpuMicrosPerCall: median(runs.map((r) => (r.cpuMicros + r.redisCpuMicros) / r.calls)),
+  };
+}
+
+interface RatioRow {
+  readonly store: StoreName;
+  /** Register over no-op, orchestrator CPU only: the figure the target applies to. */
+  readonly cpuRatio: number;
+  readonly targetRatio: number;
+  readonly met: boolean;
+  /** Register over no-op, orchestrator and redis-server CPU together. */
+  readonly totalCpuRatio: number;
+  readonly throughputRatio: number;
+}
+
+function ratioRow(store: StoreName, rows: readonly CallRow[]): RatioRow {
+  const noop = rows.find((r) => r.store === store && r.rpc === "SystemService/Ping");
+  const register = rows.find((r) => r.store === store && r.rpc !== "SystemService/Ping");
+  const ratio = (pick: (row: CallRow) => number) =>
+    noop && register ? pick(register) / pick(noop) : Number.NaN;
+  const cpuRatio = ratio((r) => r.orchestratorCpuMicrosPerCall);
+  return {
+    store,
+    cpuRatio,
+    targetRatio: targetRatios[store],
+    met: cpuRatio <= targetRatios[store],
+    totalCpuRatio: ratio((r) => r.totalCpuMicrosPerCall),
+    throughputRatio: ratio((r) => r.callsPerSecond),
+  };
+}
+
+/** Registers every entry (the rotating ones again: upserts), `concurrency` calls in flight. */
+async function fill(orchestrator: Orchestrator): Promise<number> {
+  const registry = createGrpcJsClient(RegistryService, `127.0.0.1:${orchestrator.port}`);
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    for (let index = next++; index < entryCount; index = next++) {
+      await registry.registerService(registrations[index] ?? {});
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  registry.close();
+  return (performance.now() - started) / 1000;
+}
+
+/** One listing: its latency (until the response is parsed), its size and its entry count. */
+interface Listing {
+  readonly ms: number;
+  readonly bytes: number;
+  readonly entries: number;
+}
+
+interface ListMethod {
+  readonly name: string;
+  list(): Promise<Listing>;
+  close(): void;
+}
+
+function restList(orchestrator: Orchestrator): ListMethod {
+  const url = `http://127.0.0.1:${orchestrator.port}/registry`;
+  return {
+    name: "GET /registry (HTTP/1.1 JSON)",
+    async list() {
+      const t0 = performance.now();
+      const response = await fetch(url);
+      const text = await response.text();
+      const body = JSON.parse(text) as { services?: unknown[] };
+      const ms = performance.now() - t0;
+      if (!response.ok) throw new Error(`GET /registry answered ${response.status}`);
+      return { ms, bytes: Buffer.byteLength(text), entries: body.services?.length ?? 0 };
+    },
+    close() {},
+  };
+}
+
+function grpcList(orchestrator: Orchestrator): ListMethod {
+  // 10,000 entries (~3.7 MB) come close to grpc-js' default 4 MiB receive limit; ~11,000 pass it.
+  const registry = createGrpcJsClient(
+    RegistryService,
+    `127.0.0.1:${orchestrator.port}`,
+    undefined,
+    { "grpc.max_receive_message_length": 256 * 1024 * 1024 },
+  );
+  return {
+    name: "gRPC ListServices (page_size 0)",
+    async list() {
+      const t0 = performance.now();
+      const response = await registry.listServices({ pageSize: 0 });
+      const ms = performance.now() - t0;
+      const bytes = toBinary(ListServicesResponseSchema, response).length;
+      return { ms, bytes, entries: response.services.length };
+    },
+    close: () => registry.close(),
+  };
+}
+
+interface ListRow {
+  readonly store: StoreName;
+  readonly method: string;
+  readonly calls: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly orchestratorCpuMsPerCall: number;
+  readonly bytes: number;
+  readonly entries: number;
+  readonly met: boolean;
+}
+
+/** Sequential listings, the methods alternating, after a warm-up of each. */
+async function measureListing(orchestrator: Orchestrator): Promise<ListRow[]> {
+  const methods = [restList(orchestrator), grpcList(orchestrator)];
+  for (const method of methods) {
+    for (let i = 0; i < listWarmupCalls; i++) await method.list();
+  }
+  const runs = methods.map(() => ({ listings: [] as Listing[], cpuMicros: 0 }));
+  for (let i = 0; i < listCalls; i++) {
+    for (const [index, method] of methods.entries()) {
+      const cpuBefore = processCpuMicros(orchestrator.pid);
+      const listing = await method.list();
+      const run = runs[index];
+      if (run === undefined) continue;
+      run.cpuMicros += processCpuMicros(orchestrator.pid) - cpuBefore;
+      run.listings.push(listing);
+    }
+  }
+  for (const method of methods) method.close();
+  return methods.map((method, index) => {
+    const run = runs[index] ?? { listings: [], cpuMicros: 0 };
+    const latencies = run.listings.map((l) => l.ms).sort((a, b) => a - b);
+    const last = run.listings[run.listings.length - 1];
+    const p99Ms = percentile(latencies, 99);
+    return {
+      store: orchestrator.store,
+      method: method.name,
+      calls: run.listings.length,
+      p50Ms: percentile(latencies, 50),
+      p99Ms,
+      orchestratorCpuMsPerCall: run.cpuMicros / 1000 / run.listings.length,
+      bytes: last?.bytes ?? 0,
+      entries: last?.entries ?? 0,
+      met: p99Ms < 100 && last?.entries === entryCount,
+    };
+  });
+}
+
+/** The etcd anchor as ../shared/bench/README.md gives it: not measured by this bench. */
+interface Anchor {
+  readonly sentence: string;
+  readonly putsPerSecond: number;
+  readonly installed: boolean;
+}
+
+function readAnchor(): Anchor | undefined {
+  const readme = new URL("../../../shared/bench/README.md", import.meta.url);
+  let text: string;
+  try {
+    text = readFileSync(readme, "utf8");
+  } catch {
+    return undefined;
+  }
+  const sentence = /^Measured here on [^\n]*$/m.exec(text)?.[0];
+  if (sentence === undefined) return undefined;
+  const puts = /([\d,]+) puts\/s/.exec(sentence)?.[1];
+  const installed = spawnSync("etcd", ["--version"], { stdio: "ignore" }).error === undefined;
+  return {
+    sentence,
+    putsPerSecond: puts ? Number(puts.replaceAll(",", "")) : Number.NaN,
+    installed,
+  };
+}
+
+const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
+const count = (n: number) => Math.round(n).toLocaleString("en-US");
+
+function callTable(rows: readonly CallRow[]): string[] {
+  return [
+    `bench:registry — ${concurrency} concurrent grpc-js unary calls, ${rounds} rounds × ${seconds} s per target (medians); each register re-registers one of ${count(rotatingNames)} names (upsert, ttl ${ttlSeconds} s)`,
+    "",
+    "| store | rpc | calls/s | p50 ms | p99 ms | orchestrator CPU µs/call | redis-server CPU µs/call | orchestrator+redis µs/call |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+    ...rows.map(
+      (r) =>
+        `| ${r.store} | ${r.rpc} | ${fmt(r.callsPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.orchestratorCpuMicrosPerCall)} | ${r.store === "redis" ? fmt(r.redisCpuMicrosPerCall) : "–"} | ${fmt(r.totalCpuMicrosPerCall)} |`,
+    ),
+  ];
+}
+
+function ratioTable(rows: readonly RatioRow[]): string[] {
+  return [
+    "Register / no-op. The target applies to the orchestrator's own CPU; orchestrator+redis is shown beside it.",
+    "",
+    "| store | CPU ratio (orchestrator only) | target | met | CPU ratio (orchestrator+redis) | calls/s ratio |",
+    "|---|---:|---:|---|---:|---:|",
+    ...rows.map(
+      (r) =>
+        `| ${r.store} | ${fmt(r.cpuRatio, 2)}x | ≤ ${r.targetRatio}x | ${r.met ? "yes" : "no"} | ${fmt(r.totalCpuRatio, 2)}x | ${fmt(r.throughputRatio, 2)}x |`,
+    ),
+  ];
+}
+
+function listTable(rows: readonly ListRow[], fills: Record<StoreName, number>): string[] {
+  return [
+    `Listing ${count(entryCount)} entries: ${listCalls} sequential calls per method (alternating) after ${listWarmupCalls} warm-up calls; p99 of ${listCalls} calls is their maximum. Fill: ${count(entryCount / fills.memory)} registers/s on memory, ${count(entryCount / fills.redis)} on redis.`,
+    "",
+    "| store | call | p50 ms | p99 ms | orchestrator CPU ms/call | response bytes | entries | < 100 ms |",
+    "|---|---|---:|---:|---:|---:|---:|---|",
+    ...rows.map(
+      (r) =>
+        `| ${r.store} | ${r.method} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.orchestratorCpuMsPerCall)} | ${count(r.bytes)} | ${count(r.entries)} | ${r.met ? "yes" : "no"} |`,
+    ),
+  ];
+}
+
+function anchorLines(anchor: Anchor | undefined, rows: readonly CallRow[]): string[] {
+  if (anchor === undefined)
+    return ["Anchor: ../shared/bench/README.md not found; no etcd figures."];
+  const registers = rows.filter((r) => r.rpc === "RegistryService/RegisterService");
+  return [
+    "Anchor (etcd, from ../shared/bench/README.md — NOT measured in this run; machines are noisy):",
+    `> ${anchor.sentence}`,
+    ...(anchor.installed
+      ? ["etcd is installed: run ../shared/bench/etcd-anchor.sh in the same sitting to compare."]
+      : []),
+    ...registers.map(
+      (r) =>
+        `- register on ${r.store}: ${count(r.callsPerSecond)} calls/s = ${fmt(r.callsPerSecond / anchor.putsPerSecond, 2)}x etcd's puts/s at 64 in flight (p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms)`,
+    ),
+  ];
+}
+
+async function measureCalls(targets: readonly Target[]): Promise<CallRow[]> {
+  for (const target of targets) await drive(target, warmupSeconds);
+  const samples = new Map<Target, Sample[]>(targets.map((t) => [t, []]));
+  for (let round = 0; round < rounds; round++) {
+    process.stderr.write(`round ${round + 1}/${rounds}\n`);
+    for (const target of targets) samples.get(target)?.push(await drive(target, seconds));
+  }
+  return targets.map((target) => callRow(target, samples.get(target) ?? []));
+}
+
+function writeResults(results: Record<string, unknown>): string {
+  // Compiled into dist/bench/: results go to the source tree's bench/results/.
+  const resultsDir = new URL("../../bench/results/", import.meta.url);
+  mkdirSync(resultsDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const file = new URL(`registry-${stamp}.json`, resultsDir);
+  writeFileSync(file, JSON.stringify(results, null, 2));
+  return file.pathname;
+}
+
+async function run(): Promise<void> {
+  const redis = await startRedisServer();
+  const orchestrators: Orchestrator[] = [];
+  try {
+    const memory = await startOrchestrator("memory", {});
+    orchestrators.push(memory);
+    const onRedis = await startOrchestrator("redis", {
+      REDIS_URL: redis.url,
+      REDIS_KEY_PREFIX: `bench-${randomBytes(4).toString("hex")}:`,
+    });
+    orchestrators.push(onRedis);
+    await report(memory, onRedis, redis);
+  } finally {
+    // The orchestrators first: they say goodbye to Redis on the way out.
+    await Promise.all(orchestrators.map((o) => stop(o.child)));
+    await stop(redis.child);
+    rmSync(redis.dir, { recursive: true, force: true });
+  }
+}
+
+async function report(memory: Orchestrator, onRedis: Orchestrator, redis: RedisServer) {
+  const callRows = await measureCalls([
+    ...targetsOf(memory, undefined),
+    ...targetsOf(onRedis, redis),
+  ]);
+  const ratioRows = (["memory", "redis"] as const).map((store) => ratioRow(store, callRows));
+  process.stderr.write(`listing ${entryCount} entries\n`);
+  const fills = { memory: await fill(memory), redis: 0 };
+  const listRows = await measureListing(memory);
+  fills.redis = await fill(onRedis);
+  listRows.push(...(await measureListing(onRedis)));
+  const anchor = readAnchor();
+  const lines = [
+    ...callTable(callRows),
+    "",
+    ...ratioTable(ratioRows),
+    "",
+    ...listTable(listRows, fills),
+    "",
+    ...anchorLines(anchor, callRows),
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
+  const file = writeResults({
+    bench: "registry",
+    date: new Date().toISOString(),
+    seconds,
+    rounds,
+    warmupSeconds,
+    concurrency,
+    entries: entryCount,
+    rotatingNames,
+    node: process.version,
+    calls: callRows,
+    ratios: ratioRows,
+    listing: listRows,
+    fillSeconds: fills,
+    anchor: anchor ? { measuredInThisRun: false, ...anchor } : null,
+  });
+  process.stdout.write(`written ${file}\n`);
+}
+
+await run();
+process.exit(0);

@@ -1,0 +1,460 @@
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
+import * as grpc from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
+import { createGrpcJsClient } from "../../src/clients/grpc-js-client.js";
+import { closeRedisClient } from "../../src/redis/redis-client.js";
+import { lineReader } from "../support/line-reader.js";
+import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
+import {
+  createTestRedisClient,
+  type RedisServer,
+  startRedisServer,
+  untilRedisReady,
+} from "../support/redis-server.js";
+
+// The registry on Redis, as its users meet it: a real node (in-process) on a throwaway
+// redis-server, called over REST and gRPC on loopback. A restart of the node, or of Redis, loses
+// nothing; while Redis is down writes are refused (503 / UNAVAILABLE, never a false success),
+// reads serve the last known state, and everything recovers by itself.
+
+type Json = Record<string, unknown>;
+
+interface Reply {
+  readonly status: number;
+  readonly text: string;
+  /** The body parsed as a JSON object; `{}` when it is not one. */
+  readonly body: Json;
+}
+
+/** A registry entry as the REST gateway renders it (proto field names, uint64 as strings). */
+interface ServiceJson extends Json {
+  readonly name: string;
+  readonly version: string;
+  readonly revision: string;
+}
+
+interface ListJson {
+  readonly services: ServiceJson[];
+  readonly count: number;
+  readonly next_page_token: string;
+  readonly revision: string;
+}
+
+// Generous: the machine may be loaded. Nothing here asserts on how long anything takes.
+const patience = 30_000;
+
+async function rest(base: string, method: string, path: string, body?: unknown): Promise<Reply> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    ...(body === undefined
+      ? {}
+      : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(patience),
+  });
+  const text = await response.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const isObject = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
+  return { status: response.status, text, body: isObject ? (parsed as Json) : {} };
+}
+
+/** Expects `status`, and returns the body. */
+async function expectReply(reply: Promise<Reply>, status: number): Promise<Json> {
+  const { status: actual, text, body } = await reply;
+  expect(actual, text).toBe(status);
+  return body;
+}
+
+async function register(base: string, service: Json): Promise<ServiceJson> {
+  const body = await expectReply(rest(base, "POST", "/registry/register", service), 200);
+  expect(body.status).toBe("registered");
+  return body.service as ServiceJson;
+}
+
+async function list(base: string): Promise<ListJson> {
+  return (await expectReply(rest(base, "GET", "/registry"), 200)) as unknown as ListJson;
+}
+
+async function pollOpenApi(base: string, name: string): Promise<Json> {
+  const body = await expectReply(
+    rest(base, "POST", "/registry/poll-openapi", { names: [name] }),
+    200,
+  );
+  const results = body.results as Json[];
+  expect(results).toHaveLength(1);
+  return results[0] as Json;
+}
+
+/** Polls `path` until it answers `status`; fails with the last answer after `patience`. */
+async function untilStatus(base: string, path: string, status: number): Promise<Json> {
+  const deadline = Date.now() + patience;
+  for (;;) {
+    const reply = await rest(base, "GET", path);
+    if (reply.status === status) return reply.body;
+    if (Date.now() > deadline) {
+      throw new Error(`GET ${path} still answers ${reply.status}, not ${status}: ${reply.text}`);
+    }
+    await delay(100);
+  }
+}
+
+/** A refusal because the store is unavailable: 503 with the gateway's error body. */
+async function expectUnavailable(reply: Promise<Reply>): Promise<void> {
+  const body = await expectReply(reply, 503);
+  expect(body.code).toBe("unavailable");
+  expect(body.message).toBe("the registry store is unavailable");
+}
+
+function registration(name: string, extra: Json = {}): Json {
+  return { name, base_url: `http://127.0.0.1:9/${name}`, ttl_seconds: 0, ...extra };
+}
+
+/** The node's configuration: Redis, a prefix of its own, and no health probes (they write). */
+function nodeEnv(redis: RedisServer, prefix: string, nodeId: string): Record<string, string> {
+  return {
+    REDIS_URL: redis.url,
+    REDIS_KEY_PREFIX: prefix,
+    NODE_ID: nodeId,
+    HEALTH_CHECK_INTERVAL_MS: "3600000",
+    LOG_LEVEL: "warn",
+  };
+}
+
+/** One line of GET /registry/watch. */
+interface WatchLine {
+  readonly type: string;
+  readonly revision: string;
+  readonly service?: ServiceJson;
+  readonly snapshot?: boolean;
+  readonly error?: Json;
+}
+
+/** An NDJSON watch; its status line comes with the first event, so the request starts at once. */
+interface Watch {
+  next(): Promise<WatchLine>;
+  close(): void;
+}
+
+function openWatch(base: string, startRevision = 0): Watch {
+  const controller = new AbortController();
+  const response = fetch(`${base}/registry/watch?start_revision=${startRevision}`, {
+    signal: controller.signal,
+  });
+  // Handled here too, so that a watch closed before it answered leaves no unhandled rejection.
+  response.catch(() => undefined);
+  let lines: ReturnType<typeof lineReader> | undefined;
+  return {
+    async next() {
+      if (lines === undefined) {
+        const answered = await response;
+        expect(answered.status).toBe(200);
+        const body = answered.body as AsyncIterable<Uint8Array> | null;
+        if (body === null) throw new Error("the watch has no body");
+        lines = lineReader(body[Symbol.asyncIterator]());
+      }
+      const line = await lines.next();
+      if (line === undefined) throw new Error("the watch ended");
+      const parsed = JSON.parse(line) as WatchLine;
+      if (parsed.error !== undefined) throw new Error(`the watch failed: ${line}`);
+      return parsed;
+    },
+    close: () => controller.abort(),
+  };
+}
+
+const newPrefix = () => `test-${randomUUID()}:`;
+
+/** A loopback server publishing one OpenAPI document at /openapi.json. */
+async function startOpenApiServer(): Promise<{ url: string; server: Server }> {
+  const document = {
+    openapi: "3.0.3",
+    info: { title: "payments", version: "1.0.0" },
+    paths: {
+      "/payments": {
+        get: { responses: { "200": { description: "the payments" } } },
+        post: { responses: { "201": { description: "created" } } },
+      },
+    },
+  };
+  const server = createServer((request, response) => {
+    if (request.url !== "/openapi.json") {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { "content-type": "application/json" });
+    response.end(JSON.stringify(document));
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, server };
+}
+
+describe("registry on Redis", () => {
+  // Everything a test started, stopped after it whatever happened.
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function redisServer(): Promise<RedisServer> {
+    const server = await startRedisServer({ persistent: true });
+    cleanups.push(() => server.stop());
+    return server;
+  }
+
+  async function openApiServer(): Promise<string> {
+    const { url, server } = await startOpenApiServer();
+    cleanups.push(async () => {
+      server.closeAllConnections();
+      server.close();
+      await once(server, "close");
+    });
+    return url;
+  }
+
+  async function node(env: Record<string, string>): Promise<RunningOrchestrator> {
+    const running = await startOrchestrator({ env });
+    cleanups.push(() => running.close());
+    // The store loads in the background: ready means it has.
+    await untilStatus(running.url, "/ready", 200);
+    return running;
+  }
+
+  it("gives a restarted node, and a restarted redis-server, back everything", {
+    timeout: 60_000,
+  }, async () => {
+    const redis = await redisServer();
+    const openapiUrl = await openApiServer();
+    const prefix = newPrefix();
+
+    // --- First node: every kind of write. ---
+    const first = await node(nodeEnv(redis, prefix, "node-1"));
+    const alpha = await register(
+      first.url,
+      registration("alpha", {
+        openapi_url: `${openapiUrl}/openapi.json`,
+        health_url: "http://127.0.0.1:9/alpha/healthz",
+        endpoints: ["/payments", "/payments/{id}"],
+        metadata: { team: "payments", 'quote"and\\slash': "é ✓" },
+        tags: ["core", "pci"],
+        version: "1.4.2",
+      }),
+    );
+    expect(alpha.revision).toBe("1");
+    await register(first.url, registration("beta", { tags: ["edge"], ttl_seconds: 86_400 }));
+    await register(first.url, registration("gamma", { metadata: { owner: "ops" } }));
+    await register(first.url, registration("delta", { version: "0.1.0" }));
+    const removed = await expectReply(rest(first.url, "DELETE", "/registry/gamma"), 200);
+    expect(removed).toEqual({ status: "deregistered", name: "gamma", revision: "5" });
+    await expectReply(rest(first.url, "POST", "/registry/beta/heartbeat", {}), 200);
+    const recorded = await pollOpenApi(first.url, "alpha");
+    expect(recorded).toMatchObject({ service: "alpha", baseline: true, changed: false, error: "" });
+    expect(recorded.hash).toMatch(/^[0-9a-f]{64}$/);
+
+    const written = await list(first.url);
+    expect(written.revision).toBe("6");
+    expect(written.services.map((s) => [s.name, s.revision])).toEqual([
+      ["alpha", "1"],
+      ["beta", "6"],
+      ["delta", "4"],
+    ]);
+    expect(written.services.every((s) => s.origin_node_id === "node-1")).toBe(true);
+    await first.close();
+
+    // --- A new node on the same Redis and prefix: the same registry, to the last field. ---
+    const second = await node(nodeEnv(redis, prefix, "node-2"));
+    expect(await list(second.url)).toEqual(written);
+    await expectReply(rest(second.url, "GET", "/registry/gamma"), 404);
+    // The baseline came back: the same document is neither a first baseline nor a change.
+    expect(await pollOpenApi(second.url, "alpha")).toEqual({ ...recorded, baseline: false });
+    const epsilon = await register(second.url, registration("epsilon"));
+    expect(epsilon.revision).toBe("7");
+    expect(epsilon.origin_node_id).toBe("node-2");
+    const beforeRedisRestart = await list(second.url);
+    await second.close();
+
+    // --- Redis killed (SIGKILL) and restarted from its append-only file. ---
+    await redis.restart();
+    const third = await node(nodeEnv(redis, prefix, "node-3"));
+    expect(await list(third.url)).toEqual(beforeRedisRestart);
+    expect(await pollOpenApi(third.url, "alpha")).toEqual({ ...recorded, baseline: false });
+    // The tombstone is not served by any RPC yet (it is what replicates a delete, issue 4): it is
+    // read where the store documents it keeps it.
+    const raw = createTestRedisClient(redis.url);
+    try {
+      await untilRedisReady(raw);
+      const stored = await raw.hget(`${prefix}registry:tombstones`, "gamma");
+      expect(stored).not.toBeNull();
+      expect(JSON.parse(stored ?? "null")).toMatchObject({
+        name: "gamma",
+        revision: 5,
+        origin: "node-1",
+      });
+    } finally {
+      await closeRedisClient(raw);
+    }
+
+    // Revisions continue where they were; the deregistered name can be registered again.
+    const gamma = await register(third.url, registration("gamma", { version: "2.0.0" }));
+    expect(gamma.revision).toBe("8");
+    const served = await expectReply(rest(third.url, "GET", "/registry/gamma"), 200);
+    expect(served).toEqual(gamma);
+    const final = await list(third.url);
+    expect(final.revision).toBe("8");
+    expect(final.services.map((s) => s.name)).toEqual([
+      "alpha",
+      "beta",
+      "delta",
+      "epsilon",
+      "gamma",
+    ]);
+  });
+
+  it("refuses writes while Redis is down, serves the last known state, and recovers by itself", {
+    timeout: 60_000,
+  }, async () => {
+    const redis = await redisServer();
+    const prefix = newPrefix();
+    const running = await node(nodeEnv(redis, prefix, "node-1"));
+    const { url } = running;
+    const openapiUrl = await openApiServer();
+    await register(url, registration("steady", { version: "1", tags: ["keep"] }));
+    await register(url, registration("other", { openapi_url: `${openapiUrl}/openapi.json` }));
+    const steady = await expectReply(rest(url, "GET", "/registry/steady"), 200);
+    const before = await list(url);
+    expect(before.revision).toBe("2");
+    const watch = openWatch(url);
+    cleanups.push(async () => watch.close());
+    expect((await watch.next()).service?.name).toBe("other");
+    expect((await watch.next()).service?.name).toBe("steady");
+    expect(await watch.next()).toMatchObject({
+      type: "WATCH_EVENT_TYPE_SNAPSHOT_END",
+      revision: "2",
+    });
+
+    await redis.kill();
+
+    // Writes: refused, whatever the protocol, never acknowledged.
+    await expectUnavailable(rest(url, "POST", "/registry/register", registration("lost")));
+    await expectUnavailable(
+      rest(url, "POST", "/registry/register", registration("steady", { version: "2" })),
+    );
+    await expectUnavailable(rest(url, "DELETE", "/registry/other"));
+    await expectUnavailable(rest(url, "POST", "/registry/steady/heartbeat", {}));
+    const client = createGrpcJsClient(RegistryService, running.address);
+    try {
+      const refused = await client
+        .registerService({ name: "lost-grpc", baseUrl: "http://127.0.0.1:9/lost-grpc" })
+        .then(
+          () => undefined,
+          (error: unknown) => error as grpc.ServiceError,
+        );
+      expect(refused).toBeDefined();
+      expect(grpc.status[refused?.code ?? grpc.status.OK]).toBe("UNAVAILABLE");
+      // From the store, not from the transport: the node itself answered.
+      expect(refused?.details).toBe("the registry store is unavailable");
+    } finally {
+      client.close();
+    }
+    // A first baseline cannot be recorded: the poll says so rather than report one.
+    expect(await pollOpenApi(url, "other")).toEqual({
+      service: "other",
+      changed: false,
+      baseline: false,
+      hash: "",
+      error: "baseline store unavailable",
+    });
+
+    // Reads: the last known state.
+    expect(await list(url)).toEqual(before);
+    expect(await expectReply(rest(url, "GET", "/registry/steady"), 200)).toEqual(steady);
+
+    // Readiness: not ready, and it says why.
+    const notReady = await untilStatus(url, "/ready", 503);
+    expect(notReady.code).toBe("unavailable");
+    expect(notReady.message).toMatch(/redis/);
+    expect(notReady.ready).toBe(false);
+    expect(notReady.checks).toContainEqual(expect.objectContaining({ name: "redis", ok: false }));
+
+    await redis.restart();
+
+    await untilStatus(url, "/ready", 200);
+    let back: ServiceJson | undefined;
+    const deadline = Date.now() + patience;
+    while (back === undefined) {
+      const reply = await rest(url, "POST", "/registry/register", registration("back"));
+      if (reply.status === 200) back = (reply.body as { service: ServiceJson }).service;
+      else if (reply.status !== 503 || Date.now() > deadline) expect.fail(reply.text);
+      else await delay(100);
+    }
+    // The refused writes took no revision, and none is reused.
+    expect(back.revision).toBe("3");
+    const after = await list(url);
+    expect(after.revision).toBe("3");
+    // None of the refused writes happened: the old entries are as they were, nothing else came.
+    expect(after.services).toEqual([back, ...before.services]);
+    await expectReply(rest(url, "GET", "/registry/lost"), 404);
+    await expectReply(rest(url, "GET", "/registry/lost-grpc"), 404);
+    expect(await pollOpenApi(url, "other")).toMatchObject({ baseline: true, changed: false });
+
+    // The watch opened before the outage goes on, with nothing but the write that happened.
+    expect(await watch.next()).toMatchObject({
+      type: "WATCH_EVENT_TYPE_PUT",
+      revision: "3",
+      service: back,
+    });
+
+    // The node hears of other processes' writes again (it subscribed again by itself).
+    const twin = await node(nodeEnv(redis, prefix, "node-2"));
+    const fromTwin = await register(twin.url, registration("from-twin"));
+    expect(fromTwin.revision).toBe("4");
+    expect(await untilStatus(url, "/registry/from-twin", 200)).toEqual(fromTwin);
+    expect(await watch.next()).toMatchObject({ type: "WATCH_EVENT_TYPE_PUT", service: fromTwin });
+
+    // And writes of every kind work again, continuing the revisions.
+    await expectReply(rest(url, "POST", "/registry/steady/heartbeat", {}), 200);
+    const removed = await expectReply(rest(url, "DELETE", "/registry/other"), 200);
+    expect(removed.revision).toBe("6");
+  });
+
+  it("starts serving while Redis is down, not ready, and loads the registry when it returns", {
+    timeout: 60_000,
+  }, async () => {
+    const redis = await redisServer();
+    const prefix = newPrefix();
+    const first = await node(nodeEnv(redis, prefix, "node-1"));
+    await register(first.url, registration("kept", { tags: ["durable"] }));
+    const stored = await list(first.url);
+    await first.close();
+    await redis.kill();
+
+    // The first attempt to load waits for Redis (up to 10 s) before the port opens.
+    const running = await startOrchestrator({ env: nodeEnv(redis, prefix, "node-2") });
+    cleanups.push(() => running.close());
+    const { url } = running;
+    const notReady = await expectReply(rest(url, "GET", "/ready"), 503);
+    expect(notReady.checks).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ name: "redis", ok: false }),
+        expect.objectContaining({ name: "registry", ok: false }),
+      ]),
+    );
+    await expectUnavailable(rest(url, "POST", "/registry/register", registration("early")));
+
+    await redis.restart();
+    await untilStatus(url, "/ready", 200);
+    expect(await list(url)).toEqual(stored);
+    const next = await register(url, registration("later"));
+    expect(next.revision).toBe("2");
+  });
+});

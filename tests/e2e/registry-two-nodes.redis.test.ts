@@ -1,0 +1,355 @@
+import { randomUUID } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { lineReader } from "../support/line-reader.js";
+import { type OrchestratorProcess, startOrchestratorProcess } from "../support/process.js";
+import { type RedisServer, startRedisServer } from "../support/redis-server.js";
+
+// Two orchestrator processes (real `src/main.ts` processes) sharing one Redis and key prefix are
+// one registry: what is written on one is read, and watched, on the other; concurrent writers on
+// both never share or skip a revision; and one of them dying leaves the other serving.
+
+type Json = Record<string, unknown>;
+
+interface Reply {
+  readonly status: number;
+  readonly text: string;
+  /** The body parsed as a JSON object; `{}` when it is not one. */
+  readonly body: Json;
+}
+
+/** A registry entry as the REST gateway renders it (proto field names, uint64 as strings). */
+interface ServiceJson extends Json {
+  readonly name: string;
+  readonly version: string;
+  readonly revision: string;
+  readonly registered_at: string;
+  readonly origin_node_id: string;
+}
+
+interface ListJson {
+  readonly services: ServiceJson[];
+  readonly revision: string;
+}
+
+/** One line of GET /registry/watch. */
+interface WatchLine {
+  readonly type: string;
+  readonly revision: string;
+  readonly service?: ServiceJson;
+  readonly snapshot?: boolean;
+  readonly compacted?: boolean;
+  readonly error?: Json;
+}
+
+// Generous: the machine may be loaded. Nothing here asserts on how long anything takes.
+const patience = 30_000;
+
+async function rest(base: string, method: string, path: string, body?: unknown): Promise<Reply> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    ...(body === undefined
+      ? {}
+      : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(patience),
+  });
+  const text = await response.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const isObject = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
+  return { status: response.status, text, body: isObject ? (parsed as Json) : {} };
+}
+
+/** Expects `status`, and returns the body. */
+async function expectReply(reply: Promise<Reply>, status: number): Promise<Json> {
+  const { status: actual, text, body } = await reply;
+  expect(actual, text).toBe(status);
+  return body;
+}
+
+async function register(base: string, service: Json): Promise<ServiceJson> {
+  const body = await expectReply(rest(base, "POST", "/registry/register", service), 200);
+  return body.service as ServiceJson;
+}
+
+async function list(base: string): Promise<ListJson> {
+  return (await expectReply(rest(base, "GET", "/registry"), 200)) as unknown as ListJson;
+}
+
+/** Polls until `check` holds (it returns a value) or `patience` runs out. */
+async function until<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + patience;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`not within ${patience} ms: ${what}`);
+    await delay(100);
+  }
+}
+
+function untilStatus(base: string, path: string, status: number): Promise<Json> {
+  return until(`GET ${base}${path} answers ${status}`, async () => {
+    const reply = await rest(base, "GET", path);
+    return reply.status === status ? reply.body : undefined;
+  });
+}
+
+function registration(name: string, extra: Json = {}): Json {
+  return { name, base_url: `http://127.0.0.1:9/${name}`, ttl_seconds: 0, ...extra };
+}
+
+/** `count` consecutive integers from `first`. */
+function range(first: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => first + i);
+}
+
+const byNumber = (x: number, y: number) => x - y;
+
+/** An NDJSON watch; its status line comes with the first event, so the request starts at once. */
+interface Watch {
+  next(): Promise<WatchLine>;
+  close(): void;
+}
+
+function openWatch(base: string, startRevision = 0): Watch {
+  const controller = new AbortController();
+  const response = fetch(`${base}/registry/watch?start_revision=${startRevision}`, {
+    signal: controller.signal,
+  });
+  // Handled here too, so that a watch closed before it answered leaves no unhandled rejection.
+  response.catch(() => undefined);
+  let lines: ReturnType<typeof lineReader> | undefined;
+  return {
+    async next() {
+      if (lines === undefined) {
+        const answered = await response;
+        expect(answered.status).toBe(200);
+        const body = answered.body as AsyncIterable<Uint8Array> | null;
+        if (body === null) throw new Error("the watch has no body");
+        lines = lineReader(body[Symbol.asyncIterator]());
+      }
+      const line = await lines.next();
+      if (line === undefined) throw new Error("the watch ended");
+      const parsed = JSON.parse(line) as WatchLine;
+      if (parsed.error !== undefined) throw new Error(`the watch failed: ${line}`);
+      return parsed;
+    },
+    close: () => controller.abort(),
+  };
+}
+
+describe("two orchestrator processes sharing one Redis", () => {
+  let redis: RedisServer | undefined;
+  let a: OrchestratorProcess | undefined;
+  let b: OrchestratorProcess | undefined;
+  const watches: Watch[] = [];
+
+  const nodeA = (): OrchestratorProcess => a ?? expect.fail("node A did not start");
+  const nodeB = (): OrchestratorProcess => b ?? expect.fail("node B did not start");
+  const watch = (base: string, startRevision = 0): Watch => {
+    const opened = openWatch(base, startRevision);
+    watches.push(opened);
+    return opened;
+  };
+
+  /** The revision both nodes agree on, once they do (B may still be catching up on A's writes). */
+  const commonRevision = (): Promise<number> =>
+    until("both nodes at the same revision", async () => {
+      const [onA, onB] = await Promise.all([list(nodeA().url), list(nodeB().url)]);
+      return onA.revision === onB.revision ? Number(onA.revision) : undefined;
+    });
+
+  /** Waits until both nodes are at `revision`, and returns their lists, which must be equal. */
+  const bothAt = async (revision: number): Promise<ListJson> => {
+    for (const node of [nodeA(), nodeB()]) {
+      await until(`${node.url} at revision ${revision}`, async () =>
+        Number((await list(node.url)).revision) >= revision ? true : undefined,
+      );
+    }
+    const [onA, onB] = await Promise.all([list(nodeA().url), list(nodeB().url)]);
+    expect(onA.revision).toBe(String(revision));
+    expect(onB).toEqual(onA);
+    return onA;
+  };
+
+  beforeAll(async () => {
+    const server = await startRedisServer();
+    redis = server;
+    const prefix = `test-${randomUUID()}:`;
+    const env = (nodeId: string) => ({
+      REDIS_URL: server.url,
+      REDIS_KEY_PREFIX: prefix,
+      NODE_ID: nodeId,
+      // Health probes write (status changes): none here, so that every revision is ours.
+      HEALTH_CHECK_INTERVAL_MS: "3600000",
+    });
+    const [startedA, startedB] = await Promise.allSettled([
+      startOrchestratorProcess({ env: env("node-a") }),
+      startOrchestratorProcess({ env: env("node-b") }),
+    ]);
+    if (startedA.status === "fulfilled") a = startedA.value;
+    if (startedB.status === "fulfilled") b = startedB.value;
+    if (startedA.status === "rejected") throw startedA.reason;
+    if (startedB.status === "rejected") throw startedB.reason;
+    await Promise.all([
+      untilStatus(nodeA().url, "/ready", 200),
+      untilStatus(nodeB().url, "/ready", 200),
+    ]);
+  });
+
+  afterAll(async () => {
+    for (const opened of watches) opened.close();
+    await Promise.all([a?.stop(), b?.stop()]);
+    await redis?.stop();
+  });
+
+  it("shows a write on A on B, and in a watch open on B; and a delete on B on A", async () => {
+    const onB = watch(nodeB().url);
+    for (let line = await onB.next(); line.type !== "WATCH_EVENT_TYPE_SNAPSHOT_END"; ) {
+      line = await onB.next();
+    }
+    const entry = await register(
+      nodeA().url,
+      registration("seen-on-b", { metadata: { team: "search" }, tags: ["blue"], version: "3" }),
+    );
+    expect(entry.origin_node_id).toBe("node-a");
+    expect(await untilStatus(nodeB().url, "/registry/seen-on-b", 200)).toEqual(entry);
+    expect(await onB.next()).toEqual({
+      type: "WATCH_EVENT_TYPE_PUT",
+      service: entry,
+      revision: entry.revision,
+      snapshot: false,
+      compacted: false,
+    });
+
+    const onA = watch(nodeA().url, Number(entry.revision));
+    const removed = await expectReply(rest(nodeB().url, "DELETE", "/registry/seen-on-b"), 200);
+    expect(removed.revision).toBe(String(Number(entry.revision) + 1));
+    await untilStatus(nodeA().url, "/registry/seen-on-b", 404);
+    expect(await onA.next()).toMatchObject({
+      type: "WATCH_EVENT_TYPE_DELETE",
+      revision: removed.revision,
+      service: { name: "seen-on-b", origin_node_id: "node-b" },
+    });
+  });
+
+  it("gives 100 concurrent registrations on A and B the revisions after the start, each once", {
+    timeout: 60_000,
+  }, async () => {
+    const start = await commonRevision();
+    // Resumed from the start: only the changes after it, every one of them.
+    const onB = watch(nodeB().url, start);
+    const names = range(0, 100).map((i) => `bulk-${String(i).padStart(3, "0")}`);
+    const nodeOf = (i: number) => (i % 2 === 0 ? nodeA() : nodeB());
+    const written = await Promise.all(
+      names.map(async (name, i) => {
+        const entry = await register(nodeOf(i).url, registration(name));
+        // The node that wrote reads its own write at once, however busy the other one is.
+        const read = await expectReply(rest(nodeOf(i).url, "GET", `/registry/${name}`), 200);
+        expect(read).toEqual(entry);
+        return entry;
+      }),
+    );
+    const expected = range(start + 1, 100);
+    expect(written.map((entry) => Number(entry.revision)).sort(byNumber)).toEqual(expected);
+    written.forEach((entry, i) => {
+      expect(entry.name).toBe(names[i]);
+      expect(entry.origin_node_id).toBe(i % 2 === 0 ? "node-a" : "node-b");
+    });
+
+    const both = await bothAt(start + 100);
+    const bulk = both.services.filter((entry) => entry.name.startsWith("bulk-"));
+    expect(bulk.map((entry) => entry.name)).toEqual(names);
+    expect(bulk.map((entry) => Number(entry.revision)).sort(byNumber)).toEqual(expected);
+    expect(new Set(written)).toEqual(new Set(bulk));
+
+    const seen: WatchLine[] = [];
+    for (let i = 0; i < 100; i++) seen.push(await onB.next());
+    expect(seen.map((line) => Number(line.revision))).toEqual(expected);
+    expect(seen.every((line) => line.type === "WATCH_EVENT_TYPE_PUT" && !line.snapshot)).toBe(true);
+    expect(new Set(seen.map((line) => line.service?.name))).toEqual(new Set(names));
+  });
+
+  it("settles the same name registered on A and B at once on one winner, the same on both", {
+    timeout: 60_000,
+  }, async () => {
+    const start = await commonRevision();
+    const names = range(0, 20).map((i) => `contested-${i}`);
+    const pairs = await Promise.all(
+      names.map((name) =>
+        Promise.all([
+          register(nodeA().url, registration(name, { version: "from-a" })),
+          register(nodeB().url, registration(name, { version: "from-b" })),
+        ]),
+      ),
+    );
+    // Both writes of every pair happened, one after the other: 40 revisions, none shared.
+    const revisions = pairs.flat().map((entry) => Number(entry.revision));
+    expect(revisions.sort(byNumber)).toEqual(range(start + 1, 40));
+
+    const both = await bothAt(start + 40);
+    for (const [fromA, fromB] of pairs) {
+      const [first, last] =
+        Number(fromA.revision) < Number(fromB.revision) ? [fromA, fromB] : [fromB, fromA];
+      const final = both.services.find((entry) => entry.name === fromA.name);
+      // The later write wins, whole; the entry remembers when it was first registered.
+      expect(final).toEqual(last);
+      expect(final?.registered_at).toBe(first.registered_at);
+      expect(await expectReply(rest(nodeA().url, "GET", `/registry/${fromA.name}`), 200)).toEqual(
+        last,
+      );
+      expect(await expectReply(rest(nodeB().url, "GET", `/registry/${fromA.name}`), 200)).toEqual(
+        last,
+      );
+    }
+  });
+
+  // B's view may not have heard of A's acknowledged write yet: a DELETE (or heartbeat) on B must
+  // check Redis before answering "not registered". Within a few hundred tries a stale view shows.
+  it("deregisters on B what A has just registered (no false 404)", {
+    timeout: 60_000,
+  }, async () => {
+    for (let i = 0; i < 300; i++) {
+      const name = `just-registered-${i}`;
+      await register(nodeA().url, registration(name));
+      await expectReply(rest(nodeB().url, "DELETE", `/registry/${name}`), 200);
+    }
+  });
+
+  // Last: A does not come back.
+  it("keeps B serving, reads and writes, when A is killed", { timeout: 60_000 }, async () => {
+    const start = await commonRevision();
+    const fromA = await register(nodeA().url, registration("registered-on-a"));
+    await untilStatus(nodeB().url, "/registry/registered-on-a", 200);
+    const before = await list(nodeB().url);
+    const onB = watch(nodeB().url, Number(before.revision));
+    expect(before.revision).toBe(String(start + 1));
+
+    const exit = await nodeA().stop("SIGKILL");
+    expect(exit.signal).toBe("SIGKILL");
+
+    expect(await untilStatus(nodeB().url, "/ready", 200)).toMatchObject({ ready: true });
+    expect(await list(nodeB().url)).toEqual(before);
+    const beat = await expectReply(
+      rest(nodeB().url, "POST", "/registry/registered-on-a/heartbeat", {}),
+      200,
+    );
+    expect(beat.name).toBe("registered-on-a");
+    const fromB = await register(nodeB().url, registration("registered-on-b"));
+    expect(fromB.revision).toBe(String(start + 3));
+    expect(await onB.next()).toMatchObject({
+      type: "WATCH_EVENT_TYPE_PUT",
+      revision: String(start + 2),
+      service: {
+        name: "registered-on-a",
+        origin_node_id: "node-b",
+        registered_at: fromA.registered_at,
+      },
+    });
+    expect(await onB.next()).toMatchObject({ type: "WATCH_EVENT_TYPE_PUT", service: fromB });
+  });
+});
