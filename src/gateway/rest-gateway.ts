@@ -4,6 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
 import { http } from "../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../gen/google/api/http_pb.js";
+import { encodeJsonText } from "../encoding/message-encoding.js";
 import type { CallMeta } from "../interceptors/call-meta.js";
 import { once, type WrappedMethod, type WrappedService } from "../interceptors/chain.js";
 import { ActiveCalls, CallContext } from "../server/call-context.js";
@@ -125,7 +126,7 @@ async function serveUnary(
     const headers: OutgoingHttpHeaders = {};
     context.copyResponseHeaders(headers);
     reply.headers(headers);
-    await reply.send(bodyOf(route, response));
+    await reply.type("application/json; charset=utf-8").send(bodyTextOf(route, response));
   } catch (error) {
     await sendError(reply, error, route);
   } finally {
@@ -178,7 +179,7 @@ async function serveStream(
   raw.writeHead(200, headers);
   try {
     for (let next = first; !next.done && !closed; next = await responses.next()) {
-      if (!raw.write(`${JSON.stringify(bodyOf(route, next.value))}\n`)) {
+      if (!raw.write(`${bodyTextOf(route, next.value)}\n`)) {
         await drained(raw, () => closed);
       }
     }
@@ -214,13 +215,17 @@ function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): Ca
   });
 }
 
-function bodyOf(route: RestRoute, response: Message): unknown {
-  const json = toJson(route.target.method.output, response, jsonWriteOptions) as Record<
-    string,
-    unknown
-  >;
-  if (route.responseBody === "") return json;
-  return json[route.responseBody] ?? {};
+/** The JSON text of a response, or of the one field its rule names (`response_body`). */
+function bodyTextOf(route: RestRoute, response: Message): string {
+  const output = route.target.method.output;
+  if (route.responseBody === "") return encodeJsonText(output, response);
+  const field = output.fields.find((f) => f.name === route.responseBody);
+  if (field?.fieldKind === "message") {
+    const value = (response as unknown as Record<string, Message | undefined>)[field.localName];
+    return value === undefined ? "{}" : encodeJsonText(field.message, value);
+  }
+  const json = toJson(output, response, jsonWriteOptions) as Record<string, unknown>;
+  return JSON.stringify(json[route.responseBody] ?? {});
 }
 
 async function sendError(reply: FastifyReply, error: unknown, route: RestRoute): Promise<void> {

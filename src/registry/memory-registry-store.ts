@@ -1,11 +1,12 @@
 import { DomainError } from "../errors/domain-error.js";
-import type {
-  EntryWrite,
-  OpenApiBaseline,
-  RegistryChange,
-  RegistryEntry,
-  Tombstone,
-  TombstoneWrite,
+import {
+  type EntryWrite,
+  type OpenApiBaseline,
+  type RegistryChange,
+  type RegistryEntry,
+  type Tombstone,
+  type TombstoneWrite,
+  withRevision,
 } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
 import { RegistryView } from "./registry-view.js";
@@ -46,7 +47,7 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
 
     async put(write: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
       checkRevision(write.name, expectedRevision);
-      const entry: RegistryEntry = { ...write, revision: view.revision + 1 };
+      const entry = withRevision(write, view.revision + 1);
       view.apply({ type: "put", revision: entry.revision, entry });
       return entry;
     },

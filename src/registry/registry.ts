@@ -4,13 +4,14 @@ import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
 import type { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
-import type {
-  DeclaredService,
-  EntryWrite,
-  RegistryEntry,
-  ServiceStatus,
-  Tombstone,
-  TombstoneWrite,
+import {
+  type DeclaredService,
+  type EntryWrite,
+  patchEntry,
+  type RegistryEntry,
+  type ServiceStatus,
+  type Tombstone,
+  type TombstoneWrite,
 } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
 
@@ -120,8 +121,15 @@ export class Registry {
     return this.mutate(declared.name, (current) => {
       const now = this.deps.clock.now();
       const write: EntryWrite = {
-        ...declared,
+        name: declared.name,
+        baseUrl: declared.baseUrl,
+        openapiUrl: declared.openapiUrl,
         healthUrl: declared.healthUrl || `${declared.baseUrl.replace(/\/+$/, "")}/health`,
+        endpoints: declared.endpoints,
+        metadata: declared.metadata,
+        tags: declared.tags,
+        version: declared.version,
+        ttlSeconds: declared.ttlSeconds,
         status: current && current.status !== "DOWN" ? current.status : "UNKNOWN",
         registeredAt: current?.registeredAt ?? now,
         lastHeartbeat: now,
@@ -172,15 +180,14 @@ export class Registry {
         const now = this.deps.clock.now();
         const revived = current.status === "DOWN";
         return writeEntry(
-          {
-            ...withoutRevision(current),
+          patchEntry(current, {
             status: revived ? "UNKNOWN" : current.status,
             lastHeartbeat: now,
             updatedAt: now,
             leaseExpiresAt: leaseEnd(now, current.ttlSeconds),
             origin: this.deps.nodeId,
             hlc: this.deps.hlc.now(),
-          },
+          }),
           (entry) => {
             if (revived) {
               this.emit("registry.service.revived", name, call, { revision: entry.revision });
@@ -207,7 +214,7 @@ export class Registry {
         return { keep: current };
       }
       return writeEntry(
-        { ...withoutRevision(current), status, updatedAt: this.deps.clock.now() },
+        patchEntry(current, { status, updatedAt: this.deps.clock.now() }),
         (entry) => {
           this.emit("registry.service.health_changed", name, noCall, {
             from: current.status,
@@ -275,15 +282,12 @@ export class Registry {
       if (!current || current.status === "DOWN" || current.leaseExpiresAt > now) {
         return { keep: undefined };
       }
-      return writeEntry(
-        { ...withoutRevision(current), status: "DOWN", updatedAt: now },
-        (entry) => {
-          this.emit("registry.service.expired", name, noCall, {
-            lease_expires_at: new Date(entry.leaseExpiresAt).toISOString(),
-            revision: entry.revision,
-          });
-        },
-      );
+      return writeEntry(patchEntry(current, { status: "DOWN", updatedAt: now }), (entry) => {
+        this.emit("registry.service.expired", name, noCall, {
+          lease_expires_at: new Date(entry.leaseExpiresAt).toISOString(),
+          revision: entry.revision,
+        });
+      });
     });
   }
 
@@ -371,11 +375,6 @@ const noCall: CallInfo = Object.freeze({ correlationId: "", traceId: "" });
 
 function leaseEnd(now: number, ttlSeconds: number): number {
   return ttlSeconds > 0 ? now + ttlSeconds * 1000 : 0;
-}
-
-function withoutRevision(entry: RegistryEntry): EntryWrite {
-  const { revision: _, ...write } = entry;
-  return write;
 }
 
 function notRegistered(name: string): DomainError {

@@ -1,7 +1,8 @@
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { fromBinary, type Message, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { encodeBinary } from "../encoding/message-encoding.js";
 import {
   type CallMeta,
   correlationHeader,
@@ -150,7 +151,7 @@ class ServerCall {
         }
         const request = decode(target, await framePayload(frame, encoding, readMaxBytes));
         const response = await target.call(request, context);
-        this.respond(toBinary(target.method.output, response));
+        this.respond(encodeBinary(target.method.output, response));
       } catch (error) {
         this.fail(error);
       }
@@ -195,7 +196,7 @@ class ServerCall {
       for await (const response of responses) {
         if (this.finished) return;
         this.sendHeaders();
-        if (!this.stream.write(encodeFrame(toBinary(output, response)))) {
+        if (!this.stream.write(encodeFrame(encodeBinary(output, response)))) {
           await waitForDrain(this.stream);
         }
       }

@@ -10,6 +10,7 @@ import {
   ServiceStatus as ServiceStatusMessage,
   WatchEventType,
 } from "../../gen/orchestrator/v1/registry_pb.js";
+import { sealMessage } from "../encoding/message-encoding.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
 import { callMetaOf, traceparentOf } from "../interceptors/call-meta.js";
@@ -184,9 +185,9 @@ export function entryMessage(entry: RegistryEntry): ServiceEntry {
       baseUrl: entry.baseUrl,
       openapiUrl: entry.openapiUrl,
       healthUrl: entry.healthUrl,
-      endpoints: [...entry.endpoints],
-      metadata: { ...entry.metadata },
-      tags: [...entry.tags],
+      endpoints: entry.endpoints as string[],
+      metadata: entry.metadata,
+      tags: entry.tags as string[],
       version: entry.version,
       ttlSeconds: entry.ttlSeconds,
       status: statusMessages[entry.status],
@@ -194,10 +195,11 @@ export function entryMessage(entry: RegistryEntry): ServiceEntry {
       lastHeartbeat: timestampFromMs(entry.lastHeartbeat),
       updatedAt: timestampFromMs(entry.updatedAt),
       revision: BigInt(entry.revision),
-      ...(entry.leaseExpiresAt ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) } : {}),
       originNodeId: entry.origin,
       hlc: entry.hlc,
     });
+    if (entry.leaseExpiresAt) message.leaseExpiresAt = timestampFromMs(entry.leaseExpiresAt);
+    sealMessage(message);
     messages.set(entry, message);
   }
   return message;

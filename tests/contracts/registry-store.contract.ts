@@ -34,13 +34,13 @@ export function entryWrite(name: string, overrides: Partial<EntryWrite> = {}): E
     leaseExpiresAt: 1_700_000_030_000,
     origin: "node-a",
     // Beyond 2^53: stamps must survive storage exactly.
-    hlc: 111_411_000_000_000_000_123n,
+    hlc: 117_684_903_530_921_984n,
     ...overrides,
   };
 }
 
 function tombstoneWrite(name: string, deletedAt = 1_700_000_100_000): TombstoneWrite {
-  return { name, deletedAt, origin: "node-a", hlc: 111_411_000_000_000_999_000n };
+  return { name, deletedAt, origin: "node-a", hlc: 117_684_903_530_925_000n };
 }
 
 async function conflictOf(promise: Promise<unknown>): Promise<DomainError> {
