@@ -86,9 +86,11 @@ describe("encodeJsonText", () => {
       count: 2,
       revision: 7n,
     });
-    expect(JSON.parse(encodeJsonText(ListServicesResponseSchema, response))).toEqual(
-      toJson(ListServicesResponseSchema, plain, jsonOptions),
-    );
+    const text = encodeJsonText(ListServicesResponseSchema, response);
+    const expected = toJson(ListServicesResponseSchema, plain, jsonOptions) as object;
+    expect(JSON.parse(text)).toEqual(expected);
+    // Keys come in field order, as toJson writes them.
+    expect(Object.keys(JSON.parse(text) as object)).toEqual(Object.keys(expected));
   });
 
   it("writes an empty list as [] and an absent message as absent", () => {

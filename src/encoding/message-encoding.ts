@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import {
   type DescField,
   type DescMessage,
@@ -149,14 +150,23 @@ function jsonCarried(schema: DescMessage, message: Message): string {
   const fields = sealedFields(schema, message);
   if (fields.length === 0) return JSON.stringify(toJson(schema, message, jsonOptions));
   const json = toJson(schema, without(message, fields), jsonOptions) as Record<string, unknown>;
-  const parts: string[] = [];
-  for (const [field, values] of fields) {
-    delete json[field.name];
+  // Each sealed field gets a placeholder where toJson put the field, so that keys keep their order;
+  // the placeholder's quoted text is then replaced by the cached JSON.
+  const texts = new Map<string, string>();
+  fields.forEach(([field, values], i) => {
     const child = field.message as DescMessage;
-    const texts = values.map((value) => encodeJsonText(child, value));
-    const text = field.fieldKind === "list" ? `[${texts.join(",")}]` : texts[0];
-    parts.push(`${JSON.stringify(field.name)}:${text}`);
-  }
-  const rest = JSON.stringify(json);
-  return rest === "{}" ? `{${parts.join(",")}}` : `${rest.slice(0, -1)},${parts.join(",")}}`;
+    const encoded = values.map((value) => encodeJsonText(child, value));
+    const placeholder = `${placeholderPrefix}${i}`;
+    json[field.name] = placeholder;
+    texts.set(
+      JSON.stringify(placeholder),
+      field.fieldKind === "list" ? `[${encoded.join(",")}]` : (encoded[0] as string),
+    );
+  });
+  let text = JSON.stringify(json);
+  for (const [quoted, encoded] of texts) text = text.replace(quoted, () => encoded);
+  return text;
 }
+
+// Unguessable per process, so that no string a client stored can pass for a placeholder.
+const placeholderPrefix = `sealed:${randomUUID()}:`;
