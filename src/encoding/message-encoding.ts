@@ -21,11 +21,15 @@ import { WireType } from "@bufbuild/protobuf/wire";
 const sealedKey = Symbol("sealed");
 const binaryKey = Symbol("binary");
 const jsonKey = Symbol("json");
+const binarySeenKey = Symbol("binary seen");
+const jsonSeenKey = Symbol("json seen");
 
 interface Sealed {
   [sealedKey]?: true;
   [binaryKey]?: Uint8Array;
   [jsonKey]?: string;
+  [binarySeenKey]?: true;
+  [jsonSeenKey]?: true;
 }
 
 const isSealed = (message: Message): boolean => (message as Sealed)[sealedKey] === true;
@@ -55,22 +59,48 @@ function messageFields(schema: DescMessage): readonly DescField[] {
   return fields;
 }
 
-/** The values of `field` in `message` when every one of them is sealed (at least one). */
-function sealedValues(message: Message, field: DescField): readonly Message[] | undefined {
+type CacheKey = typeof binaryKey | typeof jsonKey;
+type SeenKey = typeof binarySeenKey | typeof jsonSeenKey;
+
+/**
+ * The values of `field` in `message` when every one of them is sealed (at least one) and worth
+ * taking from a cache. A value is cached from its second encoding on: a message encoded once (the
+ * entry a registration returns) is encoded whole, as cheaply as protobuf-es can, while one that
+ * goes out again (in listings, to every watcher) is encoded once more and then never again.
+ */
+function sealedValues(
+  message: Message,
+  field: DescField,
+  cacheKey: CacheKey,
+  seenKey: SeenKey,
+): readonly Message[] | undefined {
   const value = (message as unknown as Record<string, unknown>)[field.localName];
   const values = (
     field.fieldKind === "list" ? value : value === undefined ? [] : [value]
   ) as Message[];
   if (values.length === 0) return undefined;
-  for (const v of values) if (!isSealed(v)) return undefined;
-  return values;
+  let worth = true;
+  for (const v of values) {
+    if (!isSealed(v)) return undefined;
+    const cache = v as Sealed;
+    if (cache[cacheKey] === undefined && cache[seenKey] === undefined) {
+      cache[seenKey] = true;
+      worth = false;
+    }
+  }
+  return worth ? values : undefined;
 }
 
-/** The fields of `message` that are entirely sealed, with their values. */
-function sealedFields(schema: DescMessage, message: Message): [DescField, readonly Message[]][] {
+/** The fields of `message` whose values are all sealed and worth caching, with their values. */
+function sealedFields(
+  schema: DescMessage,
+  message: Message,
+  cacheKey: CacheKey,
+  seenKey: SeenKey,
+): [DescField, readonly Message[]][] {
   const found: [DescField, readonly Message[]][] = [];
   for (const field of messageFields(schema)) {
-    const values = sealedValues(message, field);
+    const values = sealedValues(message, field, cacheKey, seenKey);
     if (values !== undefined) found.push([field, values]);
   }
   return found;
@@ -100,7 +130,7 @@ export function encodeBinary(schema: DescMessage, message: Message): Uint8Array 
 
 /** `message`'s own fields by protobuf-es, then its sealed fields from their caches. */
 function encodeCarried(schema: DescMessage, message: Message): Uint8Array {
-  const fields = sealedFields(schema, message);
+  const fields = sealedFields(schema, message, binaryKey, binarySeenKey);
   if (fields.length === 0) return toBinary(schema, message);
   // Sized once and filled in place: the parts are already encoded, only framing is added.
   const parts: Uint8Array[] = [toBinary(schema, without(message, fields))];
@@ -147,7 +177,7 @@ export function encodeJsonText(schema: DescMessage, message: Message): string {
 }
 
 function jsonCarried(schema: DescMessage, message: Message): string {
-  const fields = sealedFields(schema, message);
+  const fields = sealedFields(schema, message, jsonKey, jsonSeenKey);
   if (fields.length === 0) return JSON.stringify(toJson(schema, message, jsonOptions));
   const json = toJson(schema, without(message, fields), jsonOptions) as Record<string, unknown>;
   // Each sealed field gets a placeholder where toJson put the field, so that keys keep their order;

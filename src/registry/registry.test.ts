@@ -224,3 +224,13 @@ describe("concurrent writers", () => {
     expect(store.revision).toBe(5);
   });
 });
+
+describe("events", () => {
+  it("says when a registration changes something, not when it only renews", async () => {
+    await registry.register(declared("svc"), call);
+    await registry.register(declared("svc"), call);
+    await registry.register(declared("svc", { version: "2" }), call);
+    const registered = events.recent().filter((e) => e.type === "registry.service.registered");
+    expect(registered.map((e) => e.payload.version)).toEqual(["1", "2"]);
+  });
+});

@@ -138,13 +138,19 @@ export class Registry {
         origin: this.deps.nodeId,
         hlc: this.deps.hlc.now(),
       };
+      // A service that registers again with the same declaration (many do so periodically,
+      // as a heartbeat) renews its lease without an event: events say what changed.
+      const changed =
+        current === undefined || current.status === "DOWN" || !sameDeclaration(current, write);
       return writeEntry(write, (entry) => {
-        this.emit("registry.service.registered", entry.name, call, {
-          created: current === undefined,
-          revision: entry.revision,
-          base_url: entry.baseUrl,
-          version: entry.version,
-        });
+        if (changed) {
+          this.emit("registry.service.registered", entry.name, call, {
+            created: current === undefined,
+            revision: entry.revision,
+            base_url: entry.baseUrl,
+            version: entry.version,
+          });
+        }
         return { entry, created: current === undefined };
       });
     });
@@ -372,6 +378,31 @@ function removeEntry<T>(remove: TombstoneWrite, then: (tombstone: Tombstone) => 
 const confirmAbsence = Object.freeze({ confirmAbsence: true });
 
 const noCall: CallInfo = Object.freeze({ correlationId: "", traceId: "" });
+
+function sameDeclaration(a: DeclaredService, b: DeclaredService): boolean {
+  return (
+    a.baseUrl === b.baseUrl &&
+    a.openapiUrl === b.openapiUrl &&
+    a.healthUrl === b.healthUrl &&
+    a.version === b.version &&
+    a.ttlSeconds === b.ttlSeconds &&
+    sameList(a.endpoints, b.endpoints) &&
+    sameList(a.tags, b.tags) &&
+    sameMap(a.metadata, b.metadata)
+  );
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
+function sameMap(
+  a: Readonly<Record<string, string>>,
+  b: Readonly<Record<string, string>>,
+): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
+}
 
 function leaseEnd(now: number, ttlSeconds: number): number {
   return ttlSeconds > 0 ? now + ttlSeconds * 1000 : 0;

@@ -143,17 +143,22 @@ function callOf(context: HandlerContext): CallInfo {
 }
 
 function declaredOf(request: RegisterServiceRequest): DeclaredService {
+  // The request message is this call's own: its lists and map are taken as they are.
   return {
     name: request.name,
     baseUrl: request.baseUrl,
     openapiUrl: request.openapiUrl,
     healthUrl: request.healthUrl,
-    endpoints: [...request.endpoints],
-    metadata: { ...request.metadata },
-    tags: [...new Set(request.tags)],
+    endpoints: request.endpoints,
+    metadata: request.metadata,
+    tags: hasDuplicates(request.tags) ? [...new Set(request.tags)] : request.tags,
     version: request.version,
     ttlSeconds: request.ttlSeconds,
   };
+}
+
+function hasDuplicates(values: readonly string[]): boolean {
+  return new Set(values).size !== values.length;
 }
 
 const statusMessages: Readonly<Record<ServiceStatus, ServiceStatusMessage>> = Object.freeze({
@@ -173,13 +178,24 @@ function statusOf(status: ServiceStatusMessage): ServiceStatus {
 }
 
 // Entries never change once written (a change is a new object), so each one's message is built
-// once and shared by every response that shows it: listings of thousands of entries, watches.
-const messages = new WeakMap<RegistryEntry, ServiceEntry>();
+// once, sealed, and shared by every response that shows it: listings of thousands of entries,
+// every watcher. It is kept on the entry under a symbol of this module's: a WeakMap lookup and
+// insertion per registration cost more than the message saves on a single use.
+const messageKey = Symbol("ServiceEntry message");
 
 /** The entry as the API shows it. */
 export function entryMessage(entry: RegistryEntry): ServiceEntry {
-  let message = messages.get(entry);
+  const carrier = entry as RegistryEntry & { [messageKey]?: ServiceEntry };
+  let message = carrier[messageKey];
   if (message === undefined) {
+    // Timestamps that are equal share one message (a registration's three times usually are).
+    const registeredAt = timestampFromMs(entry.registeredAt);
+    const lastHeartbeat =
+      entry.lastHeartbeat === entry.registeredAt
+        ? registeredAt
+        : timestampFromMs(entry.lastHeartbeat);
+    const updatedAt =
+      entry.updatedAt === entry.lastHeartbeat ? lastHeartbeat : timestampFromMs(entry.updatedAt);
     message = create(ServiceEntrySchema, {
       name: entry.name,
       baseUrl: entry.baseUrl,
@@ -191,16 +207,15 @@ export function entryMessage(entry: RegistryEntry): ServiceEntry {
       version: entry.version,
       ttlSeconds: entry.ttlSeconds,
       status: statusMessages[entry.status],
-      registeredAt: timestampFromMs(entry.registeredAt),
-      lastHeartbeat: timestampFromMs(entry.lastHeartbeat),
-      updatedAt: timestampFromMs(entry.updatedAt),
+      registeredAt,
+      lastHeartbeat,
+      updatedAt,
       revision: BigInt(entry.revision),
       originNodeId: entry.origin,
       hlc: entry.hlc,
     });
     if (entry.leaseExpiresAt) message.leaseExpiresAt = timestampFromMs(entry.leaseExpiresAt);
-    sealMessage(message);
-    messages.set(entry, message);
+    carrier[messageKey] = sealMessage(message);
   }
   return message;
 }
