@@ -30,6 +30,7 @@ import {
   file_orchestrator_v1_workflow,
   WorkflowService,
 } from "../gen/orchestrator/v1/workflow_pb.js";
+import { createPeerClient } from "./clients/peer-client.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
 import { createMemoryEventLog, type EventLog } from "./events/event-log.js";
@@ -54,10 +55,13 @@ import { createRedisRegistryStore } from "./registry/redis-registry-store.js";
 import { Registry } from "./registry/registry.js";
 import type { RegistryStore } from "./registry/registry-store.js";
 import { HybridLogicalClock } from "./replication/hybrid-logical-clock.js";
+import { ReplicationMerger } from "./replication/merge.js";
+import { PeerLink, type PeerTransport } from "./replication/peer-link.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
 import { createHttpApp } from "./server/http-app.js";
 import { createOnePortListener } from "./server/one-port-listener.js";
 import { createGrpcHealthService } from "./services/grpc-health-service.js";
+import { createPeerService } from "./services/peer-service.js";
 import { createRegistryService } from "./services/registry-service.js";
 import { createServerReflectionServices } from "./services/server-reflection-service.js";
 import { createSystemService } from "./services/system-service.js";
@@ -106,28 +110,21 @@ export async function createApp(
   const clock = deps.clock ?? systemClock;
   const ids = deps.ids ?? randomIds;
   const startedAt = clock.monotonic();
-  const node: NodeInfo = {
-    service: "orchestrator",
-    version: packageInfo.version,
-    description: packageInfo.description,
-    nodeId: config.nodeId ?? `node-${ids.uuid().slice(0, 8)}`,
-    incarnationId: ids.uuid(),
-    environment: config.environment,
-  };
   const metrics = createMetrics();
   const shipper: LogShipper | undefined = config.logCollectorUrl
     ? createLogShipper({
         url: config.logCollectorUrl,
-        service: node.service,
+        service: "orchestrator",
         timeoutMs: config.outboundTimeoutMs,
         onDrop: (count, reason) => metrics.logRecordsDropped.inc({ reason }, count),
       })
     : undefined;
-  const logger = createLogger({
+  // The node id may come from the store: the root logger has none yet, its child below has it.
+  const rootLogger = createLogger({
     level: config.logLevel,
-    service: node.service,
-    nodeId: node.nodeId,
-    version: node.version,
+    service: "orchestrator",
+    nodeId: config.nodeId ?? "",
+    version: packageInfo.version,
     ...(deps.logDestination ? { destination: deps.logDestination } : {}),
     ...(shipper ? { shipper } : {}),
   });
@@ -140,23 +137,35 @@ export async function createApp(
   let redis: Redis | undefined;
   let redisSubscriber: Redis | undefined;
   if (config.redis) {
-    redis = createRedisClient(config.redis, logger);
+    redis = createRedisClient(config.redis, rootLogger);
     // A subscribed connection takes no other command: registry notifications get their own.
-    redisSubscriber = createRedisClient(config.redis, logger);
+    redisSubscriber = createRedisClient(config.redis, rootLogger);
     readinessChecks.push(redisReadinessCheck(redis));
   }
+  const store = createStore(config, rootLogger, redis, redisSubscriber);
+  const nodeId = config.nodeId ?? (await claimNodeId(store, `node-${ids.uuid().slice(0, 8)}`));
+  const logger = config.nodeId ? rootLogger : rootLogger.child({ node_id: nodeId });
+  const node: NodeInfo = {
+    service: "orchestrator",
+    version: packageInfo.version,
+    description: packageInfo.description,
+    nodeId,
+    incarnationId: ids.uuid(),
+    environment: config.environment,
+  };
   const events = createMemoryEventLog(
     { clock, ids, source: node.nodeId },
     { onSubscriberError: (error) => logger.warn({ err: error }, "event subscriber failed") },
   );
   const stopPublishing = redis ? publishEventsToRedis(events, redis, logger) : undefined;
   const registryParts = composeRegistry({
+    store,
     config,
     clock,
     logger,
     events,
     nodeId: node.nodeId,
-    redis: redis && redisSubscriber ? { client: redis, subscriber: redisSubscriber } : undefined,
+    incarnationId: node.incarnationId,
   });
   readinessChecks.push(registryParts.readiness);
 
@@ -184,9 +193,18 @@ export async function createApp(
         "health-checks",
         "openapi-drift",
         "events",
+        "replication",
       ],
       systemHealth: async () => systemHealthMessage(registryParts.healthChecker.systemHealth()),
       protocols: [...rpcProtocols, ...(config.tls ? ["http/1.1", "h2"] : ["http/1.1", "h2c"])],
+    }),
+    peer: createPeerService({
+      store: registryParts.store,
+      merger: registryParts.merger,
+      clock,
+      nodeId: node.nodeId,
+      links: registryParts.links,
+      maxQueue: config.registry.watchQueueSize,
     }),
     registry: createRegistryService({
       registry: registryParts.registry,
@@ -276,16 +294,13 @@ function entry<S extends DescService>(
 function servedServices(parts: {
   system: ServiceImpl<typeof SystemService>;
   registry: ServiceImpl<typeof RegistryService>;
+  peer: ServiceImpl<typeof PeerService>;
   status: ServingStatus;
 }): ServedService[] {
   const api: ServedService[] = [
     entry(SystemService, parts.system, file_orchestrator_v1_system),
     entry(RegistryService, parts.registry, file_orchestrator_v1_registry),
-    entry(
-      PeerService,
-      unimplementedService(PeerService, "peer replication, issue 4"),
-      file_orchestrator_v1_peer,
-    ),
+    entry(PeerService, parts.peer, file_orchestrator_v1_peer),
     entry(
       WorkflowService,
       unimplementedService(WorkflowService, "a later issue"),
@@ -331,6 +346,10 @@ interface RegistryParts {
   readonly registry: Registry;
   readonly healthChecker: HealthChecker;
   readonly poller: OpenApiPoller;
+  /** Merges what peers send. */
+  readonly merger: ReplicationMerger;
+  /** One replication link per configured peer. */
+  readonly links: readonly { readonly link: PeerLink; readonly transport: PeerTransport }[];
   /** Not ready until the store has loaded its state. */
   readonly readiness: ReadinessCheck;
   start(): Promise<void>;
@@ -338,26 +357,23 @@ interface RegistryParts {
 }
 
 function composeRegistry(parts: {
+  store: RegistryStore;
   config: AppConfig;
   clock: Clock;
   logger: Logger;
   events: EventLog;
   nodeId: string;
-  redis: { client: Redis; subscriber: Redis } | undefined;
+  incarnationId: string;
 }): RegistryParts {
-  const { config, clock, logger } = parts;
+  const { config, clock, logger, store } = parts;
   const settings = config.registry;
-  const store = parts.redis
-    ? createRedisRegistryStore(
-        { redis: parts.redis.client, subscriber: parts.redis.subscriber, logger },
-        { keyPrefix: config.redis?.keyPrefix ?? "", changeLogSize: settings.changeLogSize },
-      )
-    : createMemoryRegistryStore({ changeLogSize: settings.changeLogSize });
+  // One clock for local writes and merged ones: every local stamp is above every stamp seen.
+  const hlc = new HybridLogicalClock(clock);
   const registry = new Registry(
     {
       store,
       clock,
-      hlc: new HybridLogicalClock(clock),
+      hlc,
       events: parts.events,
       nodeId: parts.nodeId,
       logger,
@@ -386,6 +402,27 @@ function composeRegistry(parts: {
       timeoutMs: config.outboundTimeoutMs,
     },
   );
+  const merger = new ReplicationMerger({
+    store,
+    hlc,
+    clock,
+    events: parts.events,
+    nodeId: parts.nodeId,
+  });
+  const links = config.peers.map((url) => {
+    const transport = createPeerClient(url, { token: config.peerToken });
+    const link = new PeerLink(url, {
+      transport,
+      store,
+      merger,
+      clock,
+      events: parts.events,
+      logger,
+      nodeId: parts.nodeId,
+      incarnationId: parts.incarnationId,
+    });
+    return { link, transport };
+  });
   let opened = false;
   let stopped = false;
   let retry: NodeJS.Timeout | undefined;
@@ -396,6 +433,7 @@ function composeRegistry(parts: {
       opened = true;
       registry.start();
       healthChecker.start();
+      for (const { link } of links) link.start();
     } catch (error) {
       if (stopped) return;
       logger.warn({ err: error }, "registry store not loaded yet; retrying");
@@ -408,6 +446,8 @@ function composeRegistry(parts: {
     registry,
     healthChecker,
     poller,
+    merger,
+    links,
     readiness: {
       name: "registry",
       probe: () => (opened ? undefined : "the registry store has not loaded its state yet"),
@@ -416,11 +456,46 @@ function composeRegistry(parts: {
     async stop() {
       stopped = true;
       clearTimeout(retry);
+      await Promise.all(links.map(({ link }) => link.stop()));
       registry.stop();
       await healthChecker.stop();
       await store.close();
     },
   };
+}
+
+/** The registry's store: in Redis when configured, else in this process. */
+function createStore(
+  config: AppConfig,
+  logger: Logger,
+  redis: Redis | undefined,
+  subscriber: Redis | undefined,
+): RegistryStore {
+  const changeLogSize = config.registry.changeLogSize;
+  if (redis === undefined || subscriber === undefined) {
+    return createMemoryRegistryStore({ changeLogSize });
+  }
+  return createRedisRegistryStore(
+    { redis, subscriber, logger },
+    { keyPrefix: config.redis?.keyPrefix ?? "", changeLogSize },
+  );
+}
+
+/**
+ * The node id kept with the store's data (so that a restarted node is the same node to its
+ * peers), or `candidate` when the store cannot say within a few seconds (Redis down at start).
+ */
+async function claimNodeId(store: RegistryStore, candidate: string): Promise<string> {
+  // The connection may still be opening (commands fail fast until it is): retry for a while.
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    try {
+      return await store.ensureNodeId(candidate);
+    } catch {
+      if (Date.now() >= deadline) return candidate;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
 }
 
 /** The fleet's health as GET /health/system answers it. */

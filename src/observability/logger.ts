@@ -99,7 +99,11 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       level: options.level,
-      base: { service: options.service, node_id: options.nodeId, version: options.version },
+      base: {
+        service: options.service,
+        ...(options.nodeId ? { node_id: options.nodeId } : {}),
+        version: options.version,
+      },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: [...redactedPaths], censor: redactionCensor },

@@ -1,9 +1,11 @@
+import { randomUUID } from "node:crypto";
 import { DomainError } from "../errors/domain-error.js";
 import {
   type EntryWrite,
   type OpenApiBaseline,
   type RegistryChange,
   type RegistryEntry,
+  type ReplicationCursor,
   type Tombstone,
   type TombstoneWrite,
   withRevision,
@@ -20,6 +22,10 @@ export interface MemoryRegistryStoreOptions {
 export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = {}): RegistryStore {
   const view = new RegistryView(options.changeLogSize ?? 10_000);
   const baselines = new Map<string, OpenApiBaseline>();
+  const cursors = new Map<string, ReplicationCursor>();
+  // The revisions of a memory store start over at every start: so does its history.
+  const historyId = randomUUID();
+  let nodeId: string | undefined;
 
   const checkRevision = (name: string, expected: number) => {
     const actual = view.get(name)?.revision ?? 0;
@@ -54,9 +60,6 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
 
     async remove(write: TombstoneWrite, expectedRevision: number): Promise<Tombstone> {
       checkRevision(write.name, expectedRevision);
-      if (expectedRevision === 0) {
-        throw new DomainError("conflict", `${write.name} is not registered`);
-      }
       const tombstone: Tombstone = { ...write, revision: view.revision + 1 };
       const change: RegistryChange = { type: "delete", revision: tombstone.revision, tombstone };
       view.apply(change);
@@ -67,6 +70,15 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
     sync: async () => {},
     changesSince: (revision) => view.changesSince(revision),
     onChange: (listener) => view.onChange(listener),
+    historyId,
+    ensureNodeId: async (candidate) => {
+      nodeId ??= candidate;
+      return nodeId;
+    },
+    getCursor: async (peer) => cursors.get(peer),
+    putCursor: async (peer, cursor) => {
+      cursors.set(peer, cursor);
+    },
     getBaseline: async (name) => baselines.get(name),
     putBaseline: async (name, baseline) => {
       baselines.set(name, baseline);

@@ -64,6 +64,12 @@ export interface OpenApiBaseline {
   readonly recordedAt: number;
 }
 
+/** Where replication from a peer had got to: its history and the last revision applied. */
+export interface ReplicationCursor {
+  readonly historyId: string;
+  readonly revision: number;
+}
+
 /**
  * The entry a write becomes once the store gives it its revision. Entries are built field by
  * field, here and in {@link patchEntry}: V8 copies wide objects through `{...spread, more}` two

@@ -1,11 +1,13 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { DomainError } from "../errors/domain-error.js";
+import { type IdSource, randomIds } from "../ids.js";
 import type {
   EntryWrite,
   OpenApiBaseline,
   RegistryChange,
   RegistryEntry,
+  ReplicationCursor,
   Tombstone,
   TombstoneWrite,
 } from "./model.js";
@@ -23,6 +25,8 @@ export interface RedisRegistryStoreDeps {
   readonly subscriber: Redis;
   /** Where sync failures and recoveries are reported. Default: nowhere. */
   readonly logger?: Logger;
+  /** Where a new history id comes from (its `uuid()`). Default: `randomIds`. */
+  readonly ids?: IdSource;
 }
 
 /** How the Redis registry store names and keeps its data. */
@@ -40,9 +44,9 @@ export interface RedisRegistryStoreOptions {
 
 const defaults = Object.freeze({ changeLogSize: 10_000, openTimeoutMs: 10_000 });
 
-// Every script takes the same keys in the same order, so the key list is built once.
-// KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log.
-const keyCount = 5;
+// Every registry script takes the same keys in the same order, so the key list is built once.
+// KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log, 6 history id.
+const keyCount = 6;
 
 // Compare-and-set on the entry's revision, then the next global revision, the entry, its revision,
 // the change record (JSON concatenated here, as only here the revision is known), the log trim and
@@ -63,10 +67,13 @@ redis.call('PUBLISH', ARGV[5], text)
 return {1, revision}
 `;
 
-// As putScript, for a live entry only. ARGV 3 is the tombstone JSON without revision.
+// As putScript, leaving a tombstone. ARGV 3 is the tombstone JSON without revision. With expected
+// revision 0 and no live entry it records (or replaces) the tombstone alone, as a change of its
+// own: a replicated delete of an entry this store never had must still reach other processes and
+// block older writes that arrive later by another path.
 const removeScript = `
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-if current == 0 or current ~= tonumber(ARGV[2]) then return {0, current} end
+if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
 local text = string.format('%d', revision)
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -79,28 +86,42 @@ redis.call('PUBLISH', ARGV[5], text)
 return {1, revision}
 `;
 
-// The current revision and the changes after ARGV[1], read together. The log holds the latest
-// revisions without gaps, so the position of a revision follows from the counter and the length.
-// Returns {current, 1, changes} or {current, 0, {}} when the log does not reach back far enough
-// (or the counter is below the caller's revision: the data was lost and restarted).
+// The current revision and the changes after ARGV[1], read together, with the history they belong
+// to ("" when there is none: the data was lost since). The log holds the latest revisions without
+// gaps, so the position of a revision follows from the counter and the length.
+// Returns {current, 1, changes, history} or {current, 0, {}, history} when the log does not reach
+// back far enough (or the counter is below the caller's revision: the data was lost and restarted).
 const changesAfterScript = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local history = redis.call('GET', KEYS[6]) or ''
 local from = tonumber(ARGV[1])
-if from == current then return {current, 1, {}} end
-if from > current then return {current, 0, {}} end
+if from == current then return {current, 1, {}, history} end
+if from > current then return {current, 0, {}, history} end
 local first = current - redis.call('LLEN', KEYS[5]) + 1
-if from + 1 < first then return {current, 0, {}} end
-return {current, 1, redis.call('LRANGE', KEYS[5], from + 1 - first, -1)}
+if from + 1 < first then return {current, 0, {}, history} end
+return {current, 1, redis.call('LRANGE', KEYS[5], from + 1 - first, -1), history}
 `;
 
-// Everything at one revision: {revision, entries, revisions, tombstones} (hashes flattened).
+// Everything at one revision: {revision, entries, revisions, tombstones, history} (hashes
+// flattened). The history id is created here, from ARGV[1], when there is none: at the first open
+// of a prefix, and again after Redis lost its data, so that it changes exactly when the revisions
+// start over.
 const snapshotScript = `
+redis.call('SET', KEYS[6], ARGV[1], 'NX')
 return {
   redis.call('GET', KEYS[1]) or '0',
   redis.call('HGETALL', KEYS[2]),
   redis.call('HGETALL', KEYS[3]),
-  redis.call('HGETALL', KEYS[4])
+  redis.call('HGETALL', KEYS[4]),
+  redis.call('GET', KEYS[6])
 }
+`;
+
+// Stores ARGV[1] under KEYS[1] unless a value is there already; returns the stored value. (SET NX
+// GET would do, from Redis 7.0 only.)
+const claimScript = `
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 `;
 
 // Forgets tombstones deleted before ARGV[1] (Unix ms); returns how many.
@@ -125,14 +146,16 @@ interface RegistryScripts {
   readonly changesAfter: ScriptCall;
   readonly snapshot: ScriptCall;
   readonly purge: ScriptCall;
+  /** Takes one key of its own, not the registry's. */
+  readonly claim: ScriptCall;
 }
 
 // Names on the client are namespaced: other modules define their own scripts on the same
 // connection, and two registry stores on one connection define identical ones (harmless).
 function defineScripts(redis: Redis): RegistryScripts {
-  const define = (name: string, lua: string): ScriptCall => {
+  const define = (name: string, lua: string, numberOfKeys = keyCount): ScriptCall => {
     const command = `orchestratorRegistry${name}`;
-    redis.defineCommand(command, { lua, numberOfKeys: keyCount });
+    redis.defineCommand(command, { lua, numberOfKeys });
     const defined = (redis as unknown as Record<string, ScriptCall | undefined>)[command];
     if (defined === undefined) throw new Error(`ioredis did not define ${command}`);
     return defined.bind(redis);
@@ -143,6 +166,7 @@ function defineScripts(redis: Redis): RegistryScripts {
     changesAfter: define("ChangesAfter", changesAfterScript),
     snapshot: define("Snapshot", snapshotScript),
     purge: define("Purge", purgeScript),
+    claim: define("Claim", claimScript, 1),
   };
 }
 
@@ -152,9 +176,14 @@ function defineScripts(redis: Redis): RegistryScripts {
  *
  * Keys, under `keyPrefix`: `registry:revision` (the global counter), `registry:entries` (name →
  * entry JSON), `registry:revisions` (name → revision), `registry:tombstones` (name → tombstone
- * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize`) and
- * `registry:baselines`; every write publishes its revision on the channel
- * `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
+ * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize`),
+ * `registry:history` (the history id), `registry:baselines`, `node:id` and
+ * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
+ * channel `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
+ *
+ * The history id is a random UUID created with the data, at the first `open()`, and read back at
+ * every one after, so that it lasts across restarts of the process and changes only when Redis
+ * loses the data (the view then reloads and takes the new one). It is "" until `open()`.
  *
  * The view follows Redis: a write applies its own change; a notification from another process,
  * and every reconnection of either connection, catches up from the change log, or from a full
@@ -170,21 +199,23 @@ export function createRedisRegistryStore(
   deps: RedisRegistryStoreDeps,
   options: RedisRegistryStoreOptions,
 ): RegistryStore {
-  const { redis, subscriber, logger } = deps;
+  const { redis, subscriber, logger, ids = randomIds } = deps;
   const changeLogSize = options.changeLogSize ?? defaults.changeLogSize;
   const openTimeoutMs = options.openTimeoutMs ?? defaults.openTimeoutMs;
   if (!Number.isInteger(changeLogSize) || changeLogSize < 1) {
     throw new RangeError(`changeLogSize must be a positive integer, not ${changeLogSize}`);
   }
   const prefix = options.keyPrefix;
-  const keys = ["revision", "entries", "revisions", "tombstones", "changes"].map(
+  const keys = ["revision", "entries", "revisions", "tombstones", "changes", "history"].map(
     (key) => `${prefix}registry:${key}`,
   );
   const baselinesKey = `${prefix}registry:baselines`;
+  const nodeIdKey = `${prefix}node:id`;
+  const cursorsKey = `${prefix}replication:cursors`;
   const channel = `${prefix}registry:changes`;
   const scripts = defineScripts(redis);
   const view = new RegistryView(changeLogSize);
-  const follower = createFollower({ scripts, keys, view, logger });
+  const follower = createFollower({ scripts, keys, view, logger, ids });
 
   let listening = false;
   let resubscribing: Promise<void> | undefined;
@@ -216,9 +247,7 @@ export function createRedisRegistryStore(
     );
     const [written, revision] = numberPair(reply);
     if (written === 1) return revision;
-    if (revision === expectedRevision) {
-      throw new DomainError("conflict", `${name} is not registered`);
-    }
+    if (revision === 0) throw new DomainError("conflict", `${name} is not registered`);
     throw new DomainError("conflict", `${name} changed meanwhile (revision ${revision})`);
   };
 
@@ -310,6 +339,26 @@ export function createRedisRegistryStore(
     changesSince: (revision) => view.changesSince(revision),
     onChange: (listener) => view.onChange(listener),
 
+    get historyId() {
+      return follower.historyId;
+    },
+
+    async ensureNodeId(candidate: string): Promise<string> {
+      const stored = await command(() => scripts.claim(nodeIdKey, candidate));
+      if (typeof stored !== "string") throw unreadable(new Error("unexpected node id"));
+      return stored;
+    },
+
+    async getCursor(peer: string): Promise<ReplicationCursor | undefined> {
+      const json = await command(() => redis.hget(cursorsKey, peer));
+      return json === null ? undefined : decodeCursor(json);
+    },
+
+    async putCursor(peer: string, cursor: ReplicationCursor): Promise<void> {
+      const stored: ReplicationCursor = { historyId: cursor.historyId, revision: cursor.revision };
+      await command(() => redis.hset(cursorsKey, peer, JSON.stringify(stored)));
+    },
+
     async getBaseline(name: string): Promise<OpenApiBaseline | undefined> {
       const json = await command(() => redis.hget(baselinesKey, name));
       return json === null ? undefined : readRecord<OpenApiBaseline>(json);
@@ -327,6 +376,8 @@ export function createRedisRegistryStore(
 }
 
 interface Follower {
+  /** The history the view's revisions belong to; "" before the first snapshot. */
+  readonly historyId: string;
   /** Catches up now (after whatever catch-up is under way); rejects as the store's methods. */
   sync(): Promise<void>;
   /** Catches up unless the view has reached `revision` by the time it is this one's turn. */
@@ -348,8 +399,10 @@ function createFollower(parts: {
   keys: readonly string[];
   view: RegistryView;
   logger: Logger | undefined;
+  ids: IdSource;
 }): Follower {
-  const { scripts, keys, view, logger } = parts;
+  const { scripts, keys, view, logger, ids } = parts;
+  let historyId = "";
   let running: Promise<void> | undefined;
   let queued: Promise<void> | undefined;
   // What the queued run must do: read in any case (`forced`), reach a notified revision, or start
@@ -359,8 +412,9 @@ function createFollower(parts: {
   let snapshotWanted = false;
 
   const snapshot = async (): Promise<void> => {
-    const reply = await command(() => scripts.snapshot(...keys));
+    const reply = await command(() => scripts.snapshot(...keys, ids.uuid()));
     const state = decodeSnapshot(reply);
+    historyId = state.historyId;
     view.reset(state.revision, state.entries, state.tombstones);
     // Should the counter have gone back (Redis lost its data), notified revisions above it mean
     // nothing any more.
@@ -375,9 +429,14 @@ function createFollower(parts: {
     if (wantSnapshot) return snapshot();
     if (!force && view.revision >= target) return;
     const from = view.revision;
-    const { current, covered, changes } = decodeChanges(
+    const { current, covered, changes, history } = decodeChanges(
       await command(() => scripts.changesAfter(...keys, from)),
     );
+    // Revisions from another history mean nothing here, even where the numbers line up.
+    if (history !== historyId) {
+      logger?.warn({ history, known: historyId }, "registry history changed: reloading");
+      return snapshot();
+    }
     if (covered && changes.every((change) => view.apply(change)) && view.revision >= current) {
       return;
     }
@@ -414,6 +473,9 @@ function createFollower(parts: {
   };
 
   return {
+    get historyId() {
+      return historyId;
+    },
     sync,
     catchUpTo,
     inBackground(revision) {
@@ -588,8 +650,14 @@ function decodeChanges(reply: unknown): {
   current: number;
   covered: boolean;
   changes: RegistryChange[];
+  history: string;
 } {
-  if (!Array.isArray(reply) || typeof reply[0] !== "number" || !Array.isArray(reply[2])) {
+  if (
+    !Array.isArray(reply) ||
+    typeof reply[0] !== "number" ||
+    !Array.isArray(reply[2]) ||
+    typeof reply[3] !== "string"
+  ) {
     throw unreadable(new Error("unexpected reply to the change log read"));
   }
   const records: unknown[] = reply[2];
@@ -597,6 +665,7 @@ function decodeChanges(reply: unknown): {
     current: reply[0],
     covered: reply[1] === 1,
     changes: records.map((record) => decodeChange(String(record))),
+    history: reply[3],
   };
 }
 
@@ -604,11 +673,18 @@ function decodeSnapshot(reply: unknown): {
   revision: number;
   entries: RegistryEntry[];
   tombstones: Tombstone[];
+  historyId: string;
 } {
-  if (!Array.isArray(reply) || reply.length !== 4) {
+  if (!Array.isArray(reply) || reply.length !== 5 || typeof reply[4] !== "string" || !reply[4]) {
     throw unreadable(new Error("unexpected reply to the snapshot read"));
   }
-  const [revision, entryPairs, revisionPairs, tombstonePairs] = reply as unknown[];
+  const [revision, entryPairs, revisionPairs, tombstonePairs, historyId] = reply as [
+    unknown,
+    unknown,
+    unknown,
+    unknown,
+    string,
+  ];
   const entries = pairs(entryPairs);
   const revisions = pairs(revisionPairs);
   const tombstones = pairs(tombstonePairs);
@@ -620,6 +696,7 @@ function decodeSnapshot(reply: unknown): {
   }
   return {
     revision: Number(revision),
+    historyId,
     entries: decoded,
     tombstones: [...tombstones.values()].map((json) => {
       const stored = readRecord<{ revision?: unknown }>(json);
@@ -634,6 +711,15 @@ function pairs(flat: unknown): Map<string, string> {
   const map = new Map<string, string>();
   for (let i = 0; i + 1 < flat.length; i += 2) map.set(String(flat[i]), String(flat[i + 1]));
   return map;
+}
+
+function decodeCursor(json: string): ReplicationCursor {
+  const stored = readRecord<{ historyId?: unknown; revision?: unknown } | null>(json);
+  const { historyId, revision } = stored ?? {};
+  if (typeof historyId !== "string" || typeof revision !== "number") {
+    throw unreadable(new Error("not a replication cursor"));
+  }
+  return { historyId, revision };
 }
 
 function numberPair(reply: unknown): [number, number] {

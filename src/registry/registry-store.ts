@@ -3,6 +3,7 @@ import type {
   OpenApiBaseline,
   RegistryChange,
   RegistryEntry,
+  ReplicationCursor,
   Tombstone,
   TombstoneWrite,
 } from "./model.js";
@@ -45,6 +46,9 @@ export interface RegistryStore {
 
   /**
    * Removes the live entry `name` if its revision is still `expectedRevision`, leaving `tombstone`.
+   * With `expectedRevision` 0 (no live entry) it records or replaces the tombstone alone: a
+   * replicated delete of an entry this node never had must still block older writes that arrive
+   * later by another path.
    * @throws DomainError "conflict" or "unavailable", as put.
    */
   remove(tombstone: TombstoneWrite, expectedRevision: number): Promise<Tombstone>;
@@ -69,6 +73,25 @@ export interface RegistryStore {
    * process, in revision order. Returns the function that unsubscribes.
    */
   onChange(listener: (change: RegistryChange) => void): () => void;
+
+  /**
+   * Identifies this store's history of revisions: it changes only when the revisions start over
+   * (a memory store at every start; a Redis store never, unless its data is lost). A peer's
+   * replication cursor is valid only against the history it was taken from.
+   */
+  readonly historyId: string;
+
+  /**
+   * The node id stored with the data, or `candidate`, stored now, when there is none: a node keeps
+   * its id across restarts for as long as its data lives.
+   * @throws DomainError "unavailable".
+   */
+  ensureNodeId(candidate: string): Promise<string>;
+
+  /** Where replication from `peer` (its URL) had got to; undefined before the first change. */
+  getCursor(peer: string): Promise<ReplicationCursor | undefined>;
+  /** @throws DomainError "unavailable". */
+  putCursor(peer: string, cursor: ReplicationCursor): Promise<void>;
 
   /** The OpenAPI baseline learned for `name`, kept apart from the entry. */
   getBaseline(name: string): Promise<OpenApiBaseline | undefined>;

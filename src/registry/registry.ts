@@ -302,10 +302,19 @@ export class Registry {
       if (current?.status !== "DOWN" || current.leaseExpiresAt + this.options.leaseGraceMs > now) {
         return { keep: undefined };
       }
-      return removeEntry(this.tombstoneOf(name), (tombstone) => {
+      // The tombstone keeps the expired entry's own stamp: every node expires an entry on its own
+      // clock, and a renewal made anywhere (a newer stamp) must win over this removal when the
+      // two meet, rather than the removal deleting a live service everywhere.
+      const tombstone: TombstoneWrite = {
+        name,
+        deletedAt: now,
+        origin: current.origin,
+        hlc: current.hlc,
+      };
+      return removeEntry(tombstone, (removed) => {
         this.emit("registry.service.removed", name, noCall, {
           reason: "lease expired",
-          revision: tombstone.revision,
+          revision: removed.revision,
         });
       });
     });

@@ -5,21 +5,19 @@ import {
   ListServicesResponseSchema,
   type RegisterServiceRequest,
   type RegistryService,
-  type ServiceEntry,
-  ServiceEntrySchema,
   ServiceStatus as ServiceStatusMessage,
   WatchEventType,
 } from "../../gen/orchestrator/v1/registry_pb.js";
-import { sealMessage } from "../encoding/message-encoding.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
 import { callMetaOf, traceparentOf } from "../interceptors/call-meta.js";
-import type { DeclaredService, RegistryEntry, ServiceStatus } from "../registry/model.js";
+import type { DeclaredService } from "../registry/model.js";
 import type { OpenApiPoller, OpenApiPollResult } from "../registry/openapi-poller.js";
 import type { CallInfo, Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { type WatchEvent, watchRegistry } from "../registry/registry-watch.js";
 import { toConnectError } from "./connect-errors.js";
+import { entryMessage, statusOf } from "./registry-messages.js";
 
 export interface RegistryServiceDeps {
   readonly registry: Registry;
@@ -159,65 +157,6 @@ function declaredOf(request: RegisterServiceRequest): DeclaredService {
 
 function hasDuplicates(values: readonly string[]): boolean {
   return new Set(values).size !== values.length;
-}
-
-const statusMessages: Readonly<Record<ServiceStatus, ServiceStatusMessage>> = Object.freeze({
-  UNKNOWN: ServiceStatusMessage.UNKNOWN,
-  HEALTHY: ServiceStatusMessage.HEALTHY,
-  UNHEALTHY: ServiceStatusMessage.UNHEALTHY,
-  DOWN: ServiceStatusMessage.DOWN,
-});
-
-function statusOf(status: ServiceStatusMessage): ServiceStatus {
-  const found = (Object.keys(statusMessages) as ServiceStatus[]).find(
-    (key) => statusMessages[key] === status,
-  );
-  // Proto enums are open: a number the enum does not define is the caller's mistake.
-  if (found === undefined) throw new DomainError("invalid", `status: unknown value ${status}`);
-  return found;
-}
-
-// Entries never change once written (a change is a new object), so each one's message is built
-// once, sealed, and shared by every response that shows it: listings of thousands of entries,
-// every watcher. It is kept on the entry under a symbol of this module's: a WeakMap lookup and
-// insertion per registration cost more than the message saves on a single use.
-const messageKey = Symbol("ServiceEntry message");
-
-/** The entry as the API shows it. */
-export function entryMessage(entry: RegistryEntry): ServiceEntry {
-  const carrier = entry as RegistryEntry & { [messageKey]?: ServiceEntry };
-  let message = carrier[messageKey];
-  if (message === undefined) {
-    // Timestamps that are equal share one message (a registration's three times usually are).
-    const registeredAt = timestampFromMs(entry.registeredAt);
-    const lastHeartbeat =
-      entry.lastHeartbeat === entry.registeredAt
-        ? registeredAt
-        : timestampFromMs(entry.lastHeartbeat);
-    const updatedAt =
-      entry.updatedAt === entry.lastHeartbeat ? lastHeartbeat : timestampFromMs(entry.updatedAt);
-    message = create(ServiceEntrySchema, {
-      name: entry.name,
-      baseUrl: entry.baseUrl,
-      openapiUrl: entry.openapiUrl,
-      healthUrl: entry.healthUrl,
-      endpoints: entry.endpoints as string[],
-      metadata: entry.metadata,
-      tags: entry.tags as string[],
-      version: entry.version,
-      ttlSeconds: entry.ttlSeconds,
-      status: statusMessages[entry.status],
-      registeredAt,
-      lastHeartbeat,
-      updatedAt,
-      revision: BigInt(entry.revision),
-      originNodeId: entry.origin,
-      hlc: entry.hlc,
-    });
-    if (entry.leaseExpiresAt) message.leaseExpiresAt = timestampFromMs(entry.leaseExpiresAt);
-    carrier[messageKey] = sealMessage(message);
-  }
-  return message;
 }
 
 function watchMessage(event: WatchEvent) {

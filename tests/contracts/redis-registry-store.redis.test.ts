@@ -293,6 +293,48 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(seen[1]).toEqual({ type: "delete", revision: 8, tombstone: two.store.tombstone("b") });
   });
 
+  it("passes a tombstone of a name never live to other processes, by the log and by snapshot", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix);
+    const two = await processes.open(prefix);
+    const ghost = await one.store.remove(tombstoneWrite("ghost"), 0);
+    await vi.waitFor(() => expect(two.store.tombstone("ghost")).toEqual(ghost), waitLong);
+    expect(two.store.changesSince(0)).toEqual([{ type: "delete", revision: 1, tombstone: ghost }]);
+    const fresh = await processes.open(prefix);
+    expect(fresh.store.tombstone("ghost")).toEqual(ghost);
+    expect(fresh.store.historyId).toBe(one.store.historyId);
+  });
+
+  it("takes a new history id when Redis loses its data, and keeps it otherwise", {
+    timeout: 60_000,
+  }, async () => {
+    const { store, redis, prefix } = await processes.open(newPrefix());
+    await store.put(entryWrite("a"), 0);
+    const history = store.historyId;
+    expect(await redis.get(`${prefix}registry:history`)).toBe(history);
+    await store.sync();
+    expect(store.historyId).toBe(history);
+
+    await redis.flushall();
+    await store.sync();
+    expect(store.historyId).toMatch(/\S/);
+    expect(store.historyId).not.toBe(history);
+    expect(store.revision).toBe(0);
+    expect(store.get("a")).toBeUndefined();
+    expect((await processes.open(prefix)).store.historyId).toBe(store.historyId);
+  });
+
+  it("refuses node id and cursor calls with 'unavailable' while Redis is down", async () => {
+    const { store } = await processes.open(newPrefix());
+    await redisServer().kill();
+    expect((await failureOf(store.ensureNodeId("n"))).kind).toBe("unavailable");
+    expect((await failureOf(store.getCursor("http://peer:1"))).kind).toBe("unavailable");
+    const cursor = { historyId: "h", revision: 1 };
+    expect((await failureOf(store.putCursor("http://peer:1", cursor))).kind).toBe("unavailable");
+  });
+
   it("gives a restarted process back every one of 1,000 entries, exactly", {
     timeout: 60_000,
   }, async () => {

@@ -91,7 +91,6 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       const store = await harness.create();
       const entry = await store.put(entryWrite("a"), 0);
       await conflictOf(store.remove(tombstoneWrite("a"), entry.revision + 1));
-      await conflictOf(store.remove(tombstoneWrite("nope"), 0));
       const tombstone = await store.remove(tombstoneWrite("a"), entry.revision);
       expect(tombstone).toEqual({ ...tombstoneWrite("a"), revision: 2 });
       expect(store.get("a")).toBeUndefined();
@@ -101,6 +100,38 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       const again = await store.put(entryWrite("a"), 0);
       expect(again.revision).toBe(3);
       expect(store.tombstone("a")).toBeUndefined();
+    });
+
+    it("records a tombstone for an entry it never had, blocking nothing but itself", async () => {
+      const store = await harness.create();
+      await conflictOf(store.remove(tombstoneWrite("ghost"), 7));
+      const tombstone = await store.remove(tombstoneWrite("ghost", 2_000), 0);
+      expect(tombstone).toEqual({ ...tombstoneWrite("ghost", 2_000), revision: 1 });
+      expect(store.tombstone("ghost")).toEqual(tombstone);
+      expect(store.get("ghost")).toBeUndefined();
+      // A newer delete replaces the tombstone; a registration replaces it too.
+      const newer = await store.remove(tombstoneWrite("ghost", 3_000), 0);
+      expect(store.tombstone("ghost")).toEqual(newer);
+      expect(store.changesSince(0)?.map((c) => c.type)).toEqual(["delete", "delete"]);
+      await store.put(entryWrite("ghost"), 0);
+      expect(store.tombstone("ghost")).toBeUndefined();
+    });
+
+    it("keeps a node id, a history id and replication cursors", async () => {
+      const store = await harness.create();
+      expect(store.historyId).toMatch(/\S/);
+      expect(await store.ensureNodeId("node-first")).toBe("node-first");
+      expect(await store.ensureNodeId("node-second")).toBe("node-first");
+      expect(await store.getCursor("http://peer-a:5099")).toBeUndefined();
+      await store.putCursor("http://peer-a:5099", { historyId: "h1", revision: 42 });
+      await store.putCursor("http://peer-a:5099", { historyId: "h1", revision: 43 });
+      expect(await store.getCursor("http://peer-a:5099")).toEqual({
+        historyId: "h1",
+        revision: 43,
+      });
+      expect(store.revision).toBe(0);
+      const other = await harness.create();
+      expect(other.historyId).not.toBe(store.historyId);
     });
 
     it("logs every change in revision order, and says when it no longer holds them", async () => {
@@ -218,6 +249,8 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       await store.put(entryWrite("b"), 0);
       await store.remove(tombstoneWrite("a"), a.revision);
       await store.putBaseline("b", { hash: "h", operations: { "GET /": "x" }, recordedAt: 1 });
+      await store.ensureNodeId("node-kept");
+      await store.putCursor("http://peer:1", { historyId: "h", revision: 9 });
       const before = {
         revision: store.revision,
         entries: [...store.entries()],
@@ -233,6 +266,10 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
         operations: { "GET /": "x" },
         recordedAt: 1,
       });
+      // The revisions go on: the history, the node id and the cursors stay.
+      expect(again.historyId).toBe(store.historyId);
+      expect(await again.ensureNodeId("node-other")).toBe("node-kept");
+      expect(await again.getCursor("http://peer:1")).toEqual({ historyId: "h", revision: 9 });
       const next = await again.put(entryWrite("c"), 0);
       expect(next.revision).toBe(before.revision + 1);
     });

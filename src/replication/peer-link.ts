@@ -1,0 +1,329 @@
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import { DomainError } from "../errors/domain-error.js";
+import type { EventLog } from "../events/event-log.js";
+import type { ReplicationCursor } from "../registry/model.js";
+import type { RegistryStore } from "../registry/registry-store.js";
+import type { AntiEntropyPeer } from "./anti-entropy.js";
+import type { ReplicationMerger } from "./merge.js";
+import type { ReplicationMessage } from "./replication-feed.js";
+
+/** State of the link to one peer, as /peers shows it. */
+export type PeerState = "CONNECTING" | "SYNCING" | "LIVE" | "BACKOFF" | "UNAUTHENTICATED";
+
+/** Everything a link needs from a peer, whatever carries the calls (gRPC in production). */
+export interface PeerTransport extends AntiEntropyPeer {
+  /** Opens the peer's replication stream; ends or throws when the link breaks. */
+  replicate(
+    request: {
+      readonly nodeId: string;
+      readonly incarnationId: string;
+      readonly fromHistoryId: string;
+      readonly fromRevision: number;
+    },
+    signal: AbortSignal,
+  ): AsyncIterable<ReplicationMessage>;
+  close(): void;
+}
+
+/** Why a peer call failed, as the transport classifies it. */
+export class PeerCallError extends Error {
+  override readonly name = "PeerCallError";
+  constructor(
+    readonly kind: "unauthenticated" | "unavailable" | "invalid" | "other",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** What /peers reports for one peer. */
+export interface PeerStatus {
+  readonly url: string;
+  readonly nodeId: string;
+  readonly state: PeerState;
+  /** Unix ms of the last message from the peer; 0 before any. */
+  readonly lastContact: number;
+  /** The peer's revision we have applied up to. */
+  readonly appliedRevision: number;
+  /** Changes the peer has that we have not applied yet. */
+  readonly lagChanges: number;
+  /** How long we have been behind the peer, in ms; 0 when caught up. */
+  readonly lagMs: number;
+  readonly lastError: string;
+  readonly historyId: string;
+  readonly reconnects: number;
+  readonly appliedChanges: number;
+}
+
+export interface PeerLinkOptions {
+  /** First wait before reconnecting; doubles per failure up to `maxBackoffMs`. Default 200 ms. */
+  initialBackoffMs: number;
+  /** Default 10 s. */
+  maxBackoffMs: number;
+  /** A link with no message for this long is considered dead and reconnects. Default 6 s. */
+  silenceTimeoutMs: number;
+  /** The cursor is persisted at most this often while changes stream in. Default 200 ms. */
+  cursorFlushMs: number;
+}
+
+const defaults: PeerLinkOptions = Object.freeze({
+  initialBackoffMs: 200,
+  maxBackoffMs: 10_000,
+  silenceTimeoutMs: 6_000,
+  cursorFlushMs: 200,
+});
+
+/**
+ * The pull side of replication with one peer: keeps a Replicate stream open to it, merges every
+ * change it sends, and persists the cursor it has applied so that a reconnect (or a restart of
+ * this node) resumes where it stopped, asking for a snapshot only when the peer cannot serve the
+ * gap. Reconnects with exponential backoff and jitter; a silent peer is dropped after
+ * `silenceTimeoutMs` (the peer sends keepalives).
+ */
+export class PeerLink {
+  private readonly options: PeerLinkOptions;
+  private state: PeerState = "CONNECTING";
+  private peerNodeId = "";
+  private peerHistoryId = "";
+  private lastContact = 0;
+  private applied = 0;
+  private peerRevision = 0;
+  private behindSince = 0;
+  private lastError = "";
+  private reconnects = 0;
+  private appliedChanges = 0;
+  private cursor: ReplicationCursor | undefined;
+  private cursorDirty = false;
+  private cursorFlushedAt = 0;
+  private stopped = false;
+  private abort: AbortController | undefined;
+  private loop: Promise<void> | undefined;
+  private sleeper: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+
+  constructor(
+    readonly url: string,
+    private readonly deps: {
+      readonly transport: PeerTransport;
+      readonly store: RegistryStore;
+      readonly merger: ReplicationMerger;
+      readonly clock: Clock;
+      readonly events: EventLog;
+      readonly logger: Logger;
+      readonly nodeId: string;
+      readonly incarnationId: string;
+      readonly random?: () => number;
+    },
+    options: Partial<PeerLinkOptions> = {},
+  ) {
+    this.options = { ...defaults, ...options };
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Ends the stream, persists the cursor and waits for the loop to finish. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort?.abort();
+    if (this.sleeper) {
+      clearTimeout(this.sleeper.timer);
+      this.sleeper.wake();
+    }
+    await this.loop;
+    await this.flushCursor(true).catch(() => {});
+    this.deps.transport.close();
+  }
+
+  status(): PeerStatus {
+    const now = this.deps.clock.now();
+    const lagChanges = Math.max(0, this.peerRevision - this.applied);
+    return {
+      url: this.url,
+      nodeId: this.peerNodeId,
+      state: this.state,
+      lastContact: this.lastContact,
+      appliedRevision: this.applied,
+      lagChanges,
+      lagMs: lagChanges > 0 && this.behindSince > 0 ? now - this.behindSince : 0,
+      lastError: this.lastError,
+      historyId: this.peerHistoryId,
+      reconnects: this.reconnects,
+      appliedChanges: this.appliedChanges,
+    };
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    this.cursor = await this.deps.store.getCursor(this.url).catch(() => undefined);
+    if (this.cursor) {
+      this.applied = this.cursor.revision;
+      this.peerHistoryId = this.cursor.historyId;
+    }
+    while (!this.stopped) {
+      this.state = "CONNECTING";
+      const connected = await this.follow();
+      if (this.stopped) return;
+      failures = connected ? 1 : failures + 1;
+      this.reconnects++;
+      if ((this.state as PeerState) !== "UNAUTHENTICATED") this.state = "BACKOFF";
+      const base = Math.min(
+        this.options.maxBackoffMs,
+        this.options.initialBackoffMs * 2 ** Math.min(failures - 1, 16),
+      );
+      // Full jitter: peers that failed together do not all come back together.
+      await this.sleep(base / 2 + (this.deps.random ?? Math.random)() * (base / 2));
+    }
+  }
+
+  /** One stream: returns whether it got as far as the peer's hello. */
+  private async follow(): Promise<boolean> {
+    const abort = new AbortController();
+    this.abort = abort;
+    let helloSeen = false;
+    let silence: NodeJS.Timeout | undefined;
+    const heard = () => {
+      this.lastContact = this.deps.clock.now();
+      clearTimeout(silence);
+      silence = setTimeout(
+        () => abort.abort(new PeerCallError("unavailable", "the peer went silent")),
+        this.options.silenceTimeoutMs,
+      );
+      silence.unref();
+    };
+    try {
+      heard();
+      const stream = this.deps.transport.replicate(
+        {
+          nodeId: this.deps.nodeId,
+          incarnationId: this.deps.incarnationId,
+          fromHistoryId: this.cursor?.historyId ?? "",
+          fromRevision: this.cursor?.revision ?? 0,
+        },
+        abort.signal,
+      );
+      for await (const message of stream) {
+        heard();
+        if (message.kind === "hello") {
+          helloSeen = true;
+          this.onHello(message);
+        } else {
+          await this.onMessage(message);
+        }
+      }
+      // The peer ended the stream (it is draining): reconnect, to it or when it is back.
+      this.fail("the peer closed the stream");
+    } catch (error) {
+      if (!this.stopped) this.fail(error);
+    } finally {
+      clearTimeout(silence);
+      await this.flushCursor(true).catch(() => {});
+      if (helloSeen) {
+        this.deps.events.append({
+          type: "replication.peer.disconnected",
+          subject: this.url,
+          payload: { url: this.url, node_id: this.peerNodeId, error: this.lastError },
+        });
+      }
+    }
+    return helloSeen;
+  }
+
+  private onHello(hello: Extract<ReplicationMessage, { kind: "hello" }>): void {
+    if (hello.nodeId === this.deps.nodeId) {
+      // A configured peer URL that reaches this very node: replicating with oneself is pointless.
+      throw new PeerCallError("invalid", "the peer is this node");
+    }
+    this.peerNodeId = hello.nodeId;
+    this.peerHistoryId = hello.historyId;
+    this.lastError = "";
+    this.noteRevision(hello.revision);
+    if (hello.snapshot) {
+      // The peer's history is new to us (or our cursor is too old): start over from its snapshot.
+      this.applied = 0;
+      this.cursor = undefined;
+    }
+    this.state = hello.snapshot ? "SYNCING" : "LIVE";
+    this.deps.events.append({
+      type: "replication.peer.connected",
+      subject: this.url,
+      payload: { url: this.url, node_id: hello.nodeId, snapshot: hello.snapshot },
+    });
+  }
+
+  private async onMessage(message: Exclude<ReplicationMessage, { kind: "hello" }>): Promise<void> {
+    switch (message.kind) {
+      case "change": {
+        if ((await this.deps.merger.merge(message.change)) === "applied") this.appliedChanges++;
+        this.noteRevision(message.change.revision);
+        // During a snapshot the cursor moves only at its end: a snapshot cut short starts over.
+        if (this.state !== "SYNCING") this.advance(message.change.revision);
+        break;
+      }
+      case "snapshot_end":
+        this.advance(message.revision);
+        this.state = "LIVE";
+        this.deps.events.append({
+          type: "replication.snapshot_applied",
+          subject: this.url,
+          payload: { url: this.url, node_id: this.peerNodeId, revision: message.revision },
+        });
+        break;
+      case "keepalive":
+        this.noteRevision(message.revision);
+        break;
+    }
+    await this.flushCursor(false);
+  }
+
+  private noteRevision(revision: number): void {
+    if (revision > this.peerRevision) this.peerRevision = revision;
+    if (this.peerRevision > this.applied && this.behindSince === 0) {
+      this.behindSince = this.deps.clock.now();
+    }
+  }
+
+  private advance(revision: number): void {
+    if (revision < this.applied) return;
+    this.applied = revision;
+    if (this.applied >= this.peerRevision) this.behindSince = 0;
+    this.cursor = { historyId: this.peerHistoryId, revision };
+    this.cursorDirty = true;
+  }
+
+  private async flushCursor(force: boolean): Promise<void> {
+    if (!this.cursorDirty || this.cursor === undefined) return;
+    const now = this.deps.clock.now();
+    if (!force && now - this.cursorFlushedAt < this.options.cursorFlushMs) return;
+    this.cursorDirty = false;
+    this.cursorFlushedAt = now;
+    await this.deps.store.putCursor(this.url, this.cursor);
+  }
+
+  private fail(error: unknown): void {
+    if (error instanceof PeerCallError && error.kind === "unauthenticated") {
+      this.state = "UNAUTHENTICATED";
+    }
+    this.lastError = safeMessage(error);
+    this.deps.logger.debug({ peer: this.url, err: this.lastError }, "replication link down");
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.sleeper = undefined;
+        resolve();
+      }, ms);
+      timer.unref();
+      this.sleeper = { timer, wake: resolve };
+    });
+  }
+}
+
+/** What /peers may say about a failure: the transport's or domain's message, nothing raw. */
+function safeMessage(error: unknown): string {
+  if (error instanceof PeerCallError || error instanceof DomainError) return error.message;
+  return "replication failed";
+}

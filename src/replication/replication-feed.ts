@@ -1,0 +1,150 @@
+import type { Clock } from "../clock.js";
+import { DomainError } from "../errors/domain-error.js";
+import type { RegistryChange } from "../registry/model.js";
+import type { RegistryStore } from "../registry/registry-store.js";
+
+/** What a replication stream carries, in order: a hello, then changes (snapshot or log), live. */
+export type ReplicationMessage =
+  | {
+      readonly kind: "hello";
+      readonly nodeId: string;
+      readonly historyId: string;
+      /** The serving node's revision when the stream started. */
+      readonly revision: number;
+      /** A snapshot follows (the cursor could not be served from the change log). */
+      readonly snapshot: boolean;
+    }
+  /** One change; its revision is the serving node's. */
+  | { readonly kind: "change"; readonly change: RegistryChange }
+  | { readonly kind: "snapshot_end"; readonly revision: number }
+  | { readonly kind: "keepalive"; readonly revision: number; readonly timestamp: number };
+
+export interface ReplicationFeedRequest {
+  /** The serving node's history the caller's cursor belongs to; "" asks for a snapshot. */
+  readonly fromHistoryId: string;
+  /** The last revision of that history the caller applied. */
+  readonly fromRevision: number;
+  readonly signal: AbortSignal;
+}
+
+export interface ReplicationFeedOptions {
+  /** Changes a slow peer may fall behind by before its stream is cut (it then resumes). */
+  maxQueue: number;
+  /** A keepalive goes out after this long without a message, so that a dead link shows. */
+  keepaliveMs: number;
+  /** Changes sent in one go at most; within one, only a name's latest change is sent. */
+  batchSize: number;
+}
+
+const defaults: ReplicationFeedOptions = Object.freeze({
+  maxQueue: 10_000,
+  keepaliveMs: 2_000,
+  batchSize: 1_000,
+});
+
+/**
+ * The replication stream a peer pulls from this node: a hello saying whether a snapshot follows,
+ * then either every live entry and tombstone (a snapshot, ended by `snapshot_end`) or the changes
+ * after the caller's cursor, and then every change as it happens, in revision order. Changes that
+ * pile up while the peer is slow are coalesced (a name's latest change stands for the ones before
+ * it: heartbeats of a busy fleet do not flood the stream); a peer that falls `maxQueue` changes
+ * behind is cut off with RESOURCE_EXHAUSTED and resumes from its cursor. Subscribing and reading the
+ * snapshot or log happen in one synchronous step, so no change falls between them.
+ */
+export async function* replicationFeed(
+  deps: { readonly store: RegistryStore; readonly clock: Clock; readonly nodeId: string },
+  request: ReplicationFeedRequest,
+  options: Partial<ReplicationFeedOptions> = {},
+): AsyncGenerator<ReplicationMessage> {
+  const { store, clock } = deps;
+  const settings = { ...defaults, ...options };
+  const queue: RegistryChange[] = [];
+  let overflowed = false;
+  let wake: (() => void) | undefined;
+  const unsubscribe = store.onChange((change) => {
+    if (overflowed) return;
+    if (queue.length >= settings.maxQueue) overflowed = true;
+    else queue.push(change);
+    wake?.();
+  });
+  const onAbort = () => wake?.();
+  request.signal.addEventListener("abort", onAbort);
+  try {
+    const resumable =
+      request.fromHistoryId === store.historyId && request.fromHistoryId !== ""
+        ? store.changesSince(request.fromRevision)
+        : undefined;
+    let sent = resumable ? request.fromRevision : store.revision;
+    yield {
+      kind: "hello",
+      nodeId: deps.nodeId,
+      historyId: store.historyId,
+      revision: store.revision,
+      snapshot: resumable === undefined,
+    };
+    if (resumable) {
+      for (const change of coalesce(resumable)) yield { kind: "change", change };
+      sent = resumable.at(-1)?.revision ?? sent;
+    } else {
+      for (const change of snapshotOf(store)) yield { kind: "change", change };
+      yield { kind: "snapshot_end", revision: sent };
+    }
+    while (!request.signal.aborted) {
+      const pending = queue.splice(0, settings.batchSize).filter((c) => c.revision > sent);
+      if (pending.length > 0) {
+        for (const change of coalesce(pending)) yield { kind: "change", change };
+        sent = pending.at(-1)?.revision ?? sent;
+        continue;
+      }
+      if (overflowed) {
+        throw new DomainError(
+          "resource_exhausted",
+          `the peer fell behind by more than ${settings.maxQueue} changes: resume from revision ${sent}`,
+        );
+      }
+      const woken = await wait(settings.keepaliveMs, (resolve) => {
+        wake = resolve;
+      });
+      wake = undefined;
+      if (!woken && !request.signal.aborted) {
+        yield { kind: "keepalive", revision: store.revision, timestamp: clock.now() };
+      }
+    }
+  } finally {
+    unsubscribe();
+    request.signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Every live entry and tombstone, as changes at their own revisions, oldest first. */
+function snapshotOf(store: RegistryStore): RegistryChange[] {
+  const changes: RegistryChange[] = [];
+  for (const entry of store.entries())
+    changes.push({ type: "put", revision: entry.revision, entry });
+  for (const tombstone of store.tombstones()) {
+    changes.push({ type: "delete", revision: tombstone.revision, tombstone });
+  }
+  return changes.sort((a, b) => a.revision - b.revision);
+}
+
+/** Each name's latest change only, in revision order (the last change always survives). */
+export function coalesce(changes: readonly RegistryChange[]): RegistryChange[] {
+  const latest = new Map<string, RegistryChange>();
+  for (const change of changes) {
+    const name = change.type === "put" ? change.entry.name : change.tombstone.name;
+    latest.delete(name); // re-inserted at the end: the map's order is revision order
+    latest.set(name, change);
+  }
+  return [...latest.values()];
+}
+
+/** Resolves true when woken, false when `ms` passed first. */
+function wait(ms: number, register: (wake: () => void) => void): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    register(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
