@@ -46,7 +46,7 @@ import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
 import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
 import { createLogger, flushLogger } from "./observability/logger.js";
-import { createMetrics, type Metrics } from "./observability/metrics.js";
+import { createMetrics, type Metrics, registerPeerMetrics } from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
 import { HealthChecker, type SystemHealth } from "./registry/health-checker.js";
 import { createMemoryRegistryStore } from "./registry/memory-registry-store.js";
@@ -168,6 +168,7 @@ export async function createApp(
     incarnationId: node.incarnationId,
   });
   readinessChecks.push(registryParts.readiness);
+  registerPeerMetrics(metrics, () => registryParts.links.map(({ link }) => link.status()));
 
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),

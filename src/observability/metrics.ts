@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** Labels of the per-RPC metrics, as in go-grpc-prometheus plus the protocol. */
 export interface RpcLabels {
@@ -96,4 +96,61 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       registers: [registry],
     }),
   };
+}
+
+/** What the replication metrics read from each peer link when scraped. */
+export interface PeerSample {
+  readonly url: string;
+  readonly lagChanges: number;
+  readonly lagMs: number;
+  readonly appliedChanges: number;
+  readonly reconnects: number;
+}
+
+/**
+ * Per-peer replication metrics, read from the links at scrape time: lag in changes and in
+ * milliseconds, changes applied from the peer, and reconnects.
+ */
+export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<PeerSample>): void {
+  const registers = [metrics.registry];
+  new Gauge({
+    name: "orchestrator_replication_lag_changes",
+    help: "Changes a peer has that this node has not applied yet.",
+    labelNames: ["peer"],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of samples()) this.set({ peer: s.url }, s.lagChanges);
+    },
+  });
+  new Gauge({
+    name: "orchestrator_replication_lag_seconds",
+    help: "How long this node has been behind a peer.",
+    labelNames: ["peer"],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of samples()) this.set({ peer: s.url }, s.lagMs / 1000);
+    },
+  });
+  new Counter({
+    name: "orchestrator_replication_applied_changes_total",
+    help: "Changes received from a peer that changed this node's registry.",
+    labelNames: ["peer"],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of samples()) this.inc({ peer: s.url }, s.appliedChanges);
+    },
+  });
+  new Counter({
+    name: "orchestrator_replication_reconnects_total",
+    help: "Times the replication stream to a peer was opened again.",
+    labelNames: ["peer"],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of samples()) this.inc({ peer: s.url }, s.reconnects);
+    },
+  });
 }
