@@ -207,20 +207,22 @@ export class PeerLink {
       for await (const message of stream) {
         heard();
         if (message.kind === "hello") {
-          helloSeen = true;
           this.onHello(message);
+          helloSeen = true;
         } else {
           await this.onMessage(message);
         }
       }
       // The peer ended the stream (it is draining): reconnect, to it or when it is back.
-      this.fail("the peer closed the stream");
+      if (!this.stopped) this.fail(new PeerCallError("unavailable", "the peer closed the stream"));
     } catch (error) {
-      if (!this.stopped) this.fail(error);
+      // A stream we aborted for silence fails with the transport's error: ours says why.
+      const reason: unknown = abort.signal.aborted ? abort.signal.reason : undefined;
+      if (!this.stopped) this.fail(reason instanceof PeerCallError ? reason : error);
     } finally {
       clearTimeout(silence);
       await this.flushCursor(true).catch(() => {});
-      if (helloSeen) {
+      if (helloSeen && !this.stopped) {
         this.deps.events.append({
           type: "replication.peer.disconnected",
           subject: this.url,
@@ -239,12 +241,15 @@ export class PeerLink {
     this.peerNodeId = hello.nodeId;
     this.peerHistoryId = hello.historyId;
     this.lastError = "";
-    this.noteRevision(hello.revision);
     if (hello.snapshot) {
-      // The peer's history is new to us (or our cursor is too old): start over from its snapshot.
+      // The peer's history is new to us (or our cursor is too old): start over from its snapshot,
+      // and measure lag against this history's revisions only.
       this.applied = 0;
       this.cursor = undefined;
+      this.peerRevision = hello.revision;
+      this.behindSince = 0;
     }
+    this.noteRevision(hello.revision);
     this.state = hello.snapshot ? "SYNCING" : "LIVE";
     this.deps.events.append({
       type: "replication.peer.connected",
@@ -297,9 +302,11 @@ export class PeerLink {
     if (!this.cursorDirty || this.cursor === undefined) return;
     const now = this.deps.clock.now();
     if (!force && now - this.cursorFlushedAt < this.options.cursorFlushMs) return;
-    this.cursorDirty = false;
     this.cursorFlushedAt = now;
-    await this.deps.store.putCursor(this.url, this.cursor);
+    const cursor = this.cursor;
+    await this.deps.store.putCursor(this.url, cursor);
+    // Still dirty if the cursor moved while it was being written (or the write failed: thrown).
+    if (this.cursor === cursor) this.cursorDirty = false;
   }
 
   private fail(error: unknown): void {

@@ -75,6 +75,8 @@ export async function* replicationFeed(
         ? store.changesSince(request.fromRevision)
         : undefined;
     let sent = resumable ? request.fromRevision : store.revision;
+    // Read now, in the same synchronous step as the subscription: nothing falls between them.
+    const snapshot = resumable ? [] : snapshotOf(store);
     yield {
       kind: "hello",
       nodeId: deps.nodeId,
@@ -86,7 +88,7 @@ export async function* replicationFeed(
       for (const change of coalesce(resumable)) yield { kind: "change", change };
       sent = resumable.at(-1)?.revision ?? sent;
     } else {
-      for (const change of snapshotOf(store)) yield { kind: "change", change };
+      for (const change of snapshot) yield { kind: "change", change };
       yield { kind: "snapshot_end", revision: sent };
     }
     while (!request.signal.aborted) {

@@ -1,0 +1,376 @@
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { createManualClock, type ManualClock } from "../../tests/support/manual-clock.js";
+import { DomainError } from "../errors/domain-error.js";
+import { createMemoryEventLog } from "../events/event-log.js";
+import { randomIds } from "../ids.js";
+import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
+import type { DeclaredService, RegistryChange } from "../registry/model.js";
+import { Registry } from "../registry/registry.js";
+import type { RegistryStore } from "../registry/registry-store.js";
+import { HybridLogicalClock } from "./hybrid-logical-clock.js";
+import {
+  coalesce,
+  type ReplicationFeedOptions,
+  type ReplicationMessage,
+  replicationFeed,
+} from "./replication-feed.js";
+
+const logger = pino({ level: "silent" });
+const call = { correlationId: "", traceId: "" };
+
+function declared(name: string, overrides: Partial<DeclaredService> = {}): DeclaredService {
+  return {
+    name,
+    baseUrl: `http://${name}:8080`,
+    openapiUrl: "",
+    healthUrl: "",
+    endpoints: [],
+    metadata: {},
+    tags: [],
+    version: "1",
+    ttlSeconds: 0,
+    ...overrides,
+  };
+}
+
+/**
+ * The serving node: a real memory store written through a real registry. Its store is seen through
+ * a wrapper that only counts change subscriptions (everything else is the store itself), to check
+ * that a feed lets go of its subscription when it ends.
+ */
+interface ServingNode {
+  readonly clock: ManualClock;
+  readonly store: RegistryStore;
+  readonly registry: Registry;
+  readonly subscriptions: () => number;
+}
+
+function createServingNode(changeLogSize?: number): ServingNode {
+  const clock = createManualClock();
+  const real = createMemoryRegistryStore(changeLogSize === undefined ? {} : { changeLogSize });
+  let subscriptions = 0;
+  const store: RegistryStore = Object.create(real, {
+    onChange: {
+      value: (listener: (change: RegistryChange) => void) => {
+        subscriptions++;
+        const unsubscribe = real.onChange(listener);
+        return () => {
+          subscriptions--;
+          unsubscribe();
+        };
+      },
+    },
+  });
+  const hlc = new HybridLogicalClock(clock);
+  const events = createMemoryEventLog({ clock, ids: randomIds, source: "node-b" });
+  const registry = new Registry({ store, clock, hlc, events, nodeId: "node-b", logger });
+  return { clock, store, registry, subscriptions: () => subscriptions };
+}
+
+const controllers: AbortController[] = [];
+afterEach(() => {
+  for (const controller of controllers.splice(0)) controller.abort();
+});
+
+function feedOf(
+  node: ServingNode,
+  from: { historyId?: string; revision?: number } = {},
+  options: Partial<ReplicationFeedOptions> = {},
+): { feed: AsyncGenerator<ReplicationMessage>; controller: AbortController } {
+  const controller = new AbortController();
+  controllers.push(controller);
+  const feed = replicationFeed(
+    { store: node.store, clock: node.clock, nodeId: "node-b" },
+    {
+      fromHistoryId: from.historyId ?? "",
+      fromRevision: from.revision ?? 0,
+      signal: controller.signal,
+    },
+    { keepaliveMs: 60_000, ...options },
+  );
+  return { feed, controller };
+}
+
+function summary(message: ReplicationMessage): string {
+  switch (message.kind) {
+    case "hello":
+      return `hello@${message.revision}${message.snapshot ? " snapshot" : ""}`;
+    case "change":
+      return message.change.type === "put"
+        ? `put ${message.change.entry.name}@${message.change.revision}`
+        : `delete ${message.change.tombstone.name}@${message.change.revision}`;
+    case "snapshot_end":
+      return `end@${message.revision}`;
+    case "keepalive":
+      return `keepalive@${message.revision}`;
+  }
+}
+
+async function take(feed: AsyncGenerator<ReplicationMessage>, n: number): Promise<string[]> {
+  const taken: string[] = [];
+  while (taken.length < n) {
+    const result = await feed.next();
+    if (result.done) throw new Error(`the feed ended after ${taken.join(", ")}`);
+    taken.push(summary(result.value));
+  }
+  return taken;
+}
+
+/** a@1, b@2, a deleted @3, c@4, b renewed @5. */
+async function fiveChanges(node: ServingNode): Promise<void> {
+  await node.registry.register(declared("a"), call);
+  await node.registry.register(declared("b"), call);
+  await node.registry.deregister("a", call);
+  await node.registry.register(declared("c"), call);
+  node.clock.advance(1_000);
+  await node.registry.heartbeat("b", call);
+}
+
+describe("replicationFeed", () => {
+  it("sends a hello, every entry and tombstone in revision order, the end marker, then live changes", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node);
+    const hello = await feed.next();
+    expect(hello.value).toEqual({
+      kind: "hello",
+      nodeId: "node-b",
+      historyId: node.store.historyId,
+      revision: 5,
+      snapshot: true,
+    });
+    expect(await take(feed, 4)).toEqual(["delete a@3", "put c@4", "put b@5", "end@5"]);
+
+    const next = take(feed, 1);
+    await node.registry.register(declared("d"), call);
+    expect(await next).toEqual(["put d@6"]);
+  });
+
+  it("carries the entries and tombstones as stored, stamps included", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node);
+    const messages: ReplicationMessage[] = [];
+    for (let i = 0; i < 5; i++) {
+      const result = await feed.next();
+      if (!result.done) messages.push(result.value);
+    }
+    const changes = messages.flatMap((m) => (m.kind === "change" ? [m.change] : []));
+    expect(changes).toEqual([
+      { type: "delete", revision: 3, tombstone: node.store.tombstone("a") },
+      { type: "put", revision: 4, entry: node.store.get("c") },
+      { type: "put", revision: 5, entry: node.store.get("b") },
+    ]);
+  });
+
+  it("resumes a cursor of the same history with only the later changes, without a snapshot", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 3 });
+    expect(await take(feed, 3)).toEqual(["hello@5", "put c@4", "put b@5"]);
+    const next = take(feed, 1);
+    await node.registry.register(declared("d"), call);
+    expect(await next).toEqual(["put d@6"]);
+  });
+
+  it("resumes a caught-up cursor with nothing but live changes", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 5 });
+    expect(await take(feed, 1)).toEqual(["hello@5"]);
+    const next = take(feed, 1);
+    await node.registry.deregister("c", call);
+    expect(await next).toEqual(["delete c@6"]);
+  });
+
+  it("coalesces the backlog of a resume to each name's latest change", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 0 });
+    // b@2 is stood for by b@5, a@1 by its delete @3.
+    expect(await take(feed, 4)).toEqual(["hello@5", "delete a@3", "put c@4", "put b@5"]);
+  });
+
+  it("sends a snapshot for a cursor of another history", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node, { historyId: "a-history-long-gone", revision: 3 });
+    expect(await take(feed, 5)).toEqual([
+      "hello@5 snapshot",
+      "delete a@3",
+      "put c@4",
+      "put b@5",
+      "end@5",
+    ]);
+  });
+
+  it("sends a snapshot for a cursor from the future (the node restarted empty)", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 99 });
+    expect(await take(feed, 1)).toEqual(["hello@5 snapshot"]);
+  });
+
+  it("sends a snapshot when the change log no longer covers the cursor", async () => {
+    const node = createServingNode(2);
+    for (const name of ["a", "b", "c", "d", "e", "f"]) {
+      await node.registry.register(declared(name), call);
+    }
+    const compacted = node.store.compactedRevision;
+    expect(compacted).toBeGreaterThan(1);
+
+    const behind = feedOf(node, { historyId: node.store.historyId, revision: compacted - 1 });
+    expect(await take(behind.feed, 1)).toEqual(["hello@6 snapshot"]);
+
+    const covered = feedOf(node, { historyId: node.store.historyId, revision: compacted });
+    const [hello] = await take(covered.feed, 1);
+    expect(hello).toBe("hello@6");
+  });
+
+  it("coalesces changes that piled up while the consumer was busy, keeping the cursor's revision", async () => {
+    const node = createServingNode();
+    const { feed } = feedOf(node);
+    expect(await take(feed, 2)).toEqual(["hello@0 snapshot", "end@0"]);
+    await node.registry.register(declared("a"), call); // 1
+    await node.registry.register(declared("b"), call); // 2
+    await node.registry.register(declared("a", { version: "2" }), call); // 3
+    await node.registry.deregister("b", call); // 4
+    await node.registry.register(declared("c"), call); // 5
+    const result = await feed.next();
+    expect(result.value).toMatchObject({ kind: "change", change: { entry: { version: "2" } } });
+    expect(await take(feed, 2)).toEqual(["delete b@4", "put c@5"]);
+
+    // Nothing of the backlog comes again: the feed's cursor moved to its last revision.
+    const next = take(feed, 1);
+    await node.registry.register(declared("d"), call);
+    expect(await next).toEqual(["put d@6"]);
+  });
+
+  it("coalesces within a batch of batchSize changes only, and the last change always goes out", async () => {
+    const node = createServingNode();
+    const { feed } = feedOf(node, {}, { batchSize: 2 });
+    await take(feed, 2);
+    await node.registry.register(declared("a"), call); // 1
+    await node.registry.register(declared("a", { version: "2" }), call); // 2
+    await node.registry.register(declared("b"), call); // 3
+    await node.registry.register(declared("a", { version: "3" }), call); // 4
+    expect(await take(feed, 3)).toEqual(["put a@2", "put b@3", "put a@4"]);
+  });
+
+  it("sends a keepalive with the current revision after keepaliveMs without a message", async () => {
+    const node = createServingNode();
+    await node.registry.register(declared("a"), call);
+    const { feed } = feedOf(
+      node,
+      { historyId: node.store.historyId, revision: 1 },
+      {
+        keepaliveMs: 20,
+      },
+    );
+    await take(feed, 1);
+    const keepalive = await feed.next();
+    expect(keepalive.value).toEqual({
+      kind: "keepalive",
+      revision: 1,
+      timestamp: node.clock.now(),
+    });
+    // A change goes out as soon as it is made, not at the next keepalive.
+    const next = feed.next();
+    await node.registry.register(declared("b"), call);
+    expect((await next).value).toMatchObject({ kind: "change", change: { revision: 2 } });
+  });
+
+  it("cuts a consumer that falls maxQueue changes behind with RESOURCE_EXHAUSTED, naming where to resume", async () => {
+    const node = createServingNode();
+    const { feed } = feedOf(node, {}, { maxQueue: 3 });
+    expect(await take(feed, 2)).toEqual(["hello@0 snapshot", "end@0"]);
+    for (const name of ["a", "b", "c", "d", "e"]) {
+      await node.registry.register(declared(name), call);
+    }
+    // What was queued before the overflow still goes out, then the stream is cut.
+    expect(await take(feed, 3)).toEqual(["put a@1", "put b@2", "put c@3"]);
+    const error = await feed.next().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(DomainError);
+    expect(error).toMatchObject({ kind: "resource_exhausted" });
+    expect((error as DomainError).message).toMatch(/more than 3 changes: resume from revision 3$/);
+    expect((await feed.next()).done).toBe(true);
+    expect(node.subscriptions()).toBe(0);
+
+    // Resuming from that revision loses nothing.
+    const resumed = feedOf(node, { historyId: node.store.historyId, revision: 3 });
+    expect(await take(resumed.feed, 3)).toEqual(["hello@5", "put d@4", "put e@5"]);
+  });
+
+  it("ends when its signal aborts, letting go of its subscription and its keepalive timer", async () => {
+    const refedTimeouts = () =>
+      process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const baseline = refedTimeouts();
+    const node = createServingNode();
+    const { feed, controller } = feedOf(node);
+    await take(feed, 2);
+    expect(node.subscriptions()).toBe(1);
+    const pending = feed.next();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(refedTimeouts()).toBe(baseline + 1); // the keepalive wait
+    controller.abort();
+    expect((await pending).done).toBe(true);
+    expect(node.subscriptions()).toBe(0);
+    expect(refedTimeouts()).toBe(baseline);
+  });
+
+  it("lets go of its subscription when the consumer stops reading", async () => {
+    const node = createServingNode();
+    const { feed } = feedOf(node);
+    await take(feed, 2);
+    await feed.return(undefined);
+    expect(node.subscriptions()).toBe(0);
+  });
+});
+
+describe("coalesce", () => {
+  const put = (name: string, revision: number): RegistryChange => ({
+    type: "put",
+    revision,
+    entry: {
+      name,
+      baseUrl: "",
+      openapiUrl: "",
+      healthUrl: "",
+      endpoints: [],
+      metadata: {},
+      tags: [],
+      version: "",
+      ttlSeconds: 0,
+      status: "UNKNOWN",
+      registeredAt: 0,
+      lastHeartbeat: 0,
+      updatedAt: 0,
+      leaseExpiresAt: 0,
+      origin: "node-b",
+      hlc: BigInt(revision),
+      revision,
+    },
+  });
+  const del = (name: string, revision: number): RegistryChange => ({
+    type: "delete",
+    revision,
+    tombstone: { name, revision, deletedAt: 0, origin: "node-b", hlc: BigInt(revision) },
+  });
+
+  it("keeps each name's latest change, in revision order", () => {
+    const changes = [put("a", 1), put("b", 2), del("a", 3), put("c", 4), put("b", 5)];
+    expect(coalesce(changes).map((c) => c.revision)).toEqual([3, 4, 5]);
+    expect(coalesce(changes)[0]).toBe(changes[2]);
+  });
+
+  it("always keeps the last change, and changes nothing without repeats", () => {
+    const changes = [put("a", 1), put("b", 2), put("c", 3)];
+    expect(coalesce(changes)).toEqual(changes);
+    expect(coalesce([put("a", 1), put("a", 2)]).map((c) => c.revision)).toEqual([2]);
+    expect(coalesce([])).toEqual([]);
+  });
+});
