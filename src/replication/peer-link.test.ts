@@ -292,12 +292,7 @@ describe("PeerLink between two in-process nodes", () => {
     expect(eventsOf(a, "replication.snapshot_applied")).toHaveLength(1);
   });
 
-  // BUG (peer-link.ts, follow): when the stream ends, follow() calls
-  // `this.fail("the peer closed the stream")` with a string, and safeMessage() turns anything that
-  // is not a PeerCallError or DomainError into "replication failed". So last_error (during the
-  // backoff) and the replication.peer.disconnected event say "replication failed" instead of the
-  // reason the code meant to give. The same happens after stop() and when the link's own silence
-  // timeout aborts a transport that ends quietly on abort.
+  // A stream the peer ends is reported as such, in last_error and in the disconnected event.
   it("says the peer closed the stream when it did", async () => {
     const { a } = await peerEndsTheStream();
     expect(eventsOf(a, "replication.peer.disconnected")[0]?.payload).toEqual({
@@ -377,10 +372,7 @@ describe("PeerLink between two in-process nodes", () => {
     });
   });
 
-  // BUG (peer-link.ts, onHello): on a snapshot hello, `applied` is reset but `peerRevision` is not,
-  // and noteRevision only ever raises it. After the peer restarts with a new history at a lower
-  // revision, a caught-up link keeps reporting the old history's revision as lag (here 5 - 1 = 4
-  // changes) and lagMs grows without end: /peers shows a lag that never clears.
+  // After a peer restarts with a new history, lag is measured against the new history only.
   it("reports no lag once caught up with a peer that restarted with a new history", async () => {
     const { a, link } = await peerRestartedWithNewHistory();
     a.clock.advance(5_000);
@@ -569,10 +561,7 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
     expect(link.status().state).toBe("BACKOFF");
   });
 
-  // BUG (peer-link.ts, follow/run): follow() reports "connected" as soon as a hello was seen, even
-  // when onHello then rejects it ("the peer is this node"), so run() resets `failures` to 1 and a
-  // peer URL that reaches this node is retried every initialBackoffMs (200 ms by default) forever,
-  // each time appending a replication.peer.disconnected event (with no connected event before it).
+  // A peer URL that reaches this node backs off like any failing peer (no connected/disconnected churn).
   it("backs off from a peer that is this node as from any failing peer", async () => {
     useFakeTimers();
     const a = createNode("node-a");
