@@ -67,7 +67,7 @@ function putOf(
   overrides: Partial<RegistryEntry> = {},
 ): RegistryChange {
   const entry: RegistryEntry = {
-    ...entryWrite(name, { origin, hlc, baseUrl: `http://${name}.${origin}.${hlc}` }),
+    ...entryWrite(name, { origin, hlc, baseUrl: `http://${name}.${origin}.test/${hlc}` }),
     revision: 41,
     ...overrides,
   };
@@ -287,7 +287,8 @@ describe("ReplicationMerger", () => {
 
   it("makes this node's next write newer than a far-future stamp it merged", async () => {
     const a = createNode("node-a");
-    const future = BigInt(a.clock.now() + 3_600_000) << 16n;
+    // Half an hour ahead: within the skew a peer's clock is allowed.
+    const future = BigInt(a.clock.now() + 1_800_000) << 16n;
     await a.merger.merge(putOf("svc", future, "node-b"));
     const { entry } = await a.registry.register(declared("svc", { version: "2" }), call);
     expect(entry.hlc).toBeGreaterThan(future);
@@ -297,6 +298,24 @@ describe("ReplicationMerger", () => {
     await a.merger.merge(deleteOf("elsewhere", further, "node-c"));
     await a.merger.merge(putOf("elsewhere", further - 1n, "node-c"));
     expect((await a.registry.register(declared("x"), call)).entry.hlc).toBeGreaterThan(further);
+  });
+
+  it("rejects a change a registration could not have made, and does not let it move the clock", async () => {
+    const a = createNode("node-a");
+    const tooFar = BigInt(a.clock.now() + 2 * 3_600_000) << 16n;
+    expect(await a.merger.merge(putOf("svc", tooFar, "node-b"))).toBe("rejected");
+    expect(await a.merger.merge(putOf("svc", (1n << 63n) + 5n, "node-b"))).toBe("rejected");
+    expect(await a.merger.merge(putOf("Not A/Name", 100n, "node-b"))).toBe("rejected");
+    expect(await a.merger.merge(putOf("svc", 100n, "node-b", { baseUrl: "ftp://x" }))).toBe(
+      "rejected",
+    );
+    expect(await a.merger.merge(deleteOf("svc", 100n, ""))).toBe("rejected");
+    expect(a.store.revision).toBe(0);
+    expect(a.events.recent().filter((e) => e.type === "replication.change_rejected")).toHaveLength(
+      5,
+    );
+    const { entry } = await a.registry.register(declared("svc"), call);
+    expect(entry.hlc).toBeLessThan(tooFar);
   });
 
   it("converges whatever order a set of puts and deletes arrives in (seeded property)", async () => {

@@ -7,7 +7,14 @@ import type { HybridLogicalClock } from "./hybrid-logical-clock.js";
 import { compareStamps, type Stamp } from "./stamp.js";
 
 /** What merging one replicated change did to this node's registry. */
-export type MergeOutcome = "applied" | "ignored";
+export type MergeOutcome = "applied" | "ignored" | "rejected";
+
+// Stamps are 64-bit on the wire; beyond 2^63 a node's own next stamp would not fit.
+const maxStamp = (1n << 63n) - 1n;
+// A peer's clock may run ahead of ours, but not by more than this: a stamp from far in the future
+// would pin every later local write behind it.
+const maxClockSkewMs = 60 * 60 * 1000;
+const validName = /^[a-z0-9][a-z0-9._-]{0,99}$/;
 
 /**
  * Merges changes made on other nodes into this node's registry, last-writer-wins on
@@ -38,6 +45,17 @@ export class ReplicationMerger {
   async merge(change: RegistryChange): Promise<MergeOutcome> {
     const remote: Stamp = change.type === "put" ? change.entry : change.tombstone;
     const name = change.type === "put" ? change.entry.name : change.tombstone.name;
+    const problem = this.problemWith(change, remote, name);
+    if (problem !== undefined) {
+      // A peer's change is held to the rules a client's registration is: it must not corrupt
+      // this registry, nor spread further from it.
+      this.deps.events.append({
+        type: "replication.change_rejected",
+        subject: name.slice(0, 100),
+        payload: { origin: remote.origin.slice(0, 128), reason: problem },
+      });
+      return "rejected";
+    }
     this.deps.hlc.observe(remote.hlc);
     const { store } = this.deps;
     for (let attempt = 1; ; attempt++) {
@@ -61,6 +79,25 @@ export class ReplicationMerger {
     }
   }
 
+  private problemWith(change: RegistryChange, remote: Stamp, name: string): string | undefined {
+    if (!validName.test(name)) return "the name breaks the registry's naming rules";
+    if (remote.origin === "" || remote.origin.length > 128) return "the origin node id is invalid";
+    if (remote.hlc <= 0n || remote.hlc > maxStamp) return "the clock stamp is out of range";
+    const limit = BigInt(this.deps.clock.now() + maxClockSkewMs) << 16n;
+    if (remote.hlc > limit) return "the clock stamp is too far in the future";
+    if (change.type === "put") {
+      const entry = change.entry;
+      if (!isHttpUrl(entry.baseUrl)) return "the base_url is not an http(s) URL";
+      if (entry.healthUrl !== "" && !isHttpUrl(entry.healthUrl)) return "the health_url is invalid";
+      if (entry.openapiUrl !== "" && !isHttpUrl(entry.openapiUrl))
+        return "the openapi_url is invalid";
+      if (entry.endpoints.length > 500 || entry.tags.length > 32) return "too many items";
+      if (Object.keys(entry.metadata).length > 64) return "too much metadata";
+      if (entry.ttlSeconds > 86_400) return "the ttl is out of range";
+    }
+    return undefined;
+  }
+
   private conflict(name: string, winner: Stamp, loser: Stamp): void {
     this.deps.events.append({
       type: "replication.conflict_resolved",
@@ -73,6 +110,16 @@ export class ReplicationMerger {
         loser_hlc: loser.hlc.toString(),
       },
     });
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  if (text.length > 2048) return false;
+  try {
+    const url = new URL(text);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
+  } catch {
+    return false;
   }
 }
 

@@ -1,0 +1,523 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  changeMessage,
+  type GarbageKind,
+  type GarbagePeer,
+  helloMessage,
+  snapshotEndMessage,
+  startGarbagePeer,
+} from "../support/garbage-peer.js";
+import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
+import {
+  freePort,
+  type OrchestratorProcess,
+  repoRoot,
+  startOrchestratorProcess,
+} from "../support/process.js";
+import {
+  type Cluster,
+  deregister,
+  entryNamed,
+  expectNothingToRepair,
+  expectStatus,
+  listPeers,
+  listRegistry,
+  newerStamp,
+  quietEnv,
+  register,
+  registration,
+  replicated,
+  replicatedRegistry,
+  rest,
+  type ServiceJson,
+  startCluster,
+  syncPeers,
+  until,
+  untilConverged,
+  untilLinksDown,
+  untilPeer,
+} from "../support/replication.js";
+import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
+
+// In-process nodes on loopback replicating over real HTTP/2 streams: changes made anywhere reach
+// every node, concurrent writes of one name settle on the same winner everywhere, a chain carries
+// changes end to end without echoing them forever, and a peer that refuses us, is down or speaks
+// garbage shows as such in /peers without touching the registry.
+
+describe("three nodes, full mesh", () => {
+  let cluster: Cluster | undefined;
+  const urls = (): readonly string[] => cluster?.urls ?? expect.fail("the cluster did not start");
+  const url = (i: number): string => urls()[i] ?? expect.fail(`no node ${i}`);
+
+  beforeAll(async () => {
+    cluster = await startCluster({ size: 3 });
+  });
+
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it("shows a registration made on any node on the other two, as it was written", async () => {
+    const written = await Promise.all(
+      urls().map((base, i) =>
+        register(
+          base,
+          registration(`mesh-${i}`, {
+            version: `v${i}`,
+            tags: ["mesh", `t${i}`],
+            metadata: { written_on: String(i) },
+            endpoints: [`/e${i}`],
+            ttl_seconds: 3600,
+          }),
+        ),
+      ),
+    );
+    expect(written.map((entry) => entry.origin_node_id)).toEqual(["node-a", "node-b", "node-c"]);
+    const converged = await untilConverged(urls());
+    for (const entry of written)
+      expect(entryNamed(converged, entry.name)).toEqual(replicated(entry));
+    for (const base of urls()) {
+      for (const entry of written) {
+        const read = await expectStatus(rest(base, "GET", `/registry/${entry.name}`), 200, "read");
+        expect(replicated(read as ServiceJson)).toEqual(replicated(entry));
+      }
+    }
+    for (const base of urls()) await expectNothingToRepair(base);
+  });
+
+  it("removes everywhere what is deleted on any node, and a later registration wins over the delete", async () => {
+    const names = [0, 1, 2].map((i) => `doomed-${i}`);
+    await Promise.all(names.map((name, i) => register(url(i), registration(name))));
+    await untilConverged(urls());
+    // Each is deleted on a node other than the one that registered it.
+    await Promise.all(names.map((name, i) => deregister(url((i + 1) % 3), name)));
+    const converged = await untilConverged(urls());
+    for (const name of names) {
+      expect(entryNamed(converged, name)).toBeUndefined();
+      for (const base of urls()) {
+        expect((await rest(base, "GET", `/registry/${name}`)).status, `${name} on ${base}`).toBe(
+          404,
+        );
+      }
+    }
+    // The tombstones agree too (the digests cover them).
+    for (const base of urls()) await expectNothingToRepair(base);
+
+    const back = await register(url(2), registration("doomed-0", { version: "back" }));
+    const again = await untilConverged(urls());
+    expect(entryNamed(again, "doomed-0")).toEqual(replicated(back));
+  });
+
+  it("settles the same name written concurrently on every node on one winner, the same everywhere", async () => {
+    const names = Array.from({ length: 12 }, (_, k) => `contested-${k}`);
+    const written = await Promise.all(
+      names.map((name) =>
+        Promise.all(
+          urls().map((base, i) => register(base, registration(name, { version: `from-${i}` }))),
+        ),
+      ),
+    );
+    const converged = await untilConverged(urls());
+    names.forEach((name, k) => {
+      const candidates = written[k] ?? [];
+      const [first, ...others] = candidates;
+      if (first === undefined) expect.fail(`nothing written for ${name}`);
+      const winner = others.reduce(newerStamp, first);
+      expect(entryNamed(converged, name), name).toEqual(replicated(winner));
+    });
+    for (const base of urls()) await expectNothingToRepair(base);
+  });
+});
+
+describe("three nodes in a chain A-B-C (A and C do not list each other)", () => {
+  let cluster: Cluster | undefined;
+  const urls = (): readonly string[] => cluster?.urls ?? expect.fail("the cluster did not start");
+  const url = (i: number): string => urls()[i] ?? expect.fail(`no node ${i}`);
+
+  beforeAll(async () => {
+    cluster = await startCluster({ size: 3, peersOf: (i) => (i === 1 ? [0, 2] : [1]) });
+  });
+
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it("carries every change end to end, applies each once per node, and then goes quiet", {
+    timeout: 60_000,
+  }, async () => {
+    const perNode = 10;
+    const names = (i: number) => Array.from({ length: perNode }, (_, k) => `chain-${i}-${k}`);
+    await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        for (const name of names(i))
+          await register(url(i), registration(name, { version: `${i}` }));
+      }),
+    );
+    const registered = await untilConverged(urls());
+    expect(registered.map((entry) => entry.name).sort()).toEqual([0, 1, 2].flatMap(names).sort());
+    // Deletes at each end of what the other end wrote: they cross the whole chain.
+    const deleted = [
+      ...names(2)
+        .slice(0, 3)
+        .map((n) => [0, n] as const),
+      ...names(0)
+        .slice(0, 3)
+        .map((n) => [2, n] as const),
+    ];
+    for (const [i, name] of deleted) await deregister(url(i), name);
+    const converged = await untilConverged(urls());
+    expect(converged).toHaveLength(3 * perNode - deleted.length);
+
+    // Every change made one revision on every node: none was applied twice (by the direct and
+    // the forwarded path), none came back to where it started and changed it again.
+    const changes = 3 * perNode + deleted.length;
+    const revisions = async () =>
+      Promise.all(urls().map(async (base) => (await listRegistry(base)).revision));
+    expect(await revisions()).toEqual([changes, changes, changes]);
+    const applied = async () =>
+      Promise.all(
+        urls().map(async (base) =>
+          (await listPeers(base)).map((peer) => [peer.node_id, Number(peer.applied_revision)]),
+        ),
+      );
+    expect(await applied()).toEqual([
+      [["node-b", changes]],
+      [
+        ["node-a", changes],
+        ["node-c", changes],
+      ],
+      [["node-b", changes]],
+    ]);
+
+    // Quiet: over a few keepalive periods no change circulates (nothing is written anywhere).
+    await delay(5_000);
+    expect(await revisions()).toEqual([changes, changes, changes]);
+    expect(await applied()).toEqual([
+      [["node-b", changes]],
+      [
+        ["node-a", changes],
+        ["node-c", changes],
+      ],
+      [["node-b", changes]],
+    ]);
+    expect(await Promise.all(urls().map(replicatedRegistry))).toEqual([
+      converged,
+      converged,
+      converged,
+    ]);
+  });
+});
+
+describe("two nodes with different peer tokens", () => {
+  let cluster: Cluster | undefined;
+  const urls = (): readonly string[] => cluster?.urls ?? expect.fail("the cluster did not start");
+  const url = (i: number): string => urls()[i] ?? expect.fail(`no node ${i}`);
+  const tokens = ["token-of-a-7f3c9e", "token-of-b-2d81aa"];
+
+  beforeAll(async () => {
+    cluster = await startCluster({ size: 2, env: (i) => ({ PEER_TOKEN: tokens[i] ?? "" }) });
+  });
+
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it("shows each link UNAUTHENTICATED, and no entry crosses, by stream or by anti-entropy", async () => {
+    const own = await Promise.all([0, 1].map((i) => register(url(i), registration(`own-${i}`))));
+    for (const [i, j] of [
+      [0, 1],
+      [1, 0],
+    ] as const) {
+      const peer = await untilPeer(
+        url(i),
+        cluster?.proxy(i, j).url ?? expect.fail("no cluster"),
+        (p) => p.state === "PEER_STATE_UNAUTHENTICATED" && (p.last_error ?? "") !== "",
+      );
+      expect(peer.last_error).toMatch(/unauthenticated/i);
+      // It never said hello: nothing is known of it.
+      expect(peer.node_id ?? "").toBe("");
+      for (const token of tokens) expect(peer.last_error).not.toContain(token);
+    }
+    for (const base of urls()) {
+      const sync = await syncPeers(base);
+      expect(sync.peers).toHaveLength(1);
+      expect(sync.peers[0]).toMatchObject({ ok: false });
+      expect(sync.peers[0]?.error).toMatch(/unauthenticated/i);
+      expect(sync.received ?? 0).toBe(0);
+    }
+    for (const [i, entry] of own.entries()) {
+      expect(await replicatedRegistry(url(i))).toEqual([replicated(entry)]);
+    }
+    for (const base of urls()) expect((await rest(base, "GET", "/ready")).status).toBe(200);
+  });
+});
+
+describe("a peer URL nobody listens on", () => {
+  let node: RunningOrchestrator | undefined;
+  let later: OrchestratorProcess | undefined;
+
+  afterAll(async () => {
+    // The peer goes first, so that the node closes with its link down (see untilLinksDown).
+    await later?.stop("SIGKILL");
+    if (node) await untilLinksDown(node.url).catch(() => undefined);
+    await node?.close();
+  });
+
+  it("shows the link in backoff with an error, serves meanwhile, and goes LIVE once the peer is up", async () => {
+    const peerPort = await freePort();
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "lonely", ORCHESTRATOR_PEERS: peerUrl },
+    });
+    const down = await untilPeer(
+      node.url,
+      peerUrl,
+      (p) =>
+        (p.state === "PEER_STATE_BACKOFF" || p.state === "PEER_STATE_CONNECTING") &&
+        (p.last_error ?? "") !== "",
+    );
+    expect(down.last_error).toBe("the peer is unreachable");
+    expect(down.node_id ?? "").toBe("");
+
+    expect((await rest(node.url, "GET", "/ready")).status).toBe(200);
+    const mine = await register(node.url, registration("while-peer-down"));
+    expect(await replicatedRegistry(node.url)).toEqual([replicated(mine)]);
+    const sync = await syncPeers(node.url);
+    expect(sync.peers[0]).toMatchObject({ url: peerUrl, ok: false });
+    expect(sync.peers[0]?.error ?? "").not.toBe("");
+
+    // A process of its own: it can be killed at the end, leaving the node's link down.
+    later = await startOrchestratorProcess({
+      env: { ...quietEnv, NODE_ID: "late", PORT: String(peerPort), ORCHESTRATOR_PEERS: node.url },
+    });
+    const theirs = await register(later.url, registration("from-the-late-peer"));
+    const converged = await untilConverged([node.url, later.url]);
+    expect(converged).toEqual([replicated(theirs), replicated(mine)]);
+    const live = await untilPeer(node.url, peerUrl, (p) => p.state === "PEER_STATE_LIVE");
+    expect(live).toMatchObject({ node_id: "late", last_error: "" });
+  });
+});
+
+describe("peers that send garbage", () => {
+  const garbage: GarbagePeer[] = [];
+  let node: RunningOrchestrator | undefined;
+
+  afterEach(async () => {
+    // The peers go first, so that the node closes with its links down (see untilLinksDown).
+    await Promise.all(garbage.map((peer) => peer.close()));
+    garbage.length = 0;
+    if (node) await untilLinksDown(node.url).catch(() => undefined);
+    await node?.close();
+    node = undefined;
+  });
+
+  const startGarbage = async (kinds: readonly GarbageKind[]): Promise<GarbagePeer[]> => {
+    for (const kind of kinds) garbage.push(await startGarbagePeer(kind));
+    return garbage;
+  };
+
+  it("shows each link failing with an error, never LIVE, and leaves the registry alone", {
+    timeout: 60_000,
+  }, async () => {
+    const peers = await startGarbage([
+      { kind: "html" },
+      { kind: "junk-frames" },
+      { kind: "raw-junk" },
+      // A well-formed stream whose change has no stamp.
+      {
+        kind: "bad-entries",
+        messages: [
+          helloMessage("garbage-node", 1),
+          changeMessage("unstamped", { origin: "", hlc: 0n }, 1),
+        ],
+      },
+    ]);
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "sane", ORCHESTRATOR_PEERS: peers.map((p) => p.url).join(",") },
+    });
+    const mine = await register(node.url, registration("mine", { tags: ["kept"] }));
+    const before = await replicatedRegistry(node.url);
+    expect(before).toEqual([replicated(mine)]);
+
+    const base = node.url;
+    const failed = await Promise.all(
+      peers.map((peer) =>
+        untilPeer(
+          base,
+          peer.url,
+          (p) => p.state !== "PEER_STATE_LIVE" && (p.last_error ?? "") !== "",
+        ),
+      ),
+    );
+    const [html, frames, , unstamped] = failed;
+    // grpc-js reads the HTML as frames and refuses the absurd length it finds.
+    expect(html?.last_error).toMatch(/content type|larger than max|invalid/i);
+    expect(frames?.last_error).not.toBe("");
+    expect(unstamped?.last_error).toMatch(/lacks its name or stamp/);
+    for (const peer of failed) expect(Number(peer.applied_revision ?? 0)).toBe(0);
+
+    expect(await replicatedRegistry(base)).toEqual(before);
+    expect((await rest(base, "GET", "/registry/unstamped")).status).toBe(404);
+    const sync = await syncPeers(base);
+    expect(sync.peers).toHaveLength(peers.length);
+    for (const result of sync.peers) {
+      expect(result, result.url).toMatchObject({ ok: false });
+      expect(result.error ?? "", result.url).not.toBe("");
+    }
+    expect(await replicatedRegistry(base)).toEqual(before);
+    expect((await rest(base, "GET", "/ready")).status).toBe(200);
+    const after = await register(base, registration("after-garbage"));
+    expect(await replicatedRegistry(base)).toEqual([replicated(after), replicated(mine)]);
+  });
+
+  // BUG (src/services/registry-messages.ts changeOfReplicated, src/replication/merge.ts): a
+  // replicated entry's name is not validated as a registration's is, so a peer can plant an entry
+  // the API itself refuses to create. Expected: not merged (the link fails or skips it).
+  it("does not merge a replicated entry whose name a registration could not have", async () => {
+    const stamp = { origin: "garbage-node", hlc: BigInt(Date.now()) << 16n };
+    const peers = await startGarbage([
+      {
+        kind: "bad-entries",
+        messages: [
+          helloMessage("garbage-node", 2),
+          changeMessage("Not A/Valid Name", stamp, 1),
+          changeMessage("valid-name", stamp, 2),
+          snapshotEndMessage(2),
+        ],
+      },
+    ]);
+    const peerUrl = peers[0]?.url ?? expect.fail("no garbage peer");
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "sane", ORCHESTRATOR_PEERS: peerUrl },
+    });
+    const base = node.url;
+    // The API refuses the name.
+    expect(
+      (await rest(base, "POST", "/registry/register", registration("Not A/Valid Name"))).status,
+    ).toBe(400);
+    // Either the link refused the stream, or it went past the bad entry.
+    await until("the garbage stream is dealt with", async () => {
+      const peer = (await listPeers(base)).find((p) => p.url === peerUrl);
+      const registry = await replicatedRegistry(base);
+      return (peer?.last_error ?? "") !== "" || entryNamed(registry, "valid-name")
+        ? true
+        : undefined;
+    });
+    expect(entryNamed(await replicatedRegistry(base), "Not A/Valid Name")).toBeUndefined();
+  });
+});
+
+// BUG (src/replication/hybrid-logical-clock.ts observe, src/replication/merge.ts): a remote stamp
+// is observed whatever its value. After a peer sends hlc 2^64-1, this node stamps its own next
+// write 2^64, which no uint64 can carry: its Replicate stream then fails ("Internal: internal
+// error") for every peer, for good, and replication from it stops. Expected: such a stamp is
+// refused (or at least local stamps stay within uint64 and keep replicating).
+describe("a stamp at the top of the uint64 range from a peer", () => {
+  let garbage: GarbagePeer | undefined;
+  let proxy: TcpProxy | undefined;
+  let a: RunningOrchestrator | undefined;
+  let b: RunningOrchestrator | undefined;
+
+  afterAll(async () => {
+    // Every link down first, so that the nodes close with none open (see untilLinksDown).
+    await garbage?.close();
+    proxy?.cut("reset");
+    for (const node of [a, b]) if (node) await untilLinksDown(node.url).catch(() => undefined);
+    await Promise.all([b?.close(), a?.close()]);
+    await proxy?.close();
+  });
+
+  it("does not stop the node's own writes from replicating", async () => {
+    const top = (1n << 64n) - 1n;
+    garbage = await startGarbagePeer({
+      kind: "bad-entries",
+      messages: [
+        helloMessage("garbage-node", 1),
+        changeMessage("far-future", { origin: "garbage-node", hlc: top }, 1),
+        snapshotEndMessage(1),
+      ],
+    });
+    a = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "a", ORCHESTRATOR_PEERS: garbage.url },
+    });
+    proxy = await startTcpProxy(a.port);
+    b = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "b", ORCHESTRATOR_PEERS: proxy.url },
+    });
+    const base = a.url;
+    // Merged, or refused (the link failing on it): either way A has dealt with it.
+    await until("A has dealt with the far-future entry", async () => {
+      const merged = (await rest(base, "GET", "/registry/far-future")).status === 200;
+      const refused = (await listPeers(base)).some((peer) => (peer.last_error ?? "") !== "");
+      return merged || refused ? true : undefined;
+    });
+    const mine = await register(base, registration("written-on-a"));
+    expect(BigInt(mine.hlc)).toBeLessThanOrEqual(top);
+    const onB = b.url;
+    await until("B has A's write", async () =>
+      (await rest(onB, "GET", "/registry/written-on-a")).status === 200 ? true : undefined,
+    );
+  });
+});
+
+/**
+ * Runs a script of tests/support in a `node --import tsx` process of its own, with a temporary
+ * directory of its own (removed afterwards, whatever the script left in it).
+ */
+async function runSupportScript(
+  script: string,
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
+  const path = fileURLToPath(new URL(`../support/${script}`, import.meta.url));
+  const tmp = await mkdtemp(join(tmpdir(), "orchestrator-script-"));
+  try {
+    const child = spawn(process.execPath, ["--import", tsx, path], {
+      cwd: repoRoot,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? tmp, TMPDIR: tmp },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const code = await new Promise<number | null>((resolve) => {
+      child.once("close", (exitCode) => resolve(exitCode));
+    });
+    clearTimeout(timer);
+    return { code, stdout, stderr };
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+// BUG (src/replication/peer-link.ts stop, src/clients/peer-client.ts close; with
+// @connectrpc/connect-node 2.1.2's Http2SessionManager): `App.close()` on a node whose Replicate
+// stream to a live peer is open leaves a timer behind. PeerLink.stop() aborts the stream and calls
+// transport.close() (sessions.abort()) before the HTTP/2 stream's "close" event; the session
+// manager has already dropped its listeners, and that late "close" re-arms the keepalive ping
+// (resetPingInterval), which fires pingIntervalMs later on the destroyed session and throws
+// ERR_HTTP2_INVALID_SESSION ("The session has been destroyed") as an uncaught exception. A process
+// running main.ts exits first; an embedder or a test process that goes on running dies.
+// Expected: nothing is left behind once close() resolves.
+describe("closing a node while its replication stream to a live peer is open", () => {
+  it("leaves no timer behind that throws after the close", { timeout: 90_000 }, async () => {
+    const run = await runSupportScript("close-during-replication.ts", 80_000);
+    expect(run.stdout, run.stderr).toContain("closed a");
+    expect(run.stderr).not.toContain("The session has been destroyed");
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain("clean");
+  });
+});
