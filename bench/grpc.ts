@@ -10,7 +10,6 @@
 //
 // Both servers run compiled (dist/), as production does; server CPU is read from /proc (Linux).
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { create, type DescMessage, type DescService } from "@bufbuild/protobuf";
@@ -18,6 +17,7 @@ import { Health, HealthCheckRequestSchema } from "../gen/health/v1/health_pb.js"
 import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
+import { fmt, median, percentile, stop, track, writeResults } from "./support.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -46,14 +46,19 @@ function start(script: string, env: Record<string, string> = {}): Promise<Server
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  track(child);
   return new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
+    const exitedEarly = (code: number | null) => reject(new Error(`${script} exited with ${code}`));
+    child.once("exit", exitedEarly);
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
     lines.on("line", (line) => {
       const parsed = JSON.parse(line) as { ready?: number; msg?: string; port?: number };
       const port =
         parsed.ready ?? (parsed.msg === "orchestrator listening" ? parsed.port : undefined);
-      if (port !== undefined) resolve({ child, port });
+      if (port !== undefined) {
+        child.off("exit", exitedEarly);
+        resolve({ child, port });
+      }
     });
   });
 }
@@ -113,15 +118,6 @@ async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   return { calls, seconds: elapsed, cpuMicros: cpuAfter - cpuBefore, latenciesMs };
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-}
-
 const bare = await start("./servers/bare-grpc-server.js");
 // The orchestrator exactly as `npm start` runs it, on a free loopback port.
 const ours = await start("../src/main.js", {
@@ -166,7 +162,6 @@ const table = rows.map((row) => ({
   throughputRatio: baseline ? row.callsPerSecond / baseline.callsPerSecond : Number.NaN,
 }));
 
-const fmt = (n: number, digits = 1) => n.toFixed(digits);
 const lines = [
   `bench:grpc — ${concurrency} concurrent unary calls, ${rounds} rounds × ${seconds} s per target (medians)`,
   "",
@@ -178,29 +173,15 @@ const lines = [
   ),
 ];
 process.stdout.write(`${lines.join("\n")}\n`);
-// Compiled into dist/bench/: results go to the source tree's bench/results/.
-const resultsDir = new URL("../../bench/results/", import.meta.url);
-mkdirSync(resultsDir, { recursive: true });
-const file = new URL(`grpc-${new Date().toISOString().replace(/[:.]/g, "-")}.json`, resultsDir);
-writeFileSync(
-  file,
-  JSON.stringify(
-    {
-      bench: "grpc",
-      date: new Date().toISOString(),
-      seconds,
-      rounds,
-      concurrency,
-      node: process.version,
-      rows: table,
-    },
-    null,
-    2,
-  ),
-);
-process.stdout.write(`written ${file.pathname}\n`);
-for (const server of [bare, ours]) {
-  server.child.removeAllListeners("exit");
-  server.child.kill("SIGTERM");
-}
+const file = writeResults("grpc", {
+  bench: "grpc",
+  date: new Date().toISOString(),
+  seconds,
+  rounds,
+  concurrency,
+  node: process.version,
+  rows: table,
+});
+process.stdout.write(`written ${file}\n`);
+await Promise.all([bare, ours].map((server) => stop(server.child)));
 process.exit(0);

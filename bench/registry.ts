@@ -15,8 +15,7 @@
 // ours, labelled as such.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -31,6 +30,18 @@ import {
 import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
+import {
+  count,
+  fmt,
+  freePorts,
+  median,
+  parseLogLine,
+  percentile,
+  readAnchorSentence,
+  stop,
+  track,
+  writeResults,
+} from "./support.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -74,41 +85,6 @@ interface Orchestrator extends Measured {
   readonly port: number;
 }
 
-const children = new Set<ChildProcess>();
-// A crash of the bench must not leave a redis-server or an orchestrator behind.
-process.once("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function track(child: ChildProcess): number {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  if (child.pid === undefined) throw new Error("the child process has no pid");
-  return child.pid;
-}
-
-/** Stops a child with SIGTERM, then SIGKILL if it is still there after `timeoutMs`. */
-async function stop(child: ChildProcess, timeoutMs = 10_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  await exited;
-  clearTimeout(timer);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** A throwaway redis-server on a free loopback port, with nothing written to disk. */
 interface RedisServer extends Measured {
   readonly url: string;
@@ -118,7 +94,7 @@ interface RedisServer extends Measured {
 async function startRedisServer(): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), "bench-registry-redis-"));
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const [port = 0] = await freePorts(1);
     const child = spawn(
       "redis-server",
       ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -168,8 +144,10 @@ async function startOrchestrator(
     stdio: ["ignore", "pipe", "inherit"],
   });
   const pid = track(child);
+  let exitedEarly: ((code: number | null) => void) | undefined;
   const port = await new Promise<number>((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`the ${store} orchestrator exited (${code})`)));
+    exitedEarly = (code) => reject(new Error(`the ${store} orchestrator exited (${code})`));
+    child.once("exit", exitedEarly);
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       const parsed = parseLogLine(line);
       if (parsed?.msg === "orchestrator listening" && parsed.port !== undefined) {
@@ -177,18 +155,9 @@ async function startOrchestrator(
       }
     });
   });
-  child.removeAllListeners("exit");
-  child.once("exit", () => children.delete(child));
+  if (exitedEarly) child.off("exit", exitedEarly);
   await untilReady(port);
   return { child, pid, store, port };
-}
-
-function parseLogLine(line: string): { msg?: string; port?: number } | undefined {
-  try {
-    return JSON.parse(line) as { msg?: string; port?: number };
-  } catch {
-    return undefined;
-  }
 }
 
 async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
@@ -278,15 +247,6 @@ async function drive(target: Target, durationSeconds: number): Promise<Sample> {
     redisCpuMicros: redisCpu(target.redis) - redisBefore,
     latenciesMs,
   };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
 interface CallRow {
@@ -467,14 +427,7 @@ interface Anchor {
 }
 
 function readAnchor(): Anchor | undefined {
-  const readme = new URL("../../../shared/bench/README.md", import.meta.url);
-  let text: string;
-  try {
-    text = readFileSync(readme, "utf8");
-  } catch {
-    return undefined;
-  }
-  const sentence = /^Measured here on [^\n]*$/m.exec(text)?.[0];
+  const sentence = readAnchorSentence();
   if (sentence === undefined) return undefined;
   const puts = /([\d,]+) puts\/s/.exec(sentence)?.[1];
   const installed = spawnSync("etcd", ["--version"], { stdio: "ignore" }).error === undefined;
@@ -484,9 +437,6 @@ function readAnchor(): Anchor | undefined {
     installed,
   };
 }
-
-const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
-const count = (n: number) => Math.round(n).toLocaleString("en-US");
 
 function callTable(rows: readonly CallRow[]): string[] {
   return [
@@ -554,16 +504,6 @@ async function measureCalls(targets: readonly Target[]): Promise<CallRow[]> {
   return targets.map((target) => callRow(target, samples.get(target) ?? []));
 }
 
-function writeResults(results: Record<string, unknown>): string {
-  // Compiled into dist/bench/: results go to the source tree's bench/results/.
-  const resultsDir = new URL("../../bench/results/", import.meta.url);
-  mkdirSync(resultsDir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const file = new URL(`registry-${stamp}.json`, resultsDir);
-  writeFileSync(file, JSON.stringify(results, null, 2));
-  return file.pathname;
-}
-
 async function run(): Promise<void> {
   const redis = await startRedisServer();
   const orchestrators: Orchestrator[] = [];
@@ -606,7 +546,7 @@ async function report(memory: Orchestrator, onRedis: Orchestrator, redis: RedisS
     ...anchorLines(anchor, callRows),
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
-  const file = writeResults({
+  const file = writeResults("registry", {
     bench: "registry",
     date: new Date().toISOString(),
     seconds,

@@ -32,8 +32,7 @@
 // The etcd anchor (../shared/bench/) is not run here: its published figures are printed beside
 // ours, labelled as such.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
@@ -46,6 +45,18 @@ import {
 } from "../gen/orchestrator/v1/registry_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
+import {
+  count,
+  fmt,
+  freePorts,
+  median,
+  parseLogLine,
+  percentile,
+  readAnchorSentence,
+  stop,
+  track,
+  writeResults,
+} from "./support.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -90,49 +101,7 @@ interface Node extends Measured {
   readonly listening: Promise<number>;
 }
 
-const children = new Set<ChildProcess>();
-// A crash of the bench must not leave an orchestrator behind.
-process.once("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-function track(child: ChildProcess): number {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  if (child.pid === undefined) throw new Error("the child process has no pid");
-  return child.pid;
-}
-
-/** Stops a child with SIGTERM, then SIGKILL if it is still there after `timeoutMs`. */
-async function stop(child: ChildProcess, timeoutMs = 10_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  await exited;
-  clearTimeout(timer);
-}
-
 /** `count` distinct free loopback ports: all held open at once, so that none repeats. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const server = createServer();
-          server.once("error", reject);
-          server.listen(0, "127.0.0.1", () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((server) => {
-    const address = server.address();
-    return typeof address === "object" && address !== null ? address.port : 0;
-  });
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -175,14 +144,6 @@ function spawnNode(nodeId: string, port: number, peers: readonly string[]): Node
   // Awaited by every caller; this only keeps an early exit from being an unhandled rejection.
   listening.catch(() => {});
   return { child, pid, nodeId, port, url: `http://127.0.0.1:${port}`, spawnedAt, listening };
-}
-
-function parseLogLine(line: string): { msg?: string; port?: number } | undefined {
-  try {
-    return JSON.parse(line) as { msg?: string; port?: number };
-  } catch {
-    return undefined;
-  }
 }
 
 /** Polls `check` every `pollMs` until it holds; throws `what` after `timeoutMs`. */
@@ -363,15 +324,6 @@ async function writeOpenLoop(
   await Promise.all(answers);
   registry.close();
   return log;
-}
-
-function percentile(sorted: ArrayLike<number>, p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
 function sortedFinite(values: Iterable<number>): Float64Array {
@@ -684,21 +636,11 @@ interface Anchor {
 }
 
 function readAnchor(): Anchor | undefined {
-  const readme = new URL("../../../shared/bench/README.md", import.meta.url);
-  let text: string;
-  try {
-    text = readFileSync(readme, "utf8");
-  } catch {
-    return undefined;
-  }
-  const sentence = /^Measured here on [^\n]*$/m.exec(text)?.[0];
+  const sentence = readAnchorSentence();
   const figures = /put-to-watch p50 ([\d.]+) ms, p99 ([\d.]+) ms/.exec(sentence ?? "");
   if (sentence === undefined || figures === null) return undefined;
   return { sentence, watchP50Ms: Number(figures[1]), watchP99Ms: Number(figures[2]) };
 }
-
-const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
-const count = (n: number) => Math.round(n).toLocaleString("en-US");
 
 function cpuCell(cpu: CpuReading): string {
   const nodes = Object.keys(cpu).filter((name) => name !== "bench" && name !== "other");
@@ -773,16 +715,6 @@ function anchorLines(anchor: Anchor | undefined, rows: readonly LagRow[]): strin
   ];
 }
 
-function writeResults(results: Record<string, unknown>): string {
-  // Compiled into dist/bench/: results go to the source tree's bench/results/.
-  const resultsDir = new URL("../../bench/results/", import.meta.url);
-  mkdirSync(resultsDir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const file = new URL(`replication-${stamp}.json`, resultsDir);
-  writeFileSync(file, JSON.stringify(results, null, 2));
-  return file.pathname;
-}
-
 async function run(): Promise<void> {
   const anchor = readAnchor();
   const anchorP99Ms = anchor?.watchP99Ms ?? Number.NaN;
@@ -801,7 +733,7 @@ async function run(): Promise<void> {
     ...anchorLines(anchor, lagRows),
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
-  const file = writeResults({
+  const file = writeResults("replication", {
     bench: "replication",
     date: new Date().toISOString(),
     node: process.version,
