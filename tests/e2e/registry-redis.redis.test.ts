@@ -8,7 +8,6 @@ import { afterEach, describe, expect, it } from "vitest";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
 import { createGrpcJsClient } from "../../src/clients/grpc-js-client.js";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
-import { lineReader } from "../support/line-reader.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 import {
   createTestRedisClient,
@@ -16,27 +15,23 @@ import {
   startRedisServer,
   untilRedisReady,
 } from "../support/redis-server.js";
+import {
+  expectStatus,
+  type Json,
+  openWatch,
+  patience,
+  type Reply,
+  register,
+  registration,
+  rest,
+  type ServiceJson,
+  untilStatus,
+} from "../support/rest.js";
 
 // The registry on Redis, as its users meet it: a real node (in-process) on a throwaway
 // redis-server, called over REST and gRPC on loopback. A restart of the node, or of Redis, loses
 // nothing; while Redis is down writes are refused (503 / UNAVAILABLE, never a false success),
 // reads serve the last known state, and everything recovers by itself.
-
-type Json = Record<string, unknown>;
-
-interface Reply {
-  readonly status: number;
-  readonly text: string;
-  /** The body parsed as a JSON object; `{}` when it is not one. */
-  readonly body: Json;
-}
-
-/** A registry entry as the REST gateway renders it (proto field names, uint64 as strings). */
-interface ServiceJson extends Json {
-  readonly name: string;
-  readonly version: string;
-  readonly revision: string;
-}
 
 interface ListJson {
   readonly services: ServiceJson[];
@@ -45,47 +40,12 @@ interface ListJson {
   readonly revision: string;
 }
 
-// Generous: the machine may be loaded. Nothing here asserts on how long anything takes.
-const patience = 30_000;
-
-async function rest(base: string, method: string, path: string, body?: unknown): Promise<Reply> {
-  const response = await fetch(`${base}${path}`, {
-    method,
-    ...(body === undefined
-      ? {}
-      : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(patience),
-  });
-  const text = await response.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  const isObject = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
-  return { status: response.status, text, body: isObject ? (parsed as Json) : {} };
-}
-
-/** Expects `status`, and returns the body. */
-async function expectReply(reply: Promise<Reply>, status: number): Promise<Json> {
-  const { status: actual, text, body } = await reply;
-  expect(actual, text).toBe(status);
-  return body;
-}
-
-async function register(base: string, service: Json): Promise<ServiceJson> {
-  const body = await expectReply(rest(base, "POST", "/registry/register", service), 200);
-  expect(body.status).toBe("registered");
-  return body.service as ServiceJson;
-}
-
 async function list(base: string): Promise<ListJson> {
-  return (await expectReply(rest(base, "GET", "/registry"), 200)) as unknown as ListJson;
+  return (await expectStatus(rest(base, "GET", "/registry"), 200)) as unknown as ListJson;
 }
 
 async function pollOpenApi(base: string, name: string): Promise<Json> {
-  const body = await expectReply(
+  const body = await expectStatus(
     rest(base, "POST", "/registry/poll-openapi", { names: [name] }),
     200,
   );
@@ -94,28 +54,11 @@ async function pollOpenApi(base: string, name: string): Promise<Json> {
   return results[0] as Json;
 }
 
-/** Polls `path` until it answers `status`; fails with the last answer after `patience`. */
-async function untilStatus(base: string, path: string, status: number): Promise<Json> {
-  const deadline = Date.now() + patience;
-  for (;;) {
-    const reply = await rest(base, "GET", path);
-    if (reply.status === status) return reply.body;
-    if (Date.now() > deadline) {
-      throw new Error(`GET ${path} still answers ${reply.status}, not ${status}: ${reply.text}`);
-    }
-    await delay(100);
-  }
-}
-
 /** A refusal because the store is unavailable: 503 with the gateway's error body. */
 async function expectUnavailable(reply: Promise<Reply>): Promise<void> {
-  const body = await expectReply(reply, 503);
+  const body = await expectStatus(reply, 503);
   expect(body.code).toBe("unavailable");
   expect(body.message).toBe("the registry store is unavailable");
-}
-
-function registration(name: string, extra: Json = {}): Json {
-  return { name, base_url: `http://127.0.0.1:9/${name}`, ttl_seconds: 0, ...extra };
 }
 
 /** The node's configuration: Redis, a prefix of its own, and no health probes (they write). */
@@ -126,48 +69,6 @@ function nodeEnv(redis: RedisServer, prefix: string, nodeId: string): Record<str
     NODE_ID: nodeId,
     HEALTH_CHECK_INTERVAL_MS: "3600000",
     LOG_LEVEL: "warn",
-  };
-}
-
-/** One line of GET /registry/watch. */
-interface WatchLine {
-  readonly type: string;
-  readonly revision: string;
-  readonly service?: ServiceJson;
-  readonly snapshot?: boolean;
-  readonly error?: Json;
-}
-
-/** An NDJSON watch; its status line comes with the first event, so the request starts at once. */
-interface Watch {
-  next(): Promise<WatchLine>;
-  close(): void;
-}
-
-function openWatch(base: string, startRevision = 0): Watch {
-  const controller = new AbortController();
-  const response = fetch(`${base}/registry/watch?start_revision=${startRevision}`, {
-    signal: controller.signal,
-  });
-  // Handled here too, so that a watch closed before it answered leaves no unhandled rejection.
-  response.catch(() => undefined);
-  let lines: ReturnType<typeof lineReader> | undefined;
-  return {
-    async next() {
-      if (lines === undefined) {
-        const answered = await response;
-        expect(answered.status).toBe(200);
-        const body = answered.body as AsyncIterable<Uint8Array> | null;
-        if (body === null) throw new Error("the watch has no body");
-        lines = lineReader(body[Symbol.asyncIterator]());
-      }
-      const line = await lines.next();
-      if (line === undefined) throw new Error("the watch ended");
-      const parsed = JSON.parse(line) as WatchLine;
-      if (parsed.error !== undefined) throw new Error(`the watch failed: ${line}`);
-      return parsed;
-    },
-    close: () => controller.abort(),
   };
 }
 
@@ -254,9 +155,9 @@ describe("registry on Redis", () => {
     await register(first.url, registration("beta", { tags: ["edge"], ttl_seconds: 86_400 }));
     await register(first.url, registration("gamma", { metadata: { owner: "ops" } }));
     await register(first.url, registration("delta", { version: "0.1.0" }));
-    const removed = await expectReply(rest(first.url, "DELETE", "/registry/gamma"), 200);
+    const removed = await expectStatus(rest(first.url, "DELETE", "/registry/gamma"), 200);
     expect(removed).toEqual({ status: "deregistered", name: "gamma", revision: "5" });
-    await expectReply(rest(first.url, "POST", "/registry/beta/heartbeat", {}), 200);
+    await expectStatus(rest(first.url, "POST", "/registry/beta/heartbeat", {}), 200);
     const recorded = await pollOpenApi(first.url, "alpha");
     expect(recorded).toMatchObject({ service: "alpha", baseline: true, changed: false, error: "" });
     expect(recorded.hash).toMatch(/^[0-9a-f]{64}$/);
@@ -274,7 +175,7 @@ describe("registry on Redis", () => {
     // --- A new node on the same Redis and prefix: the same registry, to the last field. ---
     const second = await node(nodeEnv(redis, prefix, "node-2"));
     expect(await list(second.url)).toEqual(written);
-    await expectReply(rest(second.url, "GET", "/registry/gamma"), 404);
+    await expectStatus(rest(second.url, "GET", "/registry/gamma"), 404);
     // The baseline came back: the same document is neither a first baseline nor a change.
     expect(await pollOpenApi(second.url, "alpha")).toEqual({ ...recorded, baseline: false });
     const epsilon = await register(second.url, registration("epsilon"));
@@ -307,7 +208,7 @@ describe("registry on Redis", () => {
     // Revisions continue where they were; the deregistered name can be registered again.
     const gamma = await register(third.url, registration("gamma", { version: "2.0.0" }));
     expect(gamma.revision).toBe("8");
-    const served = await expectReply(rest(third.url, "GET", "/registry/gamma"), 200);
+    const served = await expectStatus(rest(third.url, "GET", "/registry/gamma"), 200);
     expect(served).toEqual(gamma);
     const final = await list(third.url);
     expect(final.revision).toBe("8");
@@ -330,7 +231,7 @@ describe("registry on Redis", () => {
     const openapiUrl = await openApiServer();
     await register(url, registration("steady", { version: "1", tags: ["keep"] }));
     await register(url, registration("other", { openapi_url: `${openapiUrl}/openapi.json` }));
-    const steady = await expectReply(rest(url, "GET", "/registry/steady"), 200);
+    const steady = await expectStatus(rest(url, "GET", "/registry/steady"), 200);
     const before = await list(url);
     expect(before.revision).toBe("2");
     const watch = openWatch(url);
@@ -377,7 +278,7 @@ describe("registry on Redis", () => {
 
     // Reads: the last known state.
     expect(await list(url)).toEqual(before);
-    expect(await expectReply(rest(url, "GET", "/registry/steady"), 200)).toEqual(steady);
+    expect(await expectStatus(rest(url, "GET", "/registry/steady"), 200)).toEqual(steady);
 
     // Readiness: not ready, and it says why.
     const notReady = await untilStatus(url, "/ready", 503);
@@ -403,8 +304,8 @@ describe("registry on Redis", () => {
     expect(after.revision).toBe("3");
     // None of the refused writes happened: the old entries are as they were, nothing else came.
     expect(after.services).toEqual([back, ...before.services]);
-    await expectReply(rest(url, "GET", "/registry/lost"), 404);
-    await expectReply(rest(url, "GET", "/registry/lost-grpc"), 404);
+    await expectStatus(rest(url, "GET", "/registry/lost"), 404);
+    await expectStatus(rest(url, "GET", "/registry/lost-grpc"), 404);
     expect(await pollOpenApi(url, "other")).toMatchObject({ baseline: true, changed: false });
 
     // The watch opened before the outage goes on, with nothing but the write that happened.
@@ -422,8 +323,8 @@ describe("registry on Redis", () => {
     expect(await watch.next()).toMatchObject({ type: "WATCH_EVENT_TYPE_PUT", service: fromTwin });
 
     // And writes of every kind work again, continuing the revisions.
-    await expectReply(rest(url, "POST", "/registry/steady/heartbeat", {}), 200);
-    const removed = await expectReply(rest(url, "DELETE", "/registry/other"), 200);
+    await expectStatus(rest(url, "POST", "/registry/steady/heartbeat", {}), 200);
+    const removed = await expectStatus(rest(url, "DELETE", "/registry/other"), 200);
     expect(removed.revision).toBe("6");
   });
 
@@ -442,7 +343,7 @@ describe("registry on Redis", () => {
     const running = await startOrchestrator({ env: nodeEnv(redis, prefix, "node-2") });
     cleanups.push(() => running.close());
     const { url } = running;
-    const notReady = await expectReply(rest(url, "GET", "/ready"), 503);
+    const notReady = await expectStatus(rest(url, "GET", "/ready"), 503);
     expect(notReady.checks).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ name: "redis", ok: false }),

@@ -1,105 +1,31 @@
 import { randomUUID } from "node:crypto";
-import { setTimeout as delay } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { lineReader } from "../support/line-reader.js";
 import { type OrchestratorProcess, startOrchestratorProcess } from "../support/process.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
+import {
+  expectStatus,
+  openWatch,
+  register,
+  registration,
+  rest,
+  type ServiceJson,
+  until,
+  untilStatus,
+  type Watch,
+  type WatchLine,
+} from "../support/rest.js";
 
 // Two orchestrator processes (real `src/main.ts` processes) sharing one Redis and key prefix are
 // one registry: what is written on one is read, and watched, on the other; concurrent writers on
 // both never share or skip a revision; and one of them dying leaves the other serving.
-
-type Json = Record<string, unknown>;
-
-interface Reply {
-  readonly status: number;
-  readonly text: string;
-  /** The body parsed as a JSON object; `{}` when it is not one. */
-  readonly body: Json;
-}
-
-/** A registry entry as the REST gateway renders it (proto field names, uint64 as strings). */
-interface ServiceJson extends Json {
-  readonly name: string;
-  readonly version: string;
-  readonly revision: string;
-  readonly registered_at: string;
-  readonly origin_node_id: string;
-}
 
 interface ListJson {
   readonly services: ServiceJson[];
   readonly revision: string;
 }
 
-/** One line of GET /registry/watch. */
-interface WatchLine {
-  readonly type: string;
-  readonly revision: string;
-  readonly service?: ServiceJson;
-  readonly snapshot?: boolean;
-  readonly compacted?: boolean;
-  readonly error?: Json;
-}
-
-// Generous: the machine may be loaded. Nothing here asserts on how long anything takes.
-const patience = 30_000;
-
-async function rest(base: string, method: string, path: string, body?: unknown): Promise<Reply> {
-  const response = await fetch(`${base}${path}`, {
-    method,
-    ...(body === undefined
-      ? {}
-      : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(patience),
-  });
-  const text = await response.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  const isObject = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
-  return { status: response.status, text, body: isObject ? (parsed as Json) : {} };
-}
-
-/** Expects `status`, and returns the body. */
-async function expectReply(reply: Promise<Reply>, status: number): Promise<Json> {
-  const { status: actual, text, body } = await reply;
-  expect(actual, text).toBe(status);
-  return body;
-}
-
-async function register(base: string, service: Json): Promise<ServiceJson> {
-  const body = await expectReply(rest(base, "POST", "/registry/register", service), 200);
-  return body.service as ServiceJson;
-}
-
 async function list(base: string): Promise<ListJson> {
-  return (await expectReply(rest(base, "GET", "/registry"), 200)) as unknown as ListJson;
-}
-
-/** Polls until `check` holds (it returns a value) or `patience` runs out. */
-async function until<T>(what: string, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + patience;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`not within ${patience} ms: ${what}`);
-    await delay(100);
-  }
-}
-
-function untilStatus(base: string, path: string, status: number): Promise<Json> {
-  return until(`GET ${base}${path} answers ${status}`, async () => {
-    const reply = await rest(base, "GET", path);
-    return reply.status === status ? reply.body : undefined;
-  });
-}
-
-function registration(name: string, extra: Json = {}): Json {
-  return { name, base_url: `http://127.0.0.1:9/${name}`, ttl_seconds: 0, ...extra };
+  return (await expectStatus(rest(base, "GET", "/registry"), 200)) as unknown as ListJson;
 }
 
 /** `count` consecutive integers from `first`. */
@@ -108,39 +34,6 @@ function range(first: number, count: number): number[] {
 }
 
 const byNumber = (x: number, y: number) => x - y;
-
-/** An NDJSON watch; its status line comes with the first event, so the request starts at once. */
-interface Watch {
-  next(): Promise<WatchLine>;
-  close(): void;
-}
-
-function openWatch(base: string, startRevision = 0): Watch {
-  const controller = new AbortController();
-  const response = fetch(`${base}/registry/watch?start_revision=${startRevision}`, {
-    signal: controller.signal,
-  });
-  // Handled here too, so that a watch closed before it answered leaves no unhandled rejection.
-  response.catch(() => undefined);
-  let lines: ReturnType<typeof lineReader> | undefined;
-  return {
-    async next() {
-      if (lines === undefined) {
-        const answered = await response;
-        expect(answered.status).toBe(200);
-        const body = answered.body as AsyncIterable<Uint8Array> | null;
-        if (body === null) throw new Error("the watch has no body");
-        lines = lineReader(body[Symbol.asyncIterator]());
-      }
-      const line = await lines.next();
-      if (line === undefined) throw new Error("the watch ended");
-      const parsed = JSON.parse(line) as WatchLine;
-      if (parsed.error !== undefined) throw new Error(`the watch failed: ${line}`);
-      return parsed;
-    },
-    close: () => controller.abort(),
-  };
-}
 
 describe("two orchestrator processes sharing one Redis", () => {
   let redis: RedisServer | undefined;
@@ -227,7 +120,7 @@ describe("two orchestrator processes sharing one Redis", () => {
     });
 
     const onA = watch(nodeA().url, Number(entry.revision));
-    const removed = await expectReply(rest(nodeB().url, "DELETE", "/registry/seen-on-b"), 200);
+    const removed = await expectStatus(rest(nodeB().url, "DELETE", "/registry/seen-on-b"), 200);
     expect(removed.revision).toBe(String(Number(entry.revision) + 1));
     await untilStatus(nodeA().url, "/registry/seen-on-b", 404);
     expect(await onA.next()).toMatchObject({
@@ -249,7 +142,7 @@ describe("two orchestrator processes sharing one Redis", () => {
       names.map(async (name, i) => {
         const entry = await register(nodeOf(i).url, registration(name));
         // The node that wrote reads its own write at once, however busy the other one is.
-        const read = await expectReply(rest(nodeOf(i).url, "GET", `/registry/${name}`), 200);
+        const read = await expectStatus(rest(nodeOf(i).url, "GET", `/registry/${name}`), 200);
         expect(read).toEqual(entry);
         return entry;
       }),
@@ -299,10 +192,10 @@ describe("two orchestrator processes sharing one Redis", () => {
       // The later write wins, whole; the entry remembers when it was first registered.
       expect(final).toEqual(last);
       expect(final?.registered_at).toBe(first.registered_at);
-      expect(await expectReply(rest(nodeA().url, "GET", `/registry/${fromA.name}`), 200)).toEqual(
+      expect(await expectStatus(rest(nodeA().url, "GET", `/registry/${fromA.name}`), 200)).toEqual(
         last,
       );
-      expect(await expectReply(rest(nodeB().url, "GET", `/registry/${fromA.name}`), 200)).toEqual(
+      expect(await expectStatus(rest(nodeB().url, "GET", `/registry/${fromA.name}`), 200)).toEqual(
         last,
       );
     }
@@ -316,7 +209,7 @@ describe("two orchestrator processes sharing one Redis", () => {
     for (let i = 0; i < 300; i++) {
       const name = `just-registered-${i}`;
       await register(nodeA().url, registration(name));
-      await expectReply(rest(nodeB().url, "DELETE", `/registry/${name}`), 200);
+      await expectStatus(rest(nodeB().url, "DELETE", `/registry/${name}`), 200);
     }
   });
 
@@ -334,7 +227,7 @@ describe("two orchestrator processes sharing one Redis", () => {
 
     expect(await untilStatus(nodeB().url, "/ready", 200)).toMatchObject({ ready: true });
     expect(await list(nodeB().url)).toEqual(before);
-    const beat = await expectReply(
+    const beat = await expectStatus(
       rest(nodeB().url, "POST", "/registry/registered-on-a/heartbeat", {}),
       200,
     );

@@ -3,20 +3,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Cluster,
   compareStamps,
-  deregister,
   entryNamed,
   expectNothingToRepair,
-  type Json,
   newerStamp,
-  register,
-  registration,
   replicated,
-  rest,
-  type ServiceJson,
   startCluster,
   untilConverged,
   untilPeer,
 } from "../support/replication.js";
+import {
+  deregister,
+  type Json,
+  register,
+  registration,
+  rest,
+  type ServiceJson,
+} from "../support/rest.js";
 
 // Three in-process nodes, each reaching each other through a TCP proxy of its own, so that links
 // can be cut at the network level: a partition (packets dropped, only pings and timeouts notice)

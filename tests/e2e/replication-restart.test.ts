@@ -14,20 +14,22 @@ import {
   untilRedisReady,
 } from "../support/redis-server.js";
 import {
-  deregister,
   entryNamed,
-  expectStatus,
-  type Json,
   listPeers,
   nodeIdOf,
   quietEnv,
-  register,
-  registration,
   replicated,
-  rest,
-  until,
   untilConverged,
 } from "../support/replication.js";
+import {
+  deregister,
+  expectStatus,
+  type Json,
+  register,
+  registration,
+  rest,
+  until,
+} from "../support/rest.js";
 
 // Three real orchestrator processes in a full mesh; one is killed (SIGKILL) and started again on
 // the same port. With the memory store it comes back empty, under a new history, and takes the

@@ -23,27 +23,29 @@ import {
 } from "../support/process.js";
 import {
   type Cluster,
-  deregister,
   entryNamed,
   expectNothingToRepair,
-  expectStatus,
   listPeers,
-  listRegistry,
   newerStamp,
   quietEnv,
-  register,
-  registration,
   replicated,
   replicatedRegistry,
-  rest,
-  type ServiceJson,
   startCluster,
   syncPeers,
-  until,
   untilConverged,
   untilLinksDown,
   untilPeer,
 } from "../support/replication.js";
+import {
+  deregister,
+  expectStatus,
+  listRegistry,
+  register,
+  registration,
+  rest,
+  type ServiceJson,
+  until,
+} from "../support/rest.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 
 // In-process nodes on loopback replicating over real HTTP/2 streams: changes made anywhere reach

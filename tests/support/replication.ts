@@ -1,27 +1,16 @@
-import { setTimeout as delay } from "node:timers/promises";
 import { expect } from "vitest";
 import { type RunningOrchestrator, startOrchestrator } from "./orchestrator.js";
 import { freePort } from "./process.js";
+import {
+  expectStatus,
+  type Json,
+  listRegistry,
+  patience,
+  rest,
+  type ServiceJson,
+  until,
+} from "./rest.js";
 import { startTcpProxy, type TcpProxy } from "./tcp-proxy.js";
-
-/** A JSON object as the REST gateway answers it. */
-export type Json = Record<string, unknown>;
-
-/** One REST answer. */
-export interface Reply {
-  readonly status: number;
-  readonly text: string;
-  /** The body parsed as a JSON object; `{}` when it is not one. */
-  readonly body: Json;
-}
-
-/** A registry entry as the REST gateway renders it (proto field names, uint64 as strings). */
-export interface ServiceJson extends Json {
-  readonly name: string;
-  readonly revision: string;
-  readonly hlc: string;
-  readonly origin_node_id: string;
-}
 
 /** One row of GET /peers. */
 export interface PeerJson {
@@ -34,99 +23,6 @@ export interface PeerJson {
   readonly lag_ms?: number;
   readonly last_error?: string;
   readonly incarnation_id?: string;
-}
-
-/**
- * How long a poll waits for the cluster to get somewhere. Generous: the machine may be loaded, a
- * link may sit in backoff (up to 10 s) before it retries. Nothing asserts on how long it took.
- */
-export const patience = 30_000;
-
-/** A REST call; never throws for an HTTP status. */
-export async function rest(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<Reply> {
-  const response = await fetch(`${base}${path}`, {
-    method,
-    ...(body === undefined
-      ? {}
-      : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(patience),
-  });
-  const text = await response.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  const isObject = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
-  return { status: response.status, text, body: isObject ? (parsed as Json) : {} };
-}
-
-/** The body of a call that must answer `status`. @throws Error naming the call otherwise. */
-export async function expectStatus(
-  reply: Promise<Reply>,
-  status: number,
-  what: string,
-): Promise<Json> {
-  const { status: actual, text, body } = await reply;
-  if (actual !== status) throw new Error(`${what}: expected ${status}, got ${actual}: ${text}`);
-  return body;
-}
-
-/**
- * Polls `check` until it returns a value (not undefined) and returns it.
- * @throws Error naming `what` (and the last value seen, from `describe`) when time runs out.
- */
-export async function until<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  options: { timeoutMs?: number; describe?: () => string } = {},
-): Promise<T> {
-  const timeoutMs = options.timeoutMs ?? patience;
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) {
-      const last = options.describe ? `; last seen: ${options.describe()}` : "";
-      throw new Error(`not within ${timeoutMs} ms: ${what}${last}`);
-    }
-    await delay(150);
-  }
-}
-
-/** A registration body: a base URL nobody serves and no lease, unless `extra` says otherwise. */
-export function registration(name: string, extra: Json = {}): Json {
-  return { name, base_url: `http://127.0.0.1:9/${name}`, ttl_seconds: 0, ...extra };
-}
-
-export async function register(base: string, service: Json): Promise<ServiceJson> {
-  const body = await expectStatus(
-    rest(base, "POST", "/registry/register", service),
-    200,
-    `register ${String(service.name)} on ${base}`,
-  );
-  return body.service as ServiceJson;
-}
-
-export async function deregister(base: string, name: string): Promise<Json> {
-  return expectStatus(rest(base, "DELETE", `/registry/${name}`), 200, `delete ${name} on ${base}`);
-}
-
-/** GET /registry: every live entry, by name, and the node's revision. */
-export async function listRegistry(
-  base: string,
-): Promise<{ services: ServiceJson[]; revision: number }> {
-  const body = await expectStatus(rest(base, "GET", "/registry"), 200, `GET ${base}/registry`);
-  return {
-    services: (body.services as ServiceJson[] | undefined) ?? [],
-    revision: Number(body.revision ?? 0),
-  };
 }
 
 /** GET /peers. */
