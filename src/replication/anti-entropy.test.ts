@@ -1,12 +1,7 @@
-import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { entryWrite } from "../../tests/contracts/registry-store.contract.js";
-import { createManualClock } from "../../tests/support/manual-clock.js";
-import { createMemoryEventLog } from "../events/event-log.js";
-import { randomIds } from "../ids.js";
-import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
+import { createReplicaNode, type ReplicaNode } from "../../tests/support/replica-node.js";
 import type { DeclaredService, RegistryChange, RegistryEntry } from "../registry/model.js";
-import { Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import {
   type AntiEntropyPeer,
@@ -16,30 +11,6 @@ import {
   digestOf,
   syncWithPeer,
 } from "./anti-entropy.js";
-import { HybridLogicalClock } from "./hybrid-logical-clock.js";
-import { ReplicationMerger } from "./merge.js";
-
-const logger = pino({ level: "silent" });
-
-interface Node {
-  readonly nodeId: string;
-  readonly store: RegistryStore;
-  readonly registry: Registry;
-  readonly merger: ReplicationMerger;
-}
-
-function createNode(nodeId: string): Node {
-  const clock = createManualClock();
-  const store = createMemoryRegistryStore();
-  const events = createMemoryEventLog({ clock, ids: randomIds, source: nodeId });
-  const hlc = new HybridLogicalClock(clock);
-  return {
-    nodeId,
-    store,
-    registry: new Registry({ store, clock, hlc, events, nodeId, logger }),
-    merger: new ReplicationMerger({ store, hlc, clock, events, nodeId }),
-  };
-}
 
 function declared(name: string): DeclaredService {
   const { baseUrl, openapiUrl, healthUrl, endpoints, metadata, tags, version, ttlSeconds } =
@@ -60,7 +31,7 @@ function deleteOf(name: string, hlc: bigint, origin: string): RegistryChange {
   };
 }
 
-async function mergeAll(node: Node, changes: readonly RegistryChange[]): Promise<void> {
+async function mergeAll(node: ReplicaNode, changes: readonly RegistryChange[]): Promise<void> {
   for (const change of changes) await node.merger.merge(change);
 }
 
@@ -74,7 +45,7 @@ function stateOf(store: RegistryStore): string[] {
  * Node `peer` answering anti-entropy in process, as PeerService does over gRPC: its digest, its
  * entries and its merger, with the calls counted.
  */
-function peerOver(peer: Node): AntiEntropyPeer & { readonly calls: string[] } {
+function peerOver(peer: ReplicaNode): AntiEntropyPeer & { readonly calls: string[] } {
   const calls: string[] = [];
   return {
     calls,
@@ -117,8 +88,8 @@ describe("bucketOf", () => {
 
 describe("digestOf", () => {
   it("is the same for two stores holding the same state, whatever their revisions and statuses", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
     const changes = [...shared, deleteOf("gone", 50n, "node-c")];
     await mergeAll(a, changes);
     // B gets there by another road: a write of its own, later deleted, and the reverse order.
@@ -140,8 +111,8 @@ describe("digestOf", () => {
   });
 
   it("differs in exactly the bucket of the one entry that differs", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
     await mergeAll(a, shared);
     await mergeAll(b, shared);
     await b.merger.merge(putOf("shared-7", 999n, "node-b"));
@@ -152,8 +123,8 @@ describe("digestOf", () => {
   });
 
   it("tells a live entry from a tombstone with the same stamp", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
     await a.merger.merge(putOf("svc", 10n, "node-c"));
     await b.merger.merge(deleteOf("svc", 10n, "node-c"));
     expect(digestOf(a.store, 8)).not.toEqual(digestOf(b.store, 8));
@@ -162,7 +133,7 @@ describe("digestOf", () => {
 
 describe("changesInBuckets", () => {
   it("returns the entries and tombstones of the given buckets, and only those", async () => {
-    const a = createNode("node-a");
+    const a = createReplicaNode("node-a");
     await mergeAll(a, [...shared, deleteOf("gone", 50n, "node-c")]);
     const buckets = [bucketOf("gone", 8), bucketOf("shared-0", 8)];
     const changes = changesInBuckets(a.store, buckets, 8);
@@ -178,9 +149,9 @@ describe("changesInBuckets", () => {
 });
 
 describe("syncWithPeer", () => {
-  async function divergedNodes(): Promise<{ a: Node; b: Node }> {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
+  async function divergedNodes(): Promise<{ a: ReplicaNode; b: ReplicaNode }> {
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
     await mergeAll(a, shared);
     await mergeAll(b, shared);
     // Only on A: one entry. Newer on A: "d" (a put) and "t" (a delete of what B has live).

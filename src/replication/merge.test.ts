@@ -1,62 +1,27 @@
-import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { entryWrite } from "../../tests/contracts/registry-store.contract.js";
-import { createManualClock, type ManualClock } from "../../tests/support/manual-clock.js";
-import { createMemoryEventLog, type EventLog } from "../events/event-log.js";
-import { randomIds } from "../ids.js";
-import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
+import { createManualClock } from "../../tests/support/manual-clock.js";
+import {
+  createReplicaNode,
+  declaredService,
+  type ReplicaNode,
+} from "../../tests/support/replica-node.js";
 import type { DeclaredService, RegistryChange, RegistryEntry } from "../registry/model.js";
-import { Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { HybridLogicalClock } from "./hybrid-logical-clock.js";
-import { ReplicationMerger } from "./merge.js";
 import { compareStamps, type Stamp } from "./stamp.js";
 
-const logger = pino({ level: "silent" });
 const call = { correlationId: "", traceId: "" };
 
-/** One orchestrator node, as app.ts wires it: a real store, event log, clock, registry, merger. */
-interface Node {
-  readonly nodeId: string;
-  readonly clock: ManualClock;
-  readonly store: RegistryStore;
-  readonly events: EventLog;
-  readonly hlc: HybridLogicalClock;
-  readonly registry: Registry;
-  readonly merger: ReplicationMerger;
-}
-
-function createNode(nodeId: string, clock: ManualClock = createManualClock()): Node {
-  const store = createMemoryRegistryStore();
-  const events = createMemoryEventLog({ clock, ids: randomIds, source: nodeId });
-  const hlc = new HybridLogicalClock(clock);
-  return {
-    nodeId,
-    clock,
-    store,
-    events,
-    hlc,
-    registry: new Registry(
-      { store, clock, hlc, events, nodeId, logger },
-      { leaseGraceMs: 5_000, tombstoneRetentionMs: 60_000 },
-    ),
-    merger: new ReplicationMerger({ store, hlc, clock, events, nodeId }),
-  };
+/** A node whose leases and tombstones run out within a test's manual time. */
+function createNode(nodeId: string): ReplicaNode {
+  return createReplicaNode(nodeId, {
+    registry: { leaseGraceMs: 5_000, tombstoneRetentionMs: 60_000 },
+  });
 }
 
 function declared(name: string, overrides: Partial<DeclaredService> = {}): DeclaredService {
-  return {
-    name,
-    baseUrl: `http://${name}:8080`,
-    openapiUrl: "",
-    healthUrl: "",
-    endpoints: [],
-    metadata: {},
-    tags: [],
-    version: "1",
-    ttlSeconds: 10,
-    ...overrides,
-  };
+  return declaredService(name, { ttlSeconds: 10, ...overrides });
 }
 
 /** A put made on `origin`, as another node's stream would carry it (its revision is theirs). */
@@ -133,7 +98,7 @@ function shuffled<T>(items: readonly T[], random: () => number): T[] {
   return copy;
 }
 
-const conflicts = (node: Node) =>
+const conflicts = (node: ReplicaNode) =>
   node.events.recent().filter((e) => e.type === "replication.conflict_resolved");
 
 describe("compareStamps", () => {

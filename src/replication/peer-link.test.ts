@@ -1,61 +1,18 @@
 import pino from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createManualClock, type ManualClock } from "../../tests/support/manual-clock.js";
+import {
+  createReplicaNode,
+  declaredService,
+  type ReplicaNode,
+} from "../../tests/support/replica-node.js";
 import { DomainError } from "../errors/domain-error.js";
-import { createMemoryEventLog, type EventLog } from "../events/event-log.js";
-import { randomIds } from "../ids.js";
-import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
-import type { DeclaredService } from "../registry/model.js";
-import { Registry } from "../registry/registry.js";
-import type { RegistryStore } from "../registry/registry-store.js";
 import { changesInBuckets, digestOf } from "./anti-entropy.js";
-import { HybridLogicalClock } from "./hybrid-logical-clock.js";
-import { ReplicationMerger } from "./merge.js";
 import { PeerCallError, PeerLink, type PeerLinkOptions, type PeerTransport } from "./peer-link.js";
 import { type ReplicationMessage, replicationFeed } from "./replication-feed.js";
 
 const logger = pino({ level: "silent" });
 const call = { correlationId: "", traceId: "" };
 const peerUrl = "http://node-b.peers.test:7000";
-
-/** One orchestrator node, wired as app.ts wires it, with a memory store. */
-interface Node {
-  readonly nodeId: string;
-  readonly clock: ManualClock;
-  readonly store: RegistryStore;
-  readonly events: EventLog;
-  readonly registry: Registry;
-  readonly merger: ReplicationMerger;
-}
-
-function createNode(nodeId: string): Node {
-  const clock = createManualClock();
-  const store = createMemoryRegistryStore();
-  const events = createMemoryEventLog({ clock, ids: randomIds, source: nodeId });
-  const hlc = new HybridLogicalClock(clock);
-  return {
-    nodeId,
-    clock,
-    store,
-    events,
-    registry: new Registry({ store, clock, hlc, events, nodeId, logger }),
-    merger: new ReplicationMerger({ store, hlc, clock, events, nodeId }),
-  };
-}
-
-function declared(name: string): DeclaredService {
-  return {
-    name,
-    baseUrl: `http://${name}:8080`,
-    openapiUrl: "",
-    healthUrl: "",
-    endpoints: [],
-    metadata: {},
-    tags: [],
-    version: "1",
-    ttlSeconds: 0,
-  };
-}
 
 type ReplicateRequest = Parameters<PeerTransport["replicate"]>[0];
 type Hello = Extract<ReplicationMessage, { kind: "hello" }>;
@@ -69,7 +26,7 @@ type Hello = Extract<ReplicationMessage, { kind: "hello" }>;
  */
 interface InProcessTransport extends PeerTransport {
   /** The node served; replace it to play a peer that restarted. */
-  serving: Node;
+  serving: ReplicaNode;
   /** When set, `replicate` fails with it. */
   failure: Error | undefined;
   /** When set, awaited before a snapshot's end marker; resolving false cuts the stream there. */
@@ -82,7 +39,7 @@ interface InProcessTransport extends PeerTransport {
 }
 
 function inProcessTransport(
-  peer: Node,
+  peer: ReplicaNode,
   options: { keepaliveMs?: number } = {},
 ): InProcessTransport {
   const open = new Set<AbortController>();
@@ -151,7 +108,7 @@ afterEach(async () => {
 });
 
 function linkFrom(
-  node: Node,
+  node: ReplicaNode,
   transport: PeerTransport,
   options: Partial<PeerLinkOptions> = {},
   random?: () => number,
@@ -175,14 +132,15 @@ function linkFrom(
   return link;
 }
 
-const eventsOf = (node: Node, type: string) => node.events.recent().filter((e) => e.type === type);
+const eventsOf = (node: ReplicaNode, type: string) =>
+  node.events.recent().filter((e) => e.type === type);
 const waitFor = <T>(check: () => T) => vi.waitFor(check, { timeout: 10_000, interval: 5 });
 
 describe("PeerLink between two in-process nodes", () => {
   it("takes the peer's snapshot, then follows its changes live", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("early"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("early"), call);
     const transport = inProcessTransport(b);
     const link = linkFrom(a, transport);
     link.start();
@@ -201,7 +159,7 @@ describe("PeerLink between two in-process nodes", () => {
       fromRevision: 0,
     });
 
-    const { entry } = await b.registry.register(declared("late"), call);
+    const { entry } = await b.registry.register(declaredService("late"), call);
     await waitFor(() => expect(a.store.get("late")).toBeDefined());
     expect(a.store.get("late")).toMatchObject({ origin: "node-b", hlc: entry.hlc });
     await b.registry.deregister("early", call);
@@ -224,45 +182,45 @@ describe("PeerLink between two in-process nodes", () => {
   });
 
   it("persists its cursor at most every cursorFlushMs while changes stream in, and on stop", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("one"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("one"), call);
     const link = linkFrom(a, inProcessTransport(b), { cursorFlushMs: 200 });
     link.start();
     await waitFor(() => expect(link.status().state).toBe("LIVE"));
     const cursor = { historyId: b.store.historyId, revision: 1 };
     expect(await a.store.getCursor(peerUrl)).toEqual(cursor);
 
-    await b.registry.register(declared("two"), call);
+    await b.registry.register(declaredService("two"), call);
     await waitFor(() => expect(link.status().appliedRevision).toBe(2));
     expect(await a.store.getCursor(peerUrl)).toEqual(cursor); // flushed less than 200 ms ago
 
     a.clock.advance(200);
-    await b.registry.register(declared("three"), call);
+    await b.registry.register(declaredService("three"), call);
     await waitFor(async () =>
       expect(await a.store.getCursor(peerUrl)).toEqual({ ...cursor, revision: 3 }),
     );
 
-    await b.registry.register(declared("four"), call);
+    await b.registry.register(declaredService("four"), call);
     await waitFor(() => expect(link.status().appliedRevision).toBe(4));
     await link.stop();
     expect(await a.store.getCursor(peerUrl)).toEqual({ ...cursor, revision: 4 });
   });
 
   it("resumes from the persisted cursor without a snapshot after the link is stopped and started anew", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
     const transport = inProcessTransport(b);
-    await b.registry.register(declared("one"), call);
+    await b.registry.register(declaredService("one"), call);
     const first = linkFrom(a, transport);
     first.start();
     await waitFor(() => expect(first.status().state).toBe("LIVE"));
-    await b.registry.register(declared("two"), call);
+    await b.registry.register(declaredService("two"), call);
     await waitFor(() => expect(a.store.get("two")).toBeDefined());
     await first.stop();
     expect(transport.closes()).toBe(1);
 
-    await b.registry.register(declared("while-down"), call);
+    await b.registry.register(declaredService("while-down"), call);
     const second = linkFrom(a, transport);
     second.start();
     await waitFor(() => expect(a.store.get("while-down")).toBeDefined());
@@ -303,9 +261,9 @@ describe("PeerLink between two in-process nodes", () => {
   });
 
   it("asks for a snapshot when its cursor belongs to another history of the peer", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("one"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("one"), call);
     await a.store.putCursor(peerUrl, { historyId: "a-history-long-gone", revision: 7 });
     const transport = inProcessTransport(b);
     const link = linkFrom(a, transport);
@@ -322,10 +280,10 @@ describe("PeerLink between two in-process nodes", () => {
   });
 
   it("is SYNCING during a snapshot and moves its cursor only at the end: a snapshot cut short starts over", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("one"), call);
-    await b.registry.register(declared("two"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("one"), call);
+    await b.registry.register(declaredService("two"), call);
     const transport = inProcessTransport(b);
     let release: (deliver: boolean) => void = () => {};
     transport.beforeSnapshotEnd = () =>
@@ -380,9 +338,9 @@ describe("PeerLink between two in-process nodes", () => {
   });
 
   it("follows the peer after it went silent for silenceTimeoutMs, resuming from its cursor", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("one"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("one"), call);
     // The peer's keepalives are far apart: the link hears nothing for longer than it tolerates.
     const transport = inProcessTransport(b, { keepaliveMs: 60_000 });
     const link = linkFrom(a, transport, { silenceTimeoutMs: 50 });
@@ -398,15 +356,15 @@ describe("PeerLink between two in-process nodes", () => {
 
 /** A is LIVE with B; B ends the stream (it drains), writes "two"; A reconnects and gets it. */
 async function peerEndsTheStream() {
-  const a = createNode("node-a");
-  const b = createNode("node-b");
-  await b.registry.register(declared("one"), call);
+  const a = createReplicaNode("node-a");
+  const b = createReplicaNode("node-b");
+  await b.registry.register(declaredService("one"), call);
   const transport = inProcessTransport(b);
   const link = linkFrom(a, transport);
   link.start();
   await waitFor(() => expect(link.status().state).toBe("LIVE"));
   transport.endStreams();
-  await b.registry.register(declared("two"), call);
+  await b.registry.register(declaredService("two"), call);
   await waitFor(() => expect(a.store.get("two")).toBeDefined());
   await waitFor(() => expect(link.status().state).toBe("LIVE"));
   return { a, link, transport };
@@ -414,10 +372,10 @@ async function peerEndsTheStream() {
 
 /** A is LIVE at revision 5 of B; B restarts empty (a new history), writes one entry, A follows. */
 async function peerRestartedWithNewHistory() {
-  const a = createNode("node-a");
-  const b = createNode("node-b");
+  const a = createReplicaNode("node-a");
+  const b = createReplicaNode("node-b");
   for (const name of ["s1", "s2", "s3", "s4", "s5"]) {
-    await b.registry.register(declared(name), call);
+    await b.registry.register(declaredService(name), call);
   }
   const transport = inProcessTransport(b);
   const link = linkFrom(a, transport);
@@ -425,8 +383,8 @@ async function peerRestartedWithNewHistory() {
   await waitFor(() => expect(link.status()).toMatchObject({ state: "LIVE", appliedRevision: 5 }));
   expect(link.status().lagChanges).toBe(0);
 
-  const b2 = createNode("node-b");
-  await b2.registry.register(declared("after-restart"), call);
+  const b2 = createReplicaNode("node-b");
+  await b2.registry.register(declaredService("after-restart"), call);
   transport.serving = b2;
   transport.endStreams();
   await waitFor(() => expect(transport.hellos).toHaveLength(2));
@@ -436,8 +394,8 @@ async function peerRestartedWithNewHistory() {
 
 describe("PeerLink failures", () => {
   it("shows UNAUTHENTICATED when the peer refuses our credentials, and stops from its backoff", async () => {
-    const a = createNode("node-a");
-    const transport = inProcessTransport(createNode("node-b"));
+    const a = createReplicaNode("node-a");
+    const transport = inProcessTransport(createReplicaNode("node-b"));
     transport.failure = new PeerCallError("unauthenticated", "UNAUTHENTICATED: bad peer token");
     // A long backoff: the state is observed during it, and stop() must cut it short.
     const link = linkFrom(a, transport, { initialBackoffMs: 60_000, maxBackoffMs: 60_000 });
@@ -455,9 +413,9 @@ describe("PeerLink failures", () => {
   });
 
   it("backs off with the transport's error while the peer is unreachable, then goes LIVE", async () => {
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("one"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("one"), call);
     const transport = inProcessTransport(b);
     transport.failure = new PeerCallError("unavailable", "the peer is unreachable");
     const link = linkFrom(a, transport);
@@ -477,8 +435,8 @@ describe("PeerLink failures", () => {
   });
 
   it("never shows a raw error: one that is not the transport's nor the domain's is 'replication failed'", async () => {
-    const a = createNode("node-a");
-    const transport = inProcessTransport(createNode("node-b"));
+    const a = createReplicaNode("node-a");
+    const transport = inProcessTransport(createReplicaNode("node-b"));
     transport.failure = new Error("connect ECONNREFUSED 10.0.3.7:7000");
     const link = linkFrom(a, transport);
     link.start();
@@ -489,8 +447,8 @@ describe("PeerLink failures", () => {
   });
 
   it("refuses to replicate with itself: never LIVE, with last_error 'the peer is this node'", async () => {
-    const a = createNode("node-a");
-    await a.registry.register(declared("mine"), call);
+    const a = createReplicaNode("node-a");
+    await a.registry.register(declaredService("mine"), call);
     const revision = a.store.revision;
     // The configured peer URL reaches this very node: its stream is A's own feed.
     const transport = inProcessTransport(a);
@@ -518,7 +476,7 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
     random: () => number,
   ): Promise<number> {
     const link = linkFrom(
-      createNode("node-a"),
+      createReplicaNode("node-a"),
       transport,
       { initialBackoffMs: 100, maxBackoffMs: 100_000 },
       random,
@@ -533,7 +491,7 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
   it("doubles its backoff per failure, with the injected random choosing within [base/2, base]", async () => {
     useFakeTimers();
     const failing = () => {
-      const transport = inProcessTransport(createNode("node-b"));
+      const transport = inProcessTransport(createReplicaNode("node-b"));
       transport.failure = new PeerCallError("unavailable", "the peer is unreachable");
       return transport;
     };
@@ -546,10 +504,10 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
 
   it("caps its backoff at maxBackoffMs", async () => {
     useFakeTimers();
-    const transport = inProcessTransport(createNode("node-b"));
+    const transport = inProcessTransport(createReplicaNode("node-b"));
     transport.failure = new PeerCallError("unavailable", "the peer is unreachable");
     const link = linkFrom(
-      createNode("node-a"),
+      createReplicaNode("node-a"),
       transport,
       { initialBackoffMs: 100, maxBackoffMs: 250 },
       () => 1,
@@ -564,15 +522,15 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
   // A peer URL that reaches this node backs off like any failing peer (no connected/disconnected churn).
   it("backs off from a peer that is this node as from any failing peer", async () => {
     useFakeTimers();
-    const a = createNode("node-a");
+    const a = createReplicaNode("node-a");
     const self = inProcessTransport(a);
     expect(await attemptsWithin(1_000, self, () => 1)).toBe(4);
   });
 
   it("keeps a peer that sends keepalives, and drops one silent for silenceTimeoutMs", async () => {
     useFakeTimers();
-    const a = createNode("node-a");
-    const b = createNode("node-b");
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
     const chatty = inProcessTransport(b, { keepaliveMs: 1_000 });
     const kept = linkFrom(a, chatty, { silenceTimeoutMs: 3_000 });
     kept.start();
@@ -582,7 +540,7 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
     await kept.stop();
 
     const silent = inProcessTransport(b, { keepaliveMs: 60_000 });
-    const dropped = linkFrom(createNode("node-a"), silent, { silenceTimeoutMs: 3_000 });
+    const dropped = linkFrom(createReplicaNode("node-a"), silent, { silenceTimeoutMs: 3_000 });
     dropped.start();
     await vi.advanceTimersByTimeAsync(2_999);
     expect(silent.requests).toHaveLength(1);
@@ -592,9 +550,9 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
 
   it("leaves no timer behind once stopped, whether LIVE or in backoff", async () => {
     useFakeTimers();
-    const a = createNode("node-a");
-    const b = createNode("node-b");
-    await b.registry.register(declared("one"), call);
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    await b.registry.register(declaredService("one"), call);
     const live = linkFrom(a, inProcessTransport(b));
     live.start();
     await vi.advanceTimersByTimeAsync(10);
@@ -605,7 +563,7 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
 
     const failing = inProcessTransport(b);
     failing.failure = new PeerCallError("unavailable", "the peer is unreachable");
-    const backingOff = linkFrom(createNode("node-a"), failing);
+    const backingOff = linkFrom(createReplicaNode("node-a"), failing);
     backingOff.start();
     await vi.advanceTimersByTimeAsync(1);
     expect(backingOff.status().state).toBe("BACKOFF");

@@ -1,11 +1,12 @@
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { createManualClock, type ManualClock } from "../../tests/support/manual-clock.js";
+import { declaredService } from "../../tests/support/replica-node.js";
 import { DomainError } from "../errors/domain-error.js";
 import { createMemoryEventLog } from "../events/event-log.js";
 import { randomIds } from "../ids.js";
 import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
-import type { DeclaredService, RegistryChange } from "../registry/model.js";
+import type { RegistryChange } from "../registry/model.js";
 import { Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { HybridLogicalClock } from "./hybrid-logical-clock.js";
@@ -18,21 +19,6 @@ import {
 
 const logger = pino({ level: "silent" });
 const call = { correlationId: "", traceId: "" };
-
-function declared(name: string, overrides: Partial<DeclaredService> = {}): DeclaredService {
-  return {
-    name,
-    baseUrl: `http://${name}:8080`,
-    openapiUrl: "",
-    healthUrl: "",
-    endpoints: [],
-    metadata: {},
-    tags: [],
-    version: "1",
-    ttlSeconds: 0,
-    ...overrides,
-  };
-}
 
 /**
  * The serving node: a real memory store written through a real registry. Its store is seen through
@@ -119,10 +105,10 @@ async function take(feed: AsyncGenerator<ReplicationMessage>, n: number): Promis
 
 /** a@1, b@2, a deleted @3, c@4, b renewed @5. */
 async function fiveChanges(node: ServingNode): Promise<void> {
-  await node.registry.register(declared("a"), call);
-  await node.registry.register(declared("b"), call);
+  await node.registry.register(declaredService("a"), call);
+  await node.registry.register(declaredService("b"), call);
   await node.registry.deregister("a", call);
-  await node.registry.register(declared("c"), call);
+  await node.registry.register(declaredService("c"), call);
   node.clock.advance(1_000);
   await node.registry.heartbeat("b", call);
 }
@@ -143,7 +129,7 @@ describe("replicationFeed", () => {
     expect(await take(feed, 4)).toEqual(["delete a@3", "put c@4", "put b@5", "end@5"]);
 
     const next = take(feed, 1);
-    await node.registry.register(declared("d"), call);
+    await node.registry.register(declaredService("d"), call);
     expect(await next).toEqual(["put d@6"]);
   });
 
@@ -170,7 +156,7 @@ describe("replicationFeed", () => {
     const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 3 });
     expect(await take(feed, 3)).toEqual(["hello@5", "put c@4", "put b@5"]);
     const next = take(feed, 1);
-    await node.registry.register(declared("d"), call);
+    await node.registry.register(declaredService("d"), call);
     expect(await next).toEqual(["put d@6"]);
   });
 
@@ -215,7 +201,7 @@ describe("replicationFeed", () => {
   it("sends a snapshot when the change log no longer covers the cursor", async () => {
     const node = createServingNode(2);
     for (const name of ["a", "b", "c", "d", "e", "f"]) {
-      await node.registry.register(declared(name), call);
+      await node.registry.register(declaredService(name), call);
     }
     const compacted = node.store.compactedRevision;
     expect(compacted).toBeGreaterThan(1);
@@ -232,18 +218,18 @@ describe("replicationFeed", () => {
     const node = createServingNode();
     const { feed } = feedOf(node);
     expect(await take(feed, 2)).toEqual(["hello@0 snapshot", "end@0"]);
-    await node.registry.register(declared("a"), call); // 1
-    await node.registry.register(declared("b"), call); // 2
-    await node.registry.register(declared("a", { version: "2" }), call); // 3
+    await node.registry.register(declaredService("a"), call); // 1
+    await node.registry.register(declaredService("b"), call); // 2
+    await node.registry.register(declaredService("a", { version: "2" }), call); // 3
     await node.registry.deregister("b", call); // 4
-    await node.registry.register(declared("c"), call); // 5
+    await node.registry.register(declaredService("c"), call); // 5
     const result = await feed.next();
     expect(result.value).toMatchObject({ kind: "change", change: { entry: { version: "2" } } });
     expect(await take(feed, 2)).toEqual(["delete b@4", "put c@5"]);
 
     // Nothing of the backlog comes again: the feed's cursor moved to its last revision.
     const next = take(feed, 1);
-    await node.registry.register(declared("d"), call);
+    await node.registry.register(declaredService("d"), call);
     expect(await next).toEqual(["put d@6"]);
   });
 
@@ -251,16 +237,16 @@ describe("replicationFeed", () => {
     const node = createServingNode();
     const { feed } = feedOf(node, {}, { batchSize: 2 });
     await take(feed, 2);
-    await node.registry.register(declared("a"), call); // 1
-    await node.registry.register(declared("a", { version: "2" }), call); // 2
-    await node.registry.register(declared("b"), call); // 3
-    await node.registry.register(declared("a", { version: "3" }), call); // 4
+    await node.registry.register(declaredService("a"), call); // 1
+    await node.registry.register(declaredService("a", { version: "2" }), call); // 2
+    await node.registry.register(declaredService("b"), call); // 3
+    await node.registry.register(declaredService("a", { version: "3" }), call); // 4
     expect(await take(feed, 3)).toEqual(["put a@2", "put b@3", "put a@4"]);
   });
 
   it("sends a keepalive with the current revision after keepaliveMs without a message", async () => {
     const node = createServingNode();
-    await node.registry.register(declared("a"), call);
+    await node.registry.register(declaredService("a"), call);
     const { feed } = feedOf(
       node,
       { historyId: node.store.historyId, revision: 1 },
@@ -277,7 +263,7 @@ describe("replicationFeed", () => {
     });
     // A change goes out as soon as it is made, not at the next keepalive.
     const next = feed.next();
-    await node.registry.register(declared("b"), call);
+    await node.registry.register(declaredService("b"), call);
     expect((await next).value).toMatchObject({ kind: "change", change: { revision: 2 } });
   });
 
@@ -286,7 +272,7 @@ describe("replicationFeed", () => {
     const { feed } = feedOf(node, {}, { maxQueue: 3 });
     expect(await take(feed, 2)).toEqual(["hello@0 snapshot", "end@0"]);
     for (const name of ["a", "b", "c", "d", "e"]) {
-      await node.registry.register(declared(name), call);
+      await node.registry.register(declaredService(name), call);
     }
     // What was queued before the overflow still goes out, then the stream is cut.
     expect(await take(feed, 3)).toEqual(["put a@1", "put b@2", "put c@3"]);
