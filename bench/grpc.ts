@@ -17,7 +17,16 @@ import { Health, HealthCheckRequestSchema } from "../gen/health/v1/health_pb.js"
 import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
-import { fmt, median, percentile, stop, track, writeResults } from "./support.js";
+import {
+  closedLoop,
+  fmt,
+  type LoopResult,
+  median,
+  percentile,
+  stop,
+  track,
+  writeResults,
+} from "./support.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -74,11 +83,8 @@ interface Target {
   readonly call: () => Promise<unknown>;
 }
 
-interface Sample {
-  calls: number;
-  seconds: number;
-  cpuMicros: number;
-  latenciesMs: number[];
+interface Sample extends LoopResult {
+  readonly cpuMicros: number;
 }
 
 function unaryTarget<S extends DescService>(
@@ -99,23 +105,9 @@ function unaryTarget<S extends DescService>(
 }
 
 async function drive(target: Target, durationSeconds: number): Promise<Sample> {
-  const latenciesMs: number[] = [];
   const cpuBefore = cpuMicros(target.server);
-  const started = performance.now();
-  const deadline = started + durationSeconds * 1000;
-  let calls = 0;
-  const worker = async () => {
-    while (performance.now() < deadline) {
-      const t0 = performance.now();
-      await target.call();
-      latenciesMs.push(performance.now() - t0);
-      calls++;
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const elapsed = (performance.now() - started) / 1000;
-  const cpuAfter = cpuMicros(target.server);
-  return { calls, seconds: elapsed, cpuMicros: cpuAfter - cpuBefore, latenciesMs };
+  const loop = await closedLoop(target.call, durationSeconds, concurrency);
+  return { ...loop, cpuMicros: cpuMicros(target.server) - cpuBefore };
 }
 
 const bare = await start("./servers/bare-grpc-server.js");

@@ -31,9 +31,11 @@ import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
 import {
+  closedLoop,
   count,
   fmt,
   freePorts,
+  type LoopResult,
   median,
   parseLogLine,
   percentile,
@@ -197,12 +199,9 @@ interface Target {
   readonly call: () => Promise<unknown>;
 }
 
-interface Sample {
-  calls: number;
-  seconds: number;
-  cpuMicros: number;
-  redisCpuMicros: number;
-  latenciesMs: number[];
+interface Sample extends LoopResult {
+  readonly cpuMicros: number;
+  readonly redisCpuMicros: number;
 }
 
 function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): Target[] {
@@ -224,28 +223,13 @@ function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): 
 const redisCpu = (redis: RedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
 
 async function drive(target: Target, durationSeconds: number): Promise<Sample> {
-  const latenciesMs: number[] = [];
   const cpuBefore = processCpuMicros(target.orchestrator.pid);
   const redisBefore = redisCpu(target.redis);
-  const started = performance.now();
-  const deadline = started + durationSeconds * 1000;
-  let calls = 0;
-  const worker = async () => {
-    while (performance.now() < deadline) {
-      const t0 = performance.now();
-      await target.call();
-      latenciesMs.push(performance.now() - t0);
-      calls++;
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const elapsed = (performance.now() - started) / 1000;
+  const loop = await closedLoop(target.call, durationSeconds, concurrency);
   return {
-    calls,
-    seconds: elapsed,
+    ...loop,
     cpuMicros: processCpuMicros(target.orchestrator.pid) - cpuBefore,
     redisCpuMicros: redisCpu(target.redis) - redisBefore,
-    latenciesMs,
   };
 }
 

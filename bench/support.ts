@@ -91,3 +91,35 @@ export function writeResults(name: string, results: Record<string, unknown>): st
 
 export const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
 export const count = (n: number) => Math.round(n).toLocaleString("en-US");
+
+/** What {@link closedLoop} saw: the calls made, over how long, and each call's latency. */
+export interface LoopResult {
+  readonly calls: number;
+  readonly seconds: number;
+  readonly latenciesMs: number[];
+}
+
+/**
+ * Keeps `concurrency` calls in flight for `durationSeconds`: each worker starts its next call when
+ * the previous one answers, so the rate is what the server sustains at that depth.
+ */
+export async function closedLoop(
+  call: () => Promise<unknown>,
+  durationSeconds: number,
+  concurrency: number,
+): Promise<LoopResult> {
+  const latenciesMs: number[] = [];
+  const started = performance.now();
+  const deadline = started + durationSeconds * 1000;
+  let calls = 0;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      await call();
+      latenciesMs.push(performance.now() - t0);
+      calls++;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { calls, seconds: (performance.now() - started) / 1000, latenciesMs };
+}
