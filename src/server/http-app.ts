@@ -135,6 +135,8 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
     },
     readMaxBytes: deps.bodyLimitBytes,
     shutdownSignal: deps.shutdownSignal,
+    // As on REST: an unknown field is reported, not dropped (connect's default drops it).
+    jsonOptions: { ignoreUnknownFields: false },
     contextValues: (request: FastifyRequest) =>
       createContextValues().set(callMetaKey, request.callMeta),
   });

@@ -195,6 +195,20 @@ describe("REST gateway: bad input", () => {
     expectErrorBody(await call(node.url, register(body)), 400, "invalid_argument");
   });
 
+  // The Connect protocol's JSON is held to the same rule as REST: a field the server does not
+  // know is a mistake to report, not something to drop silently.
+  it("Connect JSON with an unknown field answers 400 invalid_argument", async () => {
+    const reply = await call(node.url, {
+      method: "POST",
+      path: "/orchestrator.v1.RegistryService/RegisterService",
+      body: '{"name":"svc","baseUrl":"http://svc:8080","bogus":1}',
+      headers: { "connect-protocol-version": "1" },
+    });
+    expect(reply.status, reply.text).toBe(400);
+    expect(asRecord(reply.json).code).toBe("invalid_argument");
+    expect(reply.text).toContain("bogus");
+  });
+
   it("accepts camelCase and snake_case field names alike", async () => {
     for (const body of [
       '{"name":"svc","baseUrl":"http://svc:8080","ttlSeconds":30}',
