@@ -2,34 +2,36 @@ import { randomUUID } from "node:crypto";
 import {
   type DescField,
   type DescMessage,
+  type JsonObject,
   type Message,
   toBinary,
   toJson,
 } from "@bufbuild/protobuf";
-import { WireType } from "@bufbuild/protobuf/wire";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 
 /**
  * Messages that never change once built, whose encodings are computed once and then reused by
- * every response that carries them: a registry entry appears in every listing, every watch event
- * and every peer's snapshot, and encoding it anew each time was most of what a listing of ten
- * thousand entries cost. Only messages handed to {@link sealMessage} are cached, and they must not
- * be mutated afterwards.
+ * every response of the gRPC fast path (binary) and the REST gateway (JSON) that carries them: a
+ * registry entry appears in every listing and every watch event, and encoding it anew each time
+ * was most of what a listing of ten thousand entries cost. Only messages handed to
+ * {@link sealMessage} are cached, and they must not be mutated afterwards. Caches are looked up
+ * only in the fields outside oneofs of the response itself and of sealed messages: a sealed message
+ * anywhere else is encoded anew, as the entries peers exchange are (each in a ReplicatedEntry,
+ * which is never sealed, in a oneof of ReplicateResponse or a list of GetEntriesResponse).
  */
 // The caches live on the messages themselves, under symbols that protobuf-es never looks at (it
 // reads messages field by field): WeakMaps and WeakSets cost more per fresh message than the
-// encoding they would save on a single use.
+// encoding they would save on a single use. Each encoding has one slot: absent, then `seen` once
+// the message went out in a response (see sealedValues), then the encoding itself.
 const sealedKey = Symbol("sealed");
 const binaryKey = Symbol("binary");
 const jsonKey = Symbol("json");
-const binarySeenKey = Symbol("binary seen");
-const jsonSeenKey = Symbol("json seen");
+const seen = Symbol("seen");
 
 interface Sealed {
   [sealedKey]?: true;
-  [binaryKey]?: Uint8Array;
-  [jsonKey]?: string;
-  [binarySeenKey]?: true;
-  [jsonSeenKey]?: true;
+  [binaryKey]?: Uint8Array | typeof seen;
+  [jsonKey]?: string | typeof seen;
 }
 
 const isSealed = (message: Message): boolean => (message as Sealed)[sealedKey] === true;
@@ -40,8 +42,14 @@ export function sealMessage<T extends Message>(message: T): T {
   return message;
 }
 
-/** Proto field names and fields at their defaults, as every REST response has. */
-const jsonOptions = Object.freeze({ useProtoFieldName: true, alwaysEmitImplicit: true });
+/**
+ * Proto field names (snake_case) and fields at their defaults, as every REST response and error
+ * body has. The JSON cached here is written with them, so everything else REST writes must be too.
+ */
+export const jsonWriteOptions = Object.freeze({
+  useProtoFieldName: true,
+  alwaysEmitImplicit: true,
+});
 
 /** Fields (outside oneofs) that hold messages: the only ones whose values may be sealed. */
 const messageFieldsOf = new WeakMap<DescMessage, readonly DescField[]>();
@@ -60,7 +68,6 @@ function messageFields(schema: DescMessage): readonly DescField[] {
 }
 
 type CacheKey = typeof binaryKey | typeof jsonKey;
-type SeenKey = typeof binarySeenKey | typeof jsonSeenKey;
 
 /**
  * The values of `field` in `message` when every one of them is sealed (at least one) and worth
@@ -72,7 +79,6 @@ function sealedValues(
   message: Message,
   field: DescField,
   cacheKey: CacheKey,
-  seenKey: SeenKey,
 ): readonly Message[] | undefined {
   const value = (message as unknown as Record<string, unknown>)[field.localName];
   const values = (
@@ -83,25 +89,29 @@ function sealedValues(
   for (const v of values) {
     if (!isSealed(v)) return undefined;
     const cache = v as Sealed;
-    if (cache[cacheKey] === undefined && cache[seenKey] === undefined) {
-      cache[seenKey] = true;
+    if (cache[cacheKey] === undefined) {
+      cache[cacheKey] = seen;
       worth = false;
     }
   }
   return worth ? values : undefined;
 }
 
-/** The fields of `message` whose values are all sealed and worth caching, with their values. */
+/**
+ * The fields of `message` whose values are all sealed and worth caching, with their values;
+ * undefined when there are none (nothing is allocated then).
+ */
 function sealedFields(
   schema: DescMessage,
   message: Message,
   cacheKey: CacheKey,
-  seenKey: SeenKey,
-): [DescField, readonly Message[]][] {
-  const found: [DescField, readonly Message[]][] = [];
+): [DescField, readonly Message[]][] | undefined {
+  let found: [DescField, readonly Message[]][] | undefined;
   for (const field of messageFields(schema)) {
-    const values = sealedValues(message, field, cacheKey, seenKey);
-    if (values !== undefined) found.push([field, values]);
+    const values = sealedValues(message, field, cacheKey);
+    if (values === undefined) continue;
+    found ??= [];
+    found.push([field, values]);
   }
   return found;
 }
@@ -124,62 +134,46 @@ function without(message: Message, fields: readonly [DescField, unknown][]): Mes
 export function encodeBinary(schema: DescMessage, message: Message): Uint8Array {
   if (!isSealed(message)) return encodeCarried(schema, message);
   const cache = message as Sealed;
-  cache[binaryKey] ??= encodeCarried(schema, message);
-  return cache[binaryKey];
+  const cached = cache[binaryKey];
+  if (cached !== undefined && cached !== seen) return cached;
+  const encoded = encodeCarried(schema, message);
+  cache[binaryKey] = encoded;
+  return encoded;
 }
 
 /** `message`'s own fields by protobuf-es, then its sealed fields from their caches. */
 function encodeCarried(schema: DescMessage, message: Message): Uint8Array {
-  const fields = sealedFields(schema, message, binaryKey, binarySeenKey);
-  if (fields.length === 0) return toBinary(schema, message);
-  // Sized once and filled in place: the parts are already encoded, only framing is added.
-  const parts: Uint8Array[] = [toBinary(schema, without(message, fields))];
-  let size = parts[0]?.length ?? 0;
+  const fields = sealedFields(schema, message, binaryKey);
+  if (fields === undefined) return toBinary(schema, message);
+  // The parts are already encoded: only the framing of the sealed fields is added.
+  const writer = new BinaryWriter().raw(toBinary(schema, without(message, fields)));
   for (const [field, values] of fields) {
     const child = field.message as DescMessage;
-    const tag = varint((field.number << 3) | WireType.LengthDelimited);
     for (const value of values) {
-      const bytes = encodeBinary(child, value);
-      const length = varint(bytes.length);
-      parts.push(tag, length, bytes);
-      size += tag.length + length.length + bytes.length;
+      writer.tag(field.number, WireType.LengthDelimited).bytes(encodeBinary(child, value));
     }
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-function varint(value: number): Uint8Array {
-  const bytes: number[] = [];
-  let rest = value;
-  while (rest > 0x7f) {
-    bytes.push((rest & 0x7f) | 0x80);
-    rest >>>= 7;
-  }
-  bytes.push(rest);
-  return Uint8Array.from(bytes);
+  return writer.finish();
 }
 
 /**
- * The JSON text of `message` as REST responses write it (proto field names, defaults included),
- * reusing the cached JSON of sealed messages it carries.
+ * The JSON text of `message` as REST responses write it ({@link jsonWriteOptions}), reusing the
+ * cached JSON of sealed messages it carries.
  */
 export function encodeJsonText(schema: DescMessage, message: Message): string {
   if (!isSealed(message)) return jsonCarried(schema, message);
   const cache = message as Sealed;
-  cache[jsonKey] ??= jsonCarried(schema, message);
-  return cache[jsonKey];
+  const cached = cache[jsonKey];
+  if (cached !== undefined && cached !== seen) return cached;
+  const encoded = jsonCarried(schema, message);
+  cache[jsonKey] = encoded;
+  return encoded;
 }
 
 function jsonCarried(schema: DescMessage, message: Message): string {
-  const fields = sealedFields(schema, message, jsonKey, jsonSeenKey);
-  if (fields.length === 0) return JSON.stringify(toJson(schema, message, jsonOptions));
-  const json = toJson(schema, without(message, fields), jsonOptions) as Record<string, unknown>;
+  const fields = sealedFields(schema, message, jsonKey);
+  if (fields === undefined) return JSON.stringify(toJson(schema, message, jsonWriteOptions));
+  const json = toJson(schema, without(message, fields), jsonWriteOptions) as JsonObject;
   // Each sealed field gets a placeholder where toJson put the field, so that keys keep their order;
   // the placeholder's quoted text is then replaced by the cached JSON.
   const texts = new Map<string, string>();
@@ -187,7 +181,7 @@ function jsonCarried(schema: DescMessage, message: Message): string {
     const child = field.message as DescMessage;
     const encoded = values.map((value) => encodeJsonText(child, value));
     const placeholder = `${placeholderPrefix}${i}`;
-    json[field.name] = placeholder;
+    json[field.name] = placeholder; // field.name: the JSON has proto field names
     texts.set(
       JSON.stringify(placeholder),
       field.fieldKind === "list" ? `[${encoded.join(",")}]` : (encoded[0] as string),

@@ -6,6 +6,7 @@ import {
   toJson,
 } from "@bufbuild/protobuf";
 import { Code, type ConnectError } from "@connectrpc/connect";
+import { jsonWriteOptions } from "../encoding/message-encoding.js";
 import { boundedMessage } from "../server/bounded-message.js";
 import { codeName, httpStatusOfCode } from "./http-status.js";
 
@@ -45,9 +46,3 @@ export function errorResponseOf(error: ConnectError, output?: DescMessage): Erro
   body.details = details;
   return { status: httpStatusOfCode[error.code] ?? httpStatusOfCode[Code.Internal], body };
 }
-
-/** Proto field names (snake_case) and fields at their defaults, as every REST response has. */
-export const jsonWriteOptions = Object.freeze({
-  useProtoFieldName: true,
-  alwaysEmitImplicit: true,
-});

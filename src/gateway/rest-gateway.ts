@@ -1,14 +1,14 @@
 import type { OutgoingHttpHeaders } from "node:http";
-import { getOption, hasOption, type Message, toJson } from "@bufbuild/protobuf";
+import { type DescField, getOption, hasOption, type Message, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
 import { http } from "../../gen/google/api/annotations_pb.js";
 import type { HttpRule } from "../../gen/google/api/http_pb.js";
-import { encodeJsonText } from "../encoding/message-encoding.js";
+import { encodeJsonText, jsonWriteOptions } from "../encoding/message-encoding.js";
 import type { CallMeta } from "../interceptors/call-meta.js";
 import { once, type WrappedMethod, type WrappedService } from "../interceptors/chain.js";
 import { ActiveCalls, CallContext } from "../server/call-context.js";
-import { errorResponseOf, jsonWriteOptions } from "./error-body.js";
+import { errorResponseOf } from "./error-body.js";
 import { compilePathTemplate } from "./path-template.js";
 import { type RequestMapping, requestMessageOf } from "./request-message.js";
 
@@ -20,6 +20,8 @@ export interface RestRoute {
   readonly mapping: RequestMapping;
   /** Field of the response sent as the body; "" sends the whole response. */
   readonly responseBody: string;
+  /** The response field `responseBody` names, resolved once; undefined when it names none. */
+  readonly responseField: DescField | undefined;
 }
 
 export interface RestGatewayOptions {
@@ -60,6 +62,7 @@ function routeOf(target: WrappedMethod, rule: HttpRule): RestRoute {
     target,
     mapping: { input: target.method.input, path, body: rule.body },
     responseBody: rule.responseBody,
+    responseField: target.method.output.fields.find((f) => f.name === rule.responseBody),
   };
 }
 
@@ -179,9 +182,7 @@ async function serveStream(
   raw.writeHead(200, headers);
   try {
     for (let next = first; !next.done && !closed; next = await responses.next()) {
-      if (!raw.write(`${bodyTextOf(route, next.value)}\n`)) {
-        await drained(raw, () => closed);
-      }
+      if (!raw.write(`${bodyTextOf(route, next.value)}\n`) && !closed) await drained(raw);
     }
   } catch (error) {
     if (!closed) {
@@ -219,7 +220,7 @@ function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): Ca
 function bodyTextOf(route: RestRoute, response: Message): string {
   const output = route.target.method.output;
   if (route.responseBody === "") return encodeJsonText(output, response);
-  const field = output.fields.find((f) => f.name === route.responseBody);
+  const field = route.responseField;
   if (field?.fieldKind === "message") {
     const value = (response as unknown as Record<string, Message | undefined>)[field.localName];
     return value === undefined ? "{}" : encodeJsonText(field.message, value);
@@ -238,9 +239,8 @@ function asConnectError(error: unknown): ConnectError {
   return error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
 }
 
-/** Resolves when the response can take more, or at once if the client is gone. */
-function drained(raw: NodeJS.WritableStream, isClosed: () => boolean): Promise<void> {
-  if (isClosed()) return Promise.resolve();
+/** Resolves when the response can take more, or closes: call it only while it is open. */
+function drained(raw: NodeJS.WritableStream): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       raw.removeListener("drain", done);
