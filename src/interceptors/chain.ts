@@ -7,6 +7,7 @@ import {
   type Message,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { toConnectError } from "../errors/connect-errors.js";
 
 /** A unary call as every transport sees it: one request message in, one response message out. */
 export type UnaryCall = (request: Message, context: HandlerContext) => Promise<Message>;
@@ -50,6 +51,7 @@ export interface WrappedService {
 /**
  * Wraps every method of `impl` with `interceptors` (the first is outermost). The Connect router, the
  * gRPC fast path and the REST gateway all call the result, so every protocol gets one behaviour.
+ * A DomainError an implementation throws becomes its ConnectError here, inside every interceptor.
  */
 export function wrapService<S extends DescService>(
   service: S,
@@ -84,10 +86,10 @@ function wrapMethod(
       try {
         const result = handler(request, context);
         return result instanceof Promise
-          ? result.then((value) => asMessage(output, value))
+          ? result.then((value) => asMessage(output, value), rejectAsConnectError)
           : Promise.resolve(asMessage(output, result));
       } catch (error) {
-        return Promise.reject(error);
+        return rejectAsConnectError(error);
       }
     };
     for (let i = layers.length - 1; i >= 0; i--) {
@@ -113,22 +115,42 @@ function streamingCallOf(
   switch (method.methodKind) {
     case "server_streaming":
       return async function* (requests, context) {
-        const request = await single(requests, method);
-        for await (const response of handler(request, context) as AsyncIterable<unknown>) {
-          yield asMessage(output, response);
+        try {
+          const request = await single(requests, method);
+          for await (const response of handler(request, context) as AsyncIterable<unknown>) {
+            yield asMessage(output, response);
+          }
+        } catch (error) {
+          throw toConnectError(error);
         }
       };
     case "client_streaming":
       return async function* (requests, context) {
-        yield asMessage(output, await handler(requests, context));
+        try {
+          yield asMessage(output, await handler(requests, context));
+        } catch (error) {
+          throw toConnectError(error);
+        }
       };
     default:
       return async function* (requests, context) {
-        for await (const response of handler(requests, context) as AsyncIterable<unknown>) {
-          yield asMessage(output, response);
+        try {
+          for await (const response of handler(requests, context) as AsyncIterable<unknown>) {
+            yield asMessage(output, response);
+          }
+        } catch (error) {
+          throw toConnectError(error);
         }
       };
   }
+}
+
+/**
+ * The one place a domain error becomes what clients see: innermost in the chain, so that every
+ * interceptor (telemetry above all) sees the ConnectError, on every protocol.
+ */
+function rejectAsConnectError(error: unknown): Promise<never> {
+  return Promise.reject(toConnectError(error));
 }
 
 /** Adapts a wrapped method back to the signature the Connect router expects for its kind. */

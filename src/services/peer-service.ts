@@ -12,7 +12,6 @@ import { changesInBuckets, digestOf, syncWithPeer } from "../replication/anti-en
 import type { ReplicationMerger } from "../replication/merge.js";
 import type { PeerLink, PeerState, PeerTransport } from "../replication/peer-link.js";
 import { type ReplicationMessage, replicationFeed } from "../replication/replication-feed.js";
-import { toConnectError } from "./connect-errors.js";
 import { changeOfReplicated, replicatedEntryMessage } from "./registry-messages.js";
 
 export interface PeerServiceDeps {
@@ -88,20 +87,16 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
     },
 
     async *replicate(request, context) {
-      try {
-        const feed = replicationFeed(
-          deps,
-          {
-            fromHistoryId: request.fromIncarnationId,
-            fromRevision: Number(request.fromRevision),
-            signal: context.signal,
-          },
-          { maxQueue: deps.maxQueue },
-        );
-        for await (const message of feed) yield replicateMessage(message, deps.clock);
-      } catch (error) {
-        throw toConnectError(error);
-      }
+      const feed = replicationFeed(
+        deps,
+        {
+          fromHistoryId: request.fromIncarnationId,
+          fromRevision: Number(request.fromRevision),
+          signal: context.signal,
+        },
+        { maxQueue: deps.maxQueue },
+      );
+      for await (const message of feed) yield replicateMessage(message, deps.clock);
     },
 
     getDigest(request) {
@@ -118,15 +113,11 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
     },
 
     async pushEntries(request) {
-      try {
-        let applied = 0;
-        for (const entry of request.entries) {
-          if ((await deps.merger.merge(changeOfReplicated(entry))) === "applied") applied++;
-        }
-        return { applied };
-      } catch (error) {
-        throw toConnectError(error);
+      let applied = 0;
+      for (const entry of request.entries) {
+        if ((await deps.merger.merge(changeOfReplicated(entry))) === "applied") applied++;
       }
+      return { applied };
     },
   };
 }

@@ -16,7 +16,6 @@ import type { OpenApiPoller, OpenApiPollResult } from "../registry/openapi-polle
 import type { CallInfo, Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { type WatchEvent, watchRegistry } from "../registry/registry-watch.js";
-import { toConnectError } from "./connect-errors.js";
 import { entryMessage, statusOf } from "./registry-messages.js";
 
 export interface RegistryServiceDeps {
@@ -34,105 +33,84 @@ export function createRegistryService(
 ): ServiceImpl<typeof RegistryService> {
   const { registry } = deps;
   return {
-    registerService: (request, context) =>
-      guard(async () => {
-        const { entry } = await registry.register(declaredOf(request), callOf(context));
-        return { status: "registered", count: registry.size, service: entryMessage(entry) };
-      }),
+    async registerService(request, context) {
+      const { entry } = await registry.register(declaredOf(request), callOf(context));
+      return { status: "registered", count: registry.size, service: entryMessage(entry) };
+    },
 
-    listServices: (request) =>
-      guard(async () => {
-        const page = registry.list({
-          tag: request.tag,
-          ...(request.status === ServiceStatusMessage.UNSPECIFIED
-            ? {}
-            : { status: statusOf(request.status) }),
-          namePrefix: request.namePrefix,
-          pageSize: request.pageSize,
-          pageToken: request.pageToken,
-        });
-        return create(ListServicesResponseSchema, {
-          services: page.entries.map(entryMessage),
-          count: page.entries.length,
-          nextPageToken: page.nextPageToken,
-          revision: BigInt(page.revision),
-        });
-      }),
+    async listServices(request) {
+      const page = registry.list({
+        tag: request.tag,
+        ...(request.status === ServiceStatusMessage.UNSPECIFIED
+          ? {}
+          : { status: statusOf(request.status) }),
+        namePrefix: request.namePrefix,
+        pageSize: request.pageSize,
+        pageToken: request.pageToken,
+      });
+      return create(ListServicesResponseSchema, {
+        services: page.entries.map(entryMessage),
+        count: page.entries.length,
+        nextPageToken: page.nextPageToken,
+        revision: BigInt(page.revision),
+      });
+    },
 
-    getService: (request) =>
-      guard(async () => {
-        const entry = registry.get(request.name);
-        if (entry === undefined) throw notFound(request.name);
-        return { service: entryMessage(entry) };
-      }),
+    async getService(request) {
+      const entry = registry.get(request.name);
+      if (entry === undefined) throw notFound(request.name);
+      return { service: entryMessage(entry) };
+    },
 
-    deregisterService: (request, context) =>
-      guard(async () => {
-        const tombstone = await registry.deregister(request.name, callOf(context));
-        return {
-          status: "deregistered",
-          name: tombstone.name,
-          revision: BigInt(tombstone.revision),
-        };
-      }),
+    async deregisterService(request, context) {
+      const tombstone = await registry.deregister(request.name, callOf(context));
+      return {
+        status: "deregistered",
+        name: tombstone.name,
+        revision: BigInt(tombstone.revision),
+      };
+    },
 
-    heartbeat: (request, context) =>
-      guard(async () => {
-        const entry = await registry.heartbeat(request.name, callOf(context));
-        return {
-          status: "ok",
-          name: entry.name,
-          ...(entry.leaseExpiresAt
-            ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) }
-            : {}),
-        };
-      }),
+    async heartbeat(request, context) {
+      const entry = await registry.heartbeat(request.name, callOf(context));
+      return {
+        status: "ok",
+        name: entry.name,
+        ...(entry.leaseExpiresAt ? { leaseExpiresAt: timestampFromMs(entry.leaseExpiresAt) } : {}),
+      };
+    },
 
-    pollOpenApi: (request, context) =>
-      guard(async () => {
-        const targets: { service: string; url: string }[] = [];
-        const refused: OpenApiPollResult[] = [];
-        const names =
-          request.names.length > 0 ? request.names : registry.list().entries.map((e) => e.name);
-        for (const name of new Set(names)) {
-          const entry = registry.get(name);
-          // Only documents of registered services are fetched: the request names services, not URLs.
-          if (entry === undefined) refused.push(failed(name, "not registered"));
-          else if (entry.openapiUrl) targets.push({ service: name, url: entry.openapiUrl });
-          else if (request.names.length > 0)
-            refused.push(failed(name, "no openapi_url registered"));
-        }
-        const meta = callMetaOf(context);
-        const polled = await deps.poller.poll(targets, {
-          headers: { "x-correlation-id": meta.correlationId, traceparent: traceparentOf(meta) },
-        });
-        for (const result of polled)
-          if (result.changed) emitDrift(deps.events, result, callOf(context));
-        return { results: [...polled, ...refused].map(pollResultMessage) };
-      }),
+    async pollOpenApi(request, context) {
+      const targets: { service: string; url: string }[] = [];
+      const refused: OpenApiPollResult[] = [];
+      const names =
+        request.names.length > 0 ? request.names : registry.list().entries.map((e) => e.name);
+      for (const name of new Set(names)) {
+        const entry = registry.get(name);
+        // Only documents of registered services are fetched: the request names services, not URLs.
+        if (entry === undefined) refused.push(failed(name, "not registered"));
+        else if (entry.openapiUrl) targets.push({ service: name, url: entry.openapiUrl });
+        else if (request.names.length > 0) refused.push(failed(name, "no openapi_url registered"));
+      }
+      const meta = callMetaOf(context);
+      const polled = await deps.poller.poll(targets, {
+        headers: { "x-correlation-id": meta.correlationId, traceparent: traceparentOf(meta) },
+      });
+      for (const result of polled)
+        if (result.changed) emitDrift(deps.events, result, callOf(context));
+      return { results: [...polled, ...refused].map(pollResultMessage) };
+    },
 
     async *watchServices(request, context) {
-      try {
-        const events = watchRegistry(deps.store, {
-          startRevision: Number(request.startRevision),
-          namePrefix: request.namePrefix,
-          maxQueue: deps.watchQueueSize,
-          signal: context.signal,
-        });
-        for await (const event of events) yield watchMessage(event);
-      } catch (error) {
-        throw toConnectError(error);
-      }
+      const events = watchRegistry(deps.store, {
+        startRevision: Number(request.startRevision),
+        namePrefix: request.namePrefix,
+        maxQueue: deps.watchQueueSize,
+        signal: context.signal,
+      });
+      for await (const event of events) yield watchMessage(event);
     },
   };
-}
-
-async function guard<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (error) {
-    throw toConnectError(error);
-  }
 }
 
 function callOf(context: HandlerContext): CallInfo {

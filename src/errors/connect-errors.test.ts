@@ -1,8 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { DomainError, domainErrorKinds } from "../errors/domain-error.js";
 import { httpStatusOfCode } from "../gateway/http-status.js";
 import { codeOfKind, toConnectError } from "./connect-errors.js";
+import { DomainError, domainErrorKinds } from "./domain-error.js";
 
 describe("error tables", () => {
   it.each(domainErrorKinds)("maps the domain kind %s to a Connect code", (kind) => {
