@@ -107,50 +107,79 @@ export interface PeerSample {
   readonly reconnects: number;
 }
 
+/** One per-peer metric: its name, its help, and what it reads from a sample. */
+interface PeerMetric {
+  readonly name: string;
+  readonly help: string;
+  readonly value: (sample: PeerSample) => number;
+}
+
+const peerGauges: readonly PeerMetric[] = [
+  {
+    name: "orchestrator_replication_lag_changes",
+    help: "Changes a peer has that this node has not applied yet.",
+    value: (s) => s.lagChanges,
+  },
+  {
+    name: "orchestrator_replication_lag_seconds",
+    help: "How long this node has been behind a peer.",
+    value: (s) => s.lagMs / 1000,
+  },
+];
+
+const peerCounters: readonly PeerMetric[] = [
+  {
+    name: "orchestrator_replication_applied_changes_total",
+    help: "Changes received from a peer that changed this node's registry.",
+    value: (s) => s.appliedChanges,
+  },
+  {
+    name: "orchestrator_replication_reconnects_total",
+    help: "Times the replication stream to a peer was opened again.",
+    value: (s) => s.reconnects,
+  },
+];
+
 /**
  * Per-peer replication metrics, read from the links at scrape time: lag in changes and in
  * milliseconds, changes applied from the peer, and reconnects.
  */
 export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<PeerSample>): void {
+  // A scrape (registry.metrics()) calls every collect() in one synchronous pass: the first reads
+  // the links, the others share that reading, and it is dropped once the pass is over.
+  let scraped: readonly PeerSample[] | undefined;
+  const current = (): readonly PeerSample[] => {
+    if (scraped === undefined) {
+      scraped = [...samples()];
+      queueMicrotask(() => {
+        scraped = undefined;
+      });
+    }
+    return scraped;
+  };
   const registers = [metrics.registry];
-  new Gauge({
-    name: "orchestrator_replication_lag_changes",
-    help: "Changes a peer has that this node has not applied yet.",
-    labelNames: ["peer"],
-    registers,
-    collect() {
-      this.reset();
-      for (const s of samples()) this.set({ peer: s.url }, s.lagChanges);
-    },
-  });
-  new Gauge({
-    name: "orchestrator_replication_lag_seconds",
-    help: "How long this node has been behind a peer.",
-    labelNames: ["peer"],
-    registers,
-    collect() {
-      this.reset();
-      for (const s of samples()) this.set({ peer: s.url }, s.lagMs / 1000);
-    },
-  });
-  new Counter({
-    name: "orchestrator_replication_applied_changes_total",
-    help: "Changes received from a peer that changed this node's registry.",
-    labelNames: ["peer"],
-    registers,
-    collect() {
-      this.reset();
-      for (const s of samples()) this.inc({ peer: s.url }, s.appliedChanges);
-    },
-  });
-  new Counter({
-    name: "orchestrator_replication_reconnects_total",
-    help: "Times the replication stream to a peer was opened again.",
-    labelNames: ["peer"],
-    registers,
-    collect() {
-      this.reset();
-      for (const s of samples()) this.inc({ peer: s.url }, s.reconnects);
-    },
-  });
+  for (const { name, help, value } of peerGauges) {
+    new Gauge({
+      name,
+      help,
+      labelNames: ["peer"],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of current()) this.set({ peer: s.url }, value(s));
+      },
+    });
+  }
+  for (const { name, help, value } of peerCounters) {
+    new Counter({
+      name,
+      help,
+      labelNames: ["peer"],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of current()) this.inc({ peer: s.url }, value(s));
+      },
+    });
+  }
 }

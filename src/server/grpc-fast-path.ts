@@ -365,7 +365,7 @@ function statusHeaders(target: Headers, error: ConnectError | undefined): Header
 }
 
 /** The gRPC spec's encoding of grpc-message: bytes outside 0x20-0x7E, and "%", as %XX. */
-export function percentEncodeGrpcMessage(message: string): string {
+function percentEncodeGrpcMessage(message: string): string {
   let encoded = "";
   for (const byte of Buffer.from(message, "utf8")) {
     encoded +=

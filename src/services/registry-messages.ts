@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type ReplicatedEntry, ReplicatedEntrySchema } from "../../gen/orchestrator/v1/peer_pb.js";
 import {
@@ -8,19 +8,25 @@ import {
 } from "../../gen/orchestrator/v1/registry_pb.js";
 import { sealMessage } from "../encoding/message-encoding.js";
 import { DomainError } from "../errors/domain-error.js";
-import type { RegistryChange, RegistryEntry, ServiceStatus } from "../registry/model.js";
+import type { RegistryChange, RegistryEntry, ServiceStatus, Tombstone } from "../registry/model.js";
 
-export const statusMessages: Readonly<Record<ServiceStatus, ServiceStatusMessage>> = Object.freeze({
+const statusMessages: Readonly<Record<ServiceStatus, ServiceStatusMessage>> = Object.freeze({
   UNKNOWN: ServiceStatusMessage.UNKNOWN,
   HEALTHY: ServiceStatusMessage.HEALTHY,
   UNHEALTHY: ServiceStatusMessage.UNHEALTHY,
   DOWN: ServiceStatusMessage.DOWN,
 });
 
+// The same table the other way round (UNSPECIFIED, which names no status, is not in it).
+const statusesByMessage: ReadonlyMap<ServiceStatusMessage, ServiceStatus> = new Map(
+  (Object.keys(statusMessages) as ServiceStatus[]).map((status) => [
+    statusMessages[status],
+    status,
+  ]),
+);
+
 export function statusOf(status: ServiceStatusMessage): ServiceStatus {
-  const found = (Object.keys(statusMessages) as ServiceStatus[]).find(
-    (key) => statusMessages[key] === status,
-  );
+  const found = statusesByMessage.get(status);
   // Proto enums are open: a number the enum does not define is the caller's mistake.
   if (found === undefined) throw new DomainError("invalid", `status: unknown value ${status}`);
   return found;
@@ -79,15 +85,22 @@ export function replicatedEntryMessage(change: RegistryChange): ReplicatedEntry 
   }
   const { tombstone } = change;
   return create(ReplicatedEntrySchema, {
-    entry: {
-      name: tombstone.name,
-      updatedAt: timestampFromMs(tombstone.deletedAt),
-      originNodeId: tombstone.origin,
-      hlc: tombstone.hlc,
-    },
+    entry: tombstoneEntryMessage(tombstone),
     deleted: true,
     revision: BigInt(tombstone.revision),
   });
+}
+
+/** A tombstone as a ServiceEntry: its name, when it was deleted, and its stamp. */
+export function tombstoneEntryMessage(
+  tombstone: Tombstone,
+): MessageInitShape<typeof ServiceEntrySchema> {
+  return {
+    name: tombstone.name,
+    updatedAt: timestampFromMs(tombstone.deletedAt),
+    originNodeId: tombstone.origin,
+    hlc: tombstone.hlc,
+  };
 }
 
 /**

@@ -10,13 +10,19 @@ import {
 } from "../../gen/orchestrator/v1/registry_pb.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
-import { callMetaOf, traceparentOf } from "../interceptors/call-meta.js";
+import {
+  type CallMeta,
+  callMetaOf,
+  correlationHeader,
+  traceparentHeader,
+  traceparentOf,
+} from "../interceptors/call-meta.js";
 import type { DeclaredService } from "../registry/model.js";
 import type { OpenApiPoller, OpenApiPollResult } from "../registry/openapi-poller.js";
 import type { CallInfo, Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { type WatchEvent, watchRegistry } from "../registry/registry-watch.js";
-import { entryMessage, statusOf } from "./registry-messages.js";
+import { entryMessage, statusOf, tombstoneEntryMessage } from "./registry-messages.js";
 
 export interface RegistryServiceDeps {
   readonly registry: Registry;
@@ -94,10 +100,13 @@ export function createRegistryService(
       }
       const meta = callMetaOf(context);
       const polled = await deps.poller.poll(targets, {
-        headers: { "x-correlation-id": meta.correlationId, traceparent: traceparentOf(meta) },
+        headers: {
+          [correlationHeader]: meta.correlationId,
+          [traceparentHeader]: traceparentOf(meta),
+        },
       });
-      for (const result of polled)
-        if (result.changed) emitDrift(deps.events, result, callOf(context));
+      const call = callInfoOf(meta);
+      for (const result of polled) if (result.changed) emitDrift(deps.events, result, call);
       return { results: [...polled, ...refused].map(pollResultMessage) };
     },
 
@@ -114,7 +123,10 @@ export function createRegistryService(
 }
 
 function callOf(context: HandlerContext): CallInfo {
-  const meta = callMetaOf(context);
+  return callInfoOf(callMetaOf(context));
+}
+
+function callInfoOf(meta: CallMeta): CallInfo {
   return { correlationId: meta.correlationId, traceId: meta.traceId };
 }
 
@@ -150,13 +162,7 @@ function watchMessage(event: WatchEvent) {
     case "delete":
       return {
         type: WatchEventType.DELETE,
-        service: {
-          name: event.tombstone.name,
-          revision: BigInt(event.revision),
-          updatedAt: timestampFromMs(event.tombstone.deletedAt),
-          originNodeId: event.tombstone.origin,
-          hlc: event.tombstone.hlc,
-        },
+        service: { ...tombstoneEntryMessage(event.tombstone), revision: BigInt(event.revision) },
         revision: BigInt(event.revision),
       };
     default:

@@ -10,7 +10,11 @@ import {
 import type { Clock } from "../clock.js";
 import type { EffectiveConfigValue } from "../config/index.js";
 import type { NodeInfo } from "../system/node-info.js";
-import { evaluateReadiness, type ReadinessCheck } from "../system/readiness.js";
+import {
+  evaluateReadiness,
+  type ReadinessCheck,
+  type ReadinessResult,
+} from "../system/readiness.js";
 import type { ServingState, ServingStatus } from "../system/serving-status.js";
 
 export interface SystemServiceDeps {
@@ -35,11 +39,10 @@ export interface SystemServiceDeps {
 /** SystemService: liveness, readiness, identity and configuration of this node. */
 export function createSystemService(deps: SystemServiceDeps): ServiceImpl<typeof SystemService> {
   const uptimeSeconds = () => (deps.clock.monotonic() - deps.startedAt) / 1000;
-  const servingCheck: ReadinessCheck = {
-    name: "serving",
-    probe: () => (deps.status.draining ? "the node is shutting down" : undefined),
-  };
-  const checks = [servingCheck, ...deps.readinessChecks];
+  const serving = (): ReadinessResult =>
+    deps.status.draining
+      ? { name: "serving", ok: false, detail: "the node is shutting down" }
+      : { name: "serving", ok: true, detail: "" };
   return {
     health: () => ({
       status: "healthy",
@@ -61,13 +64,12 @@ export function createSystemService(deps: SystemServiceDeps): ServiceImpl<typeof
     },
 
     async ready() {
-      const evaluated = await evaluateReadiness(checks, deps.readinessTimeoutMs ?? 2000);
-      // Draining may have begun while the checks ran: the answer must not be stale.
-      const results = evaluated.map((r) =>
-        r.name === servingCheck.name && deps.status.draining
-          ? { name: r.name, ok: false, detail: "the node is shutting down" }
-          : r,
+      const evaluated = await evaluateReadiness(
+        deps.readinessChecks,
+        deps.readinessTimeoutMs ?? 2000,
       );
+      // Serving is read after the other checks, so that a drain begun meanwhile is not missed.
+      const results = [serving(), ...evaluated];
       const response = create(ReadyResponseSchema, {
         ready: results.every((r) => r.ok),
         checks: results,
