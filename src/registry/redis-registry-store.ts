@@ -330,6 +330,12 @@ export function createRedisRegistryStore(
     },
 
     async purgeTombstones(deletedBefore: number): Promise<number> {
+      // Every node's sweep calls this (each second by default), and the script reads and decodes
+      // the whole tombstone hash: it runs only when the view holds a tombstone old enough. The view
+      // holds every tombstone it has caught up with, so the only ones skipped here are those it has
+      // not seen yet (another process wrote them a moment ago); the process that wrote one holds
+      // it in its own view and purges it, and this one does at its first sweep after catching up.
+      if (!view.hasTombstoneBefore(deletedBefore)) return 0;
       const forgotten = await command(() => scripts.purge(...keys, deletedBefore));
       view.dropTombstones(deletedBefore);
       return typeof forgotten === "number" ? forgotten : 0;

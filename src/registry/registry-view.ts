@@ -113,6 +113,14 @@ export class RegistryView {
     return differences;
   }
 
+  /** Whether some tombstone was deleted before `deletedBefore`. */
+  hasTombstoneBefore(deletedBefore: number): boolean {
+    for (const tombstone of this.dead.values()) {
+      if (tombstone.deletedAt < deletedBefore) return true;
+    }
+    return false;
+  }
+
   /** Forgets tombstones deleted before `deletedBefore`; returns their names. */
   dropTombstones(deletedBefore: number): string[] {
     const dropped: string[] = [];

@@ -307,6 +307,22 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(fresh.store.historyId).toBe(one.store.historyId);
   });
 
+  it("runs the tombstone purge in Redis only when its view holds a tombstone old enough", async () => {
+    const { store, redis, prefix } = await processes.open(newPrefix());
+    const tombstones = `${prefix}registry:tombstones`;
+    // An old tombstone this view does not hold, as one another process wrote a moment ago would be.
+    const unseen = { revision: 0, name: "unseen", deletedAt: 1_000, origin: "node-b", hlc: "1" };
+    await redis.hset(tombstones, "unseen", JSON.stringify(unseen));
+    await store.remove(tombstoneWrite("fresh", 5_000), 0);
+    expect(await store.purgeTombstones(2_000)).toBe(0);
+    expect(await redis.hexists(tombstones, "unseen")).toBe(1);
+    // Once the view holds an old tombstone, the purge runs, and forgets every old one in Redis.
+    await store.remove(tombstoneWrite("old", 1_500), 0);
+    expect(await store.purgeTombstones(2_000)).toBe(2);
+    expect(await redis.hkeys(tombstones)).toEqual(["fresh"]);
+    expect([...store.tombstones()].map((t) => t.name)).toEqual(["fresh"]);
+  });
+
   it("takes a new history id when Redis loses its data, and keeps it otherwise", {
     timeout: 60_000,
   }, async () => {
