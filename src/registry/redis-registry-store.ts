@@ -2,14 +2,15 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
-import type {
-  EntryWrite,
-  OpenApiBaseline,
-  RegistryChange,
-  RegistryEntry,
-  ReplicationCursor,
-  Tombstone,
-  TombstoneWrite,
+import {
+  type EntryWrite,
+  type OpenApiBaseline,
+  type RegistryChange,
+  type RegistryEntry,
+  type ReplicationCursor,
+  type Tombstone,
+  type TombstoneWrite,
+  withRevision,
 } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
 import { RegistryView } from "./registry-view.js";
@@ -316,7 +317,7 @@ export function createRedisRegistryStore(
     async put(entryWrite: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
       const json = encodeEntry(entryWrite);
       const revision = await write(scripts.put, entryWrite.name, expectedRevision, json);
-      const entry = decodeEntry(JSON.parse(json), revision);
+      const entry = withRevision(entryWrite, revision);
       await settle({ type: "put", revision, entry });
       return entry;
     },
@@ -324,7 +325,7 @@ export function createRedisRegistryStore(
     async remove(tombstoneWrite: TombstoneWrite, expectedRevision: number): Promise<Tombstone> {
       const json = encodeTombstone(tombstoneWrite);
       const revision = await write(scripts.remove, tombstoneWrite.name, expectedRevision, json);
-      const tombstone = decodeTombstone(JSON.parse(json), revision);
+      const tombstone: Tombstone = { ...tombstoneWrite, revision };
       await settle({ type: "delete", revision, tombstone });
       return tombstone;
     },
