@@ -49,6 +49,11 @@ export type RegistryChange =
   | { readonly type: "put"; readonly revision: number; readonly entry: RegistryEntry }
   | { readonly type: "delete"; readonly revision: number; readonly tombstone: Tombstone };
 
+/** The name of the entry a change is about. */
+export function nameOf(change: RegistryChange): string {
+  return change.type === "put" ? change.entry.name : change.tombstone.name;
+}
+
 /** An entry as written, before the store assigns its revision. */
 export type EntryWrite = Omit<RegistryEntry, "revision">;
 

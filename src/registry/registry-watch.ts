@@ -1,5 +1,5 @@
 import { DomainError } from "../errors/domain-error.js";
-import type { RegistryChange, RegistryEntry, Tombstone } from "./model.js";
+import { nameOf, type RegistryChange, type RegistryEntry, type Tombstone } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
 
 /** One event of a registry watch. */
@@ -100,10 +100,6 @@ export async function* watchRegistry(
     unsubscribe();
     request.signal.removeEventListener("abort", onAbort);
   }
-}
-
-function nameOf(change: RegistryChange): string {
-  return change.type === "put" ? change.entry.name : change.tombstone.name;
 }
 
 function fromChange(change: RegistryChange): WatchEvent {

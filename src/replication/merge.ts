@@ -1,7 +1,13 @@
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
-import type { EntryWrite, RegistryChange, RegistryEntry, Tombstone } from "../registry/model.js";
+import {
+  type EntryWrite,
+  nameOf,
+  type RegistryChange,
+  type RegistryEntry,
+  type Tombstone,
+} from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import type { HybridLogicalClock } from "./hybrid-logical-clock.js";
 import { compareStamps, type Stamp } from "./stamp.js";
@@ -44,7 +50,7 @@ export class ReplicationMerger {
    */
   async merge(change: RegistryChange): Promise<MergeOutcome> {
     const remote: Stamp = change.type === "put" ? change.entry : change.tombstone;
-    const name = change.type === "put" ? change.entry.name : change.tombstone.name;
+    const name = nameOf(change);
     const problem = this.problemWith(change, remote, name);
     if (problem !== undefined) {
       // A peer's change is held to the rules a client's registration is: it must not corrupt

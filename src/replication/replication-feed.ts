@@ -1,6 +1,6 @@
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
-import type { RegistryChange } from "../registry/model.js";
+import { nameOf, type RegistryChange } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 
 /** What a replication stream carries, in order: a hello, then changes (snapshot or log), live. */
@@ -133,7 +133,7 @@ function snapshotOf(store: RegistryStore): RegistryChange[] {
 export function coalesce(changes: readonly RegistryChange[]): RegistryChange[] {
   const latest = new Map<string, RegistryChange>();
   for (const change of changes) {
-    const name = change.type === "put" ? change.entry.name : change.tombstone.name;
+    const name = nameOf(change);
     latest.delete(name); // re-inserted at the end: the map's order is revision order
     latest.set(name, change);
   }
