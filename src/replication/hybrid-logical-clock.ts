@@ -16,7 +16,7 @@ export class HybridLogicalClock {
 
   /** A new stamp, greater than every stamp issued or observed before. */
   now(): bigint {
-    const physical = BigInt(Math.floor(this.clock.now())) << logicalBits;
+    const physical = HybridLogicalClock.fromMillis(this.clock.now());
     this.last = physical > this.last ? physical : this.last + 1n;
     return this.last;
   }
@@ -24,6 +24,11 @@ export class HybridLogicalClock {
   /** Takes note of a stamp made elsewhere, so that the next local stamp is greater. */
   observe(stamp: bigint): void {
     if (stamp > this.last) this.last = stamp;
+  }
+
+  /** The first stamp of wall-clock millisecond `ms` (its counter at 0). */
+  static fromMillis(ms: number): bigint {
+    return BigInt(Math.floor(ms)) << logicalBits;
   }
 
   /** The wall-clock milliseconds a stamp was made at. */

@@ -4,12 +4,12 @@ import type { EventLog } from "../events/event-log.js";
 import {
   type EntryWrite,
   nameOf,
+  patchEntry,
   type RegistryChange,
   type RegistryEntry,
-  type Tombstone,
 } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
-import type { HybridLogicalClock } from "./hybrid-logical-clock.js";
+import { HybridLogicalClock } from "./hybrid-logical-clock.js";
 import { compareStamps, type Stamp } from "./stamp.js";
 
 /** What merging one replicated change did to this node's registry. */
@@ -67,15 +67,15 @@ export class ReplicationMerger {
     for (let attempt = 1; ; attempt++) {
       const live = store.get(name);
       const local: Stamp | undefined = live ?? store.tombstone(name);
-      if (local !== undefined && compareStamps(remote, local) <= 0) {
-        if (local.origin !== remote.origin && compareStamps(remote, local) < 0) {
-          this.conflict(name, local, remote);
-        }
-        return "ignored";
+      if (local !== undefined) {
+        const order = compareStamps(remote, local);
+        if (order < 0 && local.origin !== remote.origin) this.conflict(name, local, remote);
+        if (order <= 0) return "ignored";
       }
       try {
+        // A tombstone is written as it came: the store replaces its revision (the origin's).
         if (change.type === "put") await store.put(merged(change.entry, live), live?.revision ?? 0);
-        else await store.remove(tombstoneWrite(change.tombstone), live?.revision ?? 0);
+        else await store.remove(change.tombstone, live?.revision ?? 0);
         return "applied";
       } catch (error) {
         if (!(error instanceof DomainError) || error.kind !== "conflict") throw error;
@@ -89,7 +89,7 @@ export class ReplicationMerger {
     if (!validName.test(name)) return "the name breaks the registry's naming rules";
     if (remote.origin === "" || remote.origin.length > 128) return "the origin node id is invalid";
     if (remote.hlc <= 0n || remote.hlc > maxStamp) return "the clock stamp is out of range";
-    const limit = BigInt(this.deps.clock.now() + maxClockSkewMs) << 16n;
+    const limit = HybridLogicalClock.fromMillis(this.deps.clock.now() + maxClockSkewMs);
     if (remote.hlc > limit) return "the clock stamp is too far in the future";
     if (change.type === "put") {
       const entry = change.entry;
@@ -130,31 +130,7 @@ function isHttpUrl(text: string): boolean {
 }
 
 function merged(remote: RegistryEntry, local: RegistryEntry | undefined): EntryWrite {
-  return {
-    name: remote.name,
-    baseUrl: remote.baseUrl,
-    openapiUrl: remote.openapiUrl,
-    healthUrl: remote.healthUrl,
-    endpoints: remote.endpoints,
-    metadata: remote.metadata,
-    tags: remote.tags,
-    version: remote.version,
-    ttlSeconds: remote.ttlSeconds,
+  return patchEntry(remote, {
     status: local && local.status !== "DOWN" ? local.status : "UNKNOWN",
-    registeredAt: remote.registeredAt,
-    lastHeartbeat: remote.lastHeartbeat,
-    updatedAt: remote.updatedAt,
-    leaseExpiresAt: remote.leaseExpiresAt,
-    origin: remote.origin,
-    hlc: remote.hlc,
-  };
-}
-
-function tombstoneWrite(tombstone: Tombstone) {
-  return {
-    name: tombstone.name,
-    deletedAt: tombstone.deletedAt,
-    origin: tombstone.origin,
-    hlc: tombstone.hlc,
-  };
+  });
 }
