@@ -1,4 +1,5 @@
 import { DomainError } from "../errors/domain-error.js";
+import { queueChanges } from "./change-queue.js";
 import { nameOf, type RegistryChange, type RegistryEntry, type Tombstone } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
 
@@ -49,17 +50,7 @@ export async function* watchRegistry(
   request: WatchRequest,
 ): AsyncGenerator<WatchEvent> {
   const matches = (name: string) => name.startsWith(request.namePrefix);
-  const queue: RegistryChange[] = [];
-  let overflowed = false;
-  let wake: (() => void) | undefined;
-  const unsubscribe = store.onChange((change) => {
-    if (overflowed) return;
-    if (queue.length >= request.maxQueue) overflowed = true;
-    else queue.push(change);
-    wake?.();
-  });
-  const onAbort = () => wake?.();
-  request.signal.addEventListener("abort", onAbort);
+  const changes = queueChanges(store, request.maxQueue, request.signal);
   try {
     let delivered: number;
     const resumed =
@@ -78,18 +69,15 @@ export async function* watchRegistry(
       yield { type: "snapshot_end", revision: delivered, snapshot: true, compacted };
     }
     while (!request.signal.aborted) {
-      const change = queue.shift();
+      const change = changes.pending.shift();
       if (change === undefined) {
-        if (overflowed) {
+        if (changes.overflowed) {
           throw new DomainError(
             "resource_exhausted",
             `the watcher fell behind by more than ${request.maxQueue} changes: watch again from revision ${delivered}`,
           );
         }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-        wake = undefined;
+        await changes.changed();
         continue;
       }
       if (change.revision <= delivered) continue;
@@ -97,8 +85,7 @@ export async function* watchRegistry(
       if (matches(nameOf(change))) yield fromChange(change);
     }
   } finally {
-    unsubscribe();
-    request.signal.removeEventListener("abort", onAbort);
+    changes.close();
   }
 }
 

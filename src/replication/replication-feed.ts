@@ -1,5 +1,6 @@
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
+import { queueChanges } from "../registry/change-queue.js";
 import { nameOf, type RegistryChange } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 
@@ -58,17 +59,7 @@ export async function* replicationFeed(
 ): AsyncGenerator<ReplicationMessage> {
   const { store, clock } = deps;
   const settings = { ...defaults, ...options };
-  const queue: RegistryChange[] = [];
-  let overflowed = false;
-  let wake: (() => void) | undefined;
-  const unsubscribe = store.onChange((change) => {
-    if (overflowed) return;
-    if (queue.length >= settings.maxQueue) overflowed = true;
-    else queue.push(change);
-    wake?.();
-  });
-  const onAbort = () => wake?.();
-  request.signal.addEventListener("abort", onAbort);
+  const changes = queueChanges(store, settings.maxQueue, request.signal);
   try {
     const resumable =
       request.fromHistoryId === store.historyId && request.fromHistoryId !== ""
@@ -92,29 +83,27 @@ export async function* replicationFeed(
       yield { kind: "snapshot_end", revision: sent };
     }
     while (!request.signal.aborted) {
-      const pending = queue.splice(0, settings.batchSize).filter((c) => c.revision > sent);
+      const pending = changes.pending
+        .splice(0, settings.batchSize)
+        .filter((c) => c.revision > sent);
       if (pending.length > 0) {
         for (const change of coalesce(pending)) yield { kind: "change", change };
         sent = pending.at(-1)?.revision ?? sent;
         continue;
       }
-      if (overflowed) {
+      if (changes.overflowed) {
         throw new DomainError(
           "resource_exhausted",
           `the peer fell behind by more than ${settings.maxQueue} changes: resume from revision ${sent}`,
         );
       }
-      const woken = await wait(settings.keepaliveMs, (resolve) => {
-        wake = resolve;
-      });
-      wake = undefined;
+      const woken = await changes.changed(settings.keepaliveMs);
       if (!woken && !request.signal.aborted) {
         yield { kind: "keepalive", revision: store.revision, timestamp: clock.now() };
       }
     }
   } finally {
-    unsubscribe();
-    request.signal.removeEventListener("abort", onAbort);
+    changes.close();
   }
 }
 
@@ -138,15 +127,4 @@ export function coalesce(changes: readonly RegistryChange[]): RegistryChange[] {
     latest.set(name, change);
   }
   return [...latest.values()];
-}
-
-/** Resolves true when woken, false when `ms` passed first. */
-function wait(ms: number, register: (wake: () => void) => void): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    register(() => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
 }
