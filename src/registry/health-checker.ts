@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
+import { forEachLimited } from "../for-each-limited.js";
 import { isOutboundError } from "../http-client/http-client.js";
 import type { RegistryEntry, ServiceStatus } from "./model.js";
 import type { Registry } from "./registry.js";
@@ -137,16 +138,7 @@ export class HealthChecker {
     const targets = [...this.deps.entries()].filter((e) => e.status !== "DOWN");
     const live = new Set(targets.map((e) => e.name));
     for (const name of this.streaks.keys()) if (!live.has(name)) this.streaks.delete(name);
-    let next = 0;
-    const worker = async () => {
-      while (next < targets.length) {
-        const entry = targets[next++] as RegistryEntry;
-        await this.probe(entry);
-      }
-    };
-    await Promise.all(
-      Array.from({ length: Math.min(this.options.concurrency, targets.length) }, worker),
-    );
+    await forEachLimited(targets, this.options.concurrency, (entry) => this.probe(entry));
   }
 
   private async probe(entry: RegistryEntry): Promise<void> {

@@ -1,5 +1,6 @@
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
+import { forEachLimited } from "../for-each-limited.js";
 import { type HttpClient, isOutboundError } from "../http-client/http-client.js";
 import {
   diffOpenApi,
@@ -159,16 +160,9 @@ export function createOpenApiPoller(
     async poll(targets, request = {}) {
       const headers = request.headers ?? {};
       const results: OpenApiPollResult[] = new Array(targets.length);
-      let next = 0;
-      // A fixed number of workers, each taking the next target, bounds the fetches in flight.
-      const worker = async () => {
-        for (let index = next++; index < targets.length; index = next++) {
-          const target = targets[index] as OpenApiPollTarget;
-          results[index] = await pollOne(target, headers);
-        }
-      };
-      const workers = Math.min(settings.concurrency, targets.length);
-      await Promise.all(Array.from({ length: workers }, worker));
+      await forEachLimited(targets, settings.concurrency, async (target, index) => {
+        results[index] = await pollOne(target, headers);
+      });
       return results;
     },
   };
