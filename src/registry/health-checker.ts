@@ -171,9 +171,10 @@ export class HealthChecker {
   }
 
   private async check(url: string): Promise<ProbeOutcome> {
-    const started = performance.now();
-    const checkedAt = this.deps.clock.now();
-    const latency = () => Math.round((performance.now() - started) * 1000) / 1000;
+    const { clock } = this.deps;
+    const started = clock.monotonic();
+    const checkedAt = clock.now();
+    const latency = () => Math.round((clock.monotonic() - started) * 1000) / 1000;
     try {
       const response = await this.deps.http.get(url, {
         timeoutMs: this.options.timeoutMs,
