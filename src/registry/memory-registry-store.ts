@@ -66,7 +66,7 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
       return tombstone;
     },
 
-    purgeTombstones: async (deletedBefore) => view.dropTombstones(deletedBefore).length,
+    purgeTombstones: async (deletedBefore) => view.dropTombstones(deletedBefore),
     sync: async () => {},
     changesSince: (revision) => view.changesSince(revision),
     onChange: (listener) => view.onChange(listener),

@@ -32,7 +32,7 @@ export interface OpenApiPollerOptions {
 }
 
 /** The defaults {@link createOpenApiPoller} merges its options over. */
-export const openApiPollerDefaults: Readonly<OpenApiPollerOptions> = Object.freeze({
+const openApiPollerDefaults: Readonly<OpenApiPollerOptions> = Object.freeze({
   concurrency: 4,
   maxBytes: 5 * 1024 * 1024,
   timeoutMs: 5000,

@@ -77,11 +77,7 @@ export class RegistryView {
    * fill). Listeners are told of what changed between the old state and the snapshot as changes
    * at the snapshot's revision, so that watchers stay correct; the log restarts empty.
    */
-  reset(
-    revision: number,
-    entries: Iterable<RegistryEntry>,
-    tombstones: Iterable<Tombstone>,
-  ): RegistryChange[] {
+  reset(revision: number, entries: Iterable<RegistryEntry>, tombstones: Iterable<Tombstone>): void {
     const next = new Map<string, RegistryEntry>();
     for (const entry of entries) next.set(entry.name, entry);
     const differences: RegistryChange[] = [];
@@ -110,7 +106,6 @@ export class RegistryView {
     this.log.length = 0;
     differences.sort((a, b) => a.revision - b.revision);
     for (const change of differences) for (const listener of [...this.listeners]) listener(change);
-    return differences;
   }
 
   /** Whether some tombstone was deleted before `deletedBefore`. */
@@ -121,13 +116,13 @@ export class RegistryView {
     return false;
   }
 
-  /** Forgets tombstones deleted before `deletedBefore`; returns their names. */
-  dropTombstones(deletedBefore: number): string[] {
-    const dropped: string[] = [];
+  /** Forgets tombstones deleted before `deletedBefore`; returns how many. */
+  dropTombstones(deletedBefore: number): number {
+    let dropped = 0;
     for (const [name, tombstone] of this.dead) {
       if (tombstone.deletedAt < deletedBefore) {
         this.dead.delete(name);
-        dropped.push(name);
+        dropped++;
       }
     }
     return dropped;
