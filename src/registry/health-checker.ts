@@ -43,16 +43,21 @@ export interface ProbeOutcome {
   readonly checkedAt: number;
 }
 
+/** One service's health: its entry's status (lower case) and its last probe (zeros before one). */
+export interface ServiceHealth {
+  readonly status: string;
+  readonly latencyMs: number;
+  readonly error: string;
+  readonly checkedAt: number;
+}
+
 /** The fleet's health, as GET /health/system shows it. */
 export interface SystemHealth {
   /** "healthy" when every service is, "degraded" when some are, "unhealthy" when none is. */
   readonly overallStatus: "healthy" | "degraded" | "unhealthy";
   readonly healthyCount: number;
   readonly totalCount: number;
-  readonly services: ReadonlyMap<
-    string,
-    { status: string; latencyMs: number; error: string; checkedAt: number }
-  >;
+  readonly services: ReadonlyMap<string, ServiceHealth>;
 }
 
 interface Streak {
@@ -114,10 +119,7 @@ export class HealthChecker {
 
   /** The fleet's health from the entries' statuses and the last probes. */
   systemHealth(): SystemHealth {
-    const services = new Map<
-      string,
-      { status: string; latencyMs: number; error: string; checkedAt: number }
-    >();
+    const services = new Map<string, ServiceHealth>();
     let healthy = 0;
     for (const entry of this.deps.entries()) {
       const last = this.streaks.get(entry.name)?.outcome;
