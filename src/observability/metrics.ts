@@ -145,18 +145,6 @@ const peerCounters: readonly PeerMetric[] = [
  * milliseconds, changes applied from the peer, and reconnects.
  */
 export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<PeerSample>): void {
-  // A scrape (registry.metrics()) calls every collect() in one synchronous pass: the first reads
-  // the links, the others share that reading, and it is dropped once the pass is over.
-  let scraped: readonly PeerSample[] | undefined;
-  const current = (): readonly PeerSample[] => {
-    if (scraped === undefined) {
-      scraped = [...samples()];
-      queueMicrotask(() => {
-        scraped = undefined;
-      });
-    }
-    return scraped;
-  };
   const registers = [metrics.registry];
   for (const { name, help, value } of peerGauges) {
     new Gauge({
@@ -166,7 +154,7 @@ export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<Pe
       registers,
       collect() {
         this.reset();
-        for (const s of current()) this.set({ peer: s.url }, value(s));
+        for (const s of samples()) this.set({ peer: s.url }, value(s));
       },
     });
   }
@@ -178,7 +166,7 @@ export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<Pe
       registers,
       collect() {
         this.reset();
-        for (const s of current()) this.inc({ peer: s.url }, value(s));
+        for (const s of samples()) this.inc({ peer: s.url }, value(s));
       },
     });
   }
