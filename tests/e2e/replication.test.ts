@@ -14,7 +14,11 @@ import {
   snapshotEndMessage,
   startGarbagePeer,
 } from "../support/garbage-peer.js";
-import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
+import {
+  metricValue,
+  type RunningOrchestrator,
+  startOrchestrator,
+} from "../support/orchestrator.js";
 import {
   freePort,
   type OrchestratorProcess,
@@ -92,6 +96,36 @@ describe("three nodes, full mesh", () => {
       }
     }
     for (const base of urls()) await expectNothingToRepair(base);
+  });
+
+  it("exports each link's lag, applied changes and reconnects on /metrics, labelled by peer", async () => {
+    const before = await metricValue(
+      { url: url(0) },
+      "orchestrator_replication_applied_changes_total",
+      {},
+    );
+    await register(url(1), registration("metered-1"));
+    await register(url(2), registration("metered-2"));
+    await untilConverged(urls());
+    const peers = await listPeers(url(0));
+    expect(peers).toHaveLength(2);
+    const text = await (await fetch(`${url(0)}/metrics`)).text();
+    for (const peer of peers) {
+      const labels = `{peer="${peer.url}"}`;
+      // Converged with every link LIVE: nothing left to apply from any peer.
+      expect(text).toContain(`orchestrator_replication_lag_changes${labels} 0\n`);
+      expect(text).toContain(`orchestrator_replication_lag_seconds${labels} 0\n`);
+      expect(text).toMatch(
+        new RegExp(`orchestrator_replication_reconnects_total${escaped(labels)} \\d+\n`),
+      );
+    }
+    // Both registrations reached node A, each applied once (through whichever link came first).
+    const after = await metricValue(
+      { url: url(0) },
+      "orchestrator_replication_applied_changes_total",
+      {},
+    );
+    expect(after - before).toBeGreaterThanOrEqual(2);
   });
 
   it("removes everywhere what is deleted on any node, and a later registration wins over the delete", async () => {
@@ -523,3 +557,8 @@ describe("closing a node while its replication stream to a live peer is open", (
     expect(run.stdout).toContain("clean");
   });
 });
+
+/** `text` as a regular expression matching it literally. */
+function escaped(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
