@@ -155,7 +155,11 @@ export async function createApp(
   };
   const events = createMemoryEventLog(
     { clock, ids, source: node.nodeId },
-    { onSubscriberError: (error) => logger.warn({ err: error }, "event subscriber failed") },
+    {
+      capacity: config.events.logSize,
+      maxBytes: config.events.logBytes,
+      onSubscriberError: (error) => logger.warn({ err: error }, "event subscriber failed"),
+    },
   );
   const stopPublishing = redis ? publishEventsToRedis(events, redis, logger) : undefined;
   const registryParts = composeRegistry({
@@ -382,6 +386,7 @@ function composeRegistry(parts: {
     {
       leaseGraceMs: settings.leaseGraceMs,
       tombstoneRetentionMs: settings.tombstoneRetentionMs,
+      maxTombstones: settings.maxTombstones,
     },
   );
   const http = createHttpClient({ timeoutMs: config.outboundTimeoutMs });
@@ -472,13 +477,14 @@ function createStore(
   redis: Redis | undefined,
   subscriber: Redis | undefined,
 ): RegistryStore {
-  const changeLogSize = config.registry.changeLogSize;
+  const { changeLogSize, changeLogBytes, maxEntries, maxBytes } = config.registry;
+  const limits = { changeLogSize, changeLogBytes, maxEntries, maxBytes };
   if (redis === undefined || subscriber === undefined) {
-    return createMemoryRegistryStore({ changeLogSize });
+    return createMemoryRegistryStore(limits);
   }
   return createRedisRegistryStore(
     { redis, subscriber, logger },
-    { keyPrefix: config.redis?.keyPrefix ?? "", changeLogSize },
+    { keyPrefix: config.redis?.keyPrefix ?? "", ...limits },
   );
 }
 

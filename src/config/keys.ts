@@ -443,6 +443,22 @@ export const configKey = Object.freeze({
     description: "Deployment environment name, reported in health and telemetry.",
     parse: scalar(pattern(/^[A-Za-z0-9._-]{1,64}$/, "is not 1 to 64 of A-Z a-z 0-9 . _ -", false)),
   }),
+  EVENT_LOG_SIZE: defineKey({
+    name: "EVENT_LOG_SIZE",
+    section: "orchestrator",
+    type: "integer 10..1000000",
+    default: "10000",
+    description: "Recent events kept in memory; the oldest go first.",
+    parse: scalar(integer(10, 1_000_000)),
+  }),
+  EVENT_LOG_BYTES: defineKey({
+    name: "EVENT_LOG_BYTES",
+    section: "orchestrator",
+    type: "integer 65536..1073741824",
+    default: "8388608",
+    description: "Bytes of recent events kept in memory (payload JSON plus 256 per event).",
+    parse: scalar(integer(65_536, 1_073_741_824)),
+  }),
   HEALTH_CHECK_INTERVAL_MS: defineKey({
     name: "HEALTH_CHECK_INTERVAL_MS",
     section: "registry",
@@ -500,6 +516,33 @@ export const configKey = Object.freeze({
       "How long the tombstone of a removed entry is kept, so that the delete replicates.",
     parse: scalar(integer(0, 2_592_000_000)),
   }),
+  REGISTRY_MAX_ENTRIES: defineKey({
+    name: "REGISTRY_MAX_ENTRIES",
+    section: "registry",
+    type: "integer 1..10000000",
+    default: "100000",
+    description:
+      "Live registry entries at most; a registration of a new name beyond them is refused (429).",
+    parse: scalar(integer(1, 10_000_000)),
+  }),
+  REGISTRY_MAX_BYTES: defineKey({
+    name: "REGISTRY_MAX_BYTES",
+    section: "registry",
+    type: "integer 1048576..4294967296",
+    default: "67108864",
+    description:
+      "Bytes of live registry entries at most (declared strings plus 512 per entry); a registration that would grow past it is refused (429).",
+    parse: scalar(integer(1_048_576, 4_294_967_296)),
+  }),
+  REGISTRY_MAX_TOMBSTONES: defineKey({
+    name: "REGISTRY_MAX_TOMBSTONES",
+    section: "registry",
+    type: "integer 1..10000000",
+    default: "100000",
+    description:
+      "Tombstones kept at most; beyond them the oldest are forgotten before TOMBSTONE_RETENTION_MS.",
+    parse: scalar(integer(1, 10_000_000)),
+  }),
   REGISTRY_CHANGE_LOG_SIZE: defineKey({
     name: "REGISTRY_CHANGE_LOG_SIZE",
     section: "registry",
@@ -508,12 +551,22 @@ export const configKey = Object.freeze({
     description: "Registry changes kept so that watchers and peers can resume without a snapshot.",
     parse: scalar(integer(10, 1_000_000)),
   }),
+  REGISTRY_CHANGE_LOG_BYTES: defineKey({
+    name: "REGISTRY_CHANGE_LOG_BYTES",
+    section: "registry",
+    type: "integer 65536..1073741824",
+    default: "33554432",
+    description:
+      "Bytes of registry changes kept (in memory, and in Redis when used); the oldest go first.",
+    parse: scalar(integer(65_536, 1_073_741_824)),
+  }),
   WATCH_QUEUE_SIZE: defineKey({
     name: "WATCH_QUEUE_SIZE",
     section: "registry",
     type: "integer 10..1000000",
     default: "10000",
-    description: "Changes a watcher may fall behind by before it is cut off (and told to resume).",
+    description:
+      "Changes a watcher or peer may fall behind by before it is cut off (and told to resume).",
     parse: scalar(integer(10, 1_000_000)),
   }),
   OPENAPI_MAX_BYTES: defineKey({

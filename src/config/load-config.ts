@@ -62,6 +62,8 @@ export interface AppConfig {
   /** Absent means the app generates one. */
   readonly nodeId?: string;
   readonly environment: string;
+  /** Bounds of the in-memory event log. */
+  readonly events: EventSettings;
   readonly logLevel: LogLevel;
   /** Leases, health checks, watch and OpenAPI limits of the service registry. */
   readonly registry: RegistrySettings;
@@ -69,6 +71,12 @@ export interface AppConfig {
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
   readonly configPath: string;
+}
+
+/** The event log's settings. */
+export interface EventSettings {
+  readonly logSize: number;
+  readonly logBytes: number;
 }
 
 /** The service registry's settings. */
@@ -80,7 +88,11 @@ export interface RegistrySettings {
   readonly healthCheckConcurrency: number;
   readonly leaseGraceMs: number;
   readonly tombstoneRetentionMs: number;
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  readonly maxTombstones: number;
   readonly changeLogSize: number;
+  readonly changeLogBytes: number;
   readonly watchQueueSize: number;
   readonly openapiMaxBytes: number;
   readonly openapiConcurrency: number;
@@ -342,6 +354,10 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     peers: value(k.ORCHESTRATOR_PEERS),
     ...(nodeId === "" ? {} : { nodeId }),
     environment: value(k.ENVIRONMENT),
+    events: Object.freeze({
+      logSize: value(k.EVENT_LOG_SIZE),
+      logBytes: value(k.EVENT_LOG_BYTES),
+    }),
     logLevel: value(k.LOG_LEVEL),
     registry: Object.freeze({
       healthCheckIntervalMs: value(k.HEALTH_CHECK_INTERVAL_MS),
@@ -351,7 +367,11 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
       healthCheckConcurrency: value(k.HEALTH_CHECK_CONCURRENCY),
       leaseGraceMs: value(k.LEASE_GRACE_MS),
       tombstoneRetentionMs: value(k.TOMBSTONE_RETENTION_MS),
+      maxEntries: value(k.REGISTRY_MAX_ENTRIES),
+      maxBytes: value(k.REGISTRY_MAX_BYTES),
+      maxTombstones: value(k.REGISTRY_MAX_TOMBSTONES),
       changeLogSize: value(k.REGISTRY_CHANGE_LOG_SIZE),
+      changeLogBytes: value(k.REGISTRY_CHANGE_LOG_BYTES),
       watchQueueSize: value(k.WATCH_QUEUE_SIZE),
       openapiMaxBytes: value(k.OPENAPI_MAX_BYTES),
       openapiConcurrency: value(k.OPENAPI_CONCURRENCY),

@@ -1,4 +1,5 @@
 import type { JsonObject } from "@bufbuild/protobuf";
+import { BoundedLog } from "../bounded-log.js";
 import type { Clock } from "../clock.js";
 import type { IdSource } from "../ids.js";
 
@@ -37,17 +38,26 @@ export interface EventLog {
 export interface MemoryEventLogOptions {
   /** Events kept for `recent`. Default 10,000. */
   capacity?: number;
+  /** Bytes of events (see {@link eventWeight}) kept for `recent`. Default 8 MiB. */
+  maxBytes?: number;
   /** Told of a subscriber that threw. Default: ignore. */
   onSubscriberError?: (error: unknown) => void;
 }
 
-/** The in-memory event log: a bounded ring of recent events and synchronous subscribers. */
+/**
+ * The in-memory event log: the latest events, bounded in count and in bytes (the oldest go
+ * first), and synchronous subscribers.
+ * @throws RangeError when a bound is not a positive integer.
+ */
 export function createMemoryEventLog(
   deps: { clock: Clock; ids: IdSource; source: string },
   options: MemoryEventLogOptions = {},
 ): EventLog {
   const capacity = options.capacity ?? 10_000;
-  const ring: OrchestratorEvent[] = [];
+  const ring = new BoundedLog<OrchestratorEvent>(
+    { maxItems: capacity, maxBytes: options.maxBytes ?? 8 * 1024 * 1024 },
+    eventWeight,
+  );
   const listeners = new Set<(event: OrchestratorEvent) => void>();
   return {
     append(input) {
@@ -62,8 +72,6 @@ export function createMemoryEventLog(
         payload: input.payload,
       });
       ring.push(event);
-      // Trimmed in batches: dropping one event per append would shift the whole array each time.
-      if (ring.length >= 2 * capacity) ring.splice(0, ring.length - capacity);
       for (const listener of [...listeners]) {
         try {
           listener(event);
@@ -78,9 +86,29 @@ export function createMemoryEventLog(
       return () => listeners.delete(listener);
     },
     recent(limit = capacity) {
-      return ring.slice(Math.max(0, ring.length - Math.min(limit, capacity)));
+      return ring.slice(Math.max(0, ring.length - limit));
     },
   };
+}
+
+// The event object, its id, time and fields beside the payload's JSON.
+const eventOverhead = 256;
+
+/**
+ * The bytes an event is counted for by the log's bound: its strings and its payload as JSON.
+ * Payloads are built by the orchestrator's own modules from bounded inputs, so serialising one
+ * to weigh it is cheap.
+ */
+export function eventWeight(event: OrchestratorEvent): number {
+  return (
+    eventOverhead +
+    event.type.length +
+    event.subject.length +
+    event.correlationId.length +
+    event.traceId.length +
+    event.source.length +
+    JSON.stringify(event.payload).length
+  );
 }
 
 /** The event as JSON for other services: the proto's field names (snake_case), ISO time. */

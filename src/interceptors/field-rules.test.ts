@@ -195,11 +195,11 @@ describe("compileValidator", () => {
     });
 
     it("checks map values under the key's path", () => {
-      expect(register({ metadata: { env: "x".repeat(1025) } })).toEqual([
-        violation('metadata["env"]', "must be at most 1024 characters"),
+      expect(register({ metadata: { env: "x".repeat(513) } })).toEqual([
+        violation('metadata["env"]', "must be at most 512 characters"),
       ]);
-      expect(register({ metadata: { "a b": "x".repeat(1025) } })).toEqual([
-        violation("metadata[…]", "must be at most 1024 characters"),
+      expect(register({ metadata: { "a b": "x".repeat(513) } })).toEqual([
+        violation("metadata[…]", "must be at most 512 characters"),
       ]);
     });
 

@@ -11,16 +11,17 @@ import {
   withRevision,
 } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
-import { RegistryView } from "./registry-view.js";
+import { RegistryView, type RegistryViewLimits } from "./registry-view.js";
 
-export interface MemoryRegistryStoreOptions {
-  /** Changes kept for watchers that resume. Default 10,000. */
-  changeLogSize?: number;
-}
+/** The bounds of the memory store: see {@link RegistryViewLimits} for each and its default. */
+export type MemoryRegistryStoreOptions = Partial<RegistryViewLimits>;
 
-/** The embedded default: the registry lives in this process and is gone when it stops. */
+/**
+ * The embedded default: the registry lives in this process and is gone when it stops.
+ * @throws RangeError when a limit is not a positive integer.
+ */
 export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = {}): RegistryStore {
-  const view = new RegistryView(options.changeLogSize ?? 10_000);
+  const view = new RegistryView(options);
   const baselines = new Map<string, OpenApiBaseline>();
   const cursors = new Map<string, ReplicationCursor>();
   // The revisions of a memory store start over at every start: so does its history.
@@ -46,6 +47,9 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
     get size() {
       return view.size;
     },
+    get bytes() {
+      return view.bytes;
+    },
     get: (name) => view.get(name),
     entries: () => view.entries(),
     tombstone: (name) => view.tombstone(name),
@@ -53,6 +57,7 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
 
     async put(write: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
       checkRevision(write.name, expectedRevision);
+      view.checkCapacity(write);
       const entry = withRevision(write, view.revision + 1);
       view.apply({ type: "put", revision: entry.revision, entry });
       return entry;
@@ -68,7 +73,8 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
 
     purgeTombstones: async (deletedBefore) => view.dropTombstones(deletedBefore),
     sync: async () => {},
-    changesSince: (revision) => view.changesSince(revision),
+    changesSince: (revision, limit) => view.changesSince(revision, limit),
+    tombstoneCutoff: (max) => view.tombstoneCutoff(max),
     onChange: (listener) => view.onChange(listener),
     historyId,
     ensureNodeId: async (candidate) => {

@@ -13,7 +13,7 @@ import {
   withRevision,
 } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
-import { RegistryView } from "./registry-view.js";
+import { RegistryView, type RegistryViewLimits, registryViewDefaults } from "./registry-view.js";
 
 /** What the Redis registry store works with; the caller creates, connects and closes both. */
 export interface RedisRegistryStoreDeps {
@@ -30,30 +30,60 @@ export interface RedisRegistryStoreDeps {
   readonly ids?: IdSource;
 }
 
-/** How the Redis registry store names and keeps its data. */
-export interface RedisRegistryStoreOptions {
+/**
+ * How the Redis registry store names and keeps its data. The change log's bounds
+ * (`changeLogSize`, `changeLogBytes`) hold in Redis and in memory alike: watchers that resume and
+ * processes that catch up are served from it, and a process that falls further behind reloads a
+ * full snapshot. The registry's bounds (`maxEntries`, `maxBytes`) are checked against this
+ * process's view before a write is sent. Defaults: see {@link RegistryViewLimits}.
+ */
+export interface RedisRegistryStoreOptions extends Partial<RegistryViewLimits> {
   /** Prepended to every key and to the channel, e.g. "orchestrator:". Required. */
   readonly keyPrefix: string;
-  /**
-   * Changes kept, in Redis and in memory, for watchers that resume and for processes that catch
-   * up. A process that falls further behind reloads a full snapshot. Default 10,000.
-   */
-  readonly changeLogSize?: number;
   /** How long `open()` waits for both connections to be ready. Default 10,000 ms. */
   readonly openTimeoutMs?: number;
 }
 
-const defaults = Object.freeze({ changeLogSize: 10_000, openTimeoutMs: 10_000 });
+const defaults = Object.freeze({ openTimeoutMs: 10_000 });
+
+/** Changes read from the log in one round trip when catching up: the read stays short. */
+const catchUpPage = 500;
 
 // Every registry script takes the same keys in the same order, so the key list is built once.
-// KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log, 6 history id.
-const keyCount = 6;
+// KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log, 6 history id,
+// 7 bytes of the change log's records.
+const keyCount = 7;
+
+// Appends the change record to the log, then drops the oldest records while the log holds more
+// than ARGV[4] records or ARGV[6] bytes (the newest stays). The byte count lives beside the list;
+// a log written before it existed is counted once, here.
+const appendToLog = `
+local function appendToLog(record)
+  local length = redis.call('RPUSH', KEYS[5], record)
+  local counted = redis.call('GET', KEYS[7])
+  local bytes
+  if counted then
+    bytes = redis.call('INCRBY', KEYS[7], #record)
+  else
+    bytes = 0
+    for _, old in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do bytes = bytes + #old end
+    redis.call('SET', KEYS[7], bytes)
+  end
+  local keep = tonumber(ARGV[4])
+  local maxBytes = tonumber(ARGV[6])
+  while length > 1 and (length > keep or bytes > maxBytes) do
+    bytes = redis.call('DECRBY', KEYS[7], #redis.call('LPOP', KEYS[5]))
+    length = length - 1
+  end
+end
+`;
 
 // Compare-and-set on the entry's revision, then the next global revision, the entry, its revision,
 // the change record (JSON concatenated here, as only here the revision is known), the log trim and
 // the notification, all in one atomic step, so that no two writers share or skip a revision.
-// ARGV: 1 name, 2 expected revision, 3 entry JSON without revision, 4 log size, 5 channel.
-const putScript = `
+// ARGV: 1 name, 2 expected revision, 3 entry JSON without revision, 4 log size, 5 channel,
+// 6 log bytes.
+const putScript = `${appendToLog}
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
@@ -61,9 +91,7 @@ local text = string.format('%d', revision)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], text)
 redis.call('HDEL', KEYS[4], ARGV[1])
-local length = redis.call('RPUSH', KEYS[5], '{"revision":' .. text .. ',"type":"put","entry":' .. ARGV[3] .. '}')
-local keep = tonumber(ARGV[4])
-if length > keep then redis.call('LTRIM', KEYS[5], -keep, -1) end
+appendToLog('{"revision":' .. text .. ',"type":"put","entry":' .. ARGV[3] .. '}')
 redis.call('PUBLISH', ARGV[5], text)
 return {1, revision}
 `;
@@ -72,7 +100,7 @@ return {1, revision}
 // revision 0 and no live entry it records (or replaces) the tombstone alone, as a change of its
 // own: a replicated delete of an entry this store never had must still reach other processes and
 // block older writes that arrive later by another path.
-const removeScript = `
+const removeScript = `${appendToLog}
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
@@ -80,18 +108,17 @@ local text = string.format('%d', revision)
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], '{"revision":' .. text .. ',' .. string.sub(ARGV[3], 2))
-local length = redis.call('RPUSH', KEYS[5], '{"revision":' .. text .. ',"type":"delete","tombstone":' .. ARGV[3] .. '}')
-local keep = tonumber(ARGV[4])
-if length > keep then redis.call('LTRIM', KEYS[5], -keep, -1) end
+appendToLog('{"revision":' .. text .. ',"type":"delete","tombstone":' .. ARGV[3] .. '}')
 redis.call('PUBLISH', ARGV[5], text)
 return {1, revision}
 `;
 
-// The current revision and the changes after ARGV[1], read together, with the history they belong
-// to ("" when there is none: the data was lost since). The log holds the latest revisions without
-// gaps, so the position of a revision follows from the counter and the length.
-// Returns {current, 1, changes, history} or {current, 0, {}, history} when the log does not reach
-// back far enough (or the counter is below the caller's revision: the data was lost and restarted).
+// The current revision and the first ARGV[2] changes after ARGV[1], read together, with the
+// history they belong to ("" when there is none: the data was lost since). The log holds the
+// latest revisions without gaps, so the position of a revision follows from the counter and the
+// length. Returns {current, 1, changes, history} or {current, 0, {}, history} when the log does not
+// reach back far enough (or the counter is below the caller's revision: the data was lost and
+// restarted).
 const changesAfterScript = `
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local history = redis.call('GET', KEYS[6]) or ''
@@ -100,7 +127,8 @@ if from == current then return {current, 1, {}, history} end
 if from > current then return {current, 0, {}, history} end
 local first = current - redis.call('LLEN', KEYS[5]) + 1
 if from + 1 < first then return {current, 0, {}, history} end
-return {current, 1, redis.call('LRANGE', KEYS[5], from + 1 - first, -1), history}
+local start = from + 1 - first
+return {current, 1, redis.call('LRANGE', KEYS[5], start, start + tonumber(ARGV[2]) - 1), history}
 `;
 
 // Everything at one revision: {revision, entries, revisions, tombstones, history} (hashes
@@ -177,7 +205,8 @@ function defineScripts(redis: Redis): RegistryScripts {
  *
  * Keys, under `keyPrefix`: `registry:revision` (the global counter), `registry:entries` (name →
  * entry JSON), `registry:revisions` (name → revision), `registry:tombstones` (name → tombstone
- * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize`),
+ * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize` records and
+ * `changeLogBytes` bytes, counted in `registry:changes:bytes`),
  * `registry:history` (the history id), `registry:baselines`, `node:id` and
  * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
  * channel `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
@@ -191,7 +220,7 @@ function defineScripts(redis: Redis): RegistryScripts {
  * snapshot when the log no longer reaches back far enough (listeners are then told the
  * differences).
  *
- * @throws RangeError when `changeLogSize` is not a positive integer.
+ * @throws RangeError when a bound is not a positive integer.
  * Methods throw DomainError "unavailable" when Redis cannot be reached (connection down, closed or
  * timed out), "conflict" on a failed compare-and-set, and "internal" when Redis refuses a command
  * or holds a record this code cannot read.
@@ -201,21 +230,25 @@ export function createRedisRegistryStore(
   options: RedisRegistryStoreOptions,
 ): RegistryStore {
   const { redis, subscriber, logger, ids = randomIds } = deps;
-  const changeLogSize = options.changeLogSize ?? defaults.changeLogSize;
-  const openTimeoutMs = options.openTimeoutMs ?? defaults.openTimeoutMs;
-  if (!Number.isInteger(changeLogSize) || changeLogSize < 1) {
-    throw new RangeError(`changeLogSize must be a positive integer, not ${changeLogSize}`);
-  }
-  const prefix = options.keyPrefix;
-  const keys = ["revision", "entries", "revisions", "tombstones", "changes", "history"].map(
-    (key) => `${prefix}registry:${key}`,
-  );
+  const { keyPrefix: prefix, openTimeoutMs = defaults.openTimeoutMs, ...limits } = options;
+  // Checks the bounds (RangeError) before anything touches Redis.
+  const view = new RegistryView(limits);
+  const changeLogSize = limits.changeLogSize ?? registryViewDefaults.changeLogSize;
+  const changeLogBytes = limits.changeLogBytes ?? registryViewDefaults.changeLogBytes;
+  const keys = [
+    "revision",
+    "entries",
+    "revisions",
+    "tombstones",
+    "changes",
+    "history",
+    "changes:bytes",
+  ].map((key) => `${prefix}registry:${key}`);
   const baselinesKey = `${prefix}registry:baselines`;
   const nodeIdKey = `${prefix}node:id`;
   const cursorsKey = `${prefix}replication:cursors`;
   const channel = `${prefix}registry:changes`;
   const scripts = defineScripts(redis);
-  const view = new RegistryView(changeLogSize);
   const follower = createFollower({ scripts, keys, view, logger, ids });
 
   let listening = false;
@@ -244,7 +277,7 @@ export function createRedisRegistryStore(
     json: string,
   ): Promise<number> => {
     const reply = await command(() =>
-      script(...keys, name, expectedRevision, json, changeLogSize, channel),
+      script(...keys, name, expectedRevision, json, changeLogSize, channel, changeLogBytes),
     );
     const [written, revision] = numberPair(reply);
     if (written === 1) return revision;
@@ -309,12 +342,16 @@ export function createRedisRegistryStore(
     get size() {
       return view.size;
     },
+    get bytes() {
+      return view.bytes;
+    },
     get: (name) => view.get(name),
     entries: () => view.entries(),
     tombstone: (name) => view.tombstone(name),
     tombstones: () => view.tombstones(),
 
     async put(entryWrite: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
+      view.checkCapacity(entryWrite);
       const json = encodeEntry(entryWrite);
       const revision = await write(scripts.put, entryWrite.name, expectedRevision, json);
       const entry = withRevision(entryWrite, revision);
@@ -343,7 +380,8 @@ export function createRedisRegistryStore(
     },
 
     sync: () => follower.sync(),
-    changesSince: (revision) => view.changesSince(revision),
+    changesSince: (revision, limit) => view.changesSince(revision, limit),
+    tombstoneCutoff: (max) => view.tombstoneCutoff(max),
     onChange: (listener) => view.onChange(listener),
 
     get historyId() {
@@ -435,22 +473,26 @@ function createFollower(parts: {
     snapshotWanted = false;
     if (wantSnapshot) return snapshot();
     if (!force && view.revision >= target) return;
-    const from = view.revision;
-    const { current, covered, changes, history } = decodeChanges(
-      await command(() => scripts.changesAfter(...keys, from)),
-    );
-    // Revisions from another history mean nothing here, even where the numbers line up.
-    if (history !== historyId) {
-      logger?.warn({ history, known: historyId }, "registry history changed: reloading");
+    // A page at a time, so that no single reply (nor its decoding) is the whole log.
+    for (;;) {
+      const from = view.revision;
+      const { current, covered, changes, history } = decodeChanges(
+        await command(() => scripts.changesAfter(...keys, from, catchUpPage)),
+      );
+      // Revisions from another history mean nothing here, even where the numbers line up.
+      if (history !== historyId) {
+        logger?.warn({ history, known: historyId }, "registry history changed: reloading");
+        return snapshot();
+      }
+      if (covered && changes.every((change) => view.apply(change))) {
+        if (view.revision >= current) return;
+        if (changes.length === catchUpPage) continue;
+      }
+      if (current < from) {
+        logger?.warn({ revision: current, known: from }, "registry revision went back: reloading");
+      }
       return snapshot();
     }
-    if (covered && changes.every((change) => view.apply(change)) && view.revision >= current) {
-      return;
-    }
-    if (current < from) {
-      logger?.warn({ revision: current, known: from }, "registry revision went back: reloading");
-    }
-    await snapshot();
   };
 
   const request = (): Promise<void> => {

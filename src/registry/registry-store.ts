@@ -30,6 +30,8 @@ export interface RegistryStore {
   readonly compactedRevision: number;
   /** Live entries. */
   readonly size: number;
+  /** Bytes of the live entries, as `entryWeight` counts them. */
+  readonly bytes: number;
   get(name: string): RegistryEntry | undefined;
   /** Live entries, in no particular order. */
   entries(): Iterable<RegistryEntry>;
@@ -40,7 +42,9 @@ export interface RegistryStore {
    * Writes `entry` under its name if the stored entry's revision is still `expectedRevision`
    * (0: no live entry, tombstoned or never seen), replacing any tombstone.
    * @throws DomainError "conflict" when the stored entry changed meanwhile (call `sync()` and
-   *   decide again); "unavailable" when the backing store cannot take the write.
+   *   decide again); "unavailable" when the backing store cannot take the write;
+   *   "resource_exhausted" when the write would take the registry past its bounds in entries or
+   *   bytes (a write that does not grow it always passes).
    */
   put(entry: EntryWrite, expectedRevision: number): Promise<RegistryEntry>;
 
@@ -63,10 +67,17 @@ export interface RegistryStore {
   sync(): Promise<void>;
 
   /**
-   * The changes after `revision`, in revision order, when the change log still holds all of
-   * them; undefined when it has dropped some (the caller then needs a snapshot).
+   * The changes after `revision`, in revision order (the first `limit` of them, when given), when
+   * the change log still holds all of them; undefined when it has dropped some (the caller then
+   * needs a snapshot). The log is bounded in changes and in bytes.
    */
-  changesSince(revision: number): readonly RegistryChange[] | undefined;
+  changesSince(revision: number, limit?: number): readonly RegistryChange[] | undefined;
+
+  /**
+   * The `deletedBefore` for {@link purgeTombstones} that forgets the oldest tombstones beyond the
+   * newest `max`; undefined when there are no more than `max`.
+   */
+  tombstoneCutoff(max: number): number | undefined;
 
   /**
    * Calls `listener` synchronously for every change applied to the view, local or from another

@@ -1,20 +1,57 @@
-import type { RegistryChange, RegistryEntry, Tombstone } from "./model.js";
+import { BoundedLog } from "../bounded-log.js";
+import { DomainError } from "../errors/domain-error.js";
+import { changeWeight, entryWeight } from "./entry-limits.js";
+import type { EntryWrite, RegistryChange, RegistryEntry, Tombstone } from "./model.js";
+
+/** How much a {@link RegistryView} holds. */
+export interface RegistryViewLimits {
+  /** Changes the log keeps for watchers and peers that resume. Default 10,000. */
+  readonly changeLogSize: number;
+  /** Bytes of changes (see `changeWeight`) the log keeps. Default 32 MiB. */
+  readonly changeLogBytes: number;
+  /** Live entries a write may bring the registry to. Default 100,000. */
+  readonly maxEntries: number;
+  /** Bytes of live entries (see `entryWeight`) a write may bring the registry to. Default 64 MiB. */
+  readonly maxBytes: number;
+}
+
+/** The defaults {@link RegistryView} merges its limits over. */
+export const registryViewDefaults: Readonly<RegistryViewLimits> = Object.freeze({
+  changeLogSize: 10_000,
+  changeLogBytes: 32 * 1024 * 1024,
+  maxEntries: 100_000,
+  maxBytes: 64 * 1024 * 1024,
+});
 
 /**
- * The registry as this process knows it: live entries, tombstones, and a bounded log of the
- * latest changes, with listeners told of every change in revision order. Both stores keep their
- * state in one; the Redis store feeds it from Redis.
+ * The registry as this process knows it: live entries, tombstones, and a log of the latest
+ * changes bounded in count and in bytes, with listeners told of every change in revision order.
+ * Both stores keep their state in one; the Redis store feeds it from Redis.
  */
 export class RegistryView {
   private readonly live = new Map<string, RegistryEntry>();
   private readonly dead = new Map<string, Tombstone>();
-  private readonly log: RegistryChange[] = [];
+  private readonly log: BoundedLog<RegistryChange>;
   private readonly listeners = new Set<(change: RegistryChange) => void>();
+  private readonly limits: RegistryViewLimits;
   private current = 0;
   private compacted = 0;
+  private liveBytes = 0;
 
-  /** @param logSize how many changes the log keeps, at least, for watchers that resume. */
-  constructor(private readonly logSize: number) {}
+  /** @throws RangeError when a limit is not a positive integer. */
+  constructor(limits: Partial<RegistryViewLimits> = {}) {
+    this.limits = { ...registryViewDefaults, ...limits };
+    this.log = new BoundedLog(
+      { maxItems: this.limits.changeLogSize, maxBytes: this.limits.changeLogBytes },
+      changeWeight,
+    );
+    for (const key of ["maxEntries", "maxBytes"] as const) {
+      const value = this.limits[key];
+      if (!Number.isInteger(value) || value < 1) {
+        throw new RangeError(`${key} must be a positive integer, not ${value}`);
+      }
+    }
+  }
 
   get revision(): number {
     return this.current;
@@ -27,6 +64,40 @@ export class RegistryView {
 
   get size(): number {
     return this.live.size;
+  }
+
+  /** Bytes of the live entries, as `entryWeight` counts them. */
+  get bytes(): number {
+    return this.liveBytes;
+  }
+
+  /** Bytes of the changes the log holds, as `changeWeight` counts them. */
+  get changeLogBytes(): number {
+    return this.log.bytes;
+  }
+
+  /**
+   * Refuses a write that would take the registry past its bounds: a new entry beyond
+   * `maxEntries`, or a write that grows the live entries beyond `maxBytes`. A write that does not
+   * grow the registry (a heartbeat, a status, a smaller declaration) always passes, so that a full
+   * registry keeps working and can be emptied.
+   * @throws DomainError "resource_exhausted".
+   */
+  checkCapacity(write: EntryWrite): void {
+    const current = this.live.get(write.name);
+    const added = entryWeight(write as RegistryEntry) - (current ? entryWeight(current) : 0);
+    if (current === undefined && this.live.size >= this.limits.maxEntries) {
+      throw new DomainError(
+        "resource_exhausted",
+        `the registry is full: it holds ${this.live.size} entries (REGISTRY_MAX_ENTRIES); deregister services or raise the limit`,
+      );
+    }
+    if (added > 0 && this.liveBytes + added > this.limits.maxBytes) {
+      throw new DomainError(
+        "resource_exhausted",
+        `the registry is full: its entries hold ${this.liveBytes} of ${this.limits.maxBytes} bytes (REGISTRY_MAX_BYTES); deregister services or raise the limit`,
+      );
+    }
   }
 
   get(name: string): RegistryEntry | undefined {
@@ -54,22 +125,33 @@ export class RegistryView {
     if (change.revision <= this.current) return true;
     if (change.revision !== this.current + 1) return false;
     if (change.type === "put") {
-      this.live.set(change.entry.name, change.entry);
+      this.setLive(change.entry);
       this.dead.delete(change.entry.name);
     } else {
-      this.live.delete(change.tombstone.name);
+      this.deleteLive(change.tombstone.name);
+      // Re-inserted, so that the map's order stays the order of deletion.
+      this.dead.delete(change.tombstone.name);
       this.dead.set(change.tombstone.name, change.tombstone);
     }
     this.current = change.revision;
-    this.log.push(change);
-    // Trimmed in batches (the log holds between logSize and twice that many changes): dropping
-    // one change per write would shift the whole array on every write.
-    if (this.log.length >= 2 * this.logSize) {
-      const dropped = this.log.splice(0, this.log.length - this.logSize);
-      this.compacted = dropped[dropped.length - 1]?.revision ?? this.compacted;
-    }
+    const dropped = this.log.push(change);
+    this.compacted = dropped.at(-1)?.revision ?? this.compacted;
     for (const listener of [...this.listeners]) listener(change);
     return true;
+  }
+
+  private setLive(entry: RegistryEntry): void {
+    const previous = this.live.get(entry.name);
+    if (previous !== undefined) this.liveBytes -= entryWeight(previous);
+    this.live.set(entry.name, entry);
+    this.liveBytes += entryWeight(entry);
+  }
+
+  private deleteLive(name: string): void {
+    const previous = this.live.get(name);
+    if (previous === undefined) return;
+    this.liveBytes -= entryWeight(previous);
+    this.live.delete(name);
   }
 
   /**
@@ -100,10 +182,11 @@ export class RegistryView {
       differences.push({ type: "delete", revision: tombstone.revision, tombstone });
     }
     this.live.clear();
-    for (const [name, entry] of next) this.live.set(name, entry);
+    this.liveBytes = 0;
+    for (const entry of next.values()) this.setLive(entry);
     this.current = revision;
     this.compacted = revision;
-    this.log.length = 0;
+    this.log.clear();
     differences.sort((a, b) => a.revision - b.revision);
     for (const change of differences) for (const listener of [...this.listeners]) listener(change);
   }
@@ -114,6 +197,17 @@ export class RegistryView {
       if (tombstone.deletedAt < deletedBefore) return true;
     }
     return false;
+  }
+
+  /**
+   * The cut-off (a `deletedBefore` for {@link dropTombstones}) that forgets the oldest tombstones
+   * beyond the newest `max`; undefined when there are no more than `max`.
+   */
+  tombstoneCutoff(max: number): number | undefined {
+    const excess = this.dead.size - max;
+    if (excess <= 0) return undefined;
+    const times = Float64Array.from(this.dead.values(), (tombstone) => tombstone.deletedAt).sort();
+    return (times[excess - 1] as number) + 1;
   }
 
   /** Forgets tombstones deleted before `deletedBefore`; returns how many. */
@@ -128,15 +222,20 @@ export class RegistryView {
     return dropped;
   }
 
-  changesSince(revision: number): readonly RegistryChange[] | undefined {
+  /**
+   * The changes after `revision` (at most `limit` of them, the oldest first), or undefined when
+   * the log no longer holds them all, or when `revision` is ahead of this view.
+   */
+  changesSince(revision: number, limit = Number.POSITIVE_INFINITY): RegistryChange[] | undefined {
     // A revision from the future (a node restarted empty, a store that lost data) is not a
     // resume point: the caller needs a snapshot.
     if (revision > this.current) return undefined;
     if (revision === this.current) return [];
     if (revision < this.compacted) return undefined;
     // Revisions in the log are contiguous, so the position follows from the revision.
-    const first = this.log[0]?.revision ?? this.current + 1;
-    return this.log.slice(revision + 1 - first);
+    const first = this.log.first()?.revision ?? this.current + 1;
+    const start = revision + 1 - first;
+    return this.log.slice(start, Math.min(this.log.length, start + limit));
   }
 
   onChange(listener: (change: RegistryChange) => void): () => void {

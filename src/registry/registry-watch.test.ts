@@ -118,10 +118,44 @@ describe("watchRegistry", () => {
     const error = await (async () => {
       for await (const event of watch) received.push(event);
     })().catch((e: unknown) => e);
-    expect(received.map((e) => e.revision)).toEqual([1, 2, 3]);
+    // Ten changes behind, more than the three it may lag: cut before it reads on, at its place.
+    expect(received).toEqual([]);
     expect(error).toBeInstanceOf(DomainError);
     expect((error as DomainError).kind).toBe("resource_exhausted");
-    expect((error as DomainError).message).toContain("from revision 3");
+    expect((error as DomainError).message).toBe(
+      "the watcher fell behind by more than 3 changes: watch again from revision 0",
+    );
+  });
+
+  it("reads on at its own pace while it lags by no more than maxQueue", async () => {
+    const store = createMemoryRegistryStore();
+    const watch = watchRegistry(store, {
+      startRevision: 0,
+      namePrefix: "",
+      maxQueue: 5,
+      signal: new AbortController().signal,
+    });
+    expect((await watch.next()).value).toMatchObject({ type: "snapshot_end", revision: 0 });
+    for (let i = 0; i < 4; i++) await store.put(entryWrite(`s${i}`), 0);
+    expect((await take(watch, 4)).map((e) => e.revision)).toEqual([1, 2, 3, 4]);
+  });
+
+  it("keeps only its place: a stalled watcher is cut once the log drops what it has not read", async () => {
+    const store = createMemoryRegistryStore({ changeLogSize: 10 });
+    const watch = watchRegistry(store, {
+      startRevision: 0,
+      namePrefix: "",
+      maxQueue: 1_000,
+      signal: new AbortController().signal,
+    });
+    expect((await watch.next()).value).toMatchObject({ type: "snapshot_end", revision: 0 });
+    // Far more than the log keeps, while the watcher reads nothing.
+    for (let i = 0; i < 50; i++) await store.put(entryWrite(`s${i}`), 0);
+    const error = await watch.next().catch((e: unknown) => e);
+    expect((error as DomainError).kind).toBe("resource_exhausted");
+    expect((error as DomainError).message).toBe(
+      "the watcher fell behind what the change log still holds: watch again from revision 0",
+    );
   });
 
   it("ends when its signal aborts, and unsubscribes", async () => {

@@ -1,4 +1,3 @@
-import { DomainError } from "../errors/domain-error.js";
 import { queueChanges } from "./change-queue.js";
 import { nameOf, type RegistryChange, type RegistryEntry, type Tombstone } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
@@ -42,22 +41,31 @@ export interface WatchRequest {
  * Watches the registry: the current entries (then a snapshot-end marker) and every change after,
  * or, from a revision the change log still covers, only the changes after it. Subscribing and
  * reading the snapshot happen in the same synchronous step, so no change falls between them.
- * A watcher that falls `maxQueue` changes behind is cut off with RESOURCE_EXHAUSTED naming the
- * revision to resume from, rather than buffered without bound. Ends when `signal` aborts.
+ * The watcher reads the store's bounded change log at its own pace and keeps nothing but its
+ * place: one that falls `maxQueue` changes behind, or behind what the log still holds, is cut off
+ * with RESOURCE_EXHAUSTED naming the revision to resume from. Ends when `signal` aborts.
  */
 export async function* watchRegistry(
   store: RegistryStore,
   request: WatchRequest,
 ): AsyncGenerator<WatchEvent> {
   const matches = (name: string) => name.startsWith(request.namePrefix);
-  const changes = queueChanges(store, request.maxQueue, request.signal);
+  const changes = queueChanges(store, {
+    maxLag: request.maxQueue,
+    reader: "the watcher",
+    resume: "watch again",
+    signal: request.signal,
+  });
   try {
     let delivered: number;
     const resumed =
       request.startRevision > 0 ? store.changesSince(request.startRevision) : undefined;
     if (resumed !== undefined) {
-      for (const change of resumed) if (matches(nameOf(change))) yield fromChange(change);
-      delivered = resumed.at(-1)?.revision ?? request.startRevision;
+      delivered = request.startRevision;
+      for (const change of resumed) {
+        delivered = change.revision;
+        if (matches(nameOf(change))) yield fromChange(change);
+      }
     } else {
       const compacted = request.startRevision > 0;
       delivered = store.revision;
@@ -69,25 +77,24 @@ export async function* watchRegistry(
       yield { type: "snapshot_end", revision: delivered, snapshot: true, compacted };
     }
     while (!request.signal.aborted) {
-      const change = changes.pending.shift();
-      if (change === undefined) {
-        if (changes.overflowed) {
-          throw new DomainError(
-            "resource_exhausted",
-            `the watcher fell behind by more than ${request.maxQueue} changes: watch again from revision ${delivered}`,
-          );
-        }
-        await changes.changed();
+      const batch = changes.after(delivered, watchBatch);
+      if (batch.length === 0) {
+        await changes.changed(delivered);
         continue;
       }
-      if (change.revision <= delivered) continue;
-      delivered = change.revision;
-      if (matches(nameOf(change))) yield fromChange(change);
+      for (const change of batch) {
+        delivered = change.revision;
+        if (matches(nameOf(change))) yield fromChange(change);
+        if (request.signal.aborted) return;
+      }
     }
   } finally {
     changes.close();
   }
 }
+
+/** Changes taken from the log at once; the lag check runs again before the next batch. */
+const watchBatch = 256;
 
 function fromChange(change: RegistryChange): WatchEvent {
   return change.type === "put"

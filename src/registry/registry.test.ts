@@ -147,6 +147,49 @@ describe("leases", () => {
     await registry.sweep();
     expect(store.tombstone("svc")).toBeUndefined();
   });
+
+  it("keeps at most maxTombstones tombstones, forgetting the oldest first", async () => {
+    const capped = new Registry(
+      { store, clock, hlc: new HybridLogicalClock(clock), events, nodeId: "node-a", logger },
+      { tombstoneRetentionMs: 3_600_000, maxTombstones: 3 },
+    );
+    for (let i = 0; i < 8; i++) {
+      await capped.register(declared(`gone-${i}`), call);
+      await capped.deregister(`gone-${i}`, call);
+      clock.advance(10);
+    }
+    expect([...store.tombstones()]).toHaveLength(8);
+    await capped.sweep();
+    expect([...store.tombstones()].map((t) => t.name).sort()).toEqual([
+      "gone-5",
+      "gone-6",
+      "gone-7",
+    ]);
+  });
+});
+
+describe("limits", () => {
+  it("refuses a registration over 16 KiB of declared strings, naming the size", async () => {
+    const metadata: Record<string, string> = {};
+    for (let i = 0; i < 32; i++) metadata[`key-${i}`] = "v".repeat(512);
+    const error = await registry.register(declared("big", { metadata }), call).catch((e) => e);
+    expect(error).toBeInstanceOf(DomainError);
+    expect(error).toMatchObject({ kind: "invalid" });
+    expect((error as DomainError).message).toMatch(/declares 16\d{3} bytes; at most 16384/);
+    expect(store.get("big")).toBeUndefined();
+  });
+
+  it("refuses a new service when the registry is full, and still renews the ones it has", async () => {
+    store = createMemoryRegistryStore({ maxEntries: 2 });
+    registry = makeRegistry();
+    await registry.register(declared("a"), call);
+    await registry.register(declared("b"), call);
+    const error = await registry.register(declared("c"), call).catch((e) => e);
+    expect(error).toMatchObject({ kind: "resource_exhausted" });
+    await registry.register(declared("a", { version: "2" }), call);
+    await registry.heartbeat("b", call);
+    expect(store.get("a")?.version).toBe("2");
+  });
 });
 
 describe("deregister and heartbeat", () => {

@@ -4,6 +4,7 @@ import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
 import type { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
+import { checkDeclaredSize } from "./entry-limits.js";
 import {
   type DeclaredService,
   type EntryWrite,
@@ -26,6 +27,11 @@ export interface RegistryOptions {
   leaseGraceMs: number;
   /** How long tombstones are kept. Default 1 hour. */
   tombstoneRetentionMs: number;
+  /**
+   * Tombstones kept at most: beyond them, the oldest are forgotten at the next sweep, before
+   * their retention ends. Default 100,000.
+   */
+  maxTombstones: number;
   /** How often leases and tombstones are swept. Default 1 s. */
   sweepIntervalMs: number;
   /** Attempts of a compare-and-set write before it gives up with a conflict. Default 8. */
@@ -35,6 +41,7 @@ export interface RegistryOptions {
 const defaults: RegistryOptions = Object.freeze({
   leaseGraceMs: 30_000,
   tombstoneRetentionMs: 3_600_000,
+  maxTombstones: 100_000,
   sweepIntervalMs: 1_000,
   maxAttempts: 8,
 });
@@ -112,12 +119,14 @@ export class Registry {
    * Registers a service, or replaces what an existing one declared, keeping what the orchestrator
    * learned (its health status) and when it first registered. A registration is proof of life: it
    * renews the lease, and an entry that was DOWN comes back as UNKNOWN until probed.
-   * @throws DomainError "unavailable" (store), "conflict" (too many concurrent writers).
+   * @throws DomainError "invalid" (over the registration size limit), "resource_exhausted"
+   *   (the registry is full), "unavailable" (store), "conflict" (too many concurrent writers).
    */
   async register(
     declared: DeclaredService,
     call: CallInfo,
   ): Promise<{ entry: RegistryEntry; created: boolean }> {
+    checkDeclaredSize(declared);
     return this.mutate(declared.name, (current) => {
       const now = this.deps.clock.now();
       const write: EntryWrite = {
@@ -259,8 +268,8 @@ export class Registry {
 
   /**
    * Turns entries whose lease ran out DOWN, removes those DOWN for longer than the grace period,
-   * and forgets old tombstones. Failures (the store unreachable) are logged; the next sweep
-   * retries.
+   * and forgets tombstones older than their retention, or beyond the newest `maxTombstones`.
+   * Failures (the store unreachable) are logged; the next sweep retries.
    */
   async sweep(): Promise<void> {
     if (this.sweeping) return;
@@ -274,7 +283,9 @@ export class Registry {
         else if (entry.leaseExpiresAt + leaseGraceMs <= now)
           await this.removeExpired(entry.name, now);
       }
-      await this.deps.store.purgeTombstones(now - tombstoneRetentionMs);
+      const { store } = this.deps;
+      const beyondCap = store.tombstoneCutoff(this.options.maxTombstones) ?? 0;
+      await store.purgeTombstones(Math.max(now - tombstoneRetentionMs, beyondCap));
     } catch (error) {
       this.deps.logger.warn({ err: error }, "registry sweep failed; retrying at the next one");
     } finally {

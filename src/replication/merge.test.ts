@@ -283,6 +283,31 @@ describe("ReplicationMerger", () => {
     expect(entry.hlc).toBeLessThan(tooFar);
   });
 
+  it("rejects an entry over the limits of a registration: long values, 16 KiB in all", async () => {
+    const a = createNode("node-a");
+    const heavy = Object.fromEntries(
+      Array.from({ length: 40 }, (_, i) => [`k${i}`, "v".repeat(500)]),
+    );
+    expect(await a.merger.merge(putOf("big", 100n, "node-b", { metadata: heavy }))).toBe(
+      "rejected",
+    );
+    const long = { k: "v".repeat(1_024) };
+    expect(await a.merger.merge(putOf("long", 100n, "node-b", { metadata: long }))).toBe(
+      "rejected",
+    );
+    expect(a.store.size).toBe(0);
+  });
+
+  it("refuses a new entry when this registry is full, without failing the stream", async () => {
+    const a = createReplicaNode("node-a", { store: { maxEntries: 1 } });
+    expect(await a.merger.merge(putOf("one", 100n, "node-b"))).toBe("applied");
+    expect(await a.merger.merge(putOf("two", 101n, "node-b"))).toBe("rejected");
+    const rejected = a.events.recent().filter((e) => e.type === "replication.change_rejected");
+    expect(rejected.map((e) => e.payload.reason)).toEqual(["this registry is full"]);
+    // A change that does not grow the registry still goes through.
+    expect(await a.merger.merge(putOf("one", 102n, "node-b", { version: "2" }))).toBe("applied");
+  });
+
   it("converges whatever order a set of puts and deletes arrives in (seeded property)", async () => {
     const random = seededRandom(0x5eed);
     const names = ["a", "b", "c", "d"];

@@ -1,6 +1,7 @@
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
+import { problemWithDeclaration } from "../registry/entry-limits.js";
 import {
   type EntryWrite,
   nameOf,
@@ -55,11 +56,7 @@ export class ReplicationMerger {
     if (problem !== undefined) {
       // A peer's change is held to the rules a client's registration is: it must not corrupt
       // this registry, nor spread further from it.
-      this.deps.events.append({
-        type: "replication.change_rejected",
-        subject: name.slice(0, 100),
-        payload: { origin: remote.origin.slice(0, 128), reason: problem },
-      });
+      this.rejected(name, remote, problem);
       return "rejected";
     }
     this.deps.hlc.observe(remote.hlc);
@@ -78,6 +75,12 @@ export class ReplicationMerger {
         else await store.remove(change.tombstone, live?.revision ?? 0);
         return "applied";
       } catch (error) {
+        if (error instanceof DomainError && error.kind === "resource_exhausted") {
+          // This registry is full: the change is refused here, as a registration would be, and
+          // the stream goes on (anti-entropy brings it once there is room).
+          this.rejected(name, remote, "this registry is full");
+          return "rejected";
+        }
         if (!(error instanceof DomainError) || error.kind !== "conflict") throw error;
         if (attempt >= this.maxAttempts) throw error;
         await store.sync();
@@ -91,17 +94,16 @@ export class ReplicationMerger {
     if (remote.hlc <= 0n || remote.hlc > maxStamp) return "the clock stamp is out of range";
     const limit = HybridLogicalClock.fromMillis(this.deps.clock.now() + maxClockSkewMs);
     if (remote.hlc > limit) return "the clock stamp is too far in the future";
-    if (change.type === "put") {
-      const entry = change.entry;
-      if (!isHttpUrl(entry.baseUrl)) return "the base_url is not an http(s) URL";
-      if (entry.healthUrl !== "" && !isHttpUrl(entry.healthUrl)) return "the health_url is invalid";
-      if (entry.openapiUrl !== "" && !isHttpUrl(entry.openapiUrl))
-        return "the openapi_url is invalid";
-      if (entry.endpoints.length > 500 || entry.tags.length > 32) return "too many items";
-      if (Object.keys(entry.metadata).length > 64) return "too much metadata";
-      if (entry.ttlSeconds > 86_400) return "the ttl is out of range";
-    }
+    if (change.type === "put") return problemWithDeclaration(change.entry);
     return undefined;
+  }
+
+  private rejected(name: string, remote: Stamp, reason: string): void {
+    this.deps.events.append({
+      type: "replication.change_rejected",
+      subject: name.slice(0, 100),
+      payload: { origin: remote.origin.slice(0, 128), reason },
+    });
   }
 
   private conflict(name: string, winner: Stamp, loser: Stamp): void {
@@ -116,16 +118,6 @@ export class ReplicationMerger {
         loser_hlc: loser.hlc.toString(),
       },
     });
-  }
-}
-
-function isHttpUrl(text: string): boolean {
-  if (text.length > 2048) return false;
-  try {
-    const url = new URL(text);
-    return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
-  } catch {
-    return false;
   }
 }
 

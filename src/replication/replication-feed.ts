@@ -1,5 +1,4 @@
 import type { Clock } from "../clock.js";
-import { DomainError } from "../errors/domain-error.js";
 import { queueChanges } from "../registry/change-queue.js";
 import { nameOf, type RegistryChange } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
@@ -46,10 +45,12 @@ const defaults: ReplicationFeedOptions = Object.freeze({
 /**
  * The replication stream a peer pulls from this node: a hello saying whether a snapshot follows,
  * then either every live entry and tombstone (a snapshot, ended by `snapshot_end`) or the changes
- * after the caller's cursor, and then every change as it happens, in revision order. Changes that
+ * after the caller's cursor, and then every change as it happens, in revision order. The feed reads
+ * the store's bounded change log at the peer's pace and keeps only its place in it. Changes that
  * pile up while the peer is slow are coalesced (a name's latest change stands for the ones before
  * it: heartbeats of a busy fleet do not flood the stream); a peer that falls `maxQueue` changes
- * behind is cut off with RESOURCE_EXHAUSTED and resumes from its cursor. Subscribing and reading the
+ * behind, or behind what the log holds, is cut off with RESOURCE_EXHAUSTED and resumes from its
+ * cursor (with a snapshot when the log cannot serve it). Subscribing and reading the
  * snapshot or log happen in one synchronous step, so no change falls between them.
  */
 export async function* replicationFeed(
@@ -59,7 +60,12 @@ export async function* replicationFeed(
 ): AsyncGenerator<ReplicationMessage> {
   const { store, clock } = deps;
   const settings = { ...defaults, ...options };
-  const changes = queueChanges(store, settings.maxQueue, request.signal);
+  const changes = queueChanges(store, {
+    maxLag: settings.maxQueue,
+    reader: "the peer",
+    resume: "resume",
+    signal: request.signal,
+  });
   try {
     const resumable =
       request.fromHistoryId === store.historyId && request.fromHistoryId !== ""
@@ -83,21 +89,13 @@ export async function* replicationFeed(
       yield { kind: "snapshot_end", revision: sent };
     }
     while (!request.signal.aborted) {
-      const pending = changes.pending
-        .splice(0, settings.batchSize)
-        .filter((c) => c.revision > sent);
+      const pending = changes.after(sent, settings.batchSize);
       if (pending.length > 0) {
         for (const change of coalesce(pending)) yield { kind: "change", change };
         sent = pending.at(-1)?.revision ?? sent;
         continue;
       }
-      if (changes.overflowed) {
-        throw new DomainError(
-          "resource_exhausted",
-          `the peer fell behind by more than ${settings.maxQueue} changes: resume from revision ${sent}`,
-        );
-      }
-      const woken = await changes.changed(settings.keepaliveMs);
+      const woken = await changes.changed(sent, settings.keepaliveMs);
       if (!woken && !request.signal.aborted) {
         yield { kind: "keepalive", revision: store.revision, timestamp: clock.now() };
       }

@@ -293,6 +293,57 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(seen[1]).toEqual({ type: "delete", revision: 8, tombstone: two.store.tombstone("b") });
   });
 
+  it("bounds the change log in Redis by records and by bytes, counting the bytes exactly", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const heavy = (name: string) => entryWrite(name, { metadata: { blob: "x".repeat(2_000) } });
+    const { store, redis } = await processes.open(prefix, {
+      changeLogSize: 30,
+      changeLogBytes: 20_000,
+    });
+    for (let i = 0; i < 20; i++) await store.put(heavy(`h${i}`), 0);
+    const log = `${prefix}registry:changes`;
+    const records = await redis.lrange(log, 0, -1);
+    const bytes = records.reduce((sum, record) => sum + Buffer.byteLength(record), 0);
+    expect(Number(await redis.get(`${prefix}registry:changes:bytes`))).toBe(bytes);
+    // As many of the newest records as fit in 20,000 bytes (records of about 2.3 KB: 8 of them).
+    const size = Buffer.byteLength(records[0] ?? "");
+    expect(bytes).toBeLessThanOrEqual(20_000);
+    expect(bytes + size).toBeGreaterThan(20_000);
+    expect(records.map((r) => JSON.parse(r).revision)).toEqual(
+      Array.from({ length: records.length }, (_, i) => 21 - records.length + i),
+    );
+    // Small records: the count bounds the log.
+    for (let i = 0; i < 60; i++) await store.put(entryWrite(`s${i}`), 0);
+    expect(await redis.llen(log)).toBe(30);
+    // A log written before the byte count existed is counted at the next write.
+    await redis.del(`${prefix}registry:changes:bytes`);
+    await store.put(entryWrite("t"), 0);
+    const all = await redis.lrange(log, 0, -1);
+    expect(Number(await redis.get(`${prefix}registry:changes:bytes`))).toBe(
+      all.reduce((sum, record) => sum + Buffer.byteLength(record), 0),
+    );
+  });
+
+  it("catches up on a long gap page by page from the log, without a snapshot", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix);
+    const two = await processes.open(prefix);
+    await cutOff(one.redis);
+    await cutOff(one.subscriber);
+    // More changes than one page of the catch-up read.
+    for (let i = 0; i < 1_200; i++) await two.store.put(entryWrite(`p${i}`), 0);
+    await Promise.all([one.redis.connect(), one.subscriber.connect()]);
+    await vi.waitFor(() => expect(one.store.revision).toBe(1_200), waitLong);
+    expect(stateOf(one.store)).toEqual(stateOf(two.store));
+    // Applied change by change: the view's log holds them all (a snapshot would have reset it).
+    expect(one.store.compactedRevision).toBe(0);
+    expect(one.store.changesSince(0)).toHaveLength(1_200);
+  });
+
   it("passes a tombstone of a name never live to other processes, by the log and by snapshot", {
     timeout: 60_000,
   }, async () => {

@@ -1,12 +1,14 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DomainError } from "../../src/errors/domain-error.js";
+import { entryWeight } from "../../src/registry/entry-limits.js";
 import type { EntryWrite, RegistryChange, TombstoneWrite } from "../../src/registry/model.js";
 import type { RegistryStore } from "../../src/registry/registry-store.js";
+import type { RegistryViewLimits } from "../../src/registry/registry-view.js";
 
 /** How a store implementation is brought up for the contract suite. */
 export interface RegistryStoreHarness {
   /** A new, empty store of its own (for Redis: a fresh key prefix), opened. */
-  create(options?: { changeLogSize?: number }): Promise<RegistryStore>;
+  create(options?: Partial<RegistryViewLimits>): Promise<RegistryStore>;
   /** A second store over the same backing data, as another process would open it. */
   twin?(store: RegistryStore): Promise<RegistryStore>;
   /** The same backing data opened anew after `store` was closed: a restart. */
@@ -41,6 +43,18 @@ export function entryWrite(name: string, overrides: Partial<EntryWrite> = {}): E
 
 function tombstoneWrite(name: string, deletedAt = 1_700_000_100_000): TombstoneWrite {
   return { name, deletedAt, origin: "node-a", hlc: 117_684_903_530_925_000n };
+}
+
+// Generous: another process's change reaches a view over pub/sub on a loaded machine.
+const waitLong = { timeout: 20_000, interval: 50 };
+
+async function failureOf(promise: Promise<unknown>): Promise<DomainError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  return error as DomainError;
 }
 
 async function conflictOf(promise: Promise<unknown>): Promise<DomainError> {
@@ -150,14 +164,76 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       for (let i = 0; i < 12; i++) await store.put(entryWrite(`n${i}`), 0);
       expect(store.revision).toBe(15);
       expect(store.changesSince(0)).toBeUndefined();
-      // The log keeps at least changeLogSize changes (and trims in batches, so at most twice that).
-      const compacted = store.compactedRevision;
-      expect(compacted).toBeGreaterThanOrEqual(15 - 2 * 5);
-      expect(compacted).toBeLessThanOrEqual(15 - 5);
-      expect(store.changesSince(compacted)?.map((c) => c.revision)).toEqual(
-        Array.from({ length: 15 - compacted }, (_, i) => compacted + 1 + i),
+      // The log keeps exactly the last changeLogSize changes.
+      expect(store.compactedRevision).toBe(10);
+      expect(store.changesSince(10)?.map((c) => c.revision)).toEqual([11, 12, 13, 14, 15]);
+      expect(store.changesSince(9)).toBeUndefined();
+      expect(store.changesSince(10, 2)?.map((c) => c.revision)).toEqual([11, 12]);
+    });
+
+    it("keeps no more bytes of changes than changeLogBytes, dropping the oldest first", async () => {
+      const heavy = (name: string) =>
+        entryWrite(name, { metadata: { blob: "x".repeat(500), more: "y".repeat(500) } });
+      const weight = entryWeight({ ...heavy("n00"), revision: 1 });
+      // Room for three such changes, not four.
+      const store = await harness.create({ changeLogSize: 1000, changeLogBytes: 3 * weight + 10 });
+      for (let i = 0; i < 10; i++) await store.put(heavy(`n0${i}`), 0);
+      expect(store.compactedRevision).toBe(7);
+      expect(store.changesSince(7)?.map((c) => c.revision)).toEqual([8, 9, 10]);
+      expect(store.changesSince(6)).toBeUndefined();
+      // A twin (another process) reads the same bounded log from the backing store.
+      if (harness.twin) {
+        const twin = await harness.twin(store);
+        await twin.put(heavy("n10"), 0);
+        await vi.waitFor(() => expect(store.revision).toBe(11), waitLong);
+        expect(store.changesSince(8)?.map((c) => c.revision)).toEqual([9, 10, 11]);
+      }
+    });
+
+    it("refuses a write past maxEntries or maxBytes, but never one that does not grow", async () => {
+      const store = await harness.create({ maxEntries: 3 });
+      for (const n of ["a", "b", "c"]) await store.put(entryWrite(n), 0);
+      const full = await failureOf(store.put(entryWrite("d"), 0));
+      expect(full.kind).toBe("resource_exhausted");
+      expect(full.message).toContain("REGISTRY_MAX_ENTRIES");
+      // Updates of a full registry go on; a removal makes room.
+      const a = await store.put(entryWrite("a", { version: "2" }), store.get("a")?.revision ?? 0);
+      await store.remove(tombstoneWrite("a"), a.revision);
+      await store.put(entryWrite("d"), 0);
+      expect(store.size).toBe(3);
+
+      const weight = entryWeight({ ...entryWrite("e"), revision: 1 });
+      const bytes = await harness.create({ maxBytes: 2 * weight + 100 });
+      await bytes.put(entryWrite("e"), 0);
+      await bytes.put(entryWrite("f"), 0);
+      expect(bytes.bytes).toBe(2 * weight);
+      expect((await failureOf(bytes.put(entryWrite("g"), 0))).message).toContain(
+        "REGISTRY_MAX_BYTES",
       );
-      expect(store.changesSince(compacted - 1)).toBeUndefined();
+      // Growing an entry past the bound is refused; the same size or smaller passes.
+      const grown = entryWrite("e", { metadata: { team: "z".repeat(200) } });
+      const e = bytes.get("e")?.revision ?? 0;
+      expect((await failureOf(bytes.put(grown, e))).kind).toBe("resource_exhausted");
+      await bytes.put(entryWrite("e", { status: "HEALTHY" }), e);
+      await bytes.put(entryWrite("e", { metadata: {} }), bytes.get("e")?.revision ?? 0);
+      expect(bytes.bytes).toBeLessThan(2 * weight);
+    });
+
+    it("names the cut-off that keeps only the newest tombstones", async () => {
+      const store = await harness.create();
+      for (const [n, at] of [
+        ["t1", 1_000],
+        ["t2", 2_000],
+        ["t3", 3_000],
+        ["t4", 4_000],
+      ] as const) {
+        await store.remove(tombstoneWrite(n, at), 0);
+      }
+      expect(store.tombstoneCutoff(4)).toBeUndefined();
+      const cutoff = store.tombstoneCutoff(2);
+      expect(cutoff).toBe(2_001);
+      expect(await store.purgeTombstones(cutoff ?? 0)).toBe(2);
+      expect([...store.tombstones()].map((t) => t.name).sort()).toEqual(["t3", "t4"]);
     });
 
     it("tells listeners of every change, in order, until they unsubscribe", async () => {

@@ -162,8 +162,9 @@ function collect(call: ClientReadableStream<WatchServicesResponse>) {
 const isSnapshotEnd = (m: WatchServicesResponse) => m.type === WatchEventType.SNAPSHOT_END;
 
 /** `n` metadata entries of ~1000 characters: large entries fill flow-control windows fast. */
+/** About `n` KB of metadata, in values of 500 characters (the limit is 512). */
 function bulkyMetadata(n: number): Record<string, string> {
-  return Object.fromEntries(Array.from({ length: n }, (_, i) => [`blob${i}`, "x".repeat(1000)]));
+  return Object.fromEntries(Array.from({ length: 2 * n }, (_, i) => [`blob${i}`, "x".repeat(500)]));
 }
 
 describe("snapshot, then live changes", () => {

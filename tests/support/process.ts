@@ -35,6 +35,8 @@ export interface OrchestratorProcessOptions {
   cwd?: string;
   /** How long to wait for `GET /health` to answer 200 (or for the exit). Default 60000 ms. */
   timeoutMs?: number;
+  /** Flags for node itself, before the script (`--max-old-space-size=128`). Default none. */
+  nodeArgs?: readonly string[];
 }
 
 /** A running `src/main.ts`. */
@@ -131,7 +133,8 @@ async function spawnOrchestrator(
 ): Promise<OrchestratorProcess> {
   const ownDir = options.cwd === undefined;
   const cwd = options.cwd ?? (await mkdtemp(join(tmpdir(), "orchestrator-process-")));
-  const child = spawn(process.execPath, ["--import", tsxLoader, mainScript], {
+  const args = [...(options.nodeArgs ?? []), "--import", tsxLoader, mainScript];
+  const child = spawn(process.execPath, args, {
     cwd,
     env: { ...baseEnv(), HOST: "127.0.0.1", PORT: String(port), ...options.env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -4,7 +4,10 @@
 import pino from "pino";
 import { createMemoryEventLog, type EventLog } from "../../src/events/event-log.js";
 import { randomIds } from "../../src/ids.js";
-import { createMemoryRegistryStore } from "../../src/registry/memory-registry-store.js";
+import {
+  createMemoryRegistryStore,
+  type MemoryRegistryStoreOptions,
+} from "../../src/registry/memory-registry-store.js";
 import type { DeclaredService } from "../../src/registry/model.js";
 import { Registry, type RegistryOptions } from "../../src/registry/registry.js";
 import type { RegistryStore } from "../../src/registry/registry-store.js";
@@ -26,10 +29,14 @@ const logger = pino({ level: "silent" });
 
 export function createReplicaNode(
   nodeId: string,
-  options: { clock?: ManualClock; registry?: Partial<RegistryOptions> } = {},
+  options: {
+    clock?: ManualClock;
+    registry?: Partial<RegistryOptions>;
+    store?: MemoryRegistryStoreOptions;
+  } = {},
 ): ReplicaNode {
   const clock = options.clock ?? createManualClock();
-  const store = createMemoryRegistryStore();
+  const store = createMemoryRegistryStore(options.store);
   const events = createMemoryEventLog({ clock, ids: randomIds, source: nodeId });
   const hlc = new HybridLogicalClock(clock);
   return {
