@@ -142,7 +142,7 @@ export async function createApp(
     redisSubscriber = createRedisClient(config.redis, rootLogger);
     readinessChecks.push(redisReadinessCheck(redis));
   }
-  const store = createStore(config, rootLogger, redis, redisSubscriber);
+  const store = createStore(config, { clock, logger: rootLogger }, redis, redisSubscriber);
   const nodeId = config.nodeId ?? (await claimNodeId(store, `node-${ids.uuid().slice(0, 8)}`));
   const logger = config.nodeId ? rootLogger : rootLogger.child({ node_id: nodeId });
   const node: NodeInfo = {
@@ -473,7 +473,7 @@ function composeRegistry(parts: {
 /** The registry's store: in Redis when configured, else in this process. */
 function createStore(
   config: AppConfig,
-  logger: Logger,
+  { clock, logger }: { clock: Clock; logger: Logger },
   redis: Redis | undefined,
   subscriber: Redis | undefined,
 ): RegistryStore {
@@ -483,7 +483,7 @@ function createStore(
     return createMemoryRegistryStore(limits);
   }
   return createRedisRegistryStore(
-    { redis, subscriber, logger },
+    { redis, subscriber, logger, clock },
     { keyPrefix: config.redis?.keyPrefix ?? "", ...limits },
   );
 }

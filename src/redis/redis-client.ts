@@ -11,18 +11,24 @@ export interface RedisConnectionOptions {
   readonly password?: string | undefined;
 }
 
+/** How long a command may wait for its reply before ioredis fails it. */
+export const redisCommandTimeoutMs = 5_000;
+
 /**
  * Connects to Redis for durable state and events. Commands fail fast while Redis is unreachable
- * (no offline queue), so that a write is refused with UNAVAILABLE rather than acknowledged late or
- * never; the client reconnects by itself with capped backoff.
+ * (no offline queue), so that a write is refused with UNAVAILABLE rather than queued to land at
+ * some later time; the client reconnects by itself with capped backoff. A command in flight when
+ * the connection drops is sent again after reconnecting (ioredis' default): writes whose outcome
+ * matters carry a deadline (`createRedisWriteFence`) so that such a late copy changes nothing.
  */
 export function createRedisClient(options: RedisConnectionOptions, logger: Logger): Redis {
   const common = {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 5_000,
-    // A Redis that freezes rather than dies must not hang writes: they fail as UNAVAILABLE.
-    commandTimeout: 5_000,
+    // A Redis that freezes rather than dies must not hang commands. Registry writes are given up
+    // by their own fence (src/redis/redis-write-fence.ts), at most this long after they are sent.
+    commandTimeout: redisCommandTimeoutMs,
     // Commands issued in the same tick (a registry write and its event) share one socket write.
     enableAutoPipelining: true,
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),

@@ -350,6 +350,9 @@ describe("createOpenApiPoller", () => {
         if (name === "down") {
           throw new DomainError("unavailable", "redis at cache-3.internal.example:6379 refused");
         }
+        if (name === "silent") {
+          throw new DomainError("timeout", "redis at cache-3.internal.example:6379 is silent");
+        }
         await store.putBaseline(name, baseline);
       },
     };
@@ -358,6 +361,7 @@ describe("createOpenApiPoller", () => {
     const results = await poller.poll([
       { service: "down", url: `${server.url}/openapi.json` },
       { service: "up", url: `${server.url}/openapi.json` },
+      { service: "silent", url: `${server.url}/openapi.json` },
     ]);
 
     expect(results[0]).toEqual({
@@ -368,6 +372,10 @@ describe("createOpenApiPoller", () => {
       error: "baseline store unavailable",
     });
     expect(results[1]?.baseline).toBe(true);
+    // Sent but unanswered: it may yet be recorded, so the poll does not say it was not.
+    expect(results[2]?.error).toBe(
+      "baseline store did not answer in time; the baseline may still be recorded",
+    );
   });
 
   it("passes the request's headers and asks for JSON or YAML", async () => {

@@ -184,5 +184,9 @@ function storeFailure(error: unknown): string {
   if (error instanceof DomainError && error.kind === "unavailable") {
     return "baseline store unavailable";
   }
+  // Not "could not record": the write went out, and may yet land.
+  if (error instanceof DomainError && error.kind === "timeout") {
+    return "baseline store did not answer in time; the baseline may still be recorded";
+  }
   return "could not record the OpenAPI baseline";
 }

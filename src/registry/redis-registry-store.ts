@@ -1,7 +1,15 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
+import {
+  createRedisWriteFence,
+  isReplyError,
+  RedisWriteError,
+  type RedisWriteFence,
+  wasNotSent,
+} from "../redis/redis-write-fence.js";
 import {
   type EntryWrite,
   type OpenApiBaseline,
@@ -28,6 +36,13 @@ export interface RedisRegistryStoreDeps {
   readonly logger?: Logger;
   /** Where a new history id comes from (its `uuid()`). Default: `randomIds`. */
   readonly ids?: IdSource;
+  /** This process' clock, for the write fence. Default: `systemClock`. */
+  readonly clock?: Clock;
+  /**
+   * What gives each entry write its deadline. Default: `createRedisWriteFence` over `redis` and
+   * `clock`, with `options.writeTimeoutMs`.
+   */
+  readonly fence?: RedisWriteFence;
 }
 
 /**
@@ -42,6 +57,12 @@ export interface RedisRegistryStoreOptions extends Partial<RegistryViewLimits> {
   readonly keyPrefix: string;
   /** How long `open()` waits for both connections to be ready. Default 10,000 ms. */
   readonly openTimeoutMs?: number;
+  /**
+   * How long an entry write (put, remove) may go unanswered before it is given up: it carries a
+   * deadline shortly before that, and Redis does not apply it after. Default 5,000 ms (the
+   * connection's command timeout).
+   */
+  readonly writeTimeoutMs?: number;
 }
 
 const defaults = Object.freeze({ openTimeoutMs: 10_000 });
@@ -78,12 +99,22 @@ local function appendToLog(record)
 end
 `;
 
+// The write fence, first in every entry write: a script run after its deadline (Redis held it, or
+// ioredis sent it again after a reconnection, when this process had already answered that it
+// failed) changes nothing and says so. TIME is allowed before writes: scripts replicate effects.
+const fencedOut = -1;
+const fenceCheck = (argv: number) => `
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[${argv}]) then
+  return {${fencedOut}, 0}
+end`;
+
 // Compare-and-set on the entry's revision, then the next global revision, the entry, its revision,
 // the change record (JSON concatenated here, as only here the revision is known), the log trim and
 // the notification, all in one atomic step, so that no two writers share or skip a revision.
 // ARGV: 1 name, 2 expected revision, 3 entry JSON without revision, 4 log size, 5 channel,
-// 6 log bytes.
-const putScript = `${appendToLog}
+// 6 log bytes, 7 deadline (Unix ms, Redis' clock).
+const putScript = `${appendToLog}${fenceCheck(7)}
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
@@ -100,7 +131,7 @@ return {1, revision}
 // revision 0 and no live entry it records (or replaces) the tombstone alone, as a change of its
 // own: a replicated delete of an entry this store never had must still reach other processes and
 // block older writes that arrive later by another path.
-const removeScript = `${appendToLog}
+const removeScript = `${appendToLog}${fenceCheck(7)}
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
@@ -220,21 +251,42 @@ function defineScripts(redis: Redis): RegistryScripts {
  * snapshot when the log no longer reaches back far enough (listeners are then told the
  * differences).
  *
- * @throws RangeError when a bound is not a positive integer.
- * Methods throw DomainError "unavailable" when Redis cannot be reached (connection down, closed or
- * timed out), "conflict" on a failed compare-and-set, and "internal" when Redis refuses a command
- * or holds a record this code cannot read.
+ * Writes answer honestly about their outcome. An entry write carries a deadline on Redis' clock
+ * (see `createRedisWriteFence`) that its script checks first. It fails with "unavailable" when it
+ * did not happen: never sent (not connected), or run after its deadline. It fails with "timeout"
+ * when it was sent and no reply came in time: it happened if Redis ran it before the deadline
+ * the message names, and it will not happen after; the error is thrown only once that deadline
+ * has passed. Other writes (cursor, baseline, node id, tombstone purge) carry no deadline: sent
+ * and unanswered, they fail with "timeout" saying they may still be applied.
+ *
+ * @throws RangeError when a bound is not a positive integer, or `writeTimeoutMs` is not above
+ *   the fence's margin (100 ms).
+ * Methods throw DomainError "unavailable" when Redis cannot be reached (connection down, closed,
+ * or a read timed out) or a write did not happen, "timeout" as above, "conflict" on a failed
+ * compare-and-set, "resource_exhausted" when a write would take the registry past its bounds,
+ * and "internal" when Redis refuses a command or holds a record this code cannot read.
  */
 export function createRedisRegistryStore(
   deps: RedisRegistryStoreDeps,
   options: RedisRegistryStoreOptions,
 ): RegistryStore {
   const { redis, subscriber, logger, ids = randomIds } = deps;
-  const { keyPrefix: prefix, openTimeoutMs = defaults.openTimeoutMs, ...limits } = options;
+  const {
+    keyPrefix: prefix,
+    openTimeoutMs = defaults.openTimeoutMs,
+    writeTimeoutMs,
+    ...limits
+  } = options;
   // Checks the bounds (RangeError) before anything touches Redis.
   const view = new RegistryView(limits);
   const changeLogSize = limits.changeLogSize ?? registryViewDefaults.changeLogSize;
   const changeLogBytes = limits.changeLogBytes ?? registryViewDefaults.changeLogBytes;
+  const fence =
+    deps.fence ??
+    createRedisWriteFence(
+      { redis, ...(deps.clock ? { clock: deps.clock } : {}), ...(logger ? { logger } : {}) },
+      writeTimeoutMs === undefined ? {} : { writeTimeoutMs },
+    );
   const keys = [
     "revision",
     "entries",
@@ -277,10 +329,27 @@ export function createRedisRegistryStore(
     json: string,
   ): Promise<number> => {
     const reply = await command(() =>
-      script(...keys, name, expectedRevision, json, changeLogSize, channel, changeLogBytes),
+      fence.send((deadline) =>
+        script(
+          ...keys,
+          name,
+          expectedRevision,
+          json,
+          changeLogSize,
+          channel,
+          changeLogBytes,
+          deadline,
+        ),
+      ),
     );
     const [written, revision] = numberPair(reply);
     if (written === 1) return revision;
+    if (written === fencedOut) {
+      throw new DomainError(
+        "unavailable",
+        "the registry store ran the write after its deadline: it was not applied",
+      );
+    }
     if (revision === 0) throw new DomainError("conflict", `${name} is not registered`);
     throw new DomainError("conflict", `${name} changed meanwhile (revision ${revision})`);
   };
@@ -297,6 +366,16 @@ export function createRedisRegistryStore(
     }
   };
 
+  // Writes without a deadline: sent and unanswered, they may still land ("timeout", not
+  // "unavailable"). Each is idempotent or harmless late (a cursor or baseline written again, a node
+  // id claimed if none, tombstones past retention forgotten), so none is worth a fence.
+  const unfencedWrite = <T>(send: () => Promise<T>): Promise<T> => {
+    if (redis.status !== "ready") {
+      return Promise.reject(storeError(new Error(`the connection is ${redis.status}`)));
+    }
+    return command(send, "write");
+  };
+
   const open = async (): Promise<void> => {
     if (listening) return;
     await command(() =>
@@ -306,6 +385,7 @@ export function createRedisRegistryStore(
     subscriber.on("message", onMessage);
     subscriber.on("ready", onSubscriberReady);
     redis.on("ready", onReady);
+    fence.start();
     listening = true;
     try {
       await follower.loadSnapshot();
@@ -321,6 +401,7 @@ export function createRedisRegistryStore(
     subscriber.off("message", onMessage);
     subscriber.off("ready", onSubscriberReady);
     redis.off("ready", onReady);
+    fence.stop();
     await resubscribing;
     try {
       await subscriber.unsubscribe(channel);
@@ -374,7 +455,7 @@ export function createRedisRegistryStore(
       // not seen yet (another process wrote them a moment ago); the process that wrote one holds
       // it in its own view and purges it, and this one does at its first sweep after catching up.
       if (!view.hasTombstoneBefore(deletedBefore)) return 0;
-      const forgotten = await command(() => scripts.purge(...keys, deletedBefore));
+      const forgotten = await unfencedWrite(() => scripts.purge(...keys, deletedBefore));
       view.dropTombstones(deletedBefore);
       return typeof forgotten === "number" ? forgotten : 0;
     },
@@ -389,7 +470,7 @@ export function createRedisRegistryStore(
     },
 
     async ensureNodeId(candidate: string): Promise<string> {
-      const stored = await command(() => scripts.claim(nodeIdKey, candidate));
+      const stored = await unfencedWrite(() => scripts.claim(nodeIdKey, candidate));
       if (typeof stored !== "string") throw unreadable(new Error("unexpected node id"));
       return stored;
     },
@@ -401,7 +482,7 @@ export function createRedisRegistryStore(
 
     async putCursor(peer: string, cursor: ReplicationCursor): Promise<void> {
       const stored: ReplicationCursor = { historyId: cursor.historyId, revision: cursor.revision };
-      await command(() => redis.hset(cursorsKey, peer, JSON.stringify(stored)));
+      await unfencedWrite(() => redis.hset(cursorsKey, peer, JSON.stringify(stored)));
     },
 
     async getBaseline(name: string): Promise<OpenApiBaseline | undefined> {
@@ -415,7 +496,7 @@ export function createRedisRegistryStore(
         operations: baseline.operations,
         recordedAt: baseline.recordedAt,
       };
-      await command(() => redis.hset(baselinesKey, name, JSON.stringify(stored)));
+      await unfencedWrite(() => redis.hset(baselinesKey, name, JSON.stringify(stored)));
     },
   };
 }
@@ -567,12 +648,16 @@ function untilReady(client: Redis, timeoutMs: number): Promise<void> {
   });
 }
 
-/** Runs one Redis round trip, turning its failure into the domain's words. */
-async function command<T>(send: () => Promise<T>): Promise<T> {
+/**
+ * Runs one Redis round trip, turning its failure into the domain's words. A "read" changes
+ * nothing, or nothing that matters (the snapshot's history id is created once, whenever it runs),
+ * so it is "unavailable" however it failed: retrying is safe.
+ */
+async function command<T>(send: () => Promise<T>, effect: "read" | "write" = "read"): Promise<T> {
   try {
     return await send();
   } catch (error) {
-    throw storeError(error);
+    throw storeError(error, effect);
   }
 }
 
@@ -581,15 +666,43 @@ async function command<T>(send: () => Promise<T>): Promise<T> {
 const transientReplies =
   /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|OOM|CLUSTERDOWN|NOREPLICAS)\b/;
 
-function storeError(error: unknown): DomainError {
+function storeError(error: unknown, effect: "read" | "write" = "read"): DomainError {
   if (error instanceof DomainError) return error;
-  const replied = error instanceof Error && error.name === "ReplyError";
-  if (replied && !transientReplies.test(error.message)) {
+  if (error instanceof RedisWriteError) {
+    return error.outcome === "unknown"
+      ? outcomeUnknown(error.deadlineMs, error)
+      : unavailable(error);
+  }
+  if (isReplyError(error)) {
+    if (transientReplies.test(error.message)) return unavailable(error);
     return new DomainError("internal", "the registry store refused the command", { cause: error });
   }
   // Everything else ioredis throws is about the connection: closed, not writeable (no offline
-  // queue), retries exhausted, aborted, timed out.
-  return new DomainError("unavailable", "the registry store is unavailable", { cause: error });
+  // queue), retries exhausted, aborted, timed out. Only "not writeable" proves a write unsent.
+  if (effect === "write" && !wasNotSent(error)) {
+    return new DomainError(
+      "timeout",
+      "the registry store did not answer in time: the write may still be applied",
+      { cause: error },
+    );
+  }
+  return unavailable(error);
+}
+
+function unavailable(cause: unknown): DomainError {
+  return new DomainError("unavailable", "the registry store is unavailable", { cause });
+}
+
+// DEADLINE_EXCEEDED rather than UNKNOWN, also when the connection was lost with the write in
+// flight: the outcome is decided by the deadline either way, and gRPC documents this code as the
+// one a state-changing call may return although it completed. UNKNOWN would read as a fault (500).
+function outcomeUnknown(deadlineMs: number, cause: unknown): DomainError {
+  const deadline = new Date(deadlineMs).toISOString();
+  return new DomainError(
+    "timeout",
+    `the registry store did not answer in time: the write may have been applied before ${deadline} and will not be applied after it; read the entry to learn the outcome`,
+    { cause },
+  );
 }
 
 function errorSummary(error: unknown): { message: string; cause?: string } {

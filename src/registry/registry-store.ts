@@ -42,7 +42,9 @@ export interface RegistryStore {
    * Writes `entry` under its name if the stored entry's revision is still `expectedRevision`
    * (0: no live entry, tombstoned or never seen), replacing any tombstone.
    * @throws DomainError "conflict" when the stored entry changed meanwhile (call `sync()` and
-   *   decide again); "unavailable" when the backing store cannot take the write;
+   *   decide again); "unavailable" when the write did not happen (the backing store could not
+   *   take it); "timeout" when the backing store did not answer in time and the write may have
+   *   happened (its message says until when): never retry it as if it had not;
    *   "resource_exhausted" when the write would take the registry past its bounds in entries or
    *   bytes (a write that does not grow it always passes).
    */
@@ -53,7 +55,7 @@ export interface RegistryStore {
    * With `expectedRevision` 0 (no live entry) it records or replaces the tombstone alone: a
    * replicated delete of an entry this node never had must still block older writes that arrive
    * later by another path.
-   * @throws DomainError "conflict" or "unavailable", as put.
+   * @throws DomainError "conflict", "unavailable" or "timeout", as put.
    */
   remove(tombstone: TombstoneWrite, expectedRevision: number): Promise<Tombstone>;
 
@@ -101,11 +103,14 @@ export interface RegistryStore {
 
   /** Where replication from `peer` (its URL) had got to; undefined before the first change. */
   getCursor(peer: string): Promise<ReplicationCursor | undefined>;
-  /** @throws DomainError "unavailable". */
+  /** @throws DomainError "unavailable" (not written), "timeout" (may still be written). */
   putCursor(peer: string, cursor: ReplicationCursor): Promise<void>;
 
   /** The OpenAPI baseline learned for `name`, kept apart from the entry. */
   getBaseline(name: string): Promise<OpenApiBaseline | undefined>;
-  /** @throws DomainError "unavailable" when the backing store cannot take the write. */
+  /**
+   * @throws DomainError "unavailable" when the backing store cannot take the write; "timeout"
+   *   when it did not answer in time (the baseline may still be recorded).
+   */
   putBaseline(name: string, baseline: OpenApiBaseline): Promise<void>;
 }

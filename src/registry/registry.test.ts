@@ -268,6 +268,49 @@ describe("concurrent writers", () => {
   });
 });
 
+describe("writes whose outcome is unknown", () => {
+  it("are neither retried nor reported as a conflict, and emit no event", async () => {
+    const { entry } = await registry.register(declared("svc"), call);
+    const before = events.recent().length;
+    const writes: string[] = [];
+    const unknown = () => new DomainError("timeout", "the write may have been applied");
+    // The same data, through a store that cannot say whether a write happened (Redis silent).
+    const unsure: RegistryStore = Object.assign(Object.create(store) as RegistryStore, {
+      async put() {
+        writes.push("put");
+        throw unknown();
+      },
+      async remove() {
+        writes.push("remove");
+        throw unknown();
+      },
+    });
+    const unsureRegistry = new Registry({
+      store: unsure,
+      clock,
+      hlc: new HybridLogicalClock(clock),
+      events,
+      nodeId: "node-a",
+      logger,
+    });
+    for (const attempt of [
+      () => unsureRegistry.register(declared("svc", { version: "2" }), call),
+      () => unsureRegistry.heartbeat("svc", call),
+      () => unsureRegistry.deregister("svc", call),
+    ]) {
+      const error = await attempt().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(DomainError);
+      expect((error as DomainError).kind).toBe("timeout");
+    }
+    expect(writes).toEqual(["put", "put", "remove"]);
+    expect(events.recent()).toHaveLength(before);
+    expect(registry.get("svc")).toEqual(entry);
+  });
+});
+
 describe("events", () => {
   it("says when a registration changes something, not when it only renews", async () => {
     await registry.register(declared("svc"), call);

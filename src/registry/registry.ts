@@ -120,7 +120,9 @@ export class Registry {
    * learned (its health status) and when it first registered. A registration is proof of life: it
    * renews the lease, and an entry that was DOWN comes back as UNKNOWN until probed.
    * @throws DomainError "invalid" (over the registration size limit), "resource_exhausted"
-   *   (the registry is full), "unavailable" (store), "conflict" (too many concurrent writers).
+   *   (the registry is full), "unavailable" (the store did not take the write), "timeout" (the
+   *   store did not answer in time: the write may have happened, so it is not retried),
+   *   "conflict" (too many concurrent writers).
    */
   async register(
     declared: DeclaredService,
@@ -340,7 +342,11 @@ export class Registry {
     };
   }
 
-  /** Reads, decides, writes; on a conflict brings the view up to date and decides again. */
+  /**
+   * Reads, decides, writes; on a conflict brings the view up to date and decides again. Any other
+   * failure ends it: a write whose outcome is unknown ("timeout") must not be made twice, and if
+   * it did land, the view learns of it as of any other change.
+   */
   private async mutate<T>(
     name: string,
     decide: (current: RegistryEntry | undefined) => Decision<T>,

@@ -47,7 +47,8 @@ export class ReplicationMerger {
 
   /**
    * Merges one change (its revision is the origin stream's, not ours).
-   * @throws DomainError "unavailable" when the store cannot take the write.
+   * @throws DomainError "unavailable" when the store cannot take the write; "timeout" when it may
+   *   have (the link then resumes from its cursor, and merging the change again is harmless).
    */
   async merge(change: RegistryChange): Promise<MergeOutcome> {
     const remote: Stamp = change.type === "put" ? change.entry : change.tombstone;

@@ -3,8 +3,10 @@ import { once } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import type { Clock } from "../../src/clock.js";
 import { DomainError } from "../../src/errors/domain-error.js";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
+import { createRedisWriteFence, type RedisWriteFence } from "../../src/redis/redis-write-fence.js";
 import type { RegistryChange, TombstoneWrite } from "../../src/registry/model.js";
 import {
   createRedisRegistryStore,
@@ -17,6 +19,7 @@ import {
   startRedisServer,
   untilRedisReady,
 } from "../support/redis-server.js";
+import { startTcpProxy } from "../support/tcp-proxy.js";
 import { entryWrite, registryStoreContract } from "./registry-store.contract.js";
 
 // Generous: the machine may be loaded; nothing here asserts on time.
@@ -42,11 +45,22 @@ function storeProcesses(url: () => string) {
     async open(
       prefix: string,
       options: Omit<RedisRegistryStoreOptions, "keyPrefix"> = {},
+      deps: {
+        clock?: Clock;
+        fence?: (redis: Redis) => RedisWriteFence;
+        /** Where the main connection goes (a proxy, say). Default: the server. */
+        redisUrl?: string;
+      } = {},
     ): Promise<StoreProcess> {
-      const redis = createTestRedisClient(url());
+      const redis = createTestRedisClient(deps.redisUrl ?? url());
       const subscriber = createTestRedisClient(url());
       const store = createRedisRegistryStore(
-        { redis, subscriber },
+        {
+          redis,
+          subscriber,
+          ...(deps.clock ? { clock: deps.clock } : {}),
+          ...(deps.fence ? { fence: deps.fence(redis) } : {}),
+        },
         { keyPrefix: prefix, ...options },
       );
       const process = { prefix, store, redis, subscriber };
@@ -105,6 +119,50 @@ async function untilWritten<T>(write: () => Promise<T>, timeoutMs = 30_000): Pro
     }
     await delay(100);
   }
+}
+
+/** Resolves once `redis` answers a PING (it fails at once while not connected). */
+async function untilPong(redis: Redis, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await redis.ping();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
+    await delay(50);
+  }
+}
+
+/** Redis' own clock, Unix ms. */
+async function redisNow(redis: Redis): Promise<number> {
+  const [seconds, micros] = (await redis.time()).map(Number) as [number, number];
+  return seconds * 1000 + micros / 1000;
+}
+
+/** The deadline a "timeout" failure names (Unix ms). */
+function namedDeadline(failure: DomainError): number {
+  const said = /may have been applied before (\S+) and will not be applied after it/.exec(
+    failure.message,
+  );
+  expect(said, failure.message).not.toBeNull();
+  return Date.parse(said?.[1] ?? "");
+}
+
+/** This process' clock, `skewMs` off: both its wall clock and its monotonic clock. */
+function skewedClock(skewMs: number): Clock {
+  return { now: () => Date.now() + skewMs, monotonic: () => performance.now() + skewMs };
+}
+
+/** What a store holds in Redis under `prefix`, read directly. */
+async function storedState(redis: Redis, prefix: string) {
+  return {
+    revision: await redis.get(`${prefix}registry:revision`),
+    entries: (await redis.hkeys(`${prefix}registry:entries`)).sort(),
+    tombstones: (await redis.hkeys(`${prefix}registry:tombstones`)).sort(),
+    changes: await redis.llen(`${prefix}registry:changes`),
+  };
 }
 
 /** Drops a connection as a network cut would, and waits until the client has noticed. */
@@ -186,6 +244,146 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     // Everything acknowledged before the crash is in Redis: a new process reads it all back.
     const fresh = await processes.open(prefix);
     expect(stateOf(fresh.store)).toEqual(stateOf(store));
+  });
+
+  it("changes nothing when a write's script runs after the deadline it carries", async () => {
+    // A fence that hands out deadlines already gone on Redis' clock: the script must refuse.
+    const pastFence = (redis: Redis): RedisWriteFence => ({
+      start() {},
+      stop() {},
+      send: async (write) => write(Math.floor((await redisNow(redis)) - 1_000)),
+    });
+    const prefix = newPrefix();
+    const honest = await processes.open(prefix);
+    const a = await honest.store.put(entryWrite("a"), 0);
+    const late = await processes.open(prefix, {}, { fence: pastFence });
+    await vi.waitFor(() => expect(late.store.get("a")).toEqual(a), waitLong);
+    const before = await storedState(honest.redis, prefix);
+
+    const refusals = await Promise.all(
+      [
+        late.store.put(entryWrite("b"), 0),
+        late.store.put(entryWrite("a", { version: "2" }), a.revision),
+        late.store.remove(tombstoneWrite("a"), a.revision),
+        late.store.remove(tombstoneWrite("ghost"), 0),
+      ].map(failureOf),
+    );
+    for (const refused of refusals) {
+      // Redis answered: the write did not happen, and can be retried.
+      expect(refused.kind).toBe("unavailable");
+      expect(refused.message).toBe(
+        "the registry store ran the write after its deadline: it was not applied",
+      );
+    }
+    expect(await storedState(honest.redis, prefix)).toEqual(before);
+    expect(late.store.get("a")).toEqual(a);
+    // No revision was taken: the next write is the next one.
+    expect((await honest.store.put(entryWrite("c"), 0)).revision).toBe(a.revision + 1);
+  });
+
+  it.each([
+    ["ahead of", 10 * 60_000],
+    ["behind", -10 * 60_000],
+  ])(
+    "fences writes on Redis' clock with a local clock ten minutes %s it",
+    {
+      timeout: 60_000,
+    },
+    async (_, skewMs) => {
+      const prefix = newPrefix();
+      const { store, redis } = await processes.open(
+        prefix,
+        { writeTimeoutMs: 1_000 },
+        { clock: skewedClock(skewMs) },
+      );
+      // Deadlines taken on the local clock would all be long past (behind) or far off (ahead):
+      // writes succeed, so they are on Redis' clock...
+      const a = await store.put(entryWrite("a"), 0);
+      const b = await store.put(entryWrite("b"), 0);
+      await store.remove(tombstoneWrite("b"), b.revision);
+      const before = await storedState(redis, prefix);
+      const frozenAt = await redisNow(redis);
+
+      redisServer().pause();
+      let failure: DomainError;
+      try {
+        failure = await failureOf(store.put(entryWrite("c"), 0));
+      } finally {
+        redisServer().resume();
+      }
+      // ...and a write Redis held is given up with its deadline named, and never applied.
+      expect(failure.kind).toBe("timeout");
+      const deadline = namedDeadline(failure);
+      // The store's own connection runs in order: this answer comes after the held write ran.
+      expect(await redis.ping()).toBe("PONG");
+      expect(deadline).toBeGreaterThan(frozenAt);
+      expect(deadline).toBeLessThan(await redisNow(redis));
+      expect(await storedState(redis, prefix)).toEqual(before);
+      expect(store.get("c")).toBeUndefined();
+      expect((await store.put(entryWrite("c"), 0)).revision).toBe(before.changes + 1);
+      expect(store.get("a")).toEqual(a);
+    },
+  );
+
+  it("answers 'timeout' for a write in flight when the connection drops, and fences its re-sent copy", {
+    timeout: 60_000,
+  }, async () => {
+    const proxy = await startTcpProxy(redisServer().port);
+    try {
+      const prefix = newPrefix();
+      const honest = await processes.open(prefix);
+      const a = await honest.store.put(entryWrite("a"), 0);
+      // A store over the proxy, whose writes are given up 150 ms after they are sent (their
+      // deadlines are sooner), and whose fence tells when it hands a write to the connection.
+      let handedOver: () => void = () => {};
+      const watchedFence = (redis: Redis): RedisWriteFence => {
+        const fence = createRedisWriteFence({ redis }, { writeTimeoutMs: 150 });
+        return {
+          start: () => fence.start(),
+          stop: () => fence.stop(),
+          send: (write) =>
+            fence.send((deadline) => {
+              const reply = write(deadline);
+              handedOver();
+              return reply;
+            }),
+        };
+      };
+      const { store, redis } = await processes.open(
+        prefix,
+        {},
+        { redisUrl: `redis://127.0.0.1:${proxy.port}`, fence: watchedFence },
+      );
+      // Nothing else in flight on its connection (a catch-up would hold the write back).
+      await store.sync();
+
+      // The write leaves the client but never reaches Redis; then the connection is reset, and
+      // ioredis reconnects (200 ms later) and sends the unanswered write again, as it does.
+      proxy.cut("blackhole");
+      const sent = new Promise<void>((resolve) => {
+        handedOver = resolve;
+      });
+      const inFlight = failureOf(store.put(entryWrite("lost"), 0));
+      await sent;
+      // ioredis writes to the socket in a setImmediate (auto-pipelining): let it run first.
+      await new Promise((resolve) => setImmediate(resolve));
+      proxy.cut("reset");
+      proxy.heal();
+      const failure = await inFlight;
+      // Sent: never "unavailable", whatever ioredis said when the connection went.
+      expect(failure.kind).toBe("timeout");
+      namedDeadline(failure);
+
+      // Once a PING on that connection is answered, the re-sent copy (sent first on
+      // reconnection) has run: after its deadline, so it changed nothing.
+      await untilPong(redis);
+      expect(await honest.redis.hexists(`${prefix}registry:entries`, "lost")).toBe(0);
+      const b = await honest.store.put(entryWrite("b"), 0);
+      expect(b.revision).toBe(a.revision + 1);
+      expect(store.get("lost")).toBeUndefined();
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("brings a process cut off by a Redis crash up to date once Redis is back", {

@@ -328,6 +328,73 @@ describe("registry on Redis", () => {
     expect(removed.revision).toBe("6");
   });
 
+  it("answers 504 for writes a frozen Redis holds, and never applies them once it resumes", {
+    timeout: 90_000,
+  }, async () => {
+    const redis = await redisServer();
+    const prefix = newPrefix();
+    const { url } = await node(nodeEnv(redis, prefix, "node-1"));
+    const kept = await register(url, registration("kept"));
+    const before = await list(url);
+    expect(before.revision).toBe("1");
+    const raw = createTestRedisClient(redis.url);
+    cleanups.push(() => closeRedisClient(raw));
+    await untilRedisReady(raw);
+
+    // SIGSTOP: the node's connection stays open, its commands wait in Redis' socket.
+    redis.pause();
+    let paused = true;
+    cleanups.push(async () => {
+      if (paused) redis.resume();
+    });
+    const started = Date.now();
+    const replies = await Promise.all([
+      rest(url, "POST", "/registry/register", registration("late")),
+      rest(url, "DELETE", "/registry/kept"),
+      rest(url, "POST", "/registry/kept/heartbeat", {}),
+    ]);
+    // Bounded by the write deadline (5 s), not by how long Redis stays frozen.
+    expect(Date.now() - started).toBeLessThan(25_000);
+    const deadlines = replies.map((reply) => {
+      expect(reply.status, reply.text).toBe(504);
+      expect(reply.body.code).toBe("deadline_exceeded");
+      const said =
+        /the write may have been applied before (\S+) and will not be applied after it/.exec(
+          String(reply.body.message),
+        );
+      expect(said, reply.text).not.toBeNull();
+      return Date.parse(said?.[1] ?? "");
+    });
+
+    redis.resume();
+    paused = false;
+    // Everything the node's connection held has run by the time a later command on that same
+    // connection is answered: this write follows the three refused ones in its socket.
+    const after = await register(url, registration("after"));
+    expect(await raw.ping()).toBe("PONG");
+    // The deadlines named in the answers are behind Redis' own clock by now.
+    const [seconds, micros] = (await raw.time()).map(Number) as [number, number];
+    for (const deadline of deadlines) expect(deadline).toBeLessThan(seconds * 1000 + micros / 1000);
+
+    // None of the three happened: read Redis itself...
+    expect(await raw.get(`${prefix}registry:revision`)).toBe("2");
+    expect(await raw.hkeys(`${prefix}registry:entries`)).toEqual(
+      expect.arrayContaining(["kept", "after"]),
+    );
+    expect(await raw.hlen(`${prefix}registry:entries`)).toBe(2);
+    expect(await raw.hexists(`${prefix}registry:tombstones`, "kept")).toBe(0);
+    expect(await raw.llen(`${prefix}registry:changes`)).toBe(2);
+    // ...and the API: the refused writes took no revision, "kept" is as it was.
+    expect(after.revision).toBe("2");
+    await expectStatus(rest(url, "GET", "/registry/late"), 404);
+    expect(await expectStatus(rest(url, "GET", "/registry/kept"), 200)).toEqual(kept);
+    expect((await list(url)).revision).toBe("2");
+
+    // A Redis that is gone (connection refused) still gets 503: nothing was sent.
+    await redis.kill();
+    await expectUnavailable(rest(url, "POST", "/registry/register", registration("refused")));
+  });
+
   it("starts serving while Redis is down, not ready, and loads the registry when it returns", {
     timeout: 60_000,
   }, async () => {

@@ -27,6 +27,13 @@ export interface RedisServer {
   /** Kills the server with SIGKILL (no chance to save or say goodbye) and waits for the exit. */
   kill(): Promise<void>;
   /**
+   * Freezes the server (SIGSTOP): connections stay open, commands sent meanwhile wait in its
+   * sockets and run when it is resumed, as with a Redis that hangs rather than dies.
+   */
+  pause(): void;
+  /** Resumes a paused server (SIGCONT). */
+  resume(): void;
+  /**
    * Starts the server again on the same port and directory (killing it first if it runs) and
    * waits until it answers PING; a persistent server has reloaded its data by then.
    * @throws Error when it does not come up (e.g. the port was taken meanwhile).
@@ -79,6 +86,8 @@ export async function startRedisServer(
         port,
         url: `redis://127.0.0.1:${port}`,
         kill: () => killProcess(child.process),
+        pause: () => signal(child.process, "SIGSTOP"),
+        resume: () => signal(child.process, "SIGCONT"),
         async restart() {
           await killProcess(child.process);
           child = spawnServer(args);
@@ -183,6 +192,12 @@ function spawnServer(args: string[]): SpawnedServer {
   });
   exitedOf.set(child, exited);
   return { process: child, exited, output: () => output };
+}
+
+function signal(child: ChildProcess, name: "SIGSTOP" | "SIGCONT"): void {
+  if (child.exitCode !== null || child.signalCode !== null || !child.kill(name)) {
+    throw new Error(`redis-server is not running: cannot send ${name}`);
+  }
 }
 
 async function killProcess(child: ChildProcess): Promise<void> {
