@@ -89,8 +89,10 @@ export interface App {
   /** Starts serving on the configured host and port (0 picks a free port). */
   listen(): Promise<AddressInfo>;
   /**
-   * Graceful shutdown: turns NOT_SERVING, ends streams, stops accepting, lets calls in flight
-   * finish within SHUTDOWN_TIMEOUT_MS, then closes Redis and the log shipper. Idempotent.
+   * Graceful shutdown: turns NOT_SERVING, ends streams, stops accepting, drains the connections
+   * already open (GOAWAY on HTTP/2; on HTTP/1.1 every request still read is answered with
+   * `Connection: close`, idle connections are closed after SHUTDOWN_KEEP_ALIVE_MS), lets calls in
+   * flight finish within SHUTDOWN_TIMEOUT_MS, then closes Redis and the log shipper. Idempotent.
    */
   close(): Promise<void>;
 }
@@ -231,6 +233,7 @@ export async function createApp(
         resolveCallMeta(correlationId, traceparent, ids),
     }),
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    drainKeepAliveMs: config.shutdownKeepAliveMs,
     ...(config.tls ? { tls: readTls(config.tls) } : {}),
   });
   const http = await createHttpApp({

@@ -308,6 +308,15 @@ export const configKey = Object.freeze({
     description: "How long an idle HTTP/1.1 connection is kept open, in milliseconds.",
     parse: scalar(integer(1, 600000)),
   }),
+  SHUTDOWN_KEEP_ALIVE_MS: defineKey({
+    name: "SHUTDOWN_KEEP_ALIVE_MS",
+    section: "server",
+    type: "integer 0..600000",
+    default: "1000",
+    description:
+      "While shutting down, how long an idle HTTP/1.1 connection stays open for one more request (answered with Connection: close), in milliseconds.",
+    parse: scalar(integer(0, 600000)),
+  }),
   TLS_CERT_FILE: defineKey({
     name: "TLS_CERT_FILE",
     section: "server",

@@ -46,6 +46,7 @@ const defaultConfig = {
   bodyLimitBytes: 1048576,
   shutdownTimeoutMs: 10000,
   keepAliveTimeoutMs: 5000,
+  shutdownKeepAliveMs: 1000,
   reportingUrl: "http://reporting:5030",
   notificationUrl: "http://notification-service:5095",
   outboundTimeoutMs: 5000,

@@ -47,6 +47,7 @@ export interface AppConfig {
   readonly bodyLimitBytes: number;
   readonly shutdownTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  readonly shutdownKeepAliveMs: number;
   /** Present when both TLS files are set. */
   readonly tls?: TlsFiles;
   /** Present when `REDIS_HOST` or `REDIS_URL` is set; absent means the in-memory store. */
@@ -343,6 +344,7 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     bodyLimitBytes: value(k.BODY_LIMIT_BYTES),
     shutdownTimeoutMs: value(k.SHUTDOWN_TIMEOUT_MS),
     keepAliveTimeoutMs: value(k.KEEP_ALIVE_TIMEOUT_MS),
+    shutdownKeepAliveMs: value(k.SHUTDOWN_KEEP_ALIVE_MS),
     ...(tls === undefined ? {} : { tls }),
     ...(redis === undefined ? {} : { redis }),
     reportingUrl: value(k.REPORTING_URL),

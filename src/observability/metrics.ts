@@ -103,15 +103,20 @@ export interface PeerSample {
   readonly url: string;
   readonly lagChanges: number;
   readonly lagMs: number;
+  /** Unix ms of the last message from the peer; 0 before any. */
+  readonly lastContact: number;
   readonly appliedChanges: number;
   readonly reconnects: number;
 }
 
-/** One per-peer metric: its name, its help, and what it reads from a sample. */
+/**
+ * One per-peer metric: its name, its help, and what it reads from a sample; `undefined` means
+ * no value is known, and the peer then has no sample of this metric rather than a made-up one.
+ */
 interface PeerMetric {
   readonly name: string;
   readonly help: string;
-  readonly value: (sample: PeerSample) => number;
+  readonly value: (sample: PeerSample) => number | undefined;
 }
 
 const peerGauges: readonly PeerMetric[] = [
@@ -124,6 +129,11 @@ const peerGauges: readonly PeerMetric[] = [
     name: "orchestrator_replication_lag_seconds",
     help: "How long this node has been behind a peer.",
     value: (s) => s.lagMs / 1000,
+  },
+  {
+    name: "orchestrator_replication_last_contact_timestamp_seconds",
+    help: "When the last message from a peer arrived (Unix seconds); no sample before any.",
+    value: (s) => (s.lastContact > 0 ? s.lastContact / 1000 : undefined),
   },
 ];
 
@@ -142,7 +152,8 @@ const peerCounters: readonly PeerMetric[] = [
 
 /**
  * Per-peer replication metrics, read from the links at scrape time: lag in changes and in
- * milliseconds, changes applied from the peer, and reconnects.
+ * seconds, when the peer was last heard from (absent for a peer never heard from), changes
+ * applied from the peer, and reconnects.
  */
 export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<PeerSample>): void {
   const registers = [metrics.registry];
@@ -154,7 +165,10 @@ export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<Pe
       registers,
       collect() {
         this.reset();
-        for (const s of samples()) this.set({ peer: s.url }, value(s));
+        for (const s of samples()) {
+          const v = value(s);
+          if (v !== undefined) this.set({ peer: s.url }, v);
+        }
       },
     });
   }
@@ -166,7 +180,10 @@ export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<Pe
       registers,
       collect() {
         this.reset();
-        for (const s of samples()) this.inc({ peer: s.url }, value(s));
+        for (const s of samples()) {
+          const v = value(s);
+          if (v !== undefined) this.inc({ peer: s.url }, v);
+        }
       },
     });
   }

@@ -1,4 +1,4 @@
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   createReplicaNode,
@@ -29,6 +29,11 @@ interface InProcessTransport extends PeerTransport {
   serving: ReplicaNode;
   /** When set, `replicate` fails with it. */
   failure: Error | undefined;
+  /**
+   * When set, the peer stops answering without closing anything, as a process under SIGSTOP: an
+   * open stream sends nothing more, and a new one is accepted but never answered.
+   */
+  frozen: boolean;
   /** When set, awaited before a snapshot's end marker; resolving false cuts the stream there. */
   beforeSnapshotEnd: (() => Promise<boolean>) | undefined;
   readonly requests: ReplicateRequest[];
@@ -47,6 +52,7 @@ function inProcessTransport(
   const transport: InProcessTransport = {
     serving: peer,
     failure: undefined,
+    frozen: false,
     beforeSnapshotEnd: undefined,
     requests: [],
     hellos: [],
@@ -54,6 +60,7 @@ function inProcessTransport(
     async *replicate(request, signal) {
       transport.requests.push(request);
       if (transport.failure) throw transport.failure;
+      if (transport.frozen) await hangUntilAborted(signal);
       const ended = new AbortController();
       open.add(ended);
       const node = transport.serving;
@@ -69,6 +76,7 @@ function inProcessTransport(
         );
         for await (const message of feed) {
           if (message.kind === "hello") transport.hellos.push(message);
+          if (transport.frozen) await hangUntilAborted(signal);
           const hold = transport.beforeSnapshotEnd;
           if (message.kind === "snapshot_end" && hold && !(await hold())) return;
           yield message;
@@ -101,6 +109,15 @@ function inProcessTransport(
   return transport;
 }
 
+/** What a stream to a frozen peer does: nothing, until the caller gives up on it. */
+function hangUntilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_resolve, reject) => {
+    const fail = () => reject(new PeerCallError("unavailable", "the call was cancelled"));
+    if (signal.aborted) fail();
+    else signal.addEventListener("abort", fail, { once: true });
+  });
+}
+
 const links: PeerLink[] = [];
 afterEach(async () => {
   await Promise.all(links.splice(0).map((link) => link.stop()));
@@ -112,6 +129,7 @@ function linkFrom(
   transport: PeerTransport,
   options: Partial<PeerLinkOptions> = {},
   random?: () => number,
+  linkLogger: Logger = logger,
 ): PeerLink {
   const link = new PeerLink(
     peerUrl,
@@ -121,7 +139,7 @@ function linkFrom(
       merger: node.merger,
       clock: node.clock,
       events: node.events,
-      logger,
+      logger: linkLogger,
       nodeId: node.nodeId,
       incarnationId: `${node.nodeId}-incarnation`,
       ...(random ? { random } : {}),
@@ -546,6 +564,111 @@ describe("PeerLink timers (fake timers: every setTimeout of the link and the fee
     expect(silent.requests).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(1 + 40);
     expect(silent.requests).toHaveLength(2);
+  });
+
+  /** Moves the fake timers and the node's manual clock together, `step` ms at a time. */
+  async function elapse(node: ReplicaNode, ms: number, step = 100): Promise<void> {
+    for (let passed = 0; passed < ms; passed += step) {
+      node.clock.advance(step);
+      await vi.advanceTimersByTimeAsync(step);
+    }
+  }
+
+  // Contact means a message received: an attempt that fails, or hangs, is no contact.
+  it("shows no last contact for a peer it never heard from, however many attempts it made", async () => {
+    useFakeTimers();
+    const a = createReplicaNode("node-a");
+    const transport = inProcessTransport(createReplicaNode("node-b"));
+    transport.failure = new PeerCallError("unavailable", "the peer is unreachable");
+    const link = linkFrom(a, transport);
+    link.start();
+    await elapse(a, 1_000);
+    expect(transport.requests.length).toBeGreaterThanOrEqual(5);
+    expect(link.status()).toMatchObject({ lastContact: 0, nodeId: "", state: "BACKOFF" });
+  });
+
+  it("keeps the time of a frozen peer's last message while it tries again and again, then moves on once the peer answers", async () => {
+    useFakeTimers();
+    const a = createReplicaNode("node-a");
+    const transport = inProcessTransport(createReplicaNode("node-b"), { keepaliveMs: 1_000 });
+    const link = linkFrom(a, transport, { silenceTimeoutMs: 3_000 });
+    link.start();
+    await elapse(a, 100);
+    expect(link.status().state).toBe("LIVE");
+    const hello = link.status().lastContact;
+    expect(hello).toBeGreaterThan(0);
+    await elapse(a, 2_500);
+    // Keepalives move it while the peer talks.
+    const last = link.status().lastContact;
+    expect(last).toBeGreaterThan(hello);
+
+    // SIGSTOP: the open stream goes quiet, and every new one is accepted and never answered.
+    transport.frozen = true;
+    await elapse(a, 20_000);
+    expect(transport.requests.length).toBeGreaterThanOrEqual(4);
+    expect(link.status().state).not.toBe("LIVE");
+    expect(link.status().lastError).toBe("the peer went silent");
+    expect(link.status().lastContact).toBe(last);
+
+    transport.frozen = false;
+    await elapse(a, 10_000);
+    expect(link.status().state).toBe("LIVE");
+    expect(link.status().lastContact).toBeGreaterThan(last);
+  });
+
+  it("logs losing a peer once at warn and regaining it once at info, not once per attempt", async () => {
+    useFakeTimers();
+    const lines: string[] = [];
+    const captured = pino({ level: "debug" }, { write: (line: string) => lines.push(line) });
+    /** Every record at info or above: what an operator sees at the default level. */
+    const seen = () =>
+      lines
+        .map(
+          (line) => JSON.parse(line) as { level: number; msg: string; peer?: string; err?: string },
+        )
+        .filter((record) => record.level >= 30)
+        .map(({ level, msg, peer, err }) => ({ level, msg, peer, err }));
+    const lost = (err: string) => ({
+      level: 40,
+      msg: "replication peer unreachable",
+      peer: peerUrl,
+      err,
+    });
+    const regained = {
+      level: 30,
+      msg: "replication peer reachable",
+      peer: peerUrl,
+      err: undefined,
+    };
+
+    const a = createReplicaNode("node-a");
+    const transport = inProcessTransport(createReplicaNode("node-b"), { keepaliveMs: 1_000 });
+    transport.failure = new PeerCallError("unavailable", "the peer is unreachable");
+    const link = linkFrom(a, transport, { silenceTimeoutMs: 3_000 }, undefined, captured);
+    link.start();
+    await elapse(a, 2_000);
+    expect(transport.requests.length).toBeGreaterThanOrEqual(5);
+    expect(seen()).toEqual([lost("the peer is unreachable")]);
+
+    transport.failure = undefined;
+    await elapse(a, 1_000);
+    expect(link.status().state).toBe("LIVE");
+    expect(seen()).toEqual([lost("the peer is unreachable"), regained]);
+
+    transport.frozen = true;
+    await elapse(a, 20_000);
+    expect(transport.requests.length).toBeGreaterThanOrEqual(6);
+    transport.frozen = false;
+    await elapse(a, 10_000);
+    expect(link.status().state).toBe("LIVE");
+    expect(seen()).toEqual([
+      lost("the peer is unreachable"),
+      regained,
+      lost("the peer went silent"),
+      regained,
+    ]);
+    // Every attempt is still there for whoever turns on debug.
+    expect(lines.length).toBeGreaterThan(seen().length + 5);
   });
 
   it("leaves no timer behind once stopped, whether LIVE or in backoff", async () => {

@@ -43,7 +43,11 @@ export interface PeerStatus {
   readonly url: string;
   readonly nodeId: string;
   readonly state: PeerState;
-  /** Unix ms of the last message from the peer; 0 before any. */
+  /**
+   * Unix ms of the last message received from the peer; 0 before any. An attempt to connect is no
+   * contact: a peer that is down, or stopped with its port still accepting, keeps the time of its
+   * last message.
+   */
   readonly lastContact: number;
   /** The peer's revision we have applied up to. */
   readonly appliedRevision: number;
@@ -80,7 +84,9 @@ const defaults: PeerLinkOptions = Object.freeze({
  * change it sends, and persists the cursor it has applied so that a reconnect (or a restart of
  * this node) resumes where it stopped, asking for a snapshot only when the peer cannot serve the
  * gap. Reconnects with exponential backoff and jitter; a silent peer is dropped after
- * `silenceTimeoutMs` (the peer sends keepalives).
+ * `silenceTimeoutMs` (the peer sends keepalives), and so is an attempt that gets no answer.
+ * Losing the peer is logged once at warn, regaining it once at info, whatever the number of
+ * attempts in between (each attempt's failure is logged at debug).
  */
 export class PeerLink {
   private readonly options: PeerLinkOptions;
@@ -92,6 +98,8 @@ export class PeerLink {
   private peerRevision = 0;
   private behindSince = 0;
   private lastError = "";
+  /** Whether the link last reached the peer (logged on change); undefined before any attempt. */
+  private reachable: boolean | undefined;
   private reconnects = 0;
   private appliedChanges = 0;
   private cursor: ReplicationCursor | undefined;
@@ -184,8 +192,9 @@ export class PeerLink {
     this.abort = abort;
     let helloSeen = false;
     let silence: NodeJS.Timeout | undefined;
-    const heard = () => {
-      this.lastContact = this.deps.clock.now();
+    // Armed before the first message too: a peer that accepts the connection and never answers
+    // (stopped, overloaded) is given up on like one that goes quiet later.
+    const expectWithinSilence = () => {
       clearTimeout(silence);
       silence = setTimeout(
         () => abort.abort(new PeerCallError("unavailable", "the peer went silent")),
@@ -194,7 +203,7 @@ export class PeerLink {
       silence.unref();
     };
     try {
-      heard();
+      expectWithinSilence();
       const stream = this.deps.transport.replicate(
         {
           nodeId: this.deps.nodeId,
@@ -205,13 +214,14 @@ export class PeerLink {
         abort.signal,
       );
       for await (const message of stream) {
-        heard();
         if (message.kind === "hello") {
+          // Throws for a hello from this very node: that is no contact with a peer.
           this.onHello(message);
           helloSeen = true;
-        } else {
-          await this.onMessage(message);
         }
+        this.lastContact = this.deps.clock.now();
+        expectWithinSilence();
+        if (message.kind !== "hello") await this.onMessage(message);
       }
       // The peer ended the stream (it is draining): reconnect, to it or when it is back.
       if (!this.stopped) this.fail(new PeerCallError("unavailable", "the peer closed the stream"));
@@ -251,6 +261,7 @@ export class PeerLink {
     }
     this.noteRevision(hello.revision);
     this.state = hello.snapshot ? "SYNCING" : "LIVE";
+    this.noteReachable();
     this.deps.events.append({
       type: "replication.peer.connected",
       subject: this.url,
@@ -314,7 +325,22 @@ export class PeerLink {
       this.state = "UNAUTHENTICATED";
     }
     this.lastError = safeMessage(error);
-    this.deps.logger.debug({ peer: this.url, err: this.lastError }, "replication link down");
+    const fields = { peer: this.url, peer_node_id: this.peerNodeId, err: this.lastError };
+    if (this.reachable !== false) {
+      this.deps.logger.warn(fields, "replication peer unreachable");
+      this.reachable = false;
+    }
+    this.deps.logger.debug(fields, "replication attempt failed");
+  }
+
+  /** Logs the peer as reached when it was not (or not yet known) to be. */
+  private noteReachable(): void {
+    if (this.reachable === true) return;
+    this.reachable = true;
+    this.deps.logger.info(
+      { peer: this.url, peer_node_id: this.peerNodeId },
+      "replication peer reachable",
+    );
   }
 
   private sleep(ms: number): Promise<void> {

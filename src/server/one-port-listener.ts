@@ -33,6 +33,14 @@ export interface OnePortListenerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Idle time of an HTTP/1.1 keep-alive connection. Default 5000 ms (Node's). */
   keepAliveTimeoutMs?: number;
+  /**
+   * While closing: how long an HTTP/1.1 connection with nothing in flight (or a connection that
+   * has not sent a byte) is kept open for one more request, which is answered with
+   * `Connection: close`, before it is closed. A busy keep-alive client thus learns from an answer
+   * that it must reconnect, instead of having its connection closed under a request it is
+   * sending. Default 1000 ms.
+   */
+  drainKeepAliveMs?: number;
   /** Time a client has to send request headers, and to send its first bytes. Default 10000 ms. */
   headersTimeoutMs?: number;
   /** Concurrent streams per HTTP/2 connection. Default 1000. */
@@ -43,6 +51,7 @@ export interface OnePortListenerOptions {
 
 const defaults = Object.freeze({
   keepAliveTimeoutMs: 5_000,
+  drainKeepAliveMs: 1_000,
   headersTimeoutMs: 10_000,
   maxConcurrentStreams: 1_000,
   maxHeaderListSize: 65_536,
@@ -54,11 +63,22 @@ export interface OnePortListener {
   readonly server: net.Server;
   listen(port: number, host: string): Promise<AddressInfo>;
   /**
-   * Stops accepting connections, asks HTTP/2 clients to go away (GOAWAY) and closes idle HTTP/1.1
-   * connections; resolves once every connection is closed or `timeoutMs` has passed, after which
-   * the remaining connections are destroyed.
+   * Drains the port: stops accepting connections; sends HTTP/2 clients a GOAWAY (streams already
+   * open finish, newer ones are refused, which tells the client they were not processed); answers
+   * every HTTP/1.1 request still arriving, and the requests in flight, with `Connection: close`,
+   * closing each connection after that answer; closes connections idle for `drainKeepAliveMs`.
+   * Resolves once every connection is closed or `timeoutMs` has passed, after which the remaining
+   * connections are destroyed.
    */
   close(timeoutMs: number): Promise<void>;
+}
+
+/** An HTTP/1.1 connection, as draining sees it. */
+interface Http1Connection {
+  /** Responses not finished yet, oldest first: several only when the client pipelines. */
+  readonly pending: ServerResponse[];
+  /** When (monotonic ms) its last response finished, or it was handed over; for idle ones. */
+  idleSince: number;
 }
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -73,13 +93,18 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   const opts = { ...defaults, ...options };
   const sockets = new Set<Socket>();
   const sessions = new Set<Http2Session>();
-  // Connections that have not sent a byte yet: nothing is in flight on them, so shutdown may drop
-  // them at once instead of waiting for the client.
-  const silent = new Set<Socket>();
+  // Connections that have not sent a byte yet, with when they were accepted (monotonic ms).
+  const silent = new Map<Socket, number>();
+  const h1Connections = new Map<Socket, Http1Connection>();
+  let draining = false;
 
   const h1 = http.createServer(
     { keepAliveTimeout: opts.keepAliveTimeoutMs, headersTimeout: opts.headersTimeoutMs },
-    opts.onRequest,
+    (request, response) => {
+      const connection = h1Connections.get(request.socket);
+      if (connection !== undefined && !trackResponse(connection, response, draining)) return;
+      opts.onRequest(request, response);
+    },
   );
   h1.requestTimeout = 0; // long-lived NDJSON streams are legitimate; handlers bound their own time
   const h2 = http2.createServer({
@@ -93,6 +118,7 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
     session.on("error", () => session.destroy());
+    if (draining) session.close(); // a connection that was accepted before the port closed
   });
   h2.on(
     "stream",
@@ -116,6 +142,11 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", ignore);
   };
+  const toH1 = (socket: Socket) => {
+    h1Connections.set(socket, { pending: [], idleSince: performance.now() });
+    socket.once("close", () => h1Connections.delete(socket));
+    h1.emit("connection", socket);
+  };
   let server: net.Server;
   if (opts.tls) {
     server = tls.createServer({
@@ -126,20 +157,25 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
     server.on("connection", onSocket);
     server.on("secureConnection", (socket: tls.TLSSocket) => {
       socket.on("error", ignore);
-      (socket.alpnProtocol === "h2" ? h2 : h1).emit("connection", socket);
+      if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+      else toH1(socket);
     });
     server.on("tlsClientError", ignore);
   } else {
     server = net.createServer((socket) => {
       onSocket(socket);
-      silent.add(socket);
+      silent.set(socket, performance.now());
       socket.once("close", () => silent.delete(socket));
       sniffProtocol(socket, opts.headersTimeoutMs, (isH2) => {
         silent.delete(socket);
-        (isH2 ? h2 : h1).emit("connection", socket);
+        if (isH2) {
+          h2.emit("connection", socket);
+          return;
+        }
+        toH1(socket);
         // The HTTP/1.1 parser reads new bytes straight from the socket's handle; the bytes we
         // sniffed and put back are in the stream's buffer and flow to it once resumed.
-        if (!isH2) socket.resume();
+        socket.resume();
       });
     });
   }
@@ -155,10 +191,66 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
         });
       }),
     close: (timeoutMs) => {
-      for (const socket of silent) socket.destroy();
-      return closeGracefully(server, h1, sessions, sockets, timeoutMs);
+      draining = true;
+      for (const connection of h1Connections.values()) closeAfterNewest(connection.pending);
+      // Idle long enough that no request is on its way: closing it now drops nothing.
+      const closeIdle = () => {
+        const idleSince = performance.now() - opts.drainKeepAliveMs;
+        for (const [socket, acceptedAt] of silent) if (acceptedAt <= idleSince) socket.destroy();
+        for (const [socket, connection] of h1Connections) {
+          if (connection.pending.length === 0 && connection.idleSince <= idleSince) {
+            socket.destroy();
+          }
+        }
+      };
+      return closeGracefully(server, h1, sessions, sockets, closeIdle, timeoutMs);
     },
   };
+}
+
+/**
+ * Notes a new HTTP/1.1 response on its connection until it is done; while draining, makes it
+ * the one that closes the connection. Returns false when the request must not be served: the
+ * client pipelined it behind an answer that already said `Connection: close`, so it will retry
+ * it, and serving it too would apply it twice or without an answer.
+ */
+function trackResponse(
+  connection: Http1Connection,
+  response: ServerResponse,
+  draining: boolean,
+): boolean {
+  const { pending } = connection;
+  if (draining && pending.some((earlier) => earlier.headersSent && !earlier.shouldKeepAlive)) {
+    return false;
+  }
+  pending.push(response);
+  response.once("close", () => {
+    pending.splice(pending.indexOf(response), 1);
+    if (pending.length === 0) connection.idleSince = performance.now();
+  });
+  if (draining) closeAfterNewest(pending);
+  return true;
+}
+
+/** Responses that say `Connection: close` because of draining, not because of their request. */
+const closedByDrain = new WeakSet<ServerResponse>();
+
+/**
+ * Makes the newest response of a connection say `Connection: close` (Node then closes the
+ * connection once it is sent); an earlier one this made so gets its keep-alive back, since the
+ * client pipelined another request behind it. Responses whose headers are out are left alone.
+ */
+function closeAfterNewest(pending: readonly ServerResponse[]): void {
+  const newest = pending.at(-1);
+  for (const response of pending) {
+    if (response.headersSent) continue;
+    if (response === newest) {
+      if (response.shouldKeepAlive) closedByDrain.add(response);
+      response.shouldKeepAlive = false;
+    } else if (closedByDrain.delete(response)) {
+      response.shouldKeepAlive = true;
+    }
+  }
 }
 
 /**
@@ -203,13 +295,14 @@ async function closeGracefully(
   h1: http.Server,
   sessions: Set<Http2Session>,
   sockets: Set<Socket>,
+  closeIdle: () => void,
   timeoutMs: number,
 ): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   for (const session of sessions) session.close();
-  h1.closeIdleConnections();
-  // An HTTP/1.1 connection that is busy now is closed once its response is done.
-  const sweep = setInterval(() => h1.closeIdleConnections(), 50);
+  closeIdle();
+  // A connection busy now closes itself after its answer; one that stays idle is closed here.
+  const sweep = setInterval(closeIdle, 50);
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<void>((resolve) => {
     timer = setTimeout(resolve, timeoutMs);

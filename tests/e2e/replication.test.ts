@@ -321,6 +321,15 @@ describe("a peer URL nobody listens on", () => {
     );
     expect(down.last_error).toBe("the peer is unreachable");
     expect(down.node_id ?? "").toBe("");
+    // However many attempts it makes, a peer never heard from has no last contact, and its
+    // loss is logged once.
+    await untilReconnects(node, peerUrl, 3);
+    const never = await untilPeer(node.url, peerUrl, () => true);
+    expect(never.last_contact).toBeUndefined();
+    expect(await lastContactSample(node, peerUrl)).toBeUndefined();
+    expect(peerLog(node.logs, peerUrl)).toEqual([
+      { level: "warn", msg: "replication peer unreachable", err: "the peer is unreachable" },
+    ]);
 
     expect((await rest(node.url, "GET", "/ready")).status).toBe(200);
     const mine = await register(node.url, registration("while-peer-down"));
@@ -338,8 +347,127 @@ describe("a peer URL nobody listens on", () => {
     expect(converged).toEqual([replicated(theirs), replicated(mine)]);
     const live = await untilPeer(node.url, peerUrl, (p) => p.state === "PEER_STATE_LIVE");
     expect(live).toMatchObject({ node_id: "late", last_error: "" });
+    expect(live.last_contact).toBeDefined();
+    expect(await lastContactSample(node, peerUrl)).toBeGreaterThan(0);
+    expect(peerLog(node.logs, peerUrl)).toEqual([
+      { level: "warn", msg: "replication peer unreachable", err: "the peer is unreachable" },
+      { level: "info", msg: "replication peer reachable", peer_node_id: "late" },
+    ]);
   });
 });
+
+describe("a peer stopped with SIGSTOP, then continued", () => {
+  let node: RunningOrchestrator | undefined;
+  let peer: OrchestratorProcess | undefined;
+
+  afterAll(async () => {
+    // The peer goes first, so that the node closes with its link down (see untilLinksDown).
+    peer?.child.kill("SIGCONT");
+    await peer?.stop("SIGKILL");
+    if (node) await untilLinksDown(node.url).catch(() => undefined);
+    await node?.close();
+  });
+
+  it("keeps the last contact of the peer's last message while it is stopped, and logs losing and regaining it once each", {
+    timeout: 180_000,
+  }, async () => {
+    peer = await startOrchestratorProcess({ env: { ...quietEnv, NODE_ID: "sleeper" } });
+    const peerUrl = peer.url;
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "watcher", ORCHESTRATOR_PEERS: peerUrl },
+    });
+    const running = node;
+    const live = await untilPeer(running.url, peerUrl, (p) => p.state === "PEER_STATE_LIVE");
+    const firstContact = Date.parse(live.last_contact ?? "");
+    expect(firstContact).toBeGreaterThan(0);
+    // The peer's keepalives move it while the peer talks.
+    await untilPeer(running.url, peerUrl, (p) => Date.parse(p.last_contact ?? "") > firstContact);
+
+    // The port still accepts connections (the kernel does), but nothing answers on them.
+    peer.child.kill("SIGSTOP");
+    const down = await untilPeer(
+      running.url,
+      peerUrl,
+      (p) => p.state !== "PEER_STATE_LIVE" && (p.last_error ?? "") !== "",
+    );
+    const lastContact = down.last_contact;
+    expect(lastContact).toBeDefined();
+    // Two more attempts end while the peer is stopped; the second began after the read above.
+    const attempts = await reconnectsOf(running, peerUrl);
+    await untilReconnects(running, peerUrl, attempts + 2, 150_000);
+    const stopped = await untilPeer(running.url, peerUrl, () => true);
+    expect(stopped.state).not.toBe("PEER_STATE_LIVE");
+    expect(stopped.last_contact).toBe(lastContact);
+    expect(await lastContactSample(running, peerUrl)).toBe(Date.parse(lastContact ?? ""));
+
+    peer.child.kill("SIGCONT");
+    await untilPeer(
+      running.url,
+      peerUrl,
+      (p) =>
+        p.state === "PEER_STATE_LIVE" &&
+        Date.parse(p.last_contact ?? "") > Date.parse(lastContact ?? ""),
+    );
+    const log = peerLog(running.logs, peerUrl);
+    expect(log.map(({ level, msg }) => ({ level, msg }))).toEqual([
+      { level: "info", msg: "replication peer reachable" },
+      { level: "warn", msg: "replication peer unreachable" },
+      { level: "info", msg: "replication peer reachable" },
+    ]);
+    expect(log[1]?.err ?? "").not.toBe("");
+  });
+});
+
+/** The link's reconnects as /metrics counts them. */
+function reconnectsOf(node: RunningOrchestrator, peerUrl: string): Promise<number> {
+  return metricValue(node, "orchestrator_replication_reconnects_total", { peer: peerUrl });
+}
+
+/** Waits until the link to `peerUrl` has ended at least `count` attempts. */
+async function untilReconnects(
+  node: RunningOrchestrator,
+  peerUrl: string,
+  count: number,
+  timeoutMs?: number,
+): Promise<void> {
+  await until(
+    `${count} attempts of ${node.url} to reach ${peerUrl}`,
+    async () => ((await reconnectsOf(node, peerUrl)) >= count ? true : undefined),
+    timeoutMs === undefined ? {} : { timeoutMs },
+  );
+}
+
+/**
+ * The last-contact gauge of the link to `peerUrl`, in Unix milliseconds, or undefined when
+ * /metrics has no sample of it.
+ */
+async function lastContactSample(
+  node: RunningOrchestrator,
+  peerUrl: string,
+): Promise<number | undefined> {
+  const text = await (await fetch(`${node.url}/metrics`)).text();
+  const sample = new RegExp(
+    `^orchestrator_replication_last_contact_timestamp_seconds\\{peer="${escaped(peerUrl)}"\\} (\\S+)$`,
+    "m",
+  ).exec(text);
+  return sample?.[1] === undefined ? undefined : Math.round(Number(sample[1]) * 1000);
+}
+
+/** What the node logged at info and above about its link to `peerUrl`. */
+function peerLog(
+  logs: readonly string[],
+  peerUrl: string,
+): { level: string; msg: string; err?: string; peer_node_id?: string }[] {
+  return logs
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((record) => record.peer === peerUrl)
+    .map(({ level, msg, err, peer_node_id }) => ({
+      level: String(level),
+      msg: String(msg),
+      ...(typeof err === "string" ? { err } : {}),
+      ...(typeof peer_node_id === "string" && peer_node_id !== "" ? { peer_node_id } : {}),
+    }));
+}
 
 describe("peers that send garbage", () => {
   const garbage: GarbagePeer[] = [];

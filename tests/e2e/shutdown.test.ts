@@ -1,6 +1,8 @@
+import { randomUUID } from "node:crypto";
 import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { lineReader } from "../support/line-reader.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 import {
@@ -8,6 +10,15 @@ import {
   runOrchestratorProcess,
   startOrchestratorProcess,
 } from "../support/process.js";
+import { type RedisServer, startRedisServer } from "../support/redis-server.js";
+import {
+  h2NeverSent,
+  type RegisterWriters,
+  startH2cWriters,
+  startHttp1Writers,
+  type WriteOutcome,
+} from "../support/register-writers.js";
+import { listRegistry, until } from "../support/rest.js";
 
 // Graceful shutdown, in process (app.close()) and as the operator sees it (signals to
 // `src/main.ts`).
@@ -138,6 +149,182 @@ describe("shutdown in process", () => {
       ok: false,
       detail: "the node is shutting down",
     });
+  });
+});
+
+describe("shutdown under keep-alive load", () => {
+  let redis: RedisServer | undefined;
+  let node: RunningOrchestrator | undefined;
+  let release: (() => void) | undefined;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterEach(async () => {
+    release?.();
+    await node?.close();
+    node = undefined;
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  /** A node on the throwaway Redis under a prefix of its own, so its writes outlive it. */
+  function redisEnv(): Record<string, string> {
+    if (redis === undefined) throw new Error("redis-server did not start");
+    return { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `shutdown:${randomUUID()}:` };
+  }
+
+  /** The names in the registry kept under `env`'s prefix, read by a fresh node after the close. */
+  async function storedNames(env: Record<string, string>): Promise<Set<string>> {
+    const reader = await startOrchestrator({ env });
+    try {
+      return new Set((await listRegistry(reader.url)).services.map((s) => s.name));
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /**
+   * Starts the writers against a node on Redis, lets them get going, closes the node under their
+   * load and waits for them to stop; returns what they saw and what the store kept.
+   */
+  async function closeUnderLoad(start: (running: RunningOrchestrator) => RegisterWriters) {
+    const env = { ...redisEnv(), SHUTDOWN_TIMEOUT_MS: "60000" };
+    node = await startOrchestrator({ env });
+    const running = node;
+    const writers = start(running);
+    await until("the writers get going", async () =>
+      writers.acknowledged() >= 200 ? true : undefined,
+    );
+    writers.markDraining();
+    const answeredBefore = writers.outcomes.map((own) => own.length);
+    await running.app.close();
+    await writers.done;
+    const stored = await storedNames(env);
+    return { writers, answeredBefore, stored };
+  }
+
+  /** Every 2xx is in the store, nothing refused is, and nothing failed but as `allowed`. */
+  function expectNothingLostOrHalfDone(
+    outcomes: readonly WriteOutcome[],
+    stored: ReadonlySet<string>,
+    allowed: readonly string[],
+  ): void {
+    for (const outcome of outcomes) {
+      if (outcome.error !== undefined) {
+        expect(allowed, `${outcome.name} failed`).toContain(outcome.error);
+        expect(stored.has(outcome.name), `${outcome.name} failed yet was applied`).toBe(false);
+      } else {
+        expect([200, 503], `${outcome.name} answered`).toContain(outcome.status);
+        const applied = outcome.status === 200;
+        expect(stored.has(outcome.name), `${outcome.name} answered ${outcome.status}`).toBe(
+          applied,
+        );
+      }
+    }
+  }
+
+  it("HTTP/1.1: every request a keep-alive writer sent is answered (the last with Connection: close) or refused a connection, and every 2xx is stored", {
+    timeout: 120_000,
+  }, async () => {
+    const { writers, answeredBefore, stored } = await closeUnderLoad((running) =>
+      startHttp1Writers(running.port, 8),
+    );
+    const outcomes = writers.outcomes.flat();
+    expectNothingLostOrHalfDone(outcomes, stored, ["ECONNREFUSED"]);
+    writers.outcomes.forEach((own, writer) => {
+      // Each writer stopped at a connection refused by the closed port, after a last answer
+      // that told it not to reuse its connection.
+      expect(own.at(-1)?.error, `writer ${writer}`).toBe("ECONNREFUSED");
+      expect(own.at(-2)?.connection, `writer ${writer}`).toBe("close");
+      expect(own.length, `writer ${writer} kept writing while the node drained`).toBeGreaterThan(
+        answeredBefore[writer] ?? 0,
+      );
+    });
+  });
+
+  it("h2c: every connection gets a GOAWAY before it closes, streams in flight finish, and every 2xx is stored", {
+    timeout: 120_000,
+  }, async () => {
+    const { writers, stored } = await closeUnderLoad((running) => startH2cWriters(running.url, 8));
+    // A stream refused with REFUSED_STREAM, or not opened on a closing connection, never reached
+    // the service: the client may send it elsewhere.
+    expectNothingLostOrHalfDone(writers.outcomes.flat(), stored, ["ECONNREFUSED", ...h2NeverSent]);
+    for (const own of writers.outcomes) expect(own.at(-1)?.error).toBe("ECONNREFUSED");
+    const draining = writers.sessions.filter((session) => session.openWhenDraining);
+    expect(draining).toHaveLength(8);
+    for (const { events } of draining) {
+      // Node sends a second GOAWAY as the connection ends; the first is what counts.
+      expect(events[0]).toBe("goaway");
+      expect(events.at(-1)).toBe("close");
+    }
+  });
+
+  it("h2c: a stream in flight when the node starts draining gets its answer after the GOAWAY", async () => {
+    const probed = deferred();
+    const held = deferred();
+    release = held.resolve;
+    node = await startOrchestrator({
+      env: { SHUTDOWN_TIMEOUT_MS: "600000" },
+      deps: {
+        readinessChecks: [
+          {
+            name: "held",
+            probe: async () => {
+              probed.resolve();
+              await held.promise;
+              return undefined;
+            },
+          },
+        ],
+      },
+    });
+    const session = http2.connect(node.url);
+    const events: string[] = [];
+    session.on("goaway", () => events.push("goaway"));
+    session.on("error", (error) => events.push(`error ${String(error)}`));
+    const closed = new Promise<void>((resolve) =>
+      session.once("close", () => {
+        events.push("close");
+        resolve();
+      }),
+    );
+    const stream = session.request({ ":path": "/ready" });
+    let body = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      body += chunk;
+    });
+    const answered = new Promise<number>((resolve, reject) => {
+      let status = 0;
+      stream.on("response", (headers) => {
+        status = Number(headers[":status"]);
+      });
+      stream.on("end", () => {
+        events.push("answered");
+        resolve(status);
+      });
+      stream.on("error", reject);
+    });
+    await probed.promise;
+    const closing = node.app.close();
+    await until("the GOAWAY arrives", async () => (events.includes("goaway") ? true : undefined));
+    held.resolve();
+    expect([200, 503]).toContain(await answered);
+    expect((JSON.parse(body) as ReadyBody).checks).toContainEqual({
+      name: "held",
+      ok: true,
+      detail: "",
+    });
+    await closed;
+    await closing;
+    // Node sends a second GOAWAY as the connection ends; the first is what counts.
+    const firstGoaway = events.indexOf("goaway");
+    expect(events.filter((event, i) => event !== "goaway" || i === firstGoaway)).toEqual([
+      "goaway",
+      "answered",
+      "close",
+    ]);
   });
 });
 

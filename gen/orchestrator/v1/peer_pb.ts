@@ -38,6 +38,9 @@ export type Peer = Message<"orchestrator.v1.Peer"> & {
   state: PeerState;
 
   /**
+   * When the last message from the peer arrived; absent for a peer never heard from. Attempts to
+   * connect do not count: a peer that is down keeps the time of its last message.
+   *
    * @generated from field: google.protobuf.Timestamp last_contact = 4;
    */
   lastContact?: Timestamp | undefined;
