@@ -38,13 +38,16 @@ async function call(base: string, request: Call): Promise<Reply> {
   });
   const text = await response.text();
   everyBody.push(text);
-  let json: unknown;
+  return { status: response.status, headers: response.headers, text, json: parse(text) };
+}
+
+/** The text as JSON; undefined when it is not JSON. */
+function parse(text: string): unknown {
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch {
-    json = undefined;
+    return undefined;
   }
-  return { status: response.status, headers: response.headers, text, json };
 }
 
 function asRecord(value: unknown): JsonRecord {
@@ -280,6 +283,30 @@ describe("REST gateway: bad input", () => {
     const body = expectErrorBody(reply, 400, "invalid_argument");
     expect(body.message).toContain("page_size");
   });
+
+  it.each(["0x10", "0o7", "0b1", "1e1", "16.0", " 16", "16 ", "", "1_0"])(
+    "an integer query parameter written %j answers 400 naming the field",
+    async (value) => {
+      const reply = await call(node.url, {
+        method: "GET",
+        path: `/registry?page_size=${encodeURIComponent(value)}`,
+      });
+      const body = expectErrorBody(reply, 400, "invalid_argument");
+      expect(body.message).toContain("page_size");
+      expect(body.message).toContain("decimal");
+    },
+  );
+
+  it.each(["16", "+16", "0", "007"])(
+    "an integer query parameter written %j is read as decimal",
+    async (value) => {
+      const reply = await call(node.url, {
+        method: "GET",
+        path: `/registry?page_size=${encodeURIComponent(value)}`,
+      });
+      expect(reply.status, reply.text).toBe(200);
+    },
+  );
 
   it("a 10 KB unknown field name is not echoed back in full", async () => {
     const field = "f".repeat(10 * 1024);
