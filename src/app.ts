@@ -38,7 +38,7 @@ import { publishEventsToRedis } from "./events/redis-event-publisher.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { createHttpClient } from "./http-client/http-client.js";
 import { type IdSource, randomIds } from "./ids.js";
-import { createAuthInterceptor } from "./interceptors/auth.js";
+import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
 import { type Interceptor, wrapService } from "./interceptors/chain.js";
 import { createDrainInterceptor } from "./interceptors/drain.js";
@@ -170,9 +170,10 @@ export async function createApp(
   readinessChecks.push(registryParts.readiness);
   registerPeerMetrics(metrics, () => registryParts.links.map(({ link }) => link.status()));
 
+  const tokens = { operatorToken: config.operatorToken, peerToken: config.peerToken };
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
-    createAuthInterceptor({ operatorToken: config.operatorToken, peerToken: config.peerToken }),
+    createAuthInterceptor(tokens),
     createValidationInterceptor(),
     createDrainInterceptor(status.drainSignal),
   ];
@@ -238,7 +239,7 @@ export async function createApp(
     server: listener.server,
     bodyLimitBytes: config.bodyLimitBytes,
     shutdownSignal: kill.signal,
-    operatorToken: config.operatorToken,
+    checkAccess: createAccessCheck(tokens),
   });
 
   let closing: Promise<void> | undefined;

@@ -11,11 +11,12 @@ import Fastify, {
   LogController,
 } from "fastify";
 import type { Logger } from "pino";
+import { Access } from "../../gen/orchestrator/v1/options_pb.js";
 import { errorResponseOf } from "../gateway/error-body.js";
 import { codeName } from "../gateway/http-status.js";
 import { type RestRoute, registerRestGateway } from "../gateway/rest-gateway.js";
 import type { IdSource } from "../ids.js";
-import { isAuthorized } from "../interceptors/auth.js";
+import type { AccessCheck } from "../interceptors/auth.js";
 import {
   type CallMeta,
   callMetaKey,
@@ -50,8 +51,8 @@ export interface HttpAppDeps {
   readonly bodyLimitBytes: number;
   /** Aborts calls still running when the shutdown grace period is over. */
   readonly shutdownSignal: AbortSignal;
-  /** Protects /metrics like operator RPCs when set. */
-  readonly operatorToken?: string | undefined;
+  /** The one auth check: /metrics is an operator route, answered as operator RPCs are. */
+  readonly checkAccess: AccessCheck;
 }
 
 /** The fastify application and the request handler the one-port listener feeds. */
@@ -115,9 +116,10 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
   );
 
   fastify.get("/metrics", async (request, reply) => {
-    if (!isAuthorized(request.headers.authorization, deps.operatorToken)) {
-      const error = new ConnectError("/metrics needs an operator token", Code.Unauthenticated);
-      const { status, body } = errorResponseOf(error);
+    try {
+      deps.checkAccess(Access.OPERATOR, request.headers.authorization, "/metrics");
+    } catch (error) {
+      const { status, body } = errorResponseOf(ConnectError.from(error));
       return reply.code(status).send(body);
     }
     const text = await deps.metrics.registry.metrics();

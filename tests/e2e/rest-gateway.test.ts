@@ -323,6 +323,48 @@ describe("REST gateway: bad input", () => {
   });
 });
 
+describe("REST gateway: operator routes", () => {
+  const operatorToken = "operator-token-5c1f";
+  const peerToken = "peer-token-9a2e";
+  let node: RunningOrchestrator;
+  beforeAll(async () => {
+    node = await startOrchestrator({
+      env: { OPERATOR_TOKEN: operatorToken, PEER_TOKEN: peerToken },
+    });
+  });
+  afterAll(async () => {
+    await node?.close();
+  });
+
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+  // /metrics and GET /config/effective are both operator routes: one check, one answer.
+  it.each([
+    { name: "no token", headers: {}, status: 401, code: "unauthenticated" },
+    { name: "a wrong token", headers: bearer("wrong"), status: 401, code: "unauthenticated" },
+    { name: "the peer token", headers: bearer(peerToken), status: 403, code: "permission_denied" },
+  ])("with $name, /metrics answers as the operator RPCs do", async ({ headers, status, code }) => {
+    const rpc = await call(node.url, { method: "GET", path: "/config/effective", headers });
+    const metrics = await call(node.url, { method: "GET", path: "/metrics", headers });
+    expectErrorBody(rpc, status, code);
+    expectErrorBody(metrics, status, code);
+    for (const reply of [rpc, metrics]) {
+      expect(reply.text).not.toContain(operatorToken);
+      expect(reply.text).not.toContain(peerToken);
+    }
+  });
+
+  it("with the operator token, /metrics answers the Prometheus text", async () => {
+    const reply = await call(node.url, {
+      method: "GET",
+      path: "/metrics",
+      headers: bearer(operatorToken),
+    });
+    expect(reply.status).toBe(200);
+    expect(reply.text).toContain("orchestrator_rpc_started_total");
+  });
+});
+
 describe("REST gateway: headers, JSON shape, readiness, connections", () => {
   let node: RunningOrchestrator;
   let unready: RunningOrchestrator;
