@@ -1,6 +1,5 @@
 import type { Server } from "node:net";
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
-import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
@@ -12,7 +11,12 @@ import Fastify, {
 } from "fastify";
 import type { Logger } from "pino";
 import { Access } from "../../gen/orchestrator/v1/options_pb.js";
-import { errorResponseOf } from "../gateway/error-body.js";
+import {
+  type ErrorResponse,
+  errorResponseOf,
+  HttpRefusal,
+  refusalResponseOf,
+} from "../gateway/error-body.js";
 import { codeName } from "../gateway/http-status.js";
 import { type RestRoute, registerRestGateway } from "../gateway/rest-gateway.js";
 import type { IdSource } from "../ids.js";
@@ -26,9 +30,14 @@ import {
 } from "../interceptors/call-meta.js";
 import type { WrappedService } from "../interceptors/chain.js";
 import type { Metrics } from "../observability/metrics.js";
-import { boundedMessage } from "./bounded-message.js";
+import { quotedInput } from "./bounded-message.js";
 import { responseHeaderPairsOf } from "./call-context.js";
+import { connectRoutes } from "./connect-routes.js";
+import { refusalOfFastifyError } from "./http-errors.js";
 import type { HttpRequestHandler } from "./one-port-listener.js";
+
+/** Longest path segment the router takes, in characters (a registry name is at most 100). */
+const maxParamLength = 512;
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -89,7 +98,13 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
         : deps.ids.uuid();
     },
     return503OnClosing: false,
-    routerOptions: { maxParamLength: 512 },
+    routerOptions: { maxParamLength },
+    // Errors of the router itself (a bad percent-encoding, an over-long segment) come before the
+    // onRequest hook: they get the ids and the error body here.
+    frameworkErrors: (error, request, reply) => {
+      setCallMeta(request, reply, deps.ids);
+      return sendError(error, request, reply, deps);
+    },
     serverFactory,
   });
 
@@ -97,22 +112,21 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
   // to a confusing 400 instead of a clear 415.
   fastify.removeContentTypeParser("text/plain");
   fastify.decorateRequest("callMeta", null as unknown as CallMeta);
-  fastify.addHook("onRequest", async (request, reply) => {
-    const traceparent = request.headers.traceparent;
-    request.callMeta = resolveCallMeta(
-      request.id,
-      typeof traceparent === "string" ? traceparent : undefined,
-      deps.ids,
-    );
-    for (const [name, value] of responseHeaderPairsOf(request.callMeta)) reply.header(name, value);
-  });
-  fastify.setErrorHandler(errorHandler(deps));
+  fastify.addHook("onRequest", async (request, reply) => setCallMeta(request, reply, deps.ids));
+  fastify.setErrorHandler((error: unknown, request, reply) =>
+    sendError(error, request, reply, deps),
+  );
   fastify.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({
-      code: codeName(Code.NotFound),
-      message: boundedMessage(`no route for ${request.method} ${request.url}`),
-      details: [],
-    }),
+    sendError(
+      new HttpRefusal(
+        404,
+        Code.NotFound,
+        `no route for ${request.method} ${quotedInput(request.url)}`,
+      ),
+      request,
+      reply,
+      deps,
+    ),
   );
 
   fastify.get("/metrics", async (request, reply) => {
@@ -131,56 +145,56 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
     callMetaOf: (request) => request.callMeta,
   });
 
-  await fastify.register(fastifyConnectPlugin, {
-    routes: (router) => {
-      for (const { service, impl } of deps.services) router.service(service, impl);
-    },
-    readMaxBytes: deps.bodyLimitBytes,
-    shutdownSignal: deps.shutdownSignal,
-    // As on REST: an unknown field is reported, not dropped (connect's default drops it).
-    jsonOptions: { ignoreUnknownFields: false },
-    contextValues: (request: FastifyRequest) =>
-      createContextValues().set(callMetaKey, request.callMeta),
-  });
+  await fastify.register(
+    connectRoutes({
+      services: deps.services,
+      readMaxBytes: deps.bodyLimitBytes,
+      shutdownSignal: deps.shutdownSignal,
+      contextValues: (request) => createContextValues().set(callMetaKey, request.callMeta),
+    }),
+  );
 
   await fastify.ready();
   if (handler === undefined) throw new Error("fastify did not hand over its request handler");
   return { fastify, handler };
 }
 
-/** Renders whatever fastify (or a plain route) throws as `{code, message, details}`. */
-function errorHandler(deps: HttpAppDeps) {
-  return (error: FastifyError | ConnectError, request: FastifyRequest, reply: FastifyReply) => {
-    if (error instanceof ConnectError) {
-      const { status, body } = errorResponseOf(error);
-      return reply.code(status).send(body);
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 500) {
-      request.log.error({ err: error }, "request failed");
-      return reply
-        .code(500)
-        .send({ code: codeName(Code.Internal), message: "internal error", details: [] });
-    }
-    return reply.code(status).send({
-      code: codeName(status === 413 ? Code.ResourceExhausted : Code.InvalidArgument),
-      message: clientErrorMessage(error, deps.bodyLimitBytes),
-      details: [],
-    });
-  };
+/** Resolves the request's correlation id and trace context, and echoes them on the reply. */
+function setCallMeta(request: FastifyRequest, reply: FastifyReply, ids: IdSource): void {
+  const traceparent = request.headers.traceparent;
+  request.callMeta = resolveCallMeta(
+    request.id,
+    typeof traceparent === "string" ? traceparent : undefined,
+    ids,
+  );
+  for (const [name, value] of responseHeaderPairsOf(request.callMeta)) reply.header(name, value);
 }
 
-function clientErrorMessage(error: FastifyError, bodyLimitBytes: number): string {
-  switch (error.code) {
-    case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return `request body exceeds the limit of ${bodyLimitBytes} bytes`;
-    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-      return "unsupported content type: send application/json";
-    case "FST_ERR_CTP_INVALID_JSON_BODY":
-      return "request body is not valid JSON";
-    case "FST_ERR_CTP_EMPTY_JSON_BODY":
-      return "request body is empty: send a JSON object";
-    default:
-      return boundedMessage(error.message);
+/**
+ * Sends whatever was thrown on the HTTP side (by a route, the gateway, fastify's router, body
+ * reading or parsers) as `{code, message, details}`. What is none of the client's doing is logged
+ * and answered 500 "internal error".
+ */
+function sendError(
+  error: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  deps: HttpAppDeps,
+) {
+  const response = responseOf(error, deps.bodyLimitBytes);
+  if (response === undefined) {
+    request.log.error({ err: error }, "request failed");
+    return reply
+      .code(500)
+      .send({ code: codeName(Code.Internal), message: "internal error", details: [] });
   }
+  return reply.code(response.status).send(response.body);
+}
+
+function responseOf(error: unknown, bodyLimitBytes: number): ErrorResponse | undefined {
+  if (error instanceof ConnectError) return errorResponseOf(error);
+  if (error instanceof HttpRefusal) return refusalResponseOf(error);
+  if (!(error instanceof Error) || !("statusCode" in error)) return undefined;
+  const refusal = refusalOfFastifyError(error as FastifyError, { bodyLimitBytes, maxParamLength });
+  return refusal === undefined ? undefined : refusalResponseOf(refusal);
 }

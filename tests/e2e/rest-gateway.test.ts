@@ -323,6 +323,111 @@ describe("REST gateway: bad input", () => {
   });
 });
 
+describe("REST gateway: errors raised before any route", () => {
+  let node: RunningOrchestrator;
+  beforeAll(async () => {
+    node = await startOrchestrator();
+  });
+  afterAll(async () => {
+    await node?.close();
+  });
+
+  const long = "a".repeat(15 * 1024);
+  // Whoever raises the error (fastify's router, body reading, content-type parsers, the 404
+  // handler, the Connect router), the client gets the one error body and its ids, and no more
+  // than a short quote of what it sent.
+  const cases: readonly (Call & { name: string; status: number; code: string })[] = [
+    {
+      name: "a path variable over 512 characters",
+      method: "GET",
+      path: `/registry/${long}`,
+      status: 414,
+      code: "invalid_argument",
+    },
+    {
+      name: "a bad percent-encoding",
+      method: "GET",
+      path: "/registry/%ZZ",
+      status: 400,
+      code: "invalid_argument",
+    },
+    {
+      name: "a bad percent-encoding in a long path",
+      method: "GET",
+      path: `/registry/%ZZ${long}`,
+      status: 400,
+      code: "invalid_argument",
+    },
+    {
+      name: "an unknown long path",
+      method: "GET",
+      path: `/${long}`,
+      status: 404,
+      code: "not_found",
+    },
+    {
+      name: "malformed JSON",
+      method: "POST",
+      path: "/registry/register",
+      body: `{"name": "${long}`,
+      status: 400,
+      code: "invalid_argument",
+    },
+    {
+      name: "an unsupported media type",
+      method: "POST",
+      path: "/registry/register",
+      body: "<a/>",
+      contentType: `application/${long}`,
+      status: 415,
+      code: "invalid_argument",
+    },
+    {
+      name: "a GET of a Connect route that takes POST",
+      method: "GET",
+      path: "/orchestrator.v1.SystemService/Ping",
+      status: 405,
+      code: "unimplemented",
+    },
+    {
+      name: "a unary content type on a Connect streaming route",
+      method: "POST",
+      path: "/orchestrator.v1.SystemService/WatchHealth",
+      body: "{}",
+      status: 415,
+      code: "invalid_argument",
+    },
+    {
+      name: "a content type the Connect router does not speak",
+      method: "POST",
+      path: "/orchestrator.v1.SystemService/Ping",
+      body: "<a/>",
+      contentType: `text/${long}`,
+      status: 415,
+      code: "invalid_argument",
+    },
+  ];
+
+  it.each(cases)("$name answers $status with the error body and the ids", async (request) => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const correlationId = `errors:${request.status}`;
+    const reply = await call(node.url, {
+      ...request,
+      headers: {
+        "x-correlation-id": correlationId,
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+      },
+    });
+    const body = expectErrorBody(reply, request.status, request.code);
+    expect(body.message).not.toContain("a".repeat(100));
+    expect(reply.text.length).toBeLessThan(600);
+    expect(reply.headers.get("x-correlation-id")).toBe(correlationId);
+    expect(reply.headers.get("traceresponse")).toMatch(
+      new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`),
+    );
+  });
+});
+
 describe("REST gateway: operator routes", () => {
   const operatorToken = "operator-token-5c1f";
   const peerToken = "peer-token-9a2e";
