@@ -1,4 +1,5 @@
 import http from "node:http";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 
@@ -282,6 +283,44 @@ describe("REST gateway: bad input", () => {
     const reply = await call(node.url, { method: "GET", path: "/registry?page_size=abc" });
     const body = expectErrorBody(reply, 400, "invalid_argument");
     expect(body.message).toContain("page_size");
+  });
+
+  it("a gzip-encoded body answers 415 naming the encoding", async () => {
+    const response = await fetch(`${node.url}/registry/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+      body: gzipSync(JSON.stringify({ name: "svc", base_url: "http://svc:8080" })),
+    });
+    const text = await response.text();
+    everyBody.push(text);
+    const reply = { status: response.status, headers: response.headers, text, json: parse(text) };
+    const body = expectErrorBody(reply, 415, "invalid_argument");
+    expect(body.message).toContain('content-encoding "gzip"');
+  });
+
+  it.each([
+    { key: "__proto__", body: '{"name":"svc","base_url":"http://x","__proto__":{"polluted":1}}' },
+    {
+      key: "__proto__",
+      body: '{"name":"svc","base_url":"http://x","metadata":{"\\u005f_proto__":"x"}}',
+    },
+    {
+      key: "constructor",
+      body: '{"name":"svc","base_url":"http://x","constructor":{"prototype":{"polluted":1}}}',
+    },
+  ])("a JSON body with a $key key answers 400 naming that key", async ({ key, body }) => {
+    const reply = await call(node.url, register(body));
+    const error = expectErrorBody(reply, 400, "invalid_argument");
+    expect(error.message).toContain(`key ${key}`);
+    expect(error.message).not.toContain("not valid JSON");
+  });
+
+  // A map key that merely reads "constructor" is data, as fastify's own parser treats it.
+  it("a metadata key named constructor is kept", async () => {
+    const body = '{"name":"svc","base_url":"http://x","metadata":{"constructor":"c"}}';
+    const reply = await call(node.url, register(body));
+    expect(reply.status, reply.text).toBe(200);
+    expect(asRecord(asRecord(asRecord(reply.json).service).metadata).constructor).toBe("c");
   });
 
   it.each(["0x10", "0o7", "0b1", "1e1", "16.0", " 16", "16 ", "", "1_0"])(
