@@ -170,16 +170,23 @@ async function serveStream(
     context.end();
     return sendError(reply, error, route);
   }
-  // From here on the status line is sent: a later error becomes the stream's last line.
-  reply.hijack();
   const headers: OutgoingHttpHeaders = {
-    ...(reply.getHeaders() as OutgoingHttpHeaders),
     "content-type": "application/x-ndjson; charset=utf-8",
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
   };
   context.copyResponseHeaders(headers);
-  raw.writeHead(200, headers);
+  if (request.method === "HEAD") {
+    // HEAD answers what its GET starts with (the status is known with the first message) and
+    // ends there: it never holds a stream open.
+    ended = true;
+    await responses.return?.();
+    context.end();
+    return reply.code(200).headers(headers).send();
+  }
+  // From here on the status line is sent: a later error becomes the stream's last line.
+  reply.hijack();
+  raw.writeHead(200, { ...(reply.getHeaders() as OutgoingHttpHeaders), ...headers });
   try {
     for (let next = first; !next.done && !closed; next = await responses.next()) {
       if (!raw.write(`${bodyTextOf(route, next.value)}\n`) && !closed) await drained(raw);

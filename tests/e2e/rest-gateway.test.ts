@@ -1,6 +1,14 @@
 import http from "node:http";
 import { gzipSync } from "node:zlib";
+import { getOption, hasOption } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
+import { InfrastructureService } from "../../gen/orchestrator/v1/infrastructure_pb.js";
+import { JobsService } from "../../gen/orchestrator/v1/jobs_pb.js";
+import { PeerService } from "../../gen/orchestrator/v1/peer_pb.js";
+import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
+import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
+import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 
 // The REST gateway as a curl user meets it: real node, real HTTP/1.1 over loopback, bodies and
@@ -83,6 +91,30 @@ function keysOf(value: unknown, into: string[] = []): string[] {
     }
   }
   return into;
+}
+
+/** The path of every GET route of the protos, its variables filled with a value valid for all. */
+function getPaths(): string[] {
+  const services = [
+    SystemService,
+    RegistryService,
+    PeerService,
+    WorkflowService,
+    InfrastructureService,
+    JobsService,
+  ];
+  const paths: string[] = [];
+  for (const service of services) {
+    for (const method of service.methods) {
+      if (!hasOption(method, httpRule)) continue;
+      const rule = getOption(method, httpRule);
+      for (const binding of [rule, ...rule.additionalBindings]) {
+        if (binding.pattern.case !== "get") continue;
+        paths.push(binding.pattern.value.replace(/\{[^}]*\}/g, "0123456789abcdef0123456789abcdef"));
+      }
+    }
+  }
+  return paths;
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -601,6 +633,27 @@ describe("REST gateway: headers, JSON shape, readiness, connections", () => {
     expect(reply.text).toBe("");
     expect(reply.headers.get("x-correlation-id")).toMatch(uuidPattern);
   });
+
+  // fastify answers HEAD for every GET route; a stream's HEAD must not wait for a stream's end.
+  it.each([...getPaths(), "/metrics", "/orchestrator.v1.SystemService/Ping", "/no/such/route"])(
+    "HEAD %s answers the status and headers of its GET, without a body",
+    async (path) => {
+      const correlationId = "head:check";
+      const headers = { "x-correlation-id": correlationId };
+      const get = new AbortController();
+      const got = await fetch(`${node.url}${path}`, { headers, signal: get.signal });
+      get.abort(); // a stream's GET never ends: its status line and headers are enough
+      const head = await fetch(`${node.url}${path}`, {
+        method: "HEAD",
+        headers,
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(head.status).toBe(got.status);
+      expect(head.headers.get("content-type")).toBe(got.headers.get("content-type"));
+      expect(head.headers.get("x-correlation-id")).toBe(correlationId);
+      expect(await head.text()).toBe("");
+    },
+  );
 
   it("serves several requests on one HTTP/1.1 keep-alive connection", async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
