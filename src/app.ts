@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { DestinationStream, Logger } from "pino";
 import {
@@ -262,7 +262,8 @@ export async function createApp(
         logger.info("shutting down: draining");
         status.startDraining();
         await listener.close(config.shutdownTimeoutMs);
-        kill.abort();
+        // Calls still running are cut with this reason, on every protocol.
+        kill.abort(new ConnectError("the server is shutting down", Code.Unavailable));
         await http.fastify.close();
         await registryParts.stop();
         stopPublishing?.();

@@ -8,6 +8,7 @@ import { encodeJsonText, jsonWriteOptions } from "../encoding/message-encoding.j
 import type { CallMeta } from "../interceptors/call-meta.js";
 import { once, type WrappedMethod, type WrappedService } from "../interceptors/chain.js";
 import { ActiveCalls, CallContext } from "../server/call-context.js";
+import { grpcTimeoutHeader, parseGrpcTimeout } from "../server/deadline.js";
 import { errorResponseOf } from "./error-body.js";
 import { compilePathTemplate } from "./path-template.js";
 import { type RequestMapping, requestMessageOf } from "./request-message.js";
@@ -125,7 +126,7 @@ async function serveUnary(
   try {
     const message = requestMessageOf(route.mapping, partsOf(request));
     context = contextOf(route, request, options);
-    const response = await target.call(message, context);
+    const response = await untilAborted(context, target.call(message, context));
     const headers: OutgoingHttpHeaders = {};
     context.copyResponseHeaders(headers);
     reply.headers(headers);
@@ -146,12 +147,13 @@ async function serveStream(
   const target = route.target;
   if (!target.streaming) return;
   let message: Message;
+  let context: CallContext;
   try {
     message = requestMessageOf(route.mapping, partsOf(request));
+    context = contextOf(route, request, options);
   } catch (error) {
     return sendError(reply, error, route);
   }
-  const context = contextOf(route, request, options);
   const raw = reply.raw;
   // Node's HTTP/2 compat response reports writableFinished after a client's RST_STREAM too, and
   // has no `destroyed`: whether the response ended, and whether the client left, are tracked here.
@@ -162,9 +164,16 @@ async function serveStream(
     if (!ended) context.abort(new ConnectError("the client went away", Code.Canceled));
   });
   const responses = target.call(once(message), context)[Symbol.asyncIterator]();
+  // A deadline or the end of the shutdown grace period ends the stream at once, with its reason,
+  // as on the gRPC fast path, whether or not the implementation has noticed yet.
+  const aborted = new Promise<never>((_, reject) => {
+    context.onAbort = reject;
+  });
+  aborted.catch(() => undefined);
+  const next = () => Promise.race([responses.next(), aborted]);
   let first: IteratorResult<Message>;
   try {
-    first = await responses.next();
+    first = await next();
   } catch (error) {
     ended = true;
     context.end();
@@ -188,8 +197,8 @@ async function serveStream(
   reply.hijack();
   raw.writeHead(200, { ...(reply.getHeaders() as OutgoingHttpHeaders), ...headers });
   try {
-    for (let next = first; !next.done && !closed; next = await responses.next()) {
-      if (!raw.write(`${bodyTextOf(route, next.value)}\n`) && !closed) await drained(raw);
+    for (let result = first; !result.done && !closed; result = await next()) {
+      if (!raw.write(`${bodyTextOf(route, result.value)}\n`) && !closed) await drained(raw);
     }
   } catch (error) {
     if (!closed) {
@@ -197,10 +206,22 @@ async function serveStream(
     }
   } finally {
     ended = true;
-    await responses.return?.();
     context.end();
     if (!closed) raw.end();
+    // After the response has ended: an implementation still finishing cannot hold it open.
+    await responses.return?.();
   }
+}
+
+/**
+ * The call's result, or its abort reason (a deadline, the end of the shutdown grace period) as
+ * soon as it is aborted: the gRPC fast path answers at the deadline too.
+ */
+function untilAborted<T>(context: CallContext, result: Promise<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    context.onAbort = reject;
+    result.then(resolve, reject);
+  });
 }
 
 function partsOf(request: FastifyRequest) {
@@ -211,7 +232,14 @@ function partsOf(request: FastifyRequest) {
   };
 }
 
+/**
+ * The call's context. REST honours a `grpc-timeout` header, as gRPC and gRPC-Web do (and as
+ * grpc-gateway does): the call gets that deadline.
+ * @throws ConnectError INVALID_ARGUMENT when the header is malformed.
+ */
 function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): CallContext {
+  const timeout = request.headers[grpcTimeoutHeader];
+  const timeoutMs = parseGrpcTimeout(Array.isArray(timeout) ? timeout.join(", ") : timeout);
   return new CallContext({
     target: route.target,
     protocolName: "rest",
@@ -220,6 +248,7 @@ function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): Ca
     headers: request.headers,
     meta: options.callMetaOf(request),
     activeCalls: options.activeCalls,
+    timeoutMs,
   });
 }
 

@@ -17,6 +17,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { HttpRefusal, refusalResponseOf } from "../gateway/error-body.js";
 import type { WrappedService } from "../interceptors/chain.js";
 import { quotedInput } from "./bounded-message.js";
+import { capDeadlineHeaders } from "./deadline.js";
 
 export interface ConnectRoutesOptions {
   /** Every service, wrapped with the interceptor chain. */
@@ -33,8 +34,9 @@ export interface ConnectRoutesOptions {
  * Serves the Connect router (Connect, gRPC-Web and gRPC+JSON) on fastify, as connect-fastify's
  * plugin does, but with the HTTP edge's habits: a request the router refuses without a body
  * (a method it does not take: 405, a content type it does not speak: 415) gets the error body
- * `{code, message, details}` every other HTTP error has, and a failure to write a response is
- * logged through the request's logger. Register it with `fastify.register`: its content-type
+ * `{code, message, details}` every other HTTP error has, a failure to write a response is logged
+ * through the request's logger, and a deadline is capped as on the other transports (the router
+ * would overflow its timer with one over 24.8 days). Register it with `fastify.register`: its content-type
  * parsers (none: the router reads bodies itself) stay inside it.
  */
 export function connectRoutes(options: ConnectRoutesOptions) {
@@ -50,6 +52,7 @@ export function connectRoutes(options: ConnectRoutesOptions) {
     for (const { service, impl } of options.services) router.service(service, impl);
     // The router reads and limits bodies itself, whatever their type; it answers 415 for the
     // types it does not speak.
+    instance.addHook("onRequest", async (request) => capDeadlineHeaders(request.raw.headers));
     instance.removeAllContentTypeParsers();
     instance.addContentTypeParser("*", (_request, _payload, done) => done(null, undefined));
     for (const handler of router.handlers) {
