@@ -35,6 +35,7 @@ import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
 import { createMemoryEventLog, type EventLog } from "./events/event-log.js";
 import { publishEventsToRedis } from "./events/redis-event-publisher.js";
+import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { createHttpClient } from "./http-client/http-client.js";
 import { type IdSource, randomIds } from "./ids.js";
@@ -97,6 +98,33 @@ export interface App {
 
 /** Wire protocols on the one port, as Info reports them. */
 const rpcProtocols = ["grpc", "grpc-web", "connect", "rest"] as const;
+
+/** The services of the API, whose google.api.http rules make the REST routes. */
+const apiServices: readonly DescService[] = [
+  SystemService,
+  RegistryService,
+  PeerService,
+  WorkflowService,
+  InfrastructureService,
+  JobsService,
+];
+
+/**
+ * Path-variable values that another route takes first (`GET /registry/watch` is the watch stream,
+ * so no service can be read at `GET /registry/{name}` under the name "watch"): refused as field
+ * values on every protocol, and, for the registry's `{name}`, as service names.
+ */
+const shadowedValues = shadowedPathValues(apiServices);
+
+/** The names no service may take, with the reason: the values its `{name}` routes lose. */
+function reservedServiceNames(): ReadonlyMap<string, string> {
+  const reserved = new Map<string, string>();
+  for (const { method, fieldPath, value, reason } of shadowedValues) {
+    if (method.parent.typeName !== RegistryService.typeName) continue;
+    if (fieldPath.length === 1 && fieldPath[0]?.name === "name") reserved.set(value, reason);
+  }
+  return reserved;
+}
 
 /**
  * The composition root: builds every module from the configuration and wires them to the one
@@ -174,7 +202,7 @@ export async function createApp(
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
     createAuthInterceptor(tokens),
-    createValidationInterceptor(),
+    createValidationInterceptor({ refusedValues: shadowedValues }),
     createDrainInterceptor(status.drainSignal),
   ];
   const served = servedServices({
@@ -372,6 +400,7 @@ function composeRegistry(parts: {
   const settings = config.registry;
   // One clock for local writes and merged ones: every local stamp is above every stamp seen.
   const hlc = new HybridLogicalClock(clock);
+  const reservedNames = reservedServiceNames();
   const registry = new Registry(
     {
       store,
@@ -384,6 +413,7 @@ function composeRegistry(parts: {
     {
       leaseGraceMs: settings.leaseGraceMs,
       tombstoneRetentionMs: settings.tombstoneRetentionMs,
+      reservedNames,
     },
   );
   const http = createHttpClient({ timeoutMs: config.outboundTimeoutMs });
@@ -411,6 +441,7 @@ function composeRegistry(parts: {
     clock,
     events: parts.events,
     nodeId: parts.nodeId,
+    reservedNames,
   });
   const links = config.peers.map((url) => {
     const transport = createPeerClient(url, { token: config.peerToken });

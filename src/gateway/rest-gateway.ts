@@ -1,15 +1,14 @@
 import type { OutgoingHttpHeaders } from "node:http";
-import { type DescField, getOption, hasOption, type Message, toJson } from "@bufbuild/protobuf";
+import { type DescField, type Message, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
-import { http } from "../../gen/google/api/annotations_pb.js";
-import type { HttpRule } from "../../gen/google/api/http_pb.js";
 import { encodeJsonText, jsonWriteOptions } from "../encoding/message-encoding.js";
 import type { CallMeta } from "../interceptors/call-meta.js";
 import { once, type WrappedMethod, type WrappedService } from "../interceptors/chain.js";
 import { ActiveCalls, CallContext } from "../server/call-context.js";
 import { grpcTimeoutHeader, parseGrpcTimeout } from "../server/deadline.js";
 import { errorResponseOf } from "./error-body.js";
+import { type HttpBinding, httpBindingsOf } from "./http-bindings.js";
 import { compilePathTemplate } from "./path-template.js";
 import { type RequestMapping, requestMessageOf } from "./request-message.js";
 
@@ -41,51 +40,26 @@ export function restRoutesOf(services: readonly WrappedService[]): RestRoute[] {
   const routes: RestRoute[] = [];
   for (const { methods } of services) {
     for (const target of methods.values()) {
-      if (!hasOption(target.method, http)) continue;
-      const rule = getOption(target.method, http);
-      for (const binding of [rule, ...rule.additionalBindings]) {
-        routes.push(routeOf(target, binding));
-      }
+      for (const binding of httpBindingsOf(target.method)) routes.push(routeOf(target, binding));
     }
   }
   return routes;
 }
 
-function routeOf(target: WrappedMethod, rule: HttpRule): RestRoute {
-  const { method, template } = verbAndTemplate(rule, target);
+function routeOf(target: WrappedMethod, binding: HttpBinding): RestRoute {
+  const { verb, template, rule } = binding;
   const path = compilePathTemplate(template);
   if (target.streaming && target.method.methodKind !== "server_streaming") {
     throw new Error(`${target.method.name}: only server-streaming RPCs can have an HTTP rule`);
   }
   return {
-    method,
+    method: verb,
     path: template,
     target,
     mapping: { input: target.method.input, path, body: rule.body },
     responseBody: rule.responseBody,
     responseField: target.method.output.fields.find((f) => f.name === rule.responseBody),
   };
-}
-
-function verbAndTemplate(
-  rule: HttpRule,
-  target: WrappedMethod,
-): { method: HTTPMethods; template: string } {
-  const pattern = rule.pattern;
-  switch (pattern.case) {
-    case "get":
-      return { method: "GET", template: pattern.value };
-    case "put":
-      return { method: "PUT", template: pattern.value };
-    case "post":
-      return { method: "POST", template: pattern.value };
-    case "delete":
-      return { method: "DELETE", template: pattern.value };
-    case "patch":
-      return { method: "PATCH", template: pattern.value };
-    default:
-      throw new Error(`${target.method.name}: HTTP rule without a supported verb`);
-  }
 }
 
 /**

@@ -1,6 +1,14 @@
 import http from "node:http";
 import { gzipSync } from "node:zlib";
-import { getOption, hasOption } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMethod,
+  type DescMethodUnary,
+  getOption,
+  hasOption,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
 import { InfrastructureService } from "../../gen/orchestrator/v1/infrastructure_pb.js";
@@ -93,18 +101,20 @@ function keysOf(value: unknown, into: string[] = []): string[] {
   return into;
 }
 
+/** The services of the API, whose google.api.http rules make the REST routes. */
+const apiServices = [
+  SystemService,
+  RegistryService,
+  PeerService,
+  WorkflowService,
+  InfrastructureService,
+  JobsService,
+];
+
 /** The path of every GET route of the protos, its variables filled with a value valid for all. */
 function getPaths(): string[] {
-  const services = [
-    SystemService,
-    RegistryService,
-    PeerService,
-    WorkflowService,
-    InfrastructureService,
-    JobsService,
-  ];
   const paths: string[] = [];
-  for (const service of services) {
+  for (const service of apiServices) {
     for (const method of service.methods) {
       if (!hasOption(method, httpRule)) continue;
       const rule = getOption(method, httpRule);
@@ -496,6 +506,139 @@ describe("REST gateway: errors raised before any route", () => {
     expect(reply.headers.get("traceresponse")).toMatch(
       new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`),
     );
+  });
+});
+
+/** A path variable of one route that a literal segment of another route takes first. */
+interface Collision {
+  readonly method: DescMethod;
+  /** The variable's field path, e.g. "name". */
+  readonly field: string;
+  readonly literal: string;
+  /** The route that takes it, e.g. "GET /registry/watch". */
+  readonly route: string;
+}
+
+/**
+ * Every collision of the protos' routes, found here on its own terms: two bindings with the same
+ * verb and as many segments, a variable in one where the other has a literal, and every other
+ * position able to match both.
+ */
+function collisions(): Collision[] {
+  const bindings = apiServices.flatMap((service) =>
+    service.methods.flatMap((method) => {
+      if (!hasOption(method, httpRule)) return [];
+      const rule = getOption(method, httpRule);
+      return [rule, ...rule.additionalBindings].map((binding) => ({
+        method,
+        verb: binding.pattern.case ?? "",
+        segments: String(binding.pattern.value ?? "").split("/"),
+      }));
+    }),
+  );
+  const isVariable = (segment: string | undefined) => segment?.startsWith("{") ?? false;
+  const found: Collision[] = [];
+  for (const a of bindings) {
+    for (const b of bindings) {
+      if (a === b || a.verb !== b.verb || a.segments.length !== b.segments.length) continue;
+      a.segments.forEach((segment, i) => {
+        const literal = b.segments[i] ?? "";
+        if (!isVariable(segment) || isVariable(literal)) return;
+        const rest = a.segments.every(
+          (s, j) => j === i || s === b.segments[j] || isVariable(s) || isVariable(b.segments[j]),
+        );
+        if (!rest) return;
+        found.push({
+          method: a.method,
+          field: segment.replace(/^\{|(=\*)?\}$/g, ""),
+          literal,
+          route: `${b.verb.toUpperCase()} ${b.segments.join("/")}`,
+        });
+      });
+    }
+  }
+  return found;
+}
+
+describe("REST gateway: no route silently shadows a path variable's values", () => {
+  let node: RunningOrchestrator;
+  let sessionManager: Http2SessionManager;
+  beforeAll(async () => {
+    node = await startOrchestrator();
+    sessionManager = new Http2SessionManager(node.url);
+  });
+  afterAll(async () => {
+    sessionManager?.abort();
+    await node?.close();
+  });
+
+  it("finds the collisions of the protos' routes (GET /registry/watch among them)", () => {
+    expect(collisions()).toContainEqual({
+      method: RegistryService.method.getService,
+      field: "name",
+      literal: "watch",
+      route: "GET /registry/watch",
+    });
+  });
+
+  // A value a route takes first must be refused for its variable, on every protocol, naming the
+  // route: a future route cannot shadow values without this failing.
+  it.each(collisions())(
+    "$method.name refuses $field $literal, which $route takes",
+    async ({ method, field, literal, route }) => {
+      const transport = createGrpcTransport({ baseUrl: node.url, sessionManager });
+      const request = create(method.input, {});
+      const target = method.input.fields.find((f) => f.name === field);
+      if (target === undefined) throw new Error(`${method.input.typeName} has no field ${field}`);
+      (request as unknown as Record<string, unknown>)[target.localName] = literal;
+      let failure: ConnectError | undefined;
+      try {
+        await transport.unary(
+          method as DescMethodUnary,
+          undefined,
+          undefined,
+          undefined,
+          request as never,
+        );
+      } catch (error) {
+        failure = ConnectError.from(error);
+      }
+      expect(failure === undefined ? "OK" : Code[failure.code]).toBe("InvalidArgument");
+      expect(failure?.rawMessage).toContain(field);
+      expect(failure?.rawMessage).toContain(route);
+    },
+  );
+
+  it("refuses to register a service named watch, over REST and gRPC, naming the reason", async () => {
+    const reply = await call(node.url, {
+      method: "POST",
+      path: "/registry/register",
+      body: '{"name":"watch","base_url":"http://svc:8080"}',
+    });
+    const body = expectErrorBody(reply, 400, "invalid_argument");
+    expect(body.message).toBe(
+      "the name watch is reserved: GET /registry/watch is a route of its own, not GET /registry/{name}",
+    );
+    const client = createClient(
+      RegistryService,
+      createGrpcTransport({ baseUrl: node.url, sessionManager }),
+    );
+    let failure: ConnectError | undefined;
+    try {
+      await client.registerService({ name: "watch", baseUrl: "http://svc:8080" });
+    } catch (error) {
+      failure = ConnectError.from(error);
+    }
+    expect(failure === undefined ? "OK" : Code[failure.code]).toBe("InvalidArgument");
+    expect(failure?.rawMessage).toBe(body.message);
+    // Names that only start like a route are names like any other.
+    const watcher = await call(node.url, {
+      method: "POST",
+      path: "/registry/register",
+      body: '{"name":"watcher","base_url":"http://svc:8080"}',
+    });
+    expect(watcher.status, watcher.text).toBe(200);
+    expect((await call(node.url, { method: "GET", path: "/registry/watcher" })).status).toBe(200);
   });
 });
 
