@@ -36,8 +36,8 @@ export interface ConnectRoutesOptions {
  * (a method it does not take: 405, a content type it does not speak: 415) gets the error body
  * `{code, message, details}` every other HTTP error has, a failure to write a response is logged
  * through the request's logger, and a deadline is capped as on the other transports (the router
- * would overflow its timer with one over 24.8 days). Register it with `fastify.register`: its content-type
- * parsers (none: the router reads bodies itself) stay inside it.
+ * would overflow its timer with one over 24.8 days). Register it with `fastify.register`: its
+ * content-type parsers (none: the router reads bodies itself) stay inside it.
  */
 export function connectRoutes(options: ConnectRoutesOptions) {
   const routerOptions: ConnectRouterOptions = {
