@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import type { DestinationStream, Logger } from "pino";
 import {
@@ -35,10 +35,11 @@ import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
 import { createMemoryEventLog, type EventLog } from "./events/event-log.js";
 import { publishEventsToRedis } from "./events/redis-event-publisher.js";
+import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { createHttpClient } from "./http-client/http-client.js";
 import { type IdSource, randomIds } from "./ids.js";
-import { createAuthInterceptor } from "./interceptors/auth.js";
+import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
 import { type Interceptor, wrapService } from "./interceptors/chain.js";
 import { createDrainInterceptor } from "./interceptors/drain.js";
@@ -99,6 +100,33 @@ export interface App {
 
 /** Wire protocols on the one port, as Info reports them. */
 const rpcProtocols = ["grpc", "grpc-web", "connect", "rest"] as const;
+
+/** The services of the API, whose google.api.http rules make the REST routes. */
+const apiServices: readonly DescService[] = [
+  SystemService,
+  RegistryService,
+  PeerService,
+  WorkflowService,
+  InfrastructureService,
+  JobsService,
+];
+
+/**
+ * Path-variable values that another route takes first (`GET /registry/watch` is the watch stream,
+ * so no service can be read at `GET /registry/{name}` under the name "watch"): refused as field
+ * values on every protocol, and, for the registry's `{name}`, as service names.
+ */
+const shadowedValues = shadowedPathValues(apiServices);
+
+/** The names no service may take, with the reason: the values its `{name}` routes lose. */
+function reservedServiceNames(): ReadonlyMap<string, string> {
+  const reserved = new Map<string, string>();
+  for (const { method, fieldPath, value, reason } of shadowedValues) {
+    if (method.parent.typeName !== RegistryService.typeName) continue;
+    if (fieldPath.length === 1 && fieldPath[0]?.name === "name") reserved.set(value, reason);
+  }
+  return reserved;
+}
 
 /**
  * The composition root: builds every module from the configuration and wires them to the one
@@ -176,10 +204,11 @@ export async function createApp(
   readinessChecks.push(registryParts.readiness);
   registerPeerMetrics(metrics, () => registryParts.links.map(({ link }) => link.status()));
 
+  const tokens = { operatorToken: config.operatorToken, peerToken: config.peerToken };
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
-    createAuthInterceptor({ operatorToken: config.operatorToken, peerToken: config.peerToken }),
-    createValidationInterceptor(),
+    createAuthInterceptor(tokens),
+    createValidationInterceptor({ refusedValues: shadowedValues }),
     createDrainInterceptor(status.drainSignal),
   ];
   const served = servedServices({
@@ -245,7 +274,7 @@ export async function createApp(
     server: listener.server,
     bodyLimitBytes: config.bodyLimitBytes,
     shutdownSignal: kill.signal,
-    operatorToken: config.operatorToken,
+    checkAccess: createAccessCheck(tokens),
   });
 
   let closing: Promise<void> | undefined;
@@ -268,7 +297,8 @@ export async function createApp(
         logger.info("shutting down: draining");
         status.startDraining();
         await listener.close(config.shutdownTimeoutMs);
-        kill.abort();
+        // Calls still running are cut with this reason, on every protocol.
+        kill.abort(new ConnectError("the server is shutting down", Code.Unavailable));
         await http.fastify.close();
         await registryParts.stop();
         stopPublishing?.();
@@ -377,6 +407,7 @@ function composeRegistry(parts: {
   const settings = config.registry;
   // One clock for local writes and merged ones: every local stamp is above every stamp seen.
   const hlc = new HybridLogicalClock(clock);
+  const reservedNames = reservedServiceNames();
   const registry = new Registry(
     {
       store,
@@ -390,6 +421,7 @@ function composeRegistry(parts: {
       leaseGraceMs: settings.leaseGraceMs,
       tombstoneRetentionMs: settings.tombstoneRetentionMs,
       maxTombstones: settings.maxTombstones,
+      reservedNames,
     },
   );
   const http = createHttpClient({ timeoutMs: config.outboundTimeoutMs });
@@ -417,6 +449,7 @@ function composeRegistry(parts: {
     clock,
     events: parts.events,
     nodeId: parts.nodeId,
+    reservedNames,
   });
   const links = config.peers.map((url) => {
     const transport = createPeerClient(url, { token: config.peerToken });

@@ -46,3 +46,29 @@ export function errorResponseOf(error: ConnectError, output?: DescMessage): Erro
   body.details = details;
   return { status: httpStatusOfCode[error.code] ?? httpStatusOfCode[Code.Internal], body };
 }
+
+/**
+ * A request the HTTP edge refuses itself, before any RPC runs: a URL it cannot route, a body it
+ * cannot read (unsupported media type or encoding, too large), a method a route does not take.
+ * It has an HTTP status of its own (413, 414, 415, 405...) beside the code its error body names.
+ * Its message is written for the caller and quotes input only through `quotedInput`.
+ */
+export class HttpRefusal extends Error {
+  override readonly name = "HttpRefusal";
+
+  constructor(
+    readonly status: number,
+    readonly code: Code,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Renders an {@link HttpRefusal} as every REST error is rendered: `{code, message, details}`. */
+export function refusalResponseOf(refusal: HttpRefusal): ErrorResponse {
+  return {
+    status: refusal.status,
+    body: { code: codeName(refusal.code), message: boundedMessage(refusal.message), details: [] },
+  };
+}

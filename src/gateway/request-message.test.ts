@@ -5,6 +5,7 @@ import {
   HeartbeatRequestSchema,
   ListServicesRequestSchema,
   ServiceStatus,
+  WatchServicesRequestSchema,
 } from "../../gen/orchestrator/v1/registry_pb.js";
 import { compilePathTemplate } from "./path-template.js";
 import { type RequestMapping, requestMessageOf } from "./request-message.js";
@@ -47,6 +48,23 @@ describe("requestMessageOf", () => {
       { params: {}, query: { since: "2026-01-02T03:04:05Z", limit: "3" }, body: undefined },
     );
     expect(message).toMatchObject({ limit: 3, since: { seconds: 1767323045n } });
+  });
+
+  it("reads integers in the query as decimal only, 64-bit ones included", () => {
+    const watch: RequestMapping = {
+      input: WatchServicesRequestSchema,
+      path: compilePathTemplate("/registry/watch"),
+      body: "",
+    };
+    const read = (startRevision: string) =>
+      requestMessageOf(watch, { params: {}, query: { startRevision }, body: undefined });
+    expect(read("16")).toMatchObject({ startRevision: 16n });
+    expect(read("+16")).toMatchObject({ startRevision: 16n });
+    for (const text of ["0x10", "0o20", "0b10000", "1.6e1", "16.0", ""]) {
+      expect(invalid(() => read(text)).rawMessage, text).toBe(
+        "query parameter startRevision: expected a decimal integer (optional sign, then digits)",
+      );
+    }
   });
 
   it("lets the path variable win over the body", () => {

@@ -132,14 +132,30 @@ function jsonOfText(field: DescField, values: readonly string[], what: string): 
   }
 }
 
+// Query text is decimal: protobuf-es reads number strings with Number(), which would also take
+// "0x10", "0b1", "0o7" and "1e1" for an integer.
+const decimalInteger = /^[+-]?\d+$/;
+const decimalNumber = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+const namedFloats = new Set(["NaN", "Infinity", "-Infinity"]);
+
 function scalarJson(type: ScalarType, text: string, what: string): JsonValue {
-  if (type === ScalarType.BOOL) {
-    if (text === "true" || text === "1") return true;
-    if (text === "false" || text === "0") return false;
-    throw invalid(`${what}: expected true or false`);
+  switch (type) {
+    case ScalarType.BOOL:
+      if (text === "true" || text === "1") return true;
+      if (text === "false" || text === "0") return false;
+      throw invalid(`${what}: expected true or false`);
+    case ScalarType.STRING:
+    case ScalarType.BYTES:
+      return text;
+    case ScalarType.DOUBLE:
+    case ScalarType.FLOAT:
+      if (decimalNumber.test(text) || namedFloats.has(text)) return text;
+      throw invalid(`${what}: expected a decimal number`);
+    default:
+      // Proto JSON accepts numbers as strings for every integer type, 64-bit included.
+      if (decimalInteger.test(text)) return text;
+      throw invalid(`${what}: expected a decimal integer (optional sign, then digits)`);
   }
-  // Proto JSON accepts numbers as strings for every numeric type, 64-bit included.
-  return text;
 }
 
 function enumJson(text: string): JsonValue {

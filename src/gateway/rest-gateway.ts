@@ -1,14 +1,14 @@
 import type { OutgoingHttpHeaders } from "node:http";
-import { type DescField, getOption, hasOption, type Message, toJson } from "@bufbuild/protobuf";
+import { type DescField, type Message, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
-import { http } from "../../gen/google/api/annotations_pb.js";
-import type { HttpRule } from "../../gen/google/api/http_pb.js";
 import { encodeJsonText, jsonWriteOptions } from "../encoding/message-encoding.js";
 import type { CallMeta } from "../interceptors/call-meta.js";
 import { once, type WrappedMethod, type WrappedService } from "../interceptors/chain.js";
 import { ActiveCalls, CallContext } from "../server/call-context.js";
+import { grpcTimeoutHeader, parseGrpcTimeout } from "../server/deadline.js";
 import { errorResponseOf } from "./error-body.js";
+import { type HttpBinding, httpBindingsOf } from "./http-bindings.js";
 import { compilePathTemplate } from "./path-template.js";
 import { type RequestMapping, requestMessageOf } from "./request-message.js";
 
@@ -40,51 +40,26 @@ export function restRoutesOf(services: readonly WrappedService[]): RestRoute[] {
   const routes: RestRoute[] = [];
   for (const { methods } of services) {
     for (const target of methods.values()) {
-      if (!hasOption(target.method, http)) continue;
-      const rule = getOption(target.method, http);
-      for (const binding of [rule, ...rule.additionalBindings]) {
-        routes.push(routeOf(target, binding));
-      }
+      for (const binding of httpBindingsOf(target.method)) routes.push(routeOf(target, binding));
     }
   }
   return routes;
 }
 
-function routeOf(target: WrappedMethod, rule: HttpRule): RestRoute {
-  const { method, template } = verbAndTemplate(rule, target);
+function routeOf(target: WrappedMethod, binding: HttpBinding): RestRoute {
+  const { verb, template, rule } = binding;
   const path = compilePathTemplate(template);
   if (target.streaming && target.method.methodKind !== "server_streaming") {
     throw new Error(`${target.method.name}: only server-streaming RPCs can have an HTTP rule`);
   }
   return {
-    method,
+    method: verb,
     path: template,
     target,
     mapping: { input: target.method.input, path, body: rule.body },
     responseBody: rule.responseBody,
     responseField: target.method.output.fields.find((f) => f.name === rule.responseBody),
   };
-}
-
-function verbAndTemplate(
-  rule: HttpRule,
-  target: WrappedMethod,
-): { method: HTTPMethods; template: string } {
-  const pattern = rule.pattern;
-  switch (pattern.case) {
-    case "get":
-      return { method: "GET", template: pattern.value };
-    case "put":
-      return { method: "PUT", template: pattern.value };
-    case "post":
-      return { method: "POST", template: pattern.value };
-    case "delete":
-      return { method: "DELETE", template: pattern.value };
-    case "patch":
-      return { method: "PATCH", template: pattern.value };
-    default:
-      throw new Error(`${target.method.name}: HTTP rule without a supported verb`);
-  }
 }
 
 /**
@@ -125,7 +100,7 @@ async function serveUnary(
   try {
     const message = requestMessageOf(route.mapping, partsOf(request));
     context = contextOf(route, request, options);
-    const response = await target.call(message, context);
+    const response = await untilAborted(context, target.call(message, context));
     const headers: OutgoingHttpHeaders = {};
     context.copyResponseHeaders(headers);
     reply.headers(headers);
@@ -146,12 +121,13 @@ async function serveStream(
   const target = route.target;
   if (!target.streaming) return;
   let message: Message;
+  let context: CallContext;
   try {
     message = requestMessageOf(route.mapping, partsOf(request));
+    context = contextOf(route, request, options);
   } catch (error) {
     return sendError(reply, error, route);
   }
-  const context = contextOf(route, request, options);
   const raw = reply.raw;
   // Node's HTTP/2 compat response reports writableFinished after a client's RST_STREAM too, and
   // has no `destroyed`: whether the response ended, and whether the client left, are tracked here.
@@ -162,27 +138,41 @@ async function serveStream(
     if (!ended) context.abort(new ConnectError("the client went away", Code.Canceled));
   });
   const responses = target.call(once(message), context)[Symbol.asyncIterator]();
+  // A deadline or the end of the shutdown grace period ends the stream at once, with its reason,
+  // as on the gRPC fast path, whether or not the implementation has noticed yet.
+  const aborted = new Promise<never>((_, reject) => {
+    context.onAbort = reject;
+  });
+  aborted.catch(() => undefined);
+  const next = () => Promise.race([responses.next(), aborted]);
   let first: IteratorResult<Message>;
   try {
-    first = await responses.next();
+    first = await next();
   } catch (error) {
     ended = true;
     context.end();
     return sendError(reply, error, route);
   }
-  // From here on the status line is sent: a later error becomes the stream's last line.
-  reply.hijack();
   const headers: OutgoingHttpHeaders = {
-    ...(reply.getHeaders() as OutgoingHttpHeaders),
     "content-type": "application/x-ndjson; charset=utf-8",
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
   };
   context.copyResponseHeaders(headers);
-  raw.writeHead(200, headers);
+  if (request.method === "HEAD") {
+    // HEAD answers what its GET starts with (the status is known with the first message) and
+    // ends there: it never holds a stream open.
+    ended = true;
+    await responses.return?.();
+    context.end();
+    return reply.code(200).headers(headers).send();
+  }
+  // From here on the status line is sent: a later error becomes the stream's last line.
+  reply.hijack();
+  raw.writeHead(200, { ...(reply.getHeaders() as OutgoingHttpHeaders), ...headers });
   try {
-    for (let next = first; !next.done && !closed; next = await responses.next()) {
-      if (!raw.write(`${bodyTextOf(route, next.value)}\n`) && !closed) await drained(raw);
+    for (let result = first; !result.done && !closed; result = await next()) {
+      if (!raw.write(`${bodyTextOf(route, result.value)}\n`) && !closed) await drained(raw);
     }
   } catch (error) {
     if (!closed) {
@@ -190,10 +180,22 @@ async function serveStream(
     }
   } finally {
     ended = true;
-    await responses.return?.();
     context.end();
     if (!closed) raw.end();
+    // After the response has ended: an implementation still finishing cannot hold it open.
+    await responses.return?.();
   }
+}
+
+/**
+ * The call's result, or its abort reason (a deadline, the end of the shutdown grace period) as
+ * soon as it is aborted: the gRPC fast path answers at the deadline too.
+ */
+function untilAborted<T>(context: CallContext, result: Promise<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    context.onAbort = reject;
+    result.then(resolve, reject);
+  });
 }
 
 function partsOf(request: FastifyRequest) {
@@ -204,7 +206,14 @@ function partsOf(request: FastifyRequest) {
   };
 }
 
+/**
+ * The call's context. REST honours a `grpc-timeout` header, as gRPC and gRPC-Web do (and as
+ * grpc-gateway does): the call gets that deadline.
+ * @throws ConnectError INVALID_ARGUMENT when the header is malformed.
+ */
 function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): CallContext {
+  const timeout = request.headers[grpcTimeoutHeader];
+  const timeoutMs = parseGrpcTimeout(Array.isArray(timeout) ? timeout.join(", ") : timeout);
   return new CallContext({
     target: route.target,
     protocolName: "rest",
@@ -213,6 +222,7 @@ function contextOf(route: RestRoute, request: FastifyRequest, options: Edge): Ca
     headers: request.headers,
     meta: options.callMetaOf(request),
     activeCalls: options.activeCalls,
+    timeoutMs,
   });
 }
 

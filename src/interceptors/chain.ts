@@ -123,6 +123,7 @@ function streamingCallOf(
         } catch (error) {
           throw toConnectError(error);
         }
+        throwIfAborted(context);
       };
     case "client_streaming":
       return async function* (requests, context) {
@@ -141,8 +142,24 @@ function streamingCallOf(
         } catch (error) {
           throw toConnectError(error);
         }
+        throwIfAborted(context);
       };
   }
+}
+
+/**
+ * A stream whose implementation stopped because its call was aborted (its deadline passed, the
+ * server is shutting down, the client left) ends with that reason, not OK. Implementations just
+ * return when their signal aborts; the gRPC fast path reports the reason itself, the Connect
+ * router (Connect, gRPC-Web) only reports what the implementation throws: this makes them agree.
+ * (A drain is not an abort of the call: the drain interceptor ends such streams with OK.)
+ */
+function throwIfAborted(context: HandlerContext): void {
+  if (!context.signal.aborted) return;
+  const reason: unknown = context.signal.reason;
+  throw reason instanceof ConnectError
+    ? reason
+    : new ConnectError("the call was cancelled", Code.Canceled);
 }
 
 /**

@@ -1,13 +1,23 @@
-import type { Message } from "@bufbuild/protobuf";
+import type { DescField, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import type { ShadowedValue } from "../gateway/http-bindings.js";
 import type { Interceptor } from "./chain.js";
-import { compileValidator, type FieldViolation } from "./field-rules.js";
+import { compileValidator, type FieldViolation, type MessageValidator } from "./field-rules.js";
 
 /** Violations named in an error's message and details; the first ones are enough to fix a call. */
 const maxReportedViolations = 10;
 /** Longest error message, in UTF-16 units, so that a bad request cannot make a huge error. */
 const maxMessageLength = 512;
+
+export interface ValidationOptions {
+  /**
+   * Values a method's request field may not take, beside its rules in the protos: the path
+   * variable values another route takes first (see `shadowedPathValues`), refused on every
+   * protocol so that a value behaves alike everywhere. Default: none.
+   */
+  readonly refusedValues?: readonly ShadowedValue[];
+}
 
 /**
  * Enforces the `(orchestrator.v1.field)` rules of each method's request message, on every
@@ -19,9 +29,15 @@ const maxMessageLength = 512;
  *
  * @throws Error at wrap time when a rule in the protos is malformed (see `compileValidator`).
  */
-export function createValidationInterceptor(): Interceptor {
+export function createValidationInterceptor(options: ValidationOptions = {}): Interceptor {
+  const refused = options.refusedValues ?? [];
   return (method) => {
-    const validate = compileValidator(method.input);
+    const validate = withRefusedValues(
+      compileValidator(method.input),
+      refused.filter(
+        (r) => r.method.parent.typeName === method.parent.typeName && r.method.name === method.name,
+      ),
+    );
     if (validate === undefined) return undefined;
     const assertValid = (request: Message): void => {
       const violations = validate(request);
@@ -71,4 +87,32 @@ function truncate(text: string, max: number): string {
   const last = text.charCodeAt(end - 1);
   if (last >= 0xd800 && last <= 0xdbff) end--;
   return `${text.slice(0, end)}…`;
+}
+
+/** The validator, extended with a check that each refused value is absent. */
+function withRefusedValues(
+  validate: MessageValidator | undefined,
+  refused: readonly ShadowedValue[],
+): MessageValidator | undefined {
+  if (refused.length === 0) return validate;
+  return (request) => {
+    const violations = validate?.(request) ?? [];
+    for (const { fieldPath, value, reason } of refused) {
+      if (valueAt(request, fieldPath) !== value) continue;
+      violations.push({
+        field: fieldPath.map((field) => field.name).join("."),
+        description: `must not be ${JSON.stringify(value)}: ${reason}`,
+      });
+    }
+    return violations;
+  };
+}
+
+function valueAt(message: Message, path: readonly DescField[]): unknown {
+  let value: unknown = message;
+  for (const field of path) {
+    if (typeof value !== "object" || value === null) return undefined;
+    value = (value as Record<string, unknown>)[field.localName];
+  }
+  return value;
 }

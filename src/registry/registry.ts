@@ -36,6 +36,8 @@ export interface RegistryOptions {
   sweepIntervalMs: number;
   /** Attempts of a compare-and-set write before it gives up with a conflict. Default 8. */
   maxAttempts: number;
+  /** Names no service may take, each with the reason. Default: none. */
+  reservedNames: ReadonlyMap<string, string>;
 }
 
 const defaults: RegistryOptions = Object.freeze({
@@ -44,6 +46,7 @@ const defaults: RegistryOptions = Object.freeze({
   maxTombstones: 100_000,
   sweepIntervalMs: 1_000,
   maxAttempts: 8,
+  reservedNames: new Map<string, string>(),
 });
 
 /** A page of entries, sorted by name. */
@@ -119,15 +122,19 @@ export class Registry {
    * Registers a service, or replaces what an existing one declared, keeping what the orchestrator
    * learned (its health status) and when it first registered. A registration is proof of life: it
    * renews the lease, and an entry that was DOWN comes back as UNKNOWN until probed.
-   * @throws DomainError "invalid" (over the registration size limit), "resource_exhausted"
-   *   (the registry is full), "unavailable" (the store did not take the write), "timeout" (the
-   *   store did not answer in time: the write may have happened, so it is not retried),
-   *   "conflict" (too many concurrent writers).
+   * @throws DomainError "invalid" (a reserved name, over the registration size limit),
+   *   "resource_exhausted" (the registry is full), "unavailable" (the store did not take the
+   *   write), "timeout" (the store did not answer in time: the write may have happened, so it is
+   *   not retried), "conflict" (too many concurrent writers).
    */
   async register(
     declared: DeclaredService,
     call: CallInfo,
   ): Promise<{ entry: RegistryEntry; created: boolean }> {
+    const reserved = this.options.reservedNames.get(declared.name);
+    if (reserved !== undefined) {
+      throw new DomainError("invalid", `the name ${declared.name} is reserved: ${reserved}`);
+    }
     checkDeclaredSize(declared);
     return this.mutate(declared.name, (current) => {
       const now = this.deps.clock.now();

@@ -41,6 +41,8 @@ export class ReplicationMerger {
       readonly clock: Clock;
       readonly events: EventLog;
       readonly nodeId: string;
+      /** Names no service may take (a registration could not), each with the reason. */
+      readonly reservedNames?: ReadonlyMap<string, string>;
     },
     private readonly maxAttempts = 8,
   ) {}
@@ -91,6 +93,8 @@ export class ReplicationMerger {
 
   private problemWith(change: RegistryChange, remote: Stamp, name: string): string | undefined {
     if (!validName.test(name)) return "the name breaks the registry's naming rules";
+    const reserved = this.deps.reservedNames?.get(name);
+    if (reserved !== undefined) return `the name is reserved: ${reserved}`;
     if (remote.origin === "" || remote.origin.length > 128) return "the origin node id is invalid";
     if (remote.hlc <= 0n || remote.hlc > maxStamp) return "the clock stamp is out of range";
     const limit = HybridLogicalClock.fromMillis(this.deps.clock.now() + maxClockSkewMs);

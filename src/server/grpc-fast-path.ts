@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { fromBinary, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { encodeBinary } from "../encoding/message-encoding.js";
 import {
   type CallMeta,
@@ -12,6 +12,7 @@ import {
 import type { WrappedMethod, WrappedService } from "../interceptors/chain.js";
 import { boundedMessage } from "./bounded-message.js";
 import { ActiveCalls, CallContext, copyHeaders } from "./call-context.js";
+import { grpcTimeoutHeader, parseGrpcTimeout } from "./deadline.js";
 import { encodeFrame, framePayload, type GrpcFrame, GrpcFrameReader } from "./grpc-frames.js";
 import type { Http2StreamHandler } from "./one-port-listener.js";
 
@@ -22,8 +23,6 @@ export interface GrpcFastPathOptions {
   shutdownSignal: AbortSignal;
   /** Resolves a call's correlation id and trace context from its request headers. */
   resolveCallMeta: (correlationId: string | undefined, traceparent: string | undefined) => CallMeta;
-  /** Longest deadline a client may ask for. Default: 24 hours. */
-  maxTimeoutMs?: number;
 }
 
 // gRPC over HTTP/2 with the binary codec; application/grpc+json goes to the Connect router.
@@ -47,7 +46,6 @@ export function createGrpcFastPath(
     }
   }
   const activeCalls = new ActiveCalls(options.shutdownSignal);
-  const maxTimeoutMs = options.maxTimeoutMs ?? 24 * 60 * 60 * 1000;
 
   return (stream, headers) => {
     const contentType = headers["content-type"];
@@ -69,9 +67,12 @@ export function createGrpcFastPath(
       call.fail(new ConnectError(`unsupported grpc-encoding ${encoding}`, Code.Unimplemented));
       return true;
     }
-    const timeout = parseTimeout(headerValue(headers["grpc-timeout"]) ?? null, maxTimeoutMs);
-    if (timeout.error) {
-      call.fail(timeout.error);
+    let timeoutMs: number | undefined;
+    try {
+      // Any valid deadline is accepted, as on every protocol; a very long one is capped.
+      timeoutMs = parseGrpcTimeout(headerValue(headers[grpcTimeoutHeader]));
+    } catch (error) {
+      call.fail(error);
       return true;
     }
     const context = new CallContext({
@@ -82,7 +83,7 @@ export function createGrpcFastPath(
       headers,
       meta,
       activeCalls,
-      timeoutMs: timeout.timeoutMs,
+      timeoutMs,
     });
     call.start(target, context, encoding, options.readMaxBytes);
     return true;

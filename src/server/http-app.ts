@@ -1,6 +1,5 @@
 import type { Server } from "node:net";
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
-import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
@@ -11,11 +10,18 @@ import Fastify, {
   LogController,
 } from "fastify";
 import type { Logger } from "pino";
-import { errorResponseOf } from "../gateway/error-body.js";
+import { Access } from "../../gen/orchestrator/v1/options_pb.js";
+import {
+  type ErrorResponse,
+  errorResponseOf,
+  HttpRefusal,
+  refusalResponseOf,
+} from "../gateway/error-body.js";
 import { codeName } from "../gateway/http-status.js";
+import { parseJsonBody } from "../gateway/json-body.js";
 import { type RestRoute, registerRestGateway } from "../gateway/rest-gateway.js";
 import type { IdSource } from "../ids.js";
-import { isAuthorized } from "../interceptors/auth.js";
+import type { AccessCheck } from "../interceptors/auth.js";
 import {
   type CallMeta,
   callMetaKey,
@@ -25,9 +31,14 @@ import {
 } from "../interceptors/call-meta.js";
 import type { WrappedService } from "../interceptors/chain.js";
 import type { Metrics } from "../observability/metrics.js";
-import { boundedMessage } from "./bounded-message.js";
+import { quotedInput } from "./bounded-message.js";
 import { responseHeaderPairsOf } from "./call-context.js";
+import { connectRoutes } from "./connect-routes.js";
+import { refusalOfFastifyError } from "./http-errors.js";
 import type { HttpRequestHandler } from "./one-port-listener.js";
+
+/** Longest path segment the router takes, in characters (a registry name is at most 100). */
+const maxParamLength = 512;
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -50,8 +61,8 @@ export interface HttpAppDeps {
   readonly bodyLimitBytes: number;
   /** Aborts calls still running when the shutdown grace period is over. */
   readonly shutdownSignal: AbortSignal;
-  /** Protects /metrics like operator RPCs when set. */
-  readonly operatorToken?: string | undefined;
+  /** The one auth check: /metrics is an operator route, answered as operator RPCs are. */
+  readonly checkAccess: AccessCheck;
 }
 
 /** The fastify application and the request handler the one-port listener feeds. */
@@ -88,36 +99,52 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
         : deps.ids.uuid();
     },
     return503OnClosing: false,
-    routerOptions: { maxParamLength: 512 },
+    routerOptions: { maxParamLength },
+    // Errors of the router itself (a bad percent-encoding, an over-long segment) come before the
+    // onRequest hook: they get the ids and the error body here.
+    frameworkErrors: (error, request, reply) => {
+      setCallMeta(request, reply, deps.ids);
+      return sendError(error, request, reply, deps);
+    },
     serverFactory,
   });
 
   // REST bodies are JSON; fastify's default text/plain parser would let other media types through
   // to a confusing 400 instead of a clear 415.
   fastify.removeContentTypeParser("text/plain");
-  fastify.decorateRequest("callMeta", null as unknown as CallMeta);
-  fastify.addHook("onRequest", async (request, reply) => {
-    const traceparent = request.headers.traceparent;
-    request.callMeta = resolveCallMeta(
-      request.id,
-      typeof traceparent === "string" ? traceparent : undefined,
-      deps.ids,
-    );
-    for (const [name, value] of responseHeaderPairsOf(request.callMeta)) reply.header(name, value);
+  // Our own JSON parser says which of its rules a body broke (an encoding, a refused key), where
+  // fastify's says "not valid JSON" for all of them. The size limit is still fastify's.
+  fastify.removeContentTypeParser("application/json");
+  fastify.addContentTypeParser("application/json", { parseAs: "string" }, (request, text, done) => {
+    try {
+      done(null, parseJsonBody(text as string, headerText(request.headers["content-encoding"])));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
   });
-  fastify.setErrorHandler(errorHandler(deps));
+  fastify.decorateRequest("callMeta", null as unknown as CallMeta);
+  fastify.addHook("onRequest", async (request, reply) => setCallMeta(request, reply, deps.ids));
+  fastify.setErrorHandler((error: unknown, request, reply) =>
+    sendError(error, request, reply, deps),
+  );
   fastify.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({
-      code: codeName(Code.NotFound),
-      message: boundedMessage(`no route for ${request.method} ${request.url}`),
-      details: [],
-    }),
+    sendError(
+      new HttpRefusal(
+        404,
+        Code.NotFound,
+        `no route for ${request.method} ${quotedInput(request.url)}`,
+      ),
+      request,
+      reply,
+      deps,
+    ),
   );
 
   fastify.get("/metrics", async (request, reply) => {
-    if (!isAuthorized(request.headers.authorization, deps.operatorToken)) {
-      const error = new ConnectError("/metrics needs an operator token", Code.Unauthenticated);
-      const { status, body } = errorResponseOf(error);
+    try {
+      deps.checkAccess(Access.OPERATOR, request.headers.authorization, "/metrics");
+    } catch (error) {
+      const { status, body } = errorResponseOf(ConnectError.from(error));
       return reply.code(status).send(body);
     }
     const text = await deps.metrics.registry.metrics();
@@ -129,56 +156,60 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
     callMetaOf: (request) => request.callMeta,
   });
 
-  await fastify.register(fastifyConnectPlugin, {
-    routes: (router) => {
-      for (const { service, impl } of deps.services) router.service(service, impl);
-    },
-    readMaxBytes: deps.bodyLimitBytes,
-    shutdownSignal: deps.shutdownSignal,
-    // As on REST: an unknown field is reported, not dropped (connect's default drops it).
-    jsonOptions: { ignoreUnknownFields: false },
-    contextValues: (request: FastifyRequest) =>
-      createContextValues().set(callMetaKey, request.callMeta),
-  });
+  await fastify.register(
+    connectRoutes({
+      services: deps.services,
+      readMaxBytes: deps.bodyLimitBytes,
+      shutdownSignal: deps.shutdownSignal,
+      contextValues: (request) => createContextValues().set(callMetaKey, request.callMeta),
+    }),
+  );
 
   await fastify.ready();
   if (handler === undefined) throw new Error("fastify did not hand over its request handler");
   return { fastify, handler };
 }
 
-/** Renders whatever fastify (or a plain route) throws as `{code, message, details}`. */
-function errorHandler(deps: HttpAppDeps) {
-  return (error: FastifyError | ConnectError, request: FastifyRequest, reply: FastifyReply) => {
-    if (error instanceof ConnectError) {
-      const { status, body } = errorResponseOf(error);
-      return reply.code(status).send(body);
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 500) {
-      request.log.error({ err: error }, "request failed");
-      return reply
-        .code(500)
-        .send({ code: codeName(Code.Internal), message: "internal error", details: [] });
-    }
-    return reply.code(status).send({
-      code: codeName(status === 413 ? Code.ResourceExhausted : Code.InvalidArgument),
-      message: clientErrorMessage(error, deps.bodyLimitBytes),
-      details: [],
-    });
-  };
+/** Resolves the request's correlation id and trace context, and echoes them on the reply. */
+function setCallMeta(request: FastifyRequest, reply: FastifyReply, ids: IdSource): void {
+  const traceparent = request.headers.traceparent;
+  request.callMeta = resolveCallMeta(
+    request.id,
+    typeof traceparent === "string" ? traceparent : undefined,
+    ids,
+  );
+  for (const [name, value] of responseHeaderPairsOf(request.callMeta)) reply.header(name, value);
 }
 
-function clientErrorMessage(error: FastifyError, bodyLimitBytes: number): string {
-  switch (error.code) {
-    case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return `request body exceeds the limit of ${bodyLimitBytes} bytes`;
-    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-      return "unsupported content type: send application/json";
-    case "FST_ERR_CTP_INVALID_JSON_BODY":
-      return "request body is not valid JSON";
-    case "FST_ERR_CTP_EMPTY_JSON_BODY":
-      return "request body is empty: send a JSON object";
-    default:
-      return boundedMessage(error.message);
+/**
+ * Sends whatever was thrown on the HTTP side (by a route, the gateway, fastify's router, body
+ * reading or parsers) as `{code, message, details}`. What is none of the client's doing is logged
+ * and answered 500 "internal error".
+ */
+function sendError(
+  error: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  deps: HttpAppDeps,
+) {
+  const response = responseOf(error, deps.bodyLimitBytes);
+  if (response === undefined) {
+    request.log.error({ err: error }, "request failed");
+    return reply
+      .code(500)
+      .send({ code: codeName(Code.Internal), message: "internal error", details: [] });
   }
+  return reply.code(response.status).send(response.body);
+}
+
+function responseOf(error: unknown, bodyLimitBytes: number): ErrorResponse | undefined {
+  if (error instanceof ConnectError) return errorResponseOf(error);
+  if (error instanceof HttpRefusal) return refusalResponseOf(error);
+  if (!(error instanceof Error) || !("statusCode" in error)) return undefined;
+  const refusal = refusalOfFastifyError(error as FastifyError, { bodyLimitBytes, maxParamLength });
+  return refusal === undefined ? undefined : refusalResponseOf(refusal);
+}
+
+function headerText(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(", ") : value;
 }

@@ -1,8 +1,12 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { once } from "node:events";
 import { Agent } from "node:http";
+import http2 from "node:http2";
+import { setTimeout as delay } from "node:timers/promises";
 import {
   create,
   type DescMessage,
+  type DescMethodServerStreaming,
   type DescMethodUnary,
   fromBinary,
   type JsonObject,
@@ -19,13 +23,14 @@ import {
   Http2SessionManager,
 } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/health/v1/health_pb.js";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
 import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
 import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
 import { h2cRequest } from "../support/h2c.js";
+import { lineReader } from "../support/line-reader.js";
 import {
   metricValue,
   type RunningOrchestrator,
@@ -64,14 +69,46 @@ interface Outcome {
 
 type MetricsProtocol = "grpc" | "grpc-web" | "connect" | "rest";
 
-/** A client of one protocol, calling any unary RPC. */
+/** A client of one protocol, calling any unary RPC, and any server-streaming RPC. */
 interface Protocol {
+  /** Calls a unary RPC; `deadlineMs` is for clients that only take a deadline of their own. */
   call<I extends DescMessage, O extends DescMessage>(
     rpc: UnaryRpc<I, O>,
     headers: Record<string, string>,
+    deadlineMs?: number,
   ): Promise<Outcome>;
+  /** Opens a server stream; `deadlineMs` is for clients that only take a deadline of their own. */
+  stream(rpc: StreamRpc, headers: Record<string, string>, deadlineMs?: number): OpenStream;
   close(): void;
 }
+
+/** One server-streaming RPC and its google.api.http GET path. */
+interface StreamRpc {
+  readonly method: DescMethodServerStreaming;
+  readonly restPath: string;
+}
+
+/** A server stream as its client sees it. */
+interface OpenStream {
+  /** Resolves when the first message has arrived; rejects if the stream ends before one. */
+  readonly first: Promise<void>;
+  /** Resolves when the stream has ended, with its final status. */
+  readonly ended: Promise<StreamEnd>;
+  /** Cancels the stream from the client side. */
+  cancel(): void;
+}
+
+interface StreamEnd {
+  /** Undefined when the stream ended with OK. */
+  readonly code: Code | undefined;
+  /** Messages received before the end. */
+  readonly messages: number;
+  /** REST only: the HTTP status the stream answered with. */
+  readonly httpStatus: number | undefined;
+}
+
+/** How a protocol's client says how long a call may take. */
+type DeadlineStyle = "client-deadline" | "grpc-timeout" | "connect-timeout-ms";
 
 const rpcs = {
   health: {
@@ -110,6 +147,7 @@ interface ProtocolSpec {
   /** The `protocol` label the server's metrics give its calls. */
   readonly label: MetricsProtocol;
   readonly isRest: boolean;
+  readonly deadline: DeadlineStyle;
   open(node: RunningOrchestrator): Protocol;
 }
 
@@ -118,12 +156,14 @@ const protocolSpecs: readonly ProtocolSpec[] = [
     name: "grpc-js (h2)",
     label: "grpc",
     isRest: false,
+    deadline: "client-deadline",
     open: ({ address }) => grpcJsProtocol(address),
   },
   {
     name: "connect-node gRPC (h2)",
     label: "grpc",
     isRest: false,
+    deadline: "grpc-timeout",
     open: ({ url }) =>
       connectNodeProtocol(url, (sessionManager) =>
         createGrpcTransport({ baseUrl: url, sessionManager }),
@@ -133,6 +173,7 @@ const protocolSpecs: readonly ProtocolSpec[] = [
     name: "gRPC-Web (HTTP/1.1)",
     label: "grpc-web",
     isRest: false,
+    deadline: "grpc-timeout",
     open: ({ url }) =>
       connectNodeProtocol(url, (_, agent) =>
         createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1", nodeOptions: { agent } }),
@@ -142,6 +183,7 @@ const protocolSpecs: readonly ProtocolSpec[] = [
     name: "gRPC-Web (h2)",
     label: "grpc-web",
     isRest: false,
+    deadline: "grpc-timeout",
     open: ({ url }) =>
       connectNodeProtocol(url, (sessionManager) =>
         createGrpcWebTransport({ baseUrl: url, httpVersion: "2", sessionManager }),
@@ -151,6 +193,7 @@ const protocolSpecs: readonly ProtocolSpec[] = [
     name: "Connect (HTTP/1.1)",
     label: "connect",
     isRest: false,
+    deadline: "connect-timeout-ms",
     open: ({ url }) =>
       connectNodeProtocol(url, (_, agent) =>
         createConnectTransport({ baseUrl: url, httpVersion: "1.1", nodeOptions: { agent } }),
@@ -160,6 +203,7 @@ const protocolSpecs: readonly ProtocolSpec[] = [
     name: "Connect (h2)",
     label: "connect",
     isRest: false,
+    deadline: "connect-timeout-ms",
     open: ({ url }) =>
       connectNodeProtocol(url, (sessionManager) =>
         createConnectTransport({ baseUrl: url, httpVersion: "2", sessionManager }),
@@ -169,13 +213,15 @@ const protocolSpecs: readonly ProtocolSpec[] = [
     name: "REST (HTTP/1.1, fetch)",
     label: "rest",
     isRest: true,
-    open: ({ url }) => restProtocol(url, fetchExchange),
+    deadline: "grpc-timeout",
+    open: ({ url }) => restProtocol(url, fetchExchange, fetchStream),
   },
   {
     name: "REST (h2c)",
     label: "rest",
     isRest: true,
-    open: ({ url }) => restProtocol(url, h2cExchange),
+    deadline: "grpc-timeout",
+    open: ({ url }) => restProtocol(url, h2cExchange, h2cStream),
   },
 ];
 
@@ -339,6 +385,103 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
   });
 });
 
+const streams = {
+  watchHealth: { method: SystemService.method.watchHealth, restPath: "/health/watch" },
+  watchServices: { method: RegistryService.method.watchServices, restPath: "/registry/watch" },
+} satisfies Record<string, StreamRpc>;
+
+/**
+ * A deadline as each kind of client asks for it: a `grpc-timeout` text (gRPC, gRPC-Web, REST), a
+ * `connect-timeout-ms` text (Connect), or a deadline of the client's own (grpc-js, which sends
+ * grpc-timeout for it). Headers alone, where the client allows, so that the status a test sees is
+ * the server's, not the client's own timer's.
+ */
+interface Deadline {
+  readonly grpc: string;
+  readonly connect: string;
+  /** For grpc-js; undefined when it cannot send this deadline. */
+  readonly clientMs: number | undefined;
+}
+
+const deadlines = {
+  short: { grpc: "300m", connect: "300", clientMs: 300 },
+  twoDays: { grpc: "48H", connect: "172800000", clientMs: 172_800_000 },
+  // Far beyond the 2^31-1 ms a Node timer takes (a longer one fires after 1 ms).
+  huge: { grpc: "99999999H", connect: "9999999999", clientMs: 1000 * 86_400_000 },
+  malformed: { grpc: "soon", connect: "soon", clientMs: undefined },
+} satisfies Record<string, Deadline>;
+
+function asking(style: DeadlineStyle, deadline: Deadline) {
+  switch (style) {
+    case "grpc-timeout":
+      return { headers: { "grpc-timeout": deadline.grpc }, clientMs: undefined };
+    case "connect-timeout-ms":
+      return { headers: { "connect-timeout-ms": deadline.connect }, clientMs: undefined };
+    default:
+      return { headers: {}, clientMs: deadline.clientMs };
+  }
+}
+
+/** Polls the node's metrics until every call of `method` it started has been handled. */
+async function expectNoCallOpen(method: DescMethodServerStreaming): Promise<void> {
+  const series = { service: method.parent.typeName, method: method.name };
+  const auth = { token: operatorToken };
+  await vi.waitFor(
+    async () => {
+      const started = await metricValue(node, "orchestrator_rpc_started_total", series, auth);
+      const handled = await metricValue(node, "orchestrator_rpc_handled_total", series, auth);
+      expect(handled).toBe(started);
+    },
+    { timeout: 15_000, interval: 100 },
+  );
+}
+
+// One deadline behaviour on every protocol: any valid deadline is accepted (a very long one is
+// capped, never overflowing a timer), a malformed one is refused alike, and a stream whose
+// deadline passes ends with DEADLINE_EXCEEDED.
+describe.each(protocolSpecs)("deadlines over $name", ({ name, deadline: style }) => {
+  it("accepts a 48-hour deadline", async () => {
+    const { headers, clientMs } = asking(style, deadlines.twoDays);
+    const outcome = await protocolNamed(name).call(rpcs.health, headers, clientMs);
+    expectSuccess(outcome);
+  });
+
+  it("keeps a stream open under a deadline far beyond Node's longest timer", async () => {
+    const { headers, clientMs } = asking(style, deadlines.huge);
+    const stream = protocolNamed(name).stream(streams.watchHealth, headers, clientMs);
+    await stream.first;
+    const early = await Promise.race([stream.ended, delay(1000, "still open" as const)]);
+    expect(early).toBe("still open");
+    stream.cancel();
+    await stream.ended;
+    await expectNoCallOpen(streams.watchHealth.method);
+  });
+
+  it.skipIf(style === "client-deadline")(
+    "refuses a malformed deadline with INVALID_ARGUMENT (HTTP 400)",
+    async () => {
+      const { headers } = asking(style, deadlines.malformed);
+      const outcome = await protocolNamed(name).call(rpcs.health, headers);
+      expectFailure(outcome, Code.InvalidArgument, 400);
+      expect(outcome.message).toContain("timeout");
+    },
+  );
+
+  it.each(Object.values(streams))(
+    "ends $method.name with DEADLINE_EXCEEDED when its deadline passes",
+    async (rpc) => {
+      const { headers, clientMs } = asking(style, deadlines.short);
+      const stream = protocolNamed(name).stream(rpc, headers, clientMs);
+      const end = await stream.ended;
+      expect(end.code === undefined ? "OK" : Code[end.code]).toBe(Code[Code.DeadlineExceeded]);
+      expect(end.messages).toBeGreaterThan(0);
+      // REST: the status line went with the first message; the error is the stream's last line.
+      if (end.httpStatus !== undefined) expect(end.httpStatus).toBe(200);
+      await expectNoCallOpen(rpc.method);
+    },
+  );
+});
+
 describe("metrics", () => {
   it("count Health once per call under the protocol it came over", async () => {
     const labels = ["grpc", "grpc-web", "connect", "rest"] as const;
@@ -449,8 +592,34 @@ function configValuesOf(body: JsonObject): ConfigValueJson[] {
 
 function grpcJsProtocol(address: string): Protocol {
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const metadataOf = (headers: Record<string, string>) => {
+    const metadata = new grpc.Metadata();
+    for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+    return metadata;
+  };
+  const optionsOf = (deadlineMs: number | undefined): grpc.CallOptions =>
+    deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
   return {
-    call: (rpc, headers) =>
+    stream(rpc, headers, deadlineMs) {
+      const { input, output } = rpc.method;
+      const call = client.makeServerStreamRequest(
+        `/${rpc.method.parent.typeName}/${rpc.method.name}`,
+        (message: MessageInitShape<typeof input>) =>
+          Buffer.from(toBinary(input, create(input, message))),
+        (bytes: Buffer) => fromBinary(output, bytes),
+        {},
+        metadataOf(headers),
+        optionsOf(deadlineMs),
+      );
+      const progress = streamProgress();
+      call.on("data", () => progress.message());
+      call.on("error", () => {}); // the status says the same
+      call.on("status", (status) =>
+        progress.end(status.code === grpc.status.OK ? undefined : (status.code as number as Code)),
+      );
+      return { first: progress.first, ended: progress.ended, cancel: () => call.cancel() };
+    },
+    call: (rpc, headers, deadlineMs?: number) =>
       new Promise((resolve) => {
         const { input, output } = rpc.method;
         const metadata = new grpc.Metadata();
@@ -468,7 +637,7 @@ function grpcJsProtocol(address: string): Protocol {
           (bytes: Buffer) => fromBinary(output, bytes),
           rpc.request,
           metadata,
-          {},
+          optionsOf(deadlineMs),
           (error, response) => {
             if (error) {
               keep(error.metadata);
@@ -510,6 +679,28 @@ function connectNodeProtocol(
   const agent = new Agent({ keepAlive: true });
   const transport = transportOf(sessionManager, agent);
   return {
+    stream(rpc, headers) {
+      const controller = new AbortController();
+      const progress = streamProgress();
+      void (async () => {
+        try {
+          const response = await transport.stream(
+            rpc.method,
+            controller.signal,
+            undefined,
+            headers,
+            (async function* () {
+              yield {};
+            })(),
+          );
+          for await (const _ of response.message) progress.message();
+          progress.end(undefined);
+        } catch (caught) {
+          progress.end(ConnectError.from(caught).code);
+        }
+      })();
+      return { first: progress.first, ended: progress.ended, cancel: () => controller.abort() };
+    },
     async call(rpc, headers) {
       try {
         const response = await transport.unary(
@@ -605,8 +796,78 @@ async function h2cExchange(
   return { status: response.status, headers: received, text: response.text() };
 }
 
-function restProtocol(origin: string, exchange: Exchange): Protocol {
+/** An NDJSON response as it comes: its status, then its body, chunk by chunk. */
+interface RestStreamResponse {
+  readonly status: number;
+  readonly body: AsyncIterator<Uint8Array>;
+}
+
+type RestStreamOpener = (
+  origin: string,
+  path: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+) => Promise<RestStreamResponse>;
+
+async function fetchStream(
+  origin: string,
+  path: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<RestStreamResponse> {
+  const response = await fetch(`${origin}${path}`, { headers, signal });
+  const body = response.body as AsyncIterable<Uint8Array> | null;
+  if (body === null) throw new Error(`GET ${path} answered no body`);
+  return { status: response.status, body: body[Symbol.asyncIterator]() };
+}
+
+async function h2cStream(
+  origin: string,
+  path: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<RestStreamResponse> {
+  const session = http2.connect(origin);
+  session.on("error", () => {}); // the stream's own end or error says what happened
+  const stream = session.request({ ":method": "GET", ":path": path, ...headers });
+  const closeAll = () => {
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    session.close();
+  };
+  signal.addEventListener("abort", closeAll, { once: true });
+  stream.once("close", () => session.close());
+  const [responseHeaders] = (await once(stream, "response")) as [http2.IncomingHttpHeaders];
   return {
+    status: Number(responseHeaders[":status"]),
+    body: (stream as AsyncIterable<Uint8Array>)[Symbol.asyncIterator](),
+  };
+}
+
+function restProtocol(origin: string, exchange: Exchange, openStream: RestStreamOpener): Protocol {
+  return {
+    stream(rpc, headers) {
+      const controller = new AbortController();
+      const progress = streamProgress();
+      void (async () => {
+        try {
+          const response = await openStream(origin, rpc.restPath, headers, controller.signal);
+          const lines = lineReader(response.body);
+          let code: Code | undefined;
+          for (let line = await lines.next(); line !== undefined; line = await lines.next()) {
+            const json = JSON.parse(line) as JsonObject;
+            const error = response.status === 200 ? json.error : json;
+            if (error === undefined) progress.message();
+            else if (typeof error === "object" && error !== null && !Array.isArray(error)) {
+              code = codeOfName(error.code);
+            }
+          }
+          progress.end(code, response.status);
+        } catch {
+          progress.end(Code.Canceled); // the client gave up: an abort of ours
+        }
+      })();
+      return { first: progress.first, ended: progress.ended, cancel: () => controller.abort() };
+    },
     async call(rpc, headers) {
       if (rpc.rest === undefined) throw new Error(`${rpc.method.name} has no REST binding`);
       const body = rpc.rest.body === undefined ? undefined : JSON.stringify(rpc.rest.body);
@@ -656,4 +917,30 @@ function fieldViolationsOf(details: JsonValue | undefined): string[] | undefined
     }
   }
   return found ? fields : undefined;
+}
+
+/** Collects a stream's messages and its end, whatever the client library. */
+function streamProgress() {
+  let messages = 0;
+  let settleFirst: { resolve(): void; reject(error: Error): void } | undefined;
+  const first = new Promise<void>((resolve, reject) => {
+    settleFirst = { resolve, reject };
+  });
+  first.catch(() => undefined); // awaited by the tests that care
+  let finish: ((end: StreamEnd) => void) | undefined;
+  const ended = new Promise<StreamEnd>((resolve) => {
+    finish = resolve;
+  });
+  return {
+    first,
+    ended,
+    message() {
+      messages++;
+      settleFirst?.resolve();
+    },
+    end(code: Code | undefined, httpStatus?: number) {
+      settleFirst?.reject(new Error(`the stream ended (${code}) before its first message`));
+      finish?.({ code, messages, httpStatus });
+    },
+  };
 }

@@ -576,6 +576,37 @@ describe("peers that send garbage", () => {
     });
     expect(entryNamed(await replicatedRegistry(base), "Not A/Valid Name")).toBeUndefined();
   });
+
+  // GET /registry/watch is the watch stream: a service named "watch" could never be read over
+  // REST, so the name is reserved, and a peer cannot plant it either.
+  it("does not merge a replicated entry whose name is reserved", async () => {
+    const stamp = { origin: "garbage-node", hlc: BigInt(Date.now()) << 16n };
+    const peers = await startGarbage([
+      {
+        kind: "bad-entries",
+        messages: [
+          helloMessage("garbage-node", 2),
+          changeMessage("watch", stamp, 1),
+          changeMessage("after-watch", stamp, 2),
+          snapshotEndMessage(2),
+        ],
+      },
+    ]);
+    const peerUrl = peers[0]?.url ?? expect.fail("no garbage peer");
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "sane", ORCHESTRATOR_PEERS: peerUrl },
+    });
+    const base = node.url;
+    expect((await rest(base, "POST", "/registry/register", registration("watch"))).status).toBe(
+      400,
+    );
+    // The change after it is merged: the link went on past the refused one.
+    const registry = await until("the entry after the reserved one is merged", async () => {
+      const entries = await replicatedRegistry(base);
+      return entryNamed(entries, "after-watch") ? entries : undefined;
+    });
+    expect(entryNamed(registry, "watch")).toBeUndefined();
+  });
 });
 
 // BUG (src/replication/hybrid-logical-clock.ts observe, src/replication/merge.ts): a remote stamp

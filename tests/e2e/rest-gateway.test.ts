@@ -1,5 +1,22 @@
 import http from "node:http";
+import { gzipSync } from "node:zlib";
+import {
+  create,
+  type DescMethod,
+  type DescMethodUnary,
+  getOption,
+  hasOption,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
+import { InfrastructureService } from "../../gen/orchestrator/v1/infrastructure_pb.js";
+import { JobsService } from "../../gen/orchestrator/v1/jobs_pb.js";
+import { PeerService } from "../../gen/orchestrator/v1/peer_pb.js";
+import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
+import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
+import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 
 // The REST gateway as a curl user meets it: real node, real HTTP/1.1 over loopback, bodies and
@@ -38,13 +55,16 @@ async function call(base: string, request: Call): Promise<Reply> {
   });
   const text = await response.text();
   everyBody.push(text);
-  let json: unknown;
+  return { status: response.status, headers: response.headers, text, json: parse(text) };
+}
+
+/** The text as JSON; undefined when it is not JSON. */
+function parse(text: string): unknown {
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch {
-    json = undefined;
+    return undefined;
   }
-  return { status: response.status, headers: response.headers, text, json };
 }
 
 function asRecord(value: unknown): JsonRecord {
@@ -79,6 +99,32 @@ function keysOf(value: unknown, into: string[] = []): string[] {
     }
   }
   return into;
+}
+
+/** The services of the API, whose google.api.http rules make the REST routes. */
+const apiServices = [
+  SystemService,
+  RegistryService,
+  PeerService,
+  WorkflowService,
+  InfrastructureService,
+  JobsService,
+];
+
+/** The path of every GET route of the protos, its variables filled with a value valid for all. */
+function getPaths(): string[] {
+  const paths: string[] = [];
+  for (const service of apiServices) {
+    for (const method of service.methods) {
+      if (!hasOption(method, httpRule)) continue;
+      const rule = getOption(method, httpRule);
+      for (const binding of [rule, ...rule.additionalBindings]) {
+        if (binding.pattern.case !== "get") continue;
+        paths.push(binding.pattern.value.replace(/\{[^}]*\}/g, "0123456789abcdef0123456789abcdef"));
+      }
+    }
+  }
+  return paths;
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -281,6 +327,68 @@ describe("REST gateway: bad input", () => {
     expect(body.message).toContain("page_size");
   });
 
+  it("a gzip-encoded body answers 415 naming the encoding", async () => {
+    const response = await fetch(`${node.url}/registry/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+      body: gzipSync(JSON.stringify({ name: "svc", base_url: "http://svc:8080" })),
+    });
+    const text = await response.text();
+    everyBody.push(text);
+    const reply = { status: response.status, headers: response.headers, text, json: parse(text) };
+    const body = expectErrorBody(reply, 415, "invalid_argument");
+    expect(body.message).toContain('content-encoding "gzip"');
+  });
+
+  it.each([
+    { key: "__proto__", body: '{"name":"svc","base_url":"http://x","__proto__":{"polluted":1}}' },
+    {
+      key: "__proto__",
+      body: '{"name":"svc","base_url":"http://x","metadata":{"\\u005f_proto__":"x"}}',
+    },
+    {
+      key: "constructor",
+      body: '{"name":"svc","base_url":"http://x","constructor":{"prototype":{"polluted":1}}}',
+    },
+  ])("a JSON body with a $key key answers 400 naming that key", async ({ key, body }) => {
+    const reply = await call(node.url, register(body));
+    const error = expectErrorBody(reply, 400, "invalid_argument");
+    expect(error.message).toContain(`key ${key}`);
+    expect(error.message).not.toContain("not valid JSON");
+  });
+
+  // A map key that merely reads "constructor" is data, as fastify's own parser treats it.
+  it("a metadata key named constructor is kept", async () => {
+    const body = '{"name":"svc","base_url":"http://x","metadata":{"constructor":"c"}}';
+    const reply = await call(node.url, register(body));
+    expect(reply.status, reply.text).toBe(200);
+    expect(asRecord(asRecord(asRecord(reply.json).service).metadata).constructor).toBe("c");
+  });
+
+  it.each(["0x10", "0o7", "0b1", "1e1", "16.0", " 16", "16 ", "", "1_0"])(
+    "an integer query parameter written %j answers 400 naming the field",
+    async (value) => {
+      const reply = await call(node.url, {
+        method: "GET",
+        path: `/registry?page_size=${encodeURIComponent(value)}`,
+      });
+      const body = expectErrorBody(reply, 400, "invalid_argument");
+      expect(body.message).toContain("page_size");
+      expect(body.message).toContain("decimal");
+    },
+  );
+
+  it.each(["16", "+16", "0", "007"])(
+    "an integer query parameter written %j is read as decimal",
+    async (value) => {
+      const reply = await call(node.url, {
+        method: "GET",
+        path: `/registry?page_size=${encodeURIComponent(value)}`,
+      });
+      expect(reply.status, reply.text).toBe(200);
+    },
+  );
+
   it("a 10 KB unknown field name is not echoed back in full", async () => {
     const field = "f".repeat(10 * 1024);
     const body = `{"name":"svc","base_url":"http://svc:8080","${field}":1}`;
@@ -293,6 +401,286 @@ describe("REST gateway: bad input", () => {
     const reply = await call(node.url, { method: "GET", path: `/${"p".repeat(5 * 1024)}` });
     expectErrorBody(reply, 404, "not_found");
     expect(reply.text.length).toBeLessThan(1200);
+  });
+});
+
+describe("REST gateway: errors raised before any route", () => {
+  let node: RunningOrchestrator;
+  beforeAll(async () => {
+    node = await startOrchestrator();
+  });
+  afterAll(async () => {
+    await node?.close();
+  });
+
+  const long = "a".repeat(15 * 1024);
+  // Whoever raises the error (fastify's router, body reading, content-type parsers, the 404
+  // handler, the Connect router), the client gets the one error body and its ids, and no more
+  // than a short quote of what it sent.
+  const cases: readonly (Call & { name: string; status: number; code: string })[] = [
+    {
+      name: "a path variable over 512 characters",
+      method: "GET",
+      path: `/registry/${long}`,
+      status: 414,
+      code: "invalid_argument",
+    },
+    {
+      name: "a bad percent-encoding",
+      method: "GET",
+      path: "/registry/%ZZ",
+      status: 400,
+      code: "invalid_argument",
+    },
+    {
+      name: "a bad percent-encoding in a long path",
+      method: "GET",
+      path: `/registry/%ZZ${long}`,
+      status: 400,
+      code: "invalid_argument",
+    },
+    {
+      name: "an unknown long path",
+      method: "GET",
+      path: `/${long}`,
+      status: 404,
+      code: "not_found",
+    },
+    {
+      name: "malformed JSON",
+      method: "POST",
+      path: "/registry/register",
+      body: `{"name": "${long}`,
+      status: 400,
+      code: "invalid_argument",
+    },
+    {
+      name: "an unsupported media type",
+      method: "POST",
+      path: "/registry/register",
+      body: "<a/>",
+      contentType: `application/${long}`,
+      status: 415,
+      code: "invalid_argument",
+    },
+    {
+      name: "a GET of a Connect route that takes POST",
+      method: "GET",
+      path: "/orchestrator.v1.SystemService/Ping",
+      status: 405,
+      code: "unimplemented",
+    },
+    {
+      name: "a unary content type on a Connect streaming route",
+      method: "POST",
+      path: "/orchestrator.v1.SystemService/WatchHealth",
+      body: "{}",
+      status: 415,
+      code: "invalid_argument",
+    },
+    {
+      name: "a content type the Connect router does not speak",
+      method: "POST",
+      path: "/orchestrator.v1.SystemService/Ping",
+      body: "<a/>",
+      contentType: `text/${long}`,
+      status: 415,
+      code: "invalid_argument",
+    },
+  ];
+
+  it.each(cases)("$name answers $status with the error body and the ids", async (request) => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const correlationId = `errors:${request.status}`;
+    const reply = await call(node.url, {
+      ...request,
+      headers: {
+        "x-correlation-id": correlationId,
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+      },
+    });
+    const body = expectErrorBody(reply, request.status, request.code);
+    expect(body.message).not.toContain("a".repeat(100));
+    expect(reply.text.length).toBeLessThan(600);
+    expect(reply.headers.get("x-correlation-id")).toBe(correlationId);
+    expect(reply.headers.get("traceresponse")).toMatch(
+      new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`),
+    );
+  });
+});
+
+/** A path variable of one route that a literal segment of another route takes first. */
+interface Collision {
+  readonly method: DescMethod;
+  /** The variable's field path, e.g. "name". */
+  readonly field: string;
+  readonly literal: string;
+  /** The route that takes it, e.g. "GET /registry/watch". */
+  readonly route: string;
+}
+
+/**
+ * Every collision of the protos' routes, found here on its own terms: two bindings with the same
+ * verb and as many segments, a variable in one where the other has a literal, and every other
+ * position able to match both.
+ */
+function collisions(): Collision[] {
+  const bindings = apiServices.flatMap((service) =>
+    service.methods.flatMap((method) => {
+      if (!hasOption(method, httpRule)) return [];
+      const rule = getOption(method, httpRule);
+      return [rule, ...rule.additionalBindings].map((binding) => ({
+        method,
+        verb: binding.pattern.case ?? "",
+        segments: String(binding.pattern.value ?? "").split("/"),
+      }));
+    }),
+  );
+  const isVariable = (segment: string | undefined) => segment?.startsWith("{") ?? false;
+  const found: Collision[] = [];
+  for (const a of bindings) {
+    for (const b of bindings) {
+      if (a === b || a.verb !== b.verb || a.segments.length !== b.segments.length) continue;
+      a.segments.forEach((segment, i) => {
+        const literal = b.segments[i] ?? "";
+        if (!isVariable(segment) || isVariable(literal)) return;
+        const rest = a.segments.every(
+          (s, j) => j === i || s === b.segments[j] || isVariable(s) || isVariable(b.segments[j]),
+        );
+        if (!rest) return;
+        found.push({
+          method: a.method,
+          field: segment.replace(/^\{|(=\*)?\}$/g, ""),
+          literal,
+          route: `${b.verb.toUpperCase()} ${b.segments.join("/")}`,
+        });
+      });
+    }
+  }
+  return found;
+}
+
+describe("REST gateway: no route silently shadows a path variable's values", () => {
+  let node: RunningOrchestrator;
+  let sessionManager: Http2SessionManager;
+  beforeAll(async () => {
+    node = await startOrchestrator();
+    sessionManager = new Http2SessionManager(node.url);
+  });
+  afterAll(async () => {
+    sessionManager?.abort();
+    await node?.close();
+  });
+
+  it("finds the collisions of the protos' routes (GET /registry/watch among them)", () => {
+    expect(collisions()).toContainEqual({
+      method: RegistryService.method.getService,
+      field: "name",
+      literal: "watch",
+      route: "GET /registry/watch",
+    });
+  });
+
+  // A value a route takes first must be refused for its variable, on every protocol, naming the
+  // route: a future route cannot shadow values without this failing.
+  it.each(collisions())(
+    "$method.name refuses $field $literal, which $route takes",
+    async ({ method, field, literal, route }) => {
+      const transport = createGrpcTransport({ baseUrl: node.url, sessionManager });
+      const request = create(method.input, {});
+      const target = method.input.fields.find((f) => f.name === field);
+      if (target === undefined) throw new Error(`${method.input.typeName} has no field ${field}`);
+      (request as unknown as Record<string, unknown>)[target.localName] = literal;
+      let failure: ConnectError | undefined;
+      try {
+        await transport.unary(
+          method as DescMethodUnary,
+          undefined,
+          undefined,
+          undefined,
+          request as never,
+        );
+      } catch (error) {
+        failure = ConnectError.from(error);
+      }
+      expect(failure === undefined ? "OK" : Code[failure.code]).toBe("InvalidArgument");
+      expect(failure?.rawMessage).toContain(field);
+      expect(failure?.rawMessage).toContain(route);
+    },
+  );
+
+  it("refuses to register a service named watch, over REST and gRPC, naming the reason", async () => {
+    const reply = await call(node.url, {
+      method: "POST",
+      path: "/registry/register",
+      body: '{"name":"watch","base_url":"http://svc:8080"}',
+    });
+    const body = expectErrorBody(reply, 400, "invalid_argument");
+    expect(body.message).toBe(
+      "the name watch is reserved: GET /registry/watch is a route of its own, not GET /registry/{name}",
+    );
+    const client = createClient(
+      RegistryService,
+      createGrpcTransport({ baseUrl: node.url, sessionManager }),
+    );
+    let failure: ConnectError | undefined;
+    try {
+      await client.registerService({ name: "watch", baseUrl: "http://svc:8080" });
+    } catch (error) {
+      failure = ConnectError.from(error);
+    }
+    expect(failure === undefined ? "OK" : Code[failure.code]).toBe("InvalidArgument");
+    expect(failure?.rawMessage).toBe(body.message);
+    // Names that only start like a route are names like any other.
+    const watcher = await call(node.url, {
+      method: "POST",
+      path: "/registry/register",
+      body: '{"name":"watcher","base_url":"http://svc:8080"}',
+    });
+    expect(watcher.status, watcher.text).toBe(200);
+    expect((await call(node.url, { method: "GET", path: "/registry/watcher" })).status).toBe(200);
+  });
+});
+
+describe("REST gateway: operator routes", () => {
+  const operatorToken = "operator-token-5c1f";
+  const peerToken = "peer-token-9a2e";
+  let node: RunningOrchestrator;
+  beforeAll(async () => {
+    node = await startOrchestrator({
+      env: { OPERATOR_TOKEN: operatorToken, PEER_TOKEN: peerToken },
+    });
+  });
+  afterAll(async () => {
+    await node?.close();
+  });
+
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+  // /metrics and GET /config/effective are both operator routes: one check, one answer.
+  it.each([
+    { name: "no token", headers: {}, status: 401, code: "unauthenticated" },
+    { name: "a wrong token", headers: bearer("wrong"), status: 401, code: "unauthenticated" },
+    { name: "the peer token", headers: bearer(peerToken), status: 403, code: "permission_denied" },
+  ])("with $name, /metrics answers as the operator RPCs do", async ({ headers, status, code }) => {
+    const rpc = await call(node.url, { method: "GET", path: "/config/effective", headers });
+    const metrics = await call(node.url, { method: "GET", path: "/metrics", headers });
+    expectErrorBody(rpc, status, code);
+    expectErrorBody(metrics, status, code);
+    for (const reply of [rpc, metrics]) {
+      expect(reply.text).not.toContain(operatorToken);
+      expect(reply.text).not.toContain(peerToken);
+    }
+  });
+
+  it("with the operator token, /metrics answers the Prometheus text", async () => {
+    const reply = await call(node.url, {
+      method: "GET",
+      path: "/metrics",
+      headers: bearer(operatorToken),
+    });
+    expect(reply.status).toBe(200);
+    expect(reply.text).toContain("orchestrator_rpc_started_total");
   });
 });
 
@@ -388,6 +776,27 @@ describe("REST gateway: headers, JSON shape, readiness, connections", () => {
     expect(reply.text).toBe("");
     expect(reply.headers.get("x-correlation-id")).toMatch(uuidPattern);
   });
+
+  // fastify answers HEAD for every GET route; a stream's HEAD must not wait for a stream's end.
+  it.each([...getPaths(), "/metrics", "/orchestrator.v1.SystemService/Ping", "/no/such/route"])(
+    "HEAD %s answers the status and headers of its GET, without a body",
+    async (path) => {
+      const correlationId = "head:check";
+      const headers = { "x-correlation-id": correlationId };
+      const get = new AbortController();
+      const got = await fetch(`${node.url}${path}`, { headers, signal: get.signal });
+      get.abort(); // a stream's GET never ends: its status line and headers are enough
+      const head = await fetch(`${node.url}${path}`, {
+        method: "HEAD",
+        headers,
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(head.status).toBe(got.status);
+      expect(head.headers.get("content-type")).toBe(got.headers.get("content-type"));
+      expect(head.headers.get("x-correlation-id")).toBe(correlationId);
+      expect(await head.text()).toBe("");
+    },
+  );
 
   it("serves several requests on one HTTP/1.1 keep-alive connection", async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
