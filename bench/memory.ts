@@ -16,6 +16,9 @@
 // - largest: the largest registration the entry limits accept (just under 16 KiB), over 10 names.
 // - fill: the largest accepted registration under new names, until the registry refuses (or --fill).
 // - churn: register then deregister new names (tombstones), --churn times.
+// - ceiling: the registry filled to REGISTRY_MAX_BYTES with the largest registrations, then
+//   --writes updates of them (every version in the change log, up to its bound): what a node
+//   holds at most, with the default bounds.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import {
@@ -73,7 +76,8 @@ function largest(name: string, round: number): Body {
     name,
     base_url: `http://${name}.bench.internal:8080`,
     metadata,
-    version: `r${round}`,
+    // Fixed width: an update weighs what the version it replaces weighed.
+    version: `r${String(round).padStart(8, "0")}`,
   };
 }
 
@@ -211,6 +215,22 @@ const scenarios: Record<string, () => Promise<Outcome>> = {
         (status) => status === 429,
       ),
     ),
+  ceiling: () =>
+    scenario("ceiling", async (_node, base) => {
+      const filled = await drive(
+        fillLimit,
+        (i) => post(`${base}/registry/register`, largest(`svc-${i}`, i)),
+        (status) => status === 429,
+      );
+      const names = filled.statuses.get(200) ?? 0;
+      const updated = await drive(writes, (i) =>
+        post(`${base}/registry/register`, largest(`svc-${i % names}`, i + fillLimit)),
+      );
+      const statuses = new Map(filled.statuses);
+      for (const [status, n] of updated.statuses)
+        statuses.set(status, (statuses.get(status) ?? 0) + n);
+      return { sent: filled.sent + updated.sent, statuses };
+    }),
   churn: () =>
     scenario("churn", (_node, base) =>
       drive(churnCount, async (i) => {

@@ -292,6 +292,21 @@ describe("createLogShipper", () => {
     expect(shipper.stats()).toEqual({ buffered: 50, sent: 0, dropped: 150 });
   });
 
+  it("drops and counts records beyond maxBufferedBytes, whatever their count", async () => {
+    collector.mode = "hang";
+    const shipper = ship({ batchSize: 1_000, maxBufferedBytes: 100_000, timeoutMs: 200 });
+    const big = line({ msg: "x".repeat(10_000) });
+    for (let i = 0; i < 50; i += 1) shipper.stream.write(big);
+    // Nine lines of about 10 KB fit in 100,000 bytes; the rest are dropped at once.
+    expect(shipper.stats().buffered).toBe(Math.floor(100_000 / big.length));
+    expect(dropped("buffer_full")).toBe(50 - Math.floor(100_000 / big.length));
+    // Once the held records are gone (their flush timed out), there is room again.
+    await shipper.flush();
+    expect(shipper.stats().buffered).toBe(0);
+    shipper.stream.write(big);
+    expect(shipper.stats().buffered).toBe(1);
+  });
+
   it("keeps accepting writes while the collector hangs, then drops the flush after the timeout", async () => {
     collector.mode = "hang";
     const shipper = ship({ timeoutMs: 200 });

@@ -32,6 +32,12 @@ export interface LogShipperOptions {
    * (reason "buffer_full"). Default: 10000.
    */
   maxBufferedRecords?: number;
+  /**
+   * Most bytes of log lines held in memory, waiting or being sent; beyond it new records are
+   * dropped (reason "buffer_full"), so that a burst of large records cannot grow the heap.
+   * Default: 8 MiB.
+   */
+  maxBufferedBytes?: number;
   /** Per-request timeout. Default: 5000 ms. */
   timeoutMs?: number;
   /** The fetch used to reach the collector. Default: `globalThis.fetch`, looked up per call. */
@@ -101,6 +107,7 @@ export const logShipperDefaults: Readonly<ShipperSettings> = Object.freeze({
   batchSize: 100,
   flushIntervalMs: 1000,
   maxBufferedRecords: 10_000,
+  maxBufferedBytes: 8 * 1024 * 1024,
   timeoutMs: 5000,
   fetch: (input: Parameters<typeof fetch>[0], init?: RequestInit) => globalThis.fetch(input, init),
   clock: systemClock,
@@ -128,11 +135,17 @@ export function createLogShipper(options: LogShipperOptions): LogShipper {
     ...options,
   };
   const baseUrl = validate(settings);
-  const { batchSize, maxBufferedRecords, flushIntervalMs, timeoutMs, clock, service } = settings;
+  const { batchSize, maxBufferedRecords, maxBufferedBytes, flushIntervalMs, timeoutMs, clock } =
+    settings;
+  const { service } = settings;
   const closing = new AbortController();
 
   let buffer: CollectorRecord[] = [];
+  // The bytes of each buffered record's line, in the buffer's order.
+  let bufferWeights: number[] = [];
   let inFlight = 0;
+  // Bytes of the lines buffered or in flight.
+  let heldBytes = 0;
   let sent = 0;
   let dropped = 0;
   let batchUnsupported = false;
@@ -219,7 +232,9 @@ export function createLogShipper(options: LogShipperOptions): LogShipper {
 
   async function drain(): Promise<void> {
     const taken = buffer;
+    const weights = bufferWeights;
     buffer = [];
+    bufferWeights = [];
     inFlight += taken.length;
     let answered = true;
     for (let start = 0; start < taken.length; start += batchSize) {
@@ -227,6 +242,7 @@ export function createLogShipper(options: LogShipperOptions): LogShipper {
       if (answered) answered = await sendBatch(batch);
       else drop(batch.length, "send_failed");
       inFlight -= batch.length;
+      for (let i = start; i < start + batch.length; i++) heldBytes -= weights[i] ?? 0;
     }
   }
 
@@ -268,13 +284,18 @@ export function createLogShipper(options: LogShipperOptions): LogShipper {
 
   function write(line: string): void {
     if (closed) return;
-    if (buffer.length + inFlight >= maxBufferedRecords) {
+    if (
+      buffer.length + inFlight >= maxBufferedRecords ||
+      heldBytes + line.length > maxBufferedBytes
+    ) {
       drop(1, "buffer_full");
       return;
     }
     const record = toCollectorRecord(line, service, clock);
     if (record === undefined) return;
     buffer.push(record);
+    bufferWeights.push(line.length);
+    heldBytes += line.length;
     schedule();
   }
 
@@ -319,7 +340,7 @@ function validate(settings: ShipperSettings & { url: string }): string {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new TypeError(`log collector url must be http or https: ${settings.url}`);
   }
-  for (const key of ["batchSize", "maxBufferedRecords"] as const) {
+  for (const key of ["batchSize", "maxBufferedRecords", "maxBufferedBytes"] as const) {
     if (!Number.isInteger(settings[key]) || settings[key] < 1) {
       throw new RangeError(`${key} must be a positive integer, got ${settings[key]}`);
     }
