@@ -102,7 +102,7 @@ export interface App {
 const rpcProtocols = ["grpc", "grpc-web", "connect", "rest"] as const;
 
 /** The services of the API, whose google.api.http rules make the REST routes. */
-const apiServices: readonly DescService[] = [
+export const apiServices: readonly DescService[] = [
   SystemService,
   RegistryService,
   PeerService,

@@ -1,20 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { InfrastructureService } from "../../gen/orchestrator/v1/infrastructure_pb.js";
-import { JobsService } from "../../gen/orchestrator/v1/jobs_pb.js";
-import { PeerService } from "../../gen/orchestrator/v1/peer_pb.js";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
 import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
-import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
+import { apiServices } from "../app.js";
 import { httpBindingsOf, shadowedPathValues } from "./http-bindings.js";
 
-const api = [
-  SystemService,
-  RegistryService,
-  PeerService,
-  WorkflowService,
-  InfrastructureService,
-  JobsService,
-];
+const api = apiServices;
 
 describe("httpBindingsOf", () => {
   it("reads a method's verb and template", () => {

@@ -20,7 +20,7 @@ import {
   untilRedisReady,
 } from "../support/redis-server.js";
 import { startTcpProxy } from "../support/tcp-proxy.js";
-import { entryWrite, registryStoreContract } from "./registry-store.contract.js";
+import { entryWrite, failureOf, registryStoreContract } from "./registry-store.contract.js";
 
 // Generous: the machine may be loaded; nothing here asserts on time.
 const waitLong = { timeout: 20_000, interval: 50 };
@@ -96,15 +96,6 @@ function stateOf(store: RegistryStore) {
     entries: [...store.entries()].sort(byName),
     tombstones: [...store.tombstones()].sort(byName),
   };
-}
-
-async function failureOf(promise: Promise<unknown>): Promise<DomainError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(DomainError);
-  return error as DomainError;
 }
 
 /** Retries `write` while the store is unavailable (Redis coming back); any other failure fails. */

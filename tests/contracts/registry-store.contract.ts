@@ -48,7 +48,8 @@ function tombstoneWrite(name: string, deletedAt = 1_700_000_100_000): TombstoneW
 // Generous: another process's change reaches a view over pub/sub on a loaded machine.
 const waitLong = { timeout: 20_000, interval: 50 };
 
-async function failureOf(promise: Promise<unknown>): Promise<DomainError> {
+/** The DomainError `promise` rejects with (the test fails if it resolves or rejects otherwise). */
+export async function failureOf(promise: Promise<unknown>): Promise<DomainError> {
   const error = await promise.then(
     () => undefined,
     (e: unknown) => e,

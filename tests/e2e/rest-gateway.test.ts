@@ -11,12 +11,8 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
-import { InfrastructureService } from "../../gen/orchestrator/v1/infrastructure_pb.js";
-import { JobsService } from "../../gen/orchestrator/v1/jobs_pb.js";
-import { PeerService } from "../../gen/orchestrator/v1/peer_pb.js";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
-import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
-import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
+import { apiServices } from "../../src/app.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 
 // The REST gateway as a curl user meets it: real node, real HTTP/1.1 over loopback, bodies and
@@ -100,16 +96,6 @@ function keysOf(value: unknown, into: string[] = []): string[] {
   }
   return into;
 }
-
-/** The services of the API, whose google.api.http rules make the REST routes. */
-const apiServices = [
-  SystemService,
-  RegistryService,
-  PeerService,
-  WorkflowService,
-  InfrastructureService,
-  JobsService,
-];
 
 /** The path of every GET route of the protos, its variables filled with a value valid for all. */
 function getPaths(): string[] {
