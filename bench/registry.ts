@@ -13,12 +13,8 @@
 //
 // The etcd anchor (../shared/bench/) is not run here: its published figures are printed beside
 // ours, labelled as such.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
@@ -31,17 +27,19 @@ import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
 import {
+  type BenchOrchestrator,
+  type BenchRedisServer,
   closedLoop,
   count,
   fmt,
-  freePorts,
   type LoopResult,
   median,
-  parseLogLine,
   percentile,
   readAnchorSentence,
+  startBenchOrchestrator,
+  startBenchRedisServer,
   stop,
-  track,
+  stopBenchRedisServer,
   writeResults,
 } from "./support.js";
 
@@ -76,101 +74,24 @@ type StoreName = "memory" | "redis";
 
 const targetRatios: Readonly<Record<StoreName, number>> = Object.freeze({ memory: 1.5, redis: 3 });
 
-/** A child process whose CPU time is read from /proc. */
-interface Measured {
-  readonly child: ChildProcess;
-  readonly pid: number;
-}
-
-interface Orchestrator extends Measured {
+interface Orchestrator extends BenchOrchestrator {
   readonly store: StoreName;
-  readonly port: number;
-}
-
-/** A throwaway redis-server on a free loopback port, with nothing written to disk. */
-interface RedisServer extends Measured {
-  readonly url: string;
-  readonly dir: string;
-}
-
-async function startRedisServer(): Promise<RedisServer> {
-  const dir = mkdtempSync(join(tmpdir(), "bench-registry-redis-"));
-  for (let attempt = 1; ; attempt++) {
-    const [port = 0] = await freePorts(1);
-    const child = spawn(
-      "redis-server",
-      ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      { cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    const pid = track(child);
-    const output: string[] = [];
-    const ready = await new Promise<boolean>((resolve) => {
-      child.once("exit", () => resolve(false));
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
-        output.push(line);
-        if (line.includes("Ready to accept connections")) resolve(true);
-      });
-      child.stderr?.on("data", (chunk: Buffer) => output.push(chunk.toString()));
-    });
-    if (ready) return { child, pid, url: `redis://127.0.0.1:${port}`, dir };
-    await stop(child);
-    if (attempt >= 5 || !output.join("\n").includes("Address already in use")) {
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(`redis-server did not come up:\n${output.join("\n")}`);
-    }
-  }
 }
 
 /**
- * Starts the orchestrator exactly as `npm start` runs it, on a free loopback port, and waits for
- * the "orchestrator listening" log line, then for GET /ready (the store has loaded its state).
+ * Starts the orchestrator exactly as `npm start` runs it (see `startBenchOrchestrator`), with its
+ * health probes out of the way: probes of the fake base URLs would add load that is not the
+ * registry's.
  */
 async function startOrchestrator(
   store: StoreName,
   env: Record<string, string>,
 ): Promise<Orchestrator> {
-  const main = new URL("../src/main.js", import.meta.url).pathname;
-  const child = spawn(process.execPath, [main], {
-    env: {
-      ...process.env,
-      PORT: "0",
-      HOST: "127.0.0.1",
-      LOG_LEVEL: "info",
-      APP_CONFIG_PATH: new URL("../../config/app.yaml", import.meta.url).pathname,
-      // Probes of the fake base URLs would add load that is not the registry's.
-      HEALTH_CHECK_INTERVAL_MS: "3600000",
-      REDIS_URL: "",
-      REDIS_HOST: "",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "inherit"],
+  const orchestrator = await startBenchOrchestrator(store, {
+    HEALTH_CHECK_INTERVAL_MS: "3600000",
+    ...env,
   });
-  const pid = track(child);
-  let exitedEarly: ((code: number | null) => void) | undefined;
-  const port = await new Promise<number>((resolve, reject) => {
-    exitedEarly = (code) => reject(new Error(`the ${store} orchestrator exited (${code})`));
-    child.once("exit", exitedEarly);
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
-      const parsed = parseLogLine(line);
-      if (parsed?.msg === "orchestrator listening" && parsed.port !== undefined) {
-        resolve(parsed.port);
-      }
-    });
-  });
-  if (exitedEarly) child.off("exit", exitedEarly);
-  await untilReady(port);
-  return { child, pid, store, port };
-}
-
-async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (performance.now() < deadline) {
-    const response = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined);
-    await response?.arrayBuffer();
-    if (response?.ok) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`the orchestrator on port ${port} was not ready in ${timeoutMs} ms`);
+  return { ...orchestrator, store };
 }
 
 /** What a service of a real fleet declares: endpoints, a few tags and metadata, a lease. */
@@ -195,7 +116,7 @@ interface Target {
   readonly store: StoreName;
   readonly rpc: "SystemService/Ping" | "RegistryService/RegisterService";
   readonly orchestrator: Orchestrator;
-  readonly redis: RedisServer | undefined;
+  readonly redis: BenchRedisServer | undefined;
   readonly call: () => Promise<unknown>;
 }
 
@@ -204,7 +125,7 @@ interface Sample extends LoopResult {
   readonly redisCpuMicros: number;
 }
 
-function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): Target[] {
+function targetsOf(orchestrator: Orchestrator, redis: BenchRedisServer | undefined): Target[] {
   const address = `127.0.0.1:${orchestrator.port}`;
   const system = createGrpcJsClient(SystemService, address);
   const registry = createGrpcJsClient(RegistryService, address);
@@ -220,7 +141,7 @@ function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): 
   ];
 }
 
-const redisCpu = (redis: RedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
+const redisCpu = (redis: BenchRedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
 
 async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   const cpuBefore = processCpuMicros(target.orchestrator.pid);
@@ -489,7 +410,7 @@ async function measureCalls(targets: readonly Target[]): Promise<CallRow[]> {
 }
 
 async function run(): Promise<void> {
-  const redis = await startRedisServer();
+  const redis = await startBenchRedisServer();
   const orchestrators: Orchestrator[] = [];
   try {
     const memory = await startOrchestrator("memory", {});
@@ -503,12 +424,11 @@ async function run(): Promise<void> {
   } finally {
     // The orchestrators first: they say goodbye to Redis on the way out.
     await Promise.all(orchestrators.map((o) => stop(o.child)));
-    await stop(redis.child);
-    rmSync(redis.dir, { recursive: true, force: true });
+    await stopBenchRedisServer(redis);
   }
 }
 
-async function report(memory: Orchestrator, onRedis: Orchestrator, redis: RedisServer) {
+async function report(memory: Orchestrator, onRedis: Orchestrator, redis: BenchRedisServer) {
   const callRows = await measureCalls([
     ...targetsOf(memory, undefined),
     ...targetsOf(onRedis, redis),

@@ -1,8 +1,12 @@
-// What every benchmark needs: child processes that never outlive the bench, free ports, the
-// orchestrator's log lines, percentiles, the etcd anchor sentence, and the results file.
-import type { ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+// What every benchmark needs: child processes that never outlive the bench, free ports, a throwaway
+// redis-server, compiled orchestrators, their log lines, percentiles, the etcd anchor sentence,
+// and the results file.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
 
 const children = new Set<ChildProcess>();
 // A crash of the bench must not leave a redis-server or an orchestrator behind.
@@ -122,4 +126,114 @@ export async function closedLoop(
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   return { calls, seconds: (performance.now() - started) / 1000, latenciesMs };
+}
+
+/** A child process whose CPU time is read from /proc. */
+export interface Measured {
+  readonly child: ChildProcess;
+  readonly pid: number;
+}
+
+/** A throwaway redis-server on a free loopback port, with nothing written to disk. */
+export interface BenchRedisServer extends Measured {
+  readonly url: string;
+  readonly port: number;
+  /** Its working directory; {@link stopBenchRedisServer} removes it. */
+  readonly dir: string;
+}
+
+/**
+ * Starts `redis-server` on a free loopback port (never the shared one on 6379), retrying with
+ * another port when the chosen one was taken meanwhile.
+ * @throws Error with the server's output when it does not come up.
+ */
+export async function startBenchRedisServer(): Promise<BenchRedisServer> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-redis-"));
+  for (let attempt = 1; ; attempt++) {
+    const [port = 0] = await freePorts(1);
+    const child = spawn(
+      "redis-server",
+      ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      { cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const pid = track(child);
+    const output: string[] = [];
+    const ready = await new Promise<boolean>((resolve) => {
+      child.once("exit", () => resolve(false));
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+        output.push(line);
+        if (line.includes("Ready to accept connections")) resolve(true);
+      });
+      child.stderr?.on("data", (chunk: Buffer) => output.push(chunk.toString()));
+    });
+    if (ready) return { child, pid, port, url: `redis://127.0.0.1:${port}`, dir };
+    await stop(child);
+    if (attempt >= 5 || !output.join("\n").includes("Address already in use")) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`redis-server did not come up:\n${output.join("\n")}`);
+    }
+  }
+}
+
+/** Stops a server of {@link startBenchRedisServer} and removes its directory. */
+export async function stopBenchRedisServer(redis: BenchRedisServer): Promise<void> {
+  await stop(redis.child);
+  rmSync(redis.dir, { recursive: true, force: true });
+}
+
+/** An orchestrator started by {@link startBenchOrchestrator}. */
+export interface BenchOrchestrator extends Measured {
+  readonly port: number;
+}
+
+/**
+ * Starts the orchestrator exactly as `npm start` runs it (compiled, `dist/src/main.js`), on a free
+ * loopback port, on the memory store unless `env` names a Redis, and waits for the "orchestrator
+ * listening" log line, then for GET /ready (the store has loaded its state).
+ * @throws Error when it exits first or is not ready within 30 s.
+ */
+export async function startBenchOrchestrator(
+  label: string,
+  env: Record<string, string>,
+): Promise<BenchOrchestrator> {
+  const main = new URL("../src/main.js", import.meta.url).pathname;
+  const child = spawn(process.execPath, [main], {
+    env: {
+      ...process.env,
+      PORT: "0",
+      HOST: "127.0.0.1",
+      LOG_LEVEL: "info",
+      APP_CONFIG_PATH: new URL("../../config/app.yaml", import.meta.url).pathname,
+      REDIS_URL: "",
+      REDIS_HOST: "",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const pid = track(child);
+  let exitedEarly: ((code: number | null) => void) | undefined;
+  const port = await new Promise<number>((resolve, reject) => {
+    exitedEarly = (code) => reject(new Error(`the ${label} orchestrator exited (${code})`));
+    child.once("exit", exitedEarly);
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      const parsed = parseLogLine(line);
+      if (parsed?.msg === "orchestrator listening" && parsed.port !== undefined) {
+        resolve(parsed.port);
+      }
+    });
+  });
+  if (exitedEarly) child.off("exit", exitedEarly);
+  await untilReady(port);
+  return { child, pid, port };
+}
+
+async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    const response = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined);
+    await response?.arrayBuffer();
+    if (response?.ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`the orchestrator on port ${port} was not ready in ${timeoutMs} ms`);
 }
