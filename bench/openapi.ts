@@ -7,6 +7,8 @@
 // here (never the shared one on 6379); the fake services run in this process. The delay comes
 // from the orchestrator's own /metrics (prom-client's monitorEventLoopDelay, 10 ms resolution,
 // reset by every scrape): one scrape before a poll, one after, so each row covers that poll only.
+// The CPU time of the orchestrator's main thread (from /proc) is the load-independent figure: on a
+// busy machine the delay also counts the time the loop waited for a core.
 // Three polls: the first records the baselines, the second finds `drift` operations moved, the
 // third finds the same document again.
 //
@@ -20,6 +22,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { largeOpenApiDocument } from "../tests/support/large-openapi.js";
+import { mainThreadCpuMicros, processCpuMicros } from "./process-cpu.js";
 import {
   type BenchOrchestrator,
   type BenchRedisServer,
@@ -102,6 +105,10 @@ async function probeHealth(port: number, done: () => boolean): Promise<number[]>
 interface PollRow {
   readonly poll: string;
   readonly seconds: number;
+  /** CPU time of the orchestrator's main thread (its event loop) during the poll. */
+  readonly loopCpuMs: number;
+  /** CPU time of the whole orchestrator process (worker threads included). */
+  readonly processCpuMs: number;
   readonly loopMaxMs: number;
   readonly loopP99Ms: number;
   readonly healthMaxMs: number;
@@ -113,6 +120,8 @@ interface PollRow {
 
 async function measurePoll(orchestrator: BenchOrchestrator, poll: string): Promise<PollRow> {
   await eventLoopDelay(orchestrator.port); // resets the histogram
+  const loopCpu = mainThreadCpuMicros(orchestrator.pid);
+  const processCpu = processCpuMicros(orchestrator.pid);
   let done = false;
   const probing = probeHealth(orchestrator.port, () => done);
   const started = performance.now();
@@ -120,12 +129,16 @@ async function measurePoll(orchestrator: BenchOrchestrator, poll: string): Promi
     done = true;
   });
   const seconds = (performance.now() - started) / 1000;
+  const loopCpuMs = (mainThreadCpuMicros(orchestrator.pid) - loopCpu) / 1000;
+  const processCpuMs = (processCpuMicros(orchestrator.pid) - processCpu) / 1000;
   const health = (await probing).sort((a, b) => a - b);
   const loop = await eventLoopDelay(orchestrator.port);
   const results = (JSON.parse(answer) as { results: { service: string; error: string }[] }).results;
   return {
     poll,
     seconds,
+    loopCpuMs,
+    processCpuMs,
     loopMaxMs: loop.maxMs,
     loopP99Ms: loop.p99Ms,
     healthMaxMs: health.at(-1) ?? Number.NaN,
@@ -152,12 +165,12 @@ function baselineBytes(redis: BenchRedisServer, prefix: string, names: readonly 
 function table(rows: readonly PollRow[]): string[] {
   const lines = [
     `${serviceCount} services × ${count(operations)} operations, polled at once`,
-    "| poll | seconds | loop delay max ms | loop delay p99 ms | /health max ms | /health p50 ms | probes | answer bytes | errors |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    "| poll | seconds | main thread CPU ms | process CPU ms | loop delay max ms | loop delay p99 ms | /health max ms | /health p50 ms | probes | answer bytes | errors |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
   ];
   for (const row of rows) {
     lines.push(
-      `| ${row.poll} | ${fmt(row.seconds, 2)} | ${fmt(row.loopMaxMs)} | ${fmt(row.loopP99Ms)} | ${fmt(row.healthMaxMs)} | ${fmt(row.healthP50Ms)} | ${row.healthProbes} | ${count(row.answerBytes)} | ${row.errors.join("; ") || "–"} |`,
+      `| ${row.poll} | ${fmt(row.seconds, 2)} | ${count(row.loopCpuMs)} | ${count(row.processCpuMs)} | ${fmt(row.loopMaxMs)} | ${fmt(row.loopP99Ms)} | ${fmt(row.healthMaxMs)} | ${fmt(row.healthP50Ms)} | ${row.healthProbes} | ${count(row.answerBytes)} | ${row.errors.join("; ") || "–"} |`,
     );
   }
   return lines;
