@@ -179,6 +179,9 @@ describe("createOpenApiPoller", () => {
       added: ["PATCH /items/{id}"],
       removed: ["DELETE /items/{id}"],
       changed: [],
+      addedCount: 1,
+      removedCount: 1,
+      changedCount: 0,
       breaking: true,
       breakingReasons: ["DELETE /items/{id}: operation removed"],
     });

@@ -260,6 +260,9 @@ describe("drift of a service's OpenAPI document", () => {
       removed: ["DELETE /items/{id}"],
       changed: ["GET /items"],
       breaking: true,
+      added_count: 1,
+      removed_count: 1,
+      changed_count: 1,
     });
 
     // Only this service's findings: the channels carry every event of the node.
@@ -308,7 +311,15 @@ describe("drift of a service's OpenAPI document", () => {
     fake.serveDocument(grown);
     expect(resultOf(await poll(node), service)).toMatchObject({
       changed: true,
-      diff: { added: ["GET /orders/{id}"], removed: [], changed: [], breaking: false },
+      diff: {
+        added: ["GET /orders/{id}"],
+        removed: [],
+        changed: [],
+        breaking: false,
+        added_count: 1,
+        removed_count: 0,
+        changed_count: 0,
+      },
     });
     await vi.waitFor(() => expect(findings()).toHaveLength(2), waitLong);
     expect(findings()[1]?.message).toMatchObject({
