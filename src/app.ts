@@ -50,6 +50,7 @@ import { createMetrics, type Metrics, registerPeerMetrics } from "./observabilit
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
 import { HealthChecker, type SystemHealth } from "./registry/health-checker.js";
 import { createMemoryRegistryStore } from "./registry/memory-registry-store.js";
+import { createOpenApiAnalyzer } from "./registry/openapi-analyzer.js";
 import { createOpenApiPoller, type OpenApiPoller } from "./registry/openapi-poller.js";
 import { createRedisRegistryStore } from "./registry/redis-registry-store.js";
 import { Registry } from "./registry/registry.js";
@@ -395,8 +396,13 @@ function composeRegistry(parts: {
       concurrency: settings.healthCheckConcurrency,
     },
   );
+  const analyzer = createOpenApiAnalyzer({
+    workers: settings.openapiWorkers,
+    maxOperations: settings.openapiMaxOperations,
+    maxBaselineBytes: settings.openapiMaxBaselineBytes,
+  });
   const poller = createOpenApiPoller(
-    { baselines: store, http, clock },
+    { baselines: store, http, clock, analyzer },
     {
       concurrency: settings.openapiConcurrency,
       maxBytes: settings.openapiMaxBytes,
@@ -460,6 +466,7 @@ function composeRegistry(parts: {
       await Promise.all(links.map(({ link }) => link.stop()));
       registry.stop();
       await healthChecker.stop();
+      await analyzer.close();
       await store.close();
     },
   };

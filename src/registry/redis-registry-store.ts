@@ -4,7 +4,6 @@ import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
 import {
   type EntryWrite,
-  type OpenApiBaseline,
   type RegistryChange,
   type RegistryEntry,
   type ReplicationCursor,
@@ -12,6 +11,7 @@ import {
   type TombstoneWrite,
   withRevision,
 } from "./model.js";
+import { createRedisBaselines } from "./redis-baselines.js";
 import type { RegistryStore } from "./registry-store.js";
 import { RegistryView } from "./registry-view.js";
 
@@ -178,7 +178,7 @@ function defineScripts(redis: Redis): RegistryScripts {
  * Keys, under `keyPrefix`: `registry:revision` (the global counter), `registry:entries` (name →
  * entry JSON), `registry:revisions` (name → revision), `registry:tombstones` (name → tombstone
  * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize`),
- * `registry:history` (the history id), `registry:baselines`, `node:id` and
+ * `registry:history` (the history id), `registry:baselines` (see redis-baselines.ts), `node:id` and
  * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
  * channel `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
  *
@@ -210,7 +210,11 @@ export function createRedisRegistryStore(
   const keys = ["revision", "entries", "revisions", "tombstones", "changes", "history"].map(
     (key) => `${prefix}registry:${key}`,
   );
-  const baselinesKey = `${prefix}registry:baselines`;
+  const baselines = createRedisBaselines(
+    redis,
+    { entries: `${prefix}registry:entries`, baselines: `${prefix}registry:baselines` },
+    command,
+  );
   const nodeIdKey = `${prefix}node:id`;
   const cursorsKey = `${prefix}replication:cursors`;
   const channel = `${prefix}registry:changes`;
@@ -366,19 +370,7 @@ export function createRedisRegistryStore(
       await command(() => redis.hset(cursorsKey, peer, JSON.stringify(stored)));
     },
 
-    async getBaseline(name: string): Promise<OpenApiBaseline | undefined> {
-      const json = await command(() => redis.hget(baselinesKey, name));
-      return json === null ? undefined : readRecord<OpenApiBaseline>(json);
-    },
-
-    async putBaseline(name: string, baseline: OpenApiBaseline): Promise<void> {
-      const stored: OpenApiBaseline = {
-        hash: baseline.hash,
-        operations: baseline.operations,
-        recordedAt: baseline.recordedAt,
-      };
-      await command(() => redis.hset(baselinesKey, name, JSON.stringify(stored)));
-    },
+    ...baselines,
   };
 }
 

@@ -93,8 +93,29 @@ export interface RegistryStore {
   /** @throws DomainError "unavailable". */
   putCursor(peer: string, cursor: ReplicationCursor): Promise<void>;
 
-  /** The OpenAPI baseline learned for `name`, kept apart from the entry. */
+  /**
+   * The OpenAPI baseline learned for `name`, kept apart from the entry; undefined when there is
+   * none, or none this version can read.
+   * @throws DomainError "unavailable".
+   */
   getBaseline(name: string): Promise<OpenApiBaseline | undefined>;
-  /** @throws DomainError "unavailable" when the backing store cannot take the write. */
-  putBaseline(name: string, baseline: OpenApiBaseline): Promise<void>;
+  /**
+   * Records the baseline of `name` while it has a live entry, atomically with that check, so that
+   * a poll ending after the service was removed cannot leave a baseline behind.
+   * @returns false, storing nothing, when `name` has no live entry.
+   * @throws DomainError "unavailable" when the backing store cannot take the write.
+   */
+  putBaseline(name: string, baseline: OpenApiBaseline): Promise<boolean>;
+  /**
+   * Forgets the baseline of `name`, if any (its entry was removed).
+   * @throws DomainError "unavailable".
+   */
+  deleteBaseline(name: string): Promise<void>;
+  /**
+   * Forgets every baseline whose name has no live entry, atomically with that check (leftovers of
+   * a removal whose `deleteBaseline` failed, or of an older version).
+   * @returns how many were forgotten.
+   * @throws DomainError "unavailable".
+   */
+  purgeBaselines(): Promise<number>;
 }
