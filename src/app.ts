@@ -48,6 +48,7 @@ import { createLogShipper, type LogShipper } from "./observability/log-shipper.j
 import { createLogger, flushLogger } from "./observability/logger.js";
 import { createMetrics, type Metrics, registerPeerMetrics } from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
+import { createBaselineRetention } from "./registry/baseline-retention.js";
 import { HealthChecker, type SystemHealth } from "./registry/health-checker.js";
 import { createMemoryRegistryStore } from "./registry/memory-registry-store.js";
 import { createOpenApiAnalyzer } from "./registry/openapi-analyzer.js";
@@ -409,6 +410,7 @@ function composeRegistry(parts: {
       timeoutMs: config.outboundTimeoutMs,
     },
   );
+  const baselineRetention = createBaselineRetention({ store, logger });
   const merger = new ReplicationMerger({
     store,
     hlc,
@@ -438,6 +440,7 @@ function composeRegistry(parts: {
     try {
       await store.open();
       opened = true;
+      baselineRetention.start();
       registry.start();
       healthChecker.start();
       for (const { link } of links) link.start();
@@ -466,7 +469,7 @@ function composeRegistry(parts: {
       await Promise.all(links.map(({ link }) => link.stop()));
       registry.stop();
       await healthChecker.stop();
-      await analyzer.close();
+      await Promise.all([baselineRetention.stop(), analyzer.close()]);
       await store.close();
     },
   };

@@ -646,7 +646,7 @@ describe("large documents (issue 7, item 2)", () => {
 });
 
 describe("bounded baselines (issue 7, item 2)", () => {
-  it("a document over a bound is refused and keeps the previous baseline", async () => {
+  it("a document over a bound is refused and keeps the previous baseline; a removed service's baseline goes", async () => {
     const prefix = `drift-e2e:${randomUUID()}:`;
     const baselinesKey = `${prefix}registry:baselines`;
     const node = await startNode({
@@ -699,6 +699,14 @@ describe("bounded baselines (issue 7, item 2)", () => {
       hash: recorded.hash,
       error: "",
     });
+
+    const deregistered = await fetch(`${node.url}/registry/small`, { method: "DELETE" });
+    expect(deregistered.status, await deregistered.text()).toBe(200);
+    await vi.waitFor(
+      async () => expect(await redis.hexists(baselinesKey, "small")).toBe(0),
+      waitLong,
+    );
+    expect(await redis.hexists(baselinesKey, "legacy")).toBe(1);
   });
 
   it("app.close() stops the analysis worker", async () => {
