@@ -22,10 +22,10 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import {
+  type BenchOrchestrator,
   count,
   fmt,
-  type OrchestratorProcess,
-  startOrchestratorProcess,
+  startBenchOrchestrator,
   stop,
   writeResults,
 } from "./support.js";
@@ -158,12 +158,12 @@ async function drive(
 async function scenario(
   name: string,
   run: (
-    node: OrchestratorProcess,
+    node: BenchOrchestrator,
     base: string,
   ) => Promise<{ sent: number; statuses: Map<number, number> }>,
 ): Promise<Outcome> {
   const preload = new URL("./gc-on-signal.js", import.meta.url).pathname;
-  const node = await startOrchestratorProcess(`memory-${name}`, {}, [
+  const node = await startBenchOrchestrator(`memory-${name}`, {}, [
     "--expose-gc",
     "--import",
     preload,

@@ -8,7 +8,19 @@ const ticksPerSecond = 100;
  * server is measured from outside, as it runs in production, with no probe inside it.
  */
 export function processCpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return statCpuMicros(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU time (user + system) the main thread of a process has used so far, in microseconds: for
+ * Node, the event loop's own work, apart from worker threads and V8's helper threads.
+ */
+export function mainThreadCpuMicros(pid: number): number {
+  return statCpuMicros(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function statCpuMicros(path: string): number {
+  const stat = readFileSync(path, "utf8");
   // The command name (field 2) may contain spaces; the fields after it are space-separated.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const utime = Number(fields[11]);

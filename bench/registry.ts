@@ -15,7 +15,6 @@
 // ours, labelled as such.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
@@ -28,18 +27,19 @@ import { SystemService } from "../gen/orchestrator/v1/system_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
 import { processCpuMicros } from "./process-cpu.js";
 import {
+  type BenchOrchestrator,
+  type BenchRedisServer,
   closedLoop,
   count,
   fmt,
   type LoopResult,
   median,
-  type OrchestratorProcess,
   percentile,
-  type RedisServer,
   readAnchorSentence,
-  startOrchestratorProcess,
-  startRedisServer,
+  startBenchOrchestrator,
+  startBenchRedisServer,
   stop,
+  stopBenchRedisServer,
   writeResults,
 } from "./support.js";
 
@@ -74,15 +74,24 @@ type StoreName = "memory" | "redis";
 
 const targetRatios: Readonly<Record<StoreName, number>> = Object.freeze({ memory: 1.5, redis: 3 });
 
-interface Orchestrator extends OrchestratorProcess {
+interface Orchestrator extends BenchOrchestrator {
   readonly store: StoreName;
 }
 
+/**
+ * Starts the orchestrator exactly as `npm start` runs it (see `startBenchOrchestrator`), with its
+ * health probes out of the way: probes of the fake base URLs would add load that is not the
+ * registry's.
+ */
 async function startOrchestrator(
   store: StoreName,
   env: Record<string, string>,
 ): Promise<Orchestrator> {
-  return { ...(await startOrchestratorProcess(store, env)), store };
+  const orchestrator = await startBenchOrchestrator(store, {
+    HEALTH_CHECK_INTERVAL_MS: "3600000",
+    ...env,
+  });
+  return { ...orchestrator, store };
 }
 
 /** What a service of a real fleet declares: endpoints, a few tags and metadata, a lease. */
@@ -107,7 +116,7 @@ interface Target {
   readonly store: StoreName;
   readonly rpc: "SystemService/Ping" | "RegistryService/RegisterService";
   readonly orchestrator: Orchestrator;
-  readonly redis: RedisServer | undefined;
+  readonly redis: BenchRedisServer | undefined;
   readonly call: () => Promise<unknown>;
 }
 
@@ -116,7 +125,7 @@ interface Sample extends LoopResult {
   readonly redisCpuMicros: number;
 }
 
-function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): Target[] {
+function targetsOf(orchestrator: Orchestrator, redis: BenchRedisServer | undefined): Target[] {
   const address = `127.0.0.1:${orchestrator.port}`;
   const system = createGrpcJsClient(SystemService, address);
   const registry = createGrpcJsClient(RegistryService, address);
@@ -132,7 +141,7 @@ function targetsOf(orchestrator: Orchestrator, redis: RedisServer | undefined): 
   ];
 }
 
-const redisCpu = (redis: RedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
+const redisCpu = (redis: BenchRedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
 
 async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   const cpuBefore = processCpuMicros(target.orchestrator.pid);
@@ -401,7 +410,7 @@ async function measureCalls(targets: readonly Target[]): Promise<CallRow[]> {
 }
 
 async function run(): Promise<void> {
-  const redis = await startRedisServer();
+  const redis = await startBenchRedisServer();
   const orchestrators: Orchestrator[] = [];
   try {
     const memory = await startOrchestrator("memory", {});
@@ -415,12 +424,11 @@ async function run(): Promise<void> {
   } finally {
     // The orchestrators first: they say goodbye to Redis on the way out.
     await Promise.all(orchestrators.map((o) => stop(o.child)));
-    await stop(redis.child);
-    rmSync(redis.dir, { recursive: true, force: true });
+    await stopBenchRedisServer(redis);
   }
 }
 
-async function report(memory: Orchestrator, onRedis: Orchestrator, redis: RedisServer) {
+async function report(memory: Orchestrator, onRedis: Orchestrator, redis: BenchRedisServer) {
   const callRows = await measureCalls([
     ...targetsOf(memory, undefined),
     ...targetsOf(onRedis, redis),

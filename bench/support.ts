@@ -1,5 +1,6 @@
-// What every benchmark needs: child processes that never outlive the bench, free ports, the
-// orchestrator's log lines, percentiles, the etcd anchor sentence, and the results file.
+// What every benchmark needs: child processes that never outlive the bench, free ports, a throwaway
+// redis-server, compiled orchestrators, their log lines, percentiles, the etcd anchor sentence,
+// and the results file.
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
@@ -133,19 +134,21 @@ export interface Measured {
   readonly pid: number;
 }
 
-/** An orchestrator process started by {@link startOrchestratorProcess}. */
-export interface OrchestratorProcess extends Measured {
-  readonly port: number;
-}
-
 /** A throwaway redis-server on a free loopback port, with nothing written to disk. */
-export interface RedisServer extends Measured {
+export interface BenchRedisServer extends Measured {
   readonly url: string;
+  readonly port: number;
+  /** Its working directory; {@link stopBenchRedisServer} removes it. */
   readonly dir: string;
 }
 
-export async function startRedisServer(label = "bench"): Promise<RedisServer> {
-  const dir = mkdtempSync(join(tmpdir(), `${label}-redis-`));
+/**
+ * Starts `redis-server` on a free loopback port (never the shared one on 6379), retrying with
+ * another port when the chosen one was taken meanwhile.
+ * @throws Error with the server's output when it does not come up.
+ */
+export async function startBenchRedisServer(): Promise<BenchRedisServer> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-redis-"));
   for (let attempt = 1; ; attempt++) {
     const [port = 0] = await freePorts(1);
     const child = spawn(
@@ -163,7 +166,7 @@ export async function startRedisServer(label = "bench"): Promise<RedisServer> {
       });
       child.stderr?.on("data", (chunk: Buffer) => output.push(chunk.toString()));
     });
-    if (ready) return { child, pid, url: `redis://127.0.0.1:${port}`, dir };
+    if (ready) return { child, pid, port, url: `redis://127.0.0.1:${port}`, dir };
     await stop(child);
     if (attempt >= 5 || !output.join("\n").includes("Address already in use")) {
       rmSync(dir, { recursive: true, force: true });
@@ -172,15 +175,29 @@ export async function startRedisServer(label = "bench"): Promise<RedisServer> {
   }
 }
 
+/** Stops a server of {@link startBenchRedisServer} and removes its directory. */
+export async function stopBenchRedisServer(redis: BenchRedisServer): Promise<void> {
+  await stop(redis.child);
+  rmSync(redis.dir, { recursive: true, force: true });
+}
+
+/** An orchestrator started by {@link startBenchOrchestrator}. */
+export interface BenchOrchestrator extends Measured {
+  readonly port: number;
+}
+
 /**
- * Starts the orchestrator exactly as `npm start` runs it, on a free loopback port, and waits for
- * the "orchestrator listening" log line, then for GET /ready (the store has loaded its state).
+ * Starts the orchestrator exactly as `npm start` runs it (compiled, `dist/src/main.js`), on a free
+ * loopback port, on the memory store unless `env` names a Redis, and waits for the "orchestrator
+ * listening" log line, then for GET /ready (the store has loaded its state). `nodeArgs` go to node
+ * before the script (flags, a preload).
+ * @throws Error when it exits first or is not ready within 30 s.
  */
-export async function startOrchestratorProcess(
+export async function startBenchOrchestrator(
   label: string,
   env: Record<string, string>,
   nodeArgs: readonly string[] = [],
-): Promise<OrchestratorProcess> {
+): Promise<BenchOrchestrator> {
   const main = new URL("../src/main.js", import.meta.url).pathname;
   const child = spawn(process.execPath, [...nodeArgs, main], {
     env: {
@@ -189,8 +206,6 @@ export async function startOrchestratorProcess(
       HOST: "127.0.0.1",
       LOG_LEVEL: "info",
       APP_CONFIG_PATH: new URL("../../config/app.yaml", import.meta.url).pathname,
-      // Probes of the fake base URLs would add load that is not the registry's.
-      HEALTH_CHECK_INTERVAL_MS: "3600000",
       REDIS_URL: "",
       REDIS_HOST: "",
       ...env,
@@ -214,7 +229,7 @@ export async function startOrchestratorProcess(
   return { child, pid, port };
 }
 
-export async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
+async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     const response = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined);

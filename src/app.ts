@@ -49,8 +49,10 @@ import { createLogShipper, type LogShipper } from "./observability/log-shipper.j
 import { createLogger, flushLogger } from "./observability/logger.js";
 import { createMetrics, type Metrics, registerPeerMetrics } from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
+import { createBaselineRetention } from "./registry/baseline-retention.js";
 import { HealthChecker, type SystemHealth } from "./registry/health-checker.js";
 import { createMemoryRegistryStore } from "./registry/memory-registry-store.js";
+import { createOpenApiAnalyzer } from "./registry/openapi-analyzer.js";
 import { createOpenApiPoller, type OpenApiPoller } from "./registry/openapi-poller.js";
 import { createRedisRegistryStore } from "./registry/redis-registry-store.js";
 import { Registry } from "./registry/registry.js";
@@ -435,14 +437,20 @@ function composeRegistry(parts: {
       concurrency: settings.healthCheckConcurrency,
     },
   );
+  const analyzer = createOpenApiAnalyzer({
+    workers: settings.openapiWorkers,
+    maxOperations: settings.openapiMaxOperations,
+    maxBaselineBytes: settings.openapiMaxBaselineBytes,
+  });
   const poller = createOpenApiPoller(
-    { baselines: store, http, clock },
+    { baselines: store, http, clock, analyzer },
     {
       concurrency: settings.openapiConcurrency,
       maxBytes: settings.openapiMaxBytes,
       timeoutMs: config.outboundTimeoutMs,
     },
   );
+  const baselineRetention = createBaselineRetention({ store, logger });
   const merger = new ReplicationMerger({
     store,
     hlc,
@@ -473,6 +481,7 @@ function composeRegistry(parts: {
     try {
       await store.open();
       opened = true;
+      baselineRetention.start();
       registry.start();
       healthChecker.start();
       for (const { link } of links) link.start();
@@ -501,6 +510,7 @@ function composeRegistry(parts: {
       await Promise.all(links.map(({ link }) => link.stop()));
       registry.stop();
       await healthChecker.stop();
+      await Promise.all([baselineRetention.stop(), analyzer.close()]);
       await store.close();
     },
   };

@@ -594,6 +594,32 @@ export const configKey = Object.freeze({
     description: "OpenAPI documents fetched at once by one poll.",
     parse: scalar(integer(1, 64)),
   }),
+  OPENAPI_MAX_OPERATIONS: defineKey({
+    name: "OPENAPI_MAX_OPERATIONS",
+    section: "registry",
+    type: "integer 1..1000000",
+    default: "10000",
+    description: "Operations an OpenAPI document may have; a poll refuses a document with more.",
+    parse: scalar(integer(1, 1_000_000)),
+  }),
+  OPENAPI_MAX_BASELINE_BYTES: defineKey({
+    name: "OPENAPI_MAX_BASELINE_BYTES",
+    section: "registry",
+    type: "integer 4096..67108864",
+    default: "1048576",
+    description:
+      "Bytes one service's stored OpenAPI baseline (compressed summary) may take; a poll refuses a document whose summary is larger.",
+    parse: scalar(integer(4096, 67_108_864)),
+  }),
+  OPENAPI_WORKERS: defineKey({
+    name: "OPENAPI_WORKERS",
+    section: "registry",
+    type: "integer 1..16",
+    default: "1",
+    description:
+      "Worker threads that parse and diff OpenAPI documents, off the event loop; started at the first poll.",
+    parse: scalar(integer(1, 16)),
+  }),
   LOG_LEVEL: defineKey({
     name: "LOG_LEVEL",
     section: "logging",

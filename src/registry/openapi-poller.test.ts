@@ -7,6 +7,7 @@ import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { createHttpClient } from "../http-client/http-client.js";
 import { createMemoryRegistryStore } from "./memory-registry-store.js";
+import { createOpenApiAnalyzer, type OpenApiAnalyzer } from "./openapi-analyzer.js";
 import { createOpenApiPoller, type OpenApiPollerDeps } from "./openapi-poller.js";
 import type { RegistryStore } from "./registry-store.js";
 
@@ -122,17 +123,48 @@ function inventory(): Json & { info: Json; paths: Record<string, Json> } {
 
 const clock: Clock = { now: () => 1_700_000_000_000, monotonic: () => performance.now() };
 
+/** Registers `names` in the store: baselines are kept for live entries only. */
+async function registerAll(...names: string[]): Promise<void> {
+  for (const name of names) {
+    await store.put(
+      {
+        name,
+        baseUrl: `http://${name}.internal`,
+        openapiUrl: `http://${name}.internal/openapi.json`,
+        healthUrl: `http://${name}.internal/health`,
+        endpoints: [],
+        metadata: {},
+        tags: [],
+        version: "",
+        ttlSeconds: 0,
+        status: "UNKNOWN",
+        registeredAt: 1,
+        lastHeartbeat: 1,
+        updatedAt: 1,
+        leaseExpiresAt: 0,
+        origin: "node-test",
+        hlc: 1n,
+      },
+      0,
+    );
+  }
+}
+
 let server: DocumentServer;
 let store: RegistryStore;
+let analyzer: OpenApiAnalyzer;
 let deps: OpenApiPollerDeps;
 
 beforeEach(async () => {
   server = await startDocumentServer();
   store = createMemoryRegistryStore();
-  deps = { baselines: store, http: createHttpClient(), clock };
+  analyzer = createOpenApiAnalyzer();
+  deps = { baselines: store, http: createHttpClient(), clock, analyzer };
+  await registerAll("inventory");
 });
 
 afterEach(async () => {
+  await analyzer.close();
   await server.close();
   await until(() => server.openConnections() === 0);
 });
@@ -154,11 +186,7 @@ describe("createOpenApiPoller", () => {
     const recorded = await store.getBaseline("inventory");
     expect(recorded?.hash).toBe(first?.hash);
     expect(recorded?.recordedAt).toBe(1_700_000_000_000);
-    expect(Object.keys(recorded?.operations ?? {})).toEqual([
-      "GET /items",
-      "GET /items/{id}",
-      "DELETE /items/{id}",
-    ]);
+    expect(recorded?.operationCount).toBe(3);
 
     const [unchanged] = await poller.poll(targets);
     expect(unchanged).toEqual({
@@ -179,6 +207,9 @@ describe("createOpenApiPoller", () => {
       added: ["PATCH /items/{id}"],
       removed: ["DELETE /items/{id}"],
       changed: [],
+      addedCount: 1,
+      removedCount: 1,
+      changedCount: 0,
       breaking: true,
       breakingReasons: ["DELETE /items/{id}: operation removed"],
     });
@@ -257,6 +288,7 @@ describe("createOpenApiPoller", () => {
     server.routes.set("/malformed.json", serve('{"openapi": "3.0.0", "paths": {'));
     server.routes.set("/not-openapi.json", serve('{"name": "docs-7.internal.example"}'));
     server.routes.set("/bomb.yaml", serve(aliasBomb(), "application/yaml"));
+    await registerAll("ok");
     // A generous budget for all but the hanging URL, so that a loaded machine cannot turn the
     // other failures into timeouts; a second, impatient poller times the hanging one out.
     const poller = createOpenApiPoller(deps, { timeoutMs: 20_000 });
@@ -333,6 +365,7 @@ describe("createOpenApiPoller", () => {
       service: `svc-${index}`,
       url: `${server.url}/doc/${index}`,
     }));
+    await registerAll(...targets.map((target) => target.service));
 
     const results = await poller.poll(targets);
 
@@ -353,10 +386,11 @@ describe("createOpenApiPoller", () => {
         if (name === "silent") {
           throw new DomainError("timeout", "redis at cache-3.internal.example:6379 is silent");
         }
-        await store.putBaseline(name, baseline);
+        return store.putBaseline(name, baseline);
       },
     };
     const poller = createOpenApiPoller({ ...deps, baselines: flaky });
+    await registerAll("down", "up");
 
     const results = await poller.poll([
       { service: "down", url: `${server.url}/openapi.json` },

@@ -2,13 +2,10 @@ import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { forEachLimited } from "../for-each-limited.js";
 import { type HttpClient, isOutboundError } from "../http-client/http-client.js";
-import {
-  diffOpenApi,
-  type OpenApiDiff,
-  type OpenApiSummary,
-  parseOpenApiDocument,
-  summarizeOpenApi,
-} from "./openapi.js";
+import type { OpenApiBaseline } from "./model.js";
+import type { OpenApiDiff } from "./openapi.js";
+import type { OpenApiAnalysis } from "./openapi-analysis.js";
+import type { OpenApiAnalyzer } from "./openapi-analyzer.js";
 import type { RegistryStore } from "./registry-store.js";
 
 /** What {@link createOpenApiPoller} needs. */
@@ -19,6 +16,8 @@ export interface OpenApiPollerDeps {
   readonly http: HttpClient;
   /** Stamps `recordedAt` of the baselines written. */
   readonly clock: Clock;
+  /** Parses, summarises and diffs the documents, off the event loop; its owner closes it. */
+  readonly analyzer: Pick<OpenApiAnalyzer, "analyze">;
 }
 
 /** Options of {@link createOpenApiPoller}. */
@@ -59,7 +58,7 @@ export interface OpenApiPollResult {
   readonly baseline: boolean;
   /** Hash of the document fetched; "" when the poll failed. */
   readonly hash: string;
-  /** Set when `changed`. */
+  /** Set when `changed`; its lists are capped, its counts are not (see `OpenApiDiff`). */
   readonly diff?: OpenApiDiff;
   /** Set when the poll failed; safe to show a client (no host names, no stack). */
   readonly error?: string;
@@ -76,7 +75,9 @@ export interface OpenApiPoller {
    * that, the stored baseline always describes the last document seen: when operations changed,
    * the new summary replaces it, so the next poll reports drift since this one, not since the
    * first (the caller records findings as they are reported); when only the document hash moved
-   * (descriptions, examples), it is replaced too, silently (`changed: false`).
+   * (descriptions, examples), it is replaced too, silently (`changed: false`). A document over a
+   * bound of the analyzer (operations, baseline bytes) is a failure that keeps the baseline as it
+   * was; so is a service removed while its document was being polled (its baseline is not kept).
    */
   poll(
     targets: readonly OpenApiPollTarget[],
@@ -104,10 +105,10 @@ export function createOpenApiPoller(
     throw new RangeError("concurrency must be a positive integer");
   }
 
-  const fetchSummary = async (
+  const fetchDocument = async (
     url: string,
     headers: Readonly<Record<string, string>>,
-  ): Promise<OpenApiSummary | string> => {
+  ): Promise<{ body: Buffer; contentType: string | null } | string> => {
     const response = await deps.http.get(url, {
       headers,
       accept: acceptOpenApi,
@@ -115,45 +116,58 @@ export function createOpenApiPoller(
       maxBytes: settings.maxBytes,
     });
     if (response.status < 200 || response.status > 299) return `HTTP ${response.status}`;
-    const document = parseOpenApiDocument(response.body, response.headers.get("content-type"));
-    return summarizeOpenApi(document);
+    return { body: response.body, contentType: response.headers.get("content-type") };
   };
 
-  const compare = async (service: string, summary: OpenApiSummary): Promise<OpenApiPollResult> => {
-    const stored = await deps.baselines.getBaseline(service);
-    const record = () =>
-      deps.baselines.putBaseline(service, { ...summary, recordedAt: deps.clock.now() });
-    if (stored === undefined) {
-      await record();
-      return { service, changed: false, baseline: true, hash: summary.hash };
+  /** Records what the analysis found; false when the service is no longer registered. */
+  const record = async (service: string, analysis: OpenApiAnalysis): Promise<boolean> => {
+    if (analysis.summary === undefined) return true;
+    return deps.baselines.putBaseline(service, {
+      hash: analysis.hash,
+      operationCount: analysis.operationCount,
+      summary: analysis.summary,
+      recordedAt: deps.clock.now(),
+    });
+  };
+
+  /** Analyses the document against the stored baseline; a string says why it could not. */
+  const analyze = async (
+    service: string,
+    fetched: { body: Buffer; contentType: string | null },
+  ): Promise<OpenApiAnalysis | string> => {
+    let stored: OpenApiBaseline | undefined;
+    try {
+      stored = await deps.baselines.getBaseline(service);
+    } catch (error) {
+      return storeFailure(error);
     }
-    if (stored.hash === summary.hash) {
-      return { service, changed: false, baseline: false, hash: summary.hash };
+    try {
+      return await deps.analyzer.analyze({ ...fetched, ...(stored ? { baseline: stored } : {}) });
+    } catch (error) {
+      return analysisFailure(error);
     }
-    const diff = diffOpenApi(stored, summary);
-    await record();
-    const changed = diff.added.length + diff.removed.length + diff.changed.length > 0;
-    return changed
-      ? { service, changed, baseline: false, hash: summary.hash, diff }
-      : { service, changed, baseline: false, hash: summary.hash };
   };
 
   const pollOne = async (
     target: OpenApiPollTarget,
     headers: Readonly<Record<string, string>>,
   ): Promise<OpenApiPollResult> => {
-    let summary: OpenApiSummary | string;
+    const { service } = target;
+    let fetched: Awaited<ReturnType<typeof fetchDocument>>;
     try {
-      summary = await fetchSummary(target.url, headers);
+      fetched = await fetchDocument(target.url, headers);
     } catch (error) {
-      return failed(target.service, fetchFailure(error));
+      return failed(service, fetchFailure(error));
     }
-    if (typeof summary === "string") return failed(target.service, summary);
+    if (typeof fetched === "string") return failed(service, fetched);
+    const analysis = await analyze(service, fetched);
+    if (typeof analysis === "string") return failed(service, analysis);
     try {
-      return await compare(target.service, summary);
+      if (!(await record(service, analysis))) return failed(service, "not registered");
     } catch (error) {
-      return failed(target.service, storeFailure(error));
+      return failed(service, storeFailure(error));
     }
+    return outcome(service, analysis);
   };
 
   return {
@@ -172,11 +186,25 @@ function failed(service: string, error: string): OpenApiPollResult {
   return { service, changed: false, baseline: false, hash: "", error };
 }
 
-/** Outbound and parse errors carry messages written for clients; anything else does not. */
+function outcome(service: string, analysis: OpenApiAnalysis): OpenApiPollResult {
+  const { hash, diff } = analysis;
+  const base = { service, changed: false, baseline: analysis.against === "none", hash };
+  if (diff === undefined || diff.addedCount + diff.removedCount + diff.changedCount === 0) {
+    return base;
+  }
+  return { ...base, changed: true, diff };
+}
+
+/** Outbound errors carry messages written for clients; anything else does not. */
 function fetchFailure(error: unknown): string {
   if (isOutboundError(error)) return error.message;
-  if (error instanceof DomainError && error.kind === "invalid") return error.message;
   return "could not fetch the OpenAPI document";
+}
+
+/** The analyzer writes refusals and its shutdown for clients; a worker failure is not shown. */
+function analysisFailure(error: unknown): string {
+  const shown = error instanceof DomainError && ["invalid", "unavailable"].includes(error.kind);
+  return shown ? (error as DomainError).message : "could not analyse the OpenAPI document";
 }
 
 /** Store messages may name the backing store's host: say only what failed. */

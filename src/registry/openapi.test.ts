@@ -3,6 +3,7 @@ import { stringify as toYaml } from "yaml";
 import { DomainError } from "../errors/domain-error.js";
 import {
   diffOpenApi,
+  maxDiffListed,
   type OpenApiDocument,
   type OpenApiSummary,
   parseOpenApiDocument,
@@ -444,6 +445,19 @@ describe("summarizeOpenApi", () => {
     });
   });
 
+  it("refuses more operations than maxOperations, before summarising any", () => {
+    const document = parseOpenApiDocument(Buffer.from(JSON.stringify(petStore())), null);
+    expect(Object.keys(summarizeOpenApi(document, { maxOperations: 4 }).operations)).toHaveLength(
+      4,
+    );
+    expect(() => summarizeOpenApi(document, { maxOperations: 3 })).toThrow(
+      expect.objectContaining({
+        kind: "invalid",
+        message: "OpenAPI document has 4 operations, more than 3",
+      }),
+    );
+  });
+
   it("refuses documents whose schemas expand beyond the node budget", () => {
     const properties = Object.fromEntries(
       Array.from({ length: 5000 }, (_, index) => [`p${index}`, { type: "string" }]),
@@ -501,9 +515,32 @@ describe("diffOpenApi", () => {
       added: [],
       removed: [],
       changed: [],
+      addedCount: 0,
+      removedCount: 0,
+      changedCount: 0,
       breaking: false,
       breakingReasons: [],
     });
+  });
+
+  it("names the first 100 operations of each list and counts them all", () => {
+    const operations = (from: number, contract: string) =>
+      Object.fromEntries(
+        Array.from({ length: 300 }, (_, i) => [
+          `GET /r${String(from + i).padStart(4, "0")}`,
+          contract,
+        ]),
+      );
+    const before = { ...operations(0, "{}"), ...operations(1000, "{}") };
+    const after = { ...operations(300, "{}"), ...operations(1000, '{"x":1}') };
+
+    const diff = diffOpenApi({ operations: before }, { operations: after });
+
+    expect(diff).toMatchObject({ addedCount: 300, removedCount: 300, changedCount: 300 });
+    expect(diff.added).toEqual(Object.keys(after).slice(0, maxDiffListed));
+    expect(diff.removed).toEqual(Object.keys(before).slice(0, maxDiffListed));
+    expect(diff.changed).toEqual(Object.keys(after).slice(300, 300 + maxDiffListed));
+    expect(diff.breakingReasons).toHaveLength(100);
   });
 
   it("lists added, removed and changed operations, sorted", () => {

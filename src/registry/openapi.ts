@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import { DomainError } from "../errors/domain-error.js";
-import type { OpenApiBaseline } from "./model.js";
 
 /** A parsed OpenAPI 3.x or Swagger 2.0 document, checked only as far as summarising needs. */
 export interface OpenApiDocument {
@@ -19,15 +18,31 @@ export interface OpenApiSummary {
   readonly operations: Readonly<Record<string, string>>;
 }
 
-/** How the operations of two summaries differ. Lists are sorted. */
+/**
+ * How the operations of two summaries differ. Lists are sorted and hold at most
+ * {@link maxDiffListed} operations each (the first ones); the counts say how many there are in all,
+ * so that a diff of a huge document stays small.
+ */
 export interface OpenApiDiff {
   readonly added: readonly string[];
   readonly removed: readonly string[];
   readonly changed: readonly string[];
+  readonly addedCount: number;
+  readonly removedCount: number;
+  readonly changedCount: number;
   /** True when some client of the old contract may break; see {@link diffOpenApi}. */
   readonly breaking: boolean;
   /** One line per breaking change found, "METHOD /path: what", at most 100. */
   readonly breakingReasons: readonly string[];
+}
+
+/** Operations named per list of an {@link OpenApiDiff}. */
+export const maxDiffListed = 100;
+
+/** Options of {@link summarizeOpenApi}. */
+export interface SummaryOptions {
+  /** Operations a document may have; more are refused before any is summarised. Default: none. */
+  readonly maxOperations?: number;
 }
 
 /** Deeper documents are refused: real ones nest a few dozen levels, and recursion needs a bound. */
@@ -126,9 +141,18 @@ function invalid(message: string, cause?: unknown): DomainError {
  * `items`, `oneOf`/`anyOf`/`allOf`. Local `$ref`s are resolved; within one schema each `$ref` is
  * expanded at its first use (in sorted order) and is a `{ $ref }` marker elsewhere, which also ends
  * cycles; `$ref`s nested more than 4 deep and external ones stay markers.
- * @throws DomainError "invalid" when the schemas expand to more than 250,000 summary nodes.
+ * @throws DomainError "invalid" when the document has more than `options.maxOperations`
+ *   operations, or its schemas expand to more than 250,000 summary nodes.
  */
-export function summarizeOpenApi(document: OpenApiDocument): OpenApiSummary {
+export function summarizeOpenApi(
+  document: OpenApiDocument,
+  options: SummaryOptions = {},
+): OpenApiSummary {
+  const found = operationsOf(document);
+  const { maxOperations = Number.POSITIVE_INFINITY } = options;
+  if (found.length > maxOperations) {
+    throw invalid(`OpenAPI document has ${found.length} operations, more than ${maxOperations}`);
+  }
   const hash = createHash("sha256").update(canonicalJson(document)).digest("hex");
   const context: SummaryContext = {
     root: document,
@@ -137,6 +161,23 @@ export function summarizeOpenApi(document: OpenApiDocument): OpenApiSummary {
     nodes: 0,
   };
   const operations: Record<string, string> = {};
+  for (const { key, item, operation } of found) {
+    operations[key] = canonicalJson(summarizeOperation(context, item, operation));
+  }
+  return { hash, operations };
+}
+
+interface FoundOperation {
+  /** "METHOD /path". */
+  readonly key: string;
+  /** The path item, for its path-level parameters. */
+  readonly item: JsonObject;
+  readonly operation: JsonObject;
+}
+
+/** Every operation of the document, in the order of its summary (paths sorted). */
+function operationsOf(document: OpenApiDocument): FoundOperation[] {
+  const found: FoundOperation[] = [];
   for (const path of Object.keys(document.paths).sort()) {
     // Other keys of `paths` are extensions (x-...), not routes.
     if (!path.startsWith("/")) continue;
@@ -144,12 +185,11 @@ export function summarizeOpenApi(document: OpenApiDocument): OpenApiSummary {
     if (item === undefined) continue;
     for (const method of httpMethods) {
       const operation = item[method];
-      if (!isObject(operation)) continue;
-      const summary = summarizeOperation(context, item, operation);
-      operations[`${method.toUpperCase()} ${path}`] = canonicalJson(summary);
+      if (isObject(operation))
+        found.push({ key: `${method.toUpperCase()} ${path}`, item, operation });
     }
   }
-  return { hash, operations };
+  return found;
 }
 
 interface SummaryContext {
@@ -369,7 +409,7 @@ function resolvePointer(root: JsonObject, ref: string): unknown {
  * markers or truncation are not compared, so this is a cheap lower bound, not a proof.
  */
 export function diffOpenApi(
-  baseline: Pick<OpenApiBaseline, "operations">,
+  baseline: Pick<OpenApiSummary, "operations">,
   current: Pick<OpenApiSummary, "operations">,
 ): OpenApiDiff {
   const before = baseline.operations;
@@ -389,12 +429,19 @@ export function diffOpenApi(
   }
   const breakingReasons = [...reasons].sort(compareText).slice(0, maxBreakingReasons);
   return {
-    added: added.sort(compareText),
-    removed: removed.sort(compareText),
-    changed: changed.sort(compareText),
+    added: firstSorted(added),
+    removed: firstSorted(removed),
+    changed: firstSorted(changed),
+    addedCount: added.length,
+    removedCount: removed.length,
+    changedCount: changed.length,
     breaking: breakingReasons.length > 0,
     breakingReasons,
   };
+}
+
+function firstSorted(keys: string[]): string[] {
+  return keys.sort(compareText).slice(0, maxDiffListed);
 }
 
 /** Reads a stored summary back; undefined when it is not one (written by another version, say). */

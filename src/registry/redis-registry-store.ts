@@ -12,7 +12,6 @@ import {
 } from "../redis/redis-write-fence.js";
 import {
   type EntryWrite,
-  type OpenApiBaseline,
   type RegistryChange,
   type RegistryEntry,
   type ReplicationCursor,
@@ -20,6 +19,7 @@ import {
   type TombstoneWrite,
   withRevision,
 } from "./model.js";
+import { createRedisBaselines } from "./redis-baselines.js";
 import type { RegistryStore } from "./registry-store.js";
 import { RegistryView, type RegistryViewLimits, registryViewDefaults } from "./registry-view.js";
 
@@ -238,7 +238,7 @@ function defineScripts(redis: Redis): RegistryScripts {
  * entry JSON), `registry:revisions` (name → revision), `registry:tombstones` (name → tombstone
  * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize` records and
  * `changeLogBytes` bytes, counted in `registry:changes:bytes`),
- * `registry:history` (the history id), `registry:baselines`, `node:id` and
+ * `registry:history` (the history id), `registry:baselines` (see redis-baselines.ts), `node:id` and
  * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
  * channel `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
  *
@@ -296,7 +296,12 @@ export function createRedisRegistryStore(
     "history",
     "changes:bytes",
   ].map((key) => `${prefix}registry:${key}`);
-  const baselinesKey = `${prefix}registry:baselines`;
+  const baselines = createRedisBaselines(
+    redis,
+    { entries: `${prefix}registry:entries`, baselines: `${prefix}registry:baselines` },
+    // Looked up at call time: the write wrapper is defined below.
+    { read: command, write: (send) => unfencedWrite(send) },
+  );
   const nodeIdKey = `${prefix}node:id`;
   const cursorsKey = `${prefix}replication:cursors`;
   const channel = `${prefix}registry:changes`;
@@ -485,19 +490,7 @@ export function createRedisRegistryStore(
       await unfencedWrite(() => redis.hset(cursorsKey, peer, JSON.stringify(stored)));
     },
 
-    async getBaseline(name: string): Promise<OpenApiBaseline | undefined> {
-      const json = await command(() => redis.hget(baselinesKey, name));
-      return json === null ? undefined : readRecord<OpenApiBaseline>(json);
-    },
-
-    async putBaseline(name: string, baseline: OpenApiBaseline): Promise<void> {
-      const stored: OpenApiBaseline = {
-        hash: baseline.hash,
-        operations: baseline.operations,
-        recordedAt: baseline.recordedAt,
-      };
-      await unfencedWrite(() => redis.hset(baselinesKey, name, JSON.stringify(stored)));
-    },
+    ...baselines,
   };
 }
 

@@ -106,11 +106,30 @@ export interface RegistryStore {
   /** @throws DomainError "unavailable" (not written), "timeout" (may still be written). */
   putCursor(peer: string, cursor: ReplicationCursor): Promise<void>;
 
-  /** The OpenAPI baseline learned for `name`, kept apart from the entry. */
+  /**
+   * The OpenAPI baseline learned for `name`, kept apart from the entry; undefined when there is
+   * none, or none this version can read.
+   * @throws DomainError "unavailable".
+   */
   getBaseline(name: string): Promise<OpenApiBaseline | undefined>;
   /**
+   * Records the baseline of `name` while it has a live entry, atomically with that check, so that
+   * a poll ending after the service was removed cannot leave a baseline behind.
+   * @returns false, storing nothing, when `name` has no live entry.
    * @throws DomainError "unavailable" when the backing store cannot take the write; "timeout"
    *   when it did not answer in time (the baseline may still be recorded).
    */
-  putBaseline(name: string, baseline: OpenApiBaseline): Promise<void>;
+  putBaseline(name: string, baseline: OpenApiBaseline): Promise<boolean>;
+  /**
+   * Forgets the baseline of `name`, if any (its entry was removed).
+   * @throws DomainError "unavailable", or "timeout" (it may still be forgotten).
+   */
+  deleteBaseline(name: string): Promise<void>;
+  /**
+   * Forgets every baseline whose name has no live entry, atomically with that check (leftovers of
+   * a removal whose `deleteBaseline` failed, or of an older version).
+   * @returns how many were forgotten.
+   * @throws DomainError "unavailable", or "timeout".
+   */
+  purgeBaselines(): Promise<number>;
 }

@@ -193,6 +193,9 @@ function pollResultMessage(result: OpenApiPollResult) {
             removed: [...result.diff.removed],
             changed: [...result.diff.changed],
             breaking: result.diff.breaking,
+            addedCount: result.diff.addedCount,
+            removedCount: result.diff.removedCount,
+            changedCount: result.diff.changedCount,
           },
         }
       : {}),
@@ -203,7 +206,7 @@ function pollResultMessage(result: OpenApiPollResult) {
 function emitDrift(events: EventLog, result: OpenApiPollResult, call: CallInfo): void {
   const diff = result.diff;
   if (diff === undefined) return;
-  const count = diff.added.length + diff.removed.length + diff.changed.length;
+  const count = diff.addedCount + diff.removedCount + diff.changedCount;
   events.append({
     type: "findings.created",
     subject: result.service,
@@ -215,9 +218,9 @@ function emitDrift(events: EventLog, result: OpenApiPollResult, call: CallInfo):
       correlation_id: call.correlationId,
       count,
       severity_counts: {
-        high: diff.removed.length,
-        medium: diff.changed.length,
-        low: diff.added.length,
+        high: diff.removedCount,
+        medium: diff.changedCount,
+        low: diff.addedCount,
       },
       breaking: diff.breaking,
       hash: result.hash,

@@ -1,7 +1,12 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DomainError } from "../../src/errors/domain-error.js";
 import { entryWeight } from "../../src/registry/entry-limits.js";
-import type { EntryWrite, RegistryChange, TombstoneWrite } from "../../src/registry/model.js";
+import type {
+  EntryWrite,
+  OpenApiBaseline,
+  RegistryChange,
+  TombstoneWrite,
+} from "../../src/registry/model.js";
 import type { RegistryStore } from "../../src/registry/registry-store.js";
 import type { RegistryViewLimits } from "../../src/registry/registry-view.js";
 
@@ -39,6 +44,11 @@ export function entryWrite(name: string, overrides: Partial<EntryWrite> = {}): E
     hlc: 117_684_903_530_921_984n,
     ...overrides,
   };
+}
+
+/** A baseline whose summary is these bytes (opaque to the store: newlines and zeros included). */
+function baselineOf(hash: string, summary: number[]): OpenApiBaseline {
+  return { hash, operationCount: summary.length, summary: Buffer.from(summary), recordedAt: 5 };
 }
 
 function tombstoneWrite(name: string, deletedAt = 1_700_000_100_000): TombstoneWrite {
@@ -263,13 +273,39 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       expect(store.revision).toBe(revision);
     });
 
-    it("keeps OpenAPI baselines apart from entries", async () => {
+    it("keeps OpenAPI baselines apart from entries, for live entries only", async () => {
       const store = await harness.create();
       expect(await store.getBaseline("a")).toBeUndefined();
-      const baseline = { hash: "h1", operations: { "GET /x": "s1" }, recordedAt: 5 };
-      await store.putBaseline("a", baseline);
+      const baseline = baselineOf("h1", [0x4f, 0x00, 0x0a, 0xff]);
+      // No live entry, no baseline: a poll that ends after a removal leaves nothing behind.
+      expect(await store.putBaseline("a", baseline)).toBe(false);
+      expect(await store.getBaseline("a")).toBeUndefined();
+      const a = await store.put(entryWrite("a"), 0);
+      const revision = store.revision;
+      expect(await store.putBaseline("a", baseline)).toBe(true);
       expect(await store.getBaseline("a")).toEqual(baseline);
-      expect(store.revision).toBe(0);
+      expect(store.revision).toBe(revision);
+      await store.remove(tombstoneWrite("a"), a.revision);
+      expect(await store.putBaseline("a", baselineOf("h2", [1]))).toBe(false);
+      expect(await store.getBaseline("a")).toEqual(baseline);
+    });
+
+    it("deletes a baseline, and purges those without a live entry", async () => {
+      const store = await harness.create();
+      const [a, b] = [await store.put(entryWrite("a"), 0), await store.put(entryWrite("b"), 0)];
+      await store.put(entryWrite("c"), 0);
+      for (const name of ["a", "b", "c"]) {
+        expect(await store.putBaseline(name, baselineOf(name, [1, 2, 3]))).toBe(true);
+      }
+      await store.deleteBaseline("c");
+      await store.deleteBaseline("never-had-one");
+      expect(await store.getBaseline("c")).toBeUndefined();
+      await store.remove(tombstoneWrite("a"), a.revision);
+      await store.remove(tombstoneWrite("b"), b.revision);
+      expect(await store.purgeBaselines()).toBe(2);
+      expect(await store.getBaseline("a")).toBeUndefined();
+      expect(await store.getBaseline("b")).toBeUndefined();
+      expect(await store.purgeBaselines()).toBe(0);
     });
 
     it("gives concurrent writes distinct, gapless revisions", async () => {
@@ -325,7 +361,7 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       const a = await store.put(entryWrite("a"), 0);
       await store.put(entryWrite("b"), 0);
       await store.remove(tombstoneWrite("a"), a.revision);
-      await store.putBaseline("b", { hash: "h", operations: { "GET /": "x" }, recordedAt: 1 });
+      expect(await store.putBaseline("b", baselineOf("h", [7, 0x0a, 8]))).toBe(true);
       await store.ensureNodeId("node-kept");
       await store.putCursor("http://peer:1", { historyId: "h", revision: 9 });
       const before = {
@@ -338,11 +374,7 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       expect(again.revision).toBe(before.revision);
       expect([...again.entries()]).toEqual(before.entries);
       expect([...again.tombstones()]).toEqual(before.tombstones);
-      expect(await again.getBaseline("b")).toEqual({
-        hash: "h",
-        operations: { "GET /": "x" },
-        recordedAt: 1,
-      });
+      expect(await again.getBaseline("b")).toEqual(baselineOf("h", [7, 0x0a, 8]));
       // The revisions go on: the history, the node id and the cursors stay.
       expect(again.historyId).toBe(store.historyId);
       expect(await again.ensureNodeId("node-other")).toBe("node-kept");

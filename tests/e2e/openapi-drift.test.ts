@@ -1,8 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { readdirSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { type FakeService, startFakeService } from "../support/fake-service.js";
+import { largeOpenApiDocument } from "../support/large-openapi.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
+import { type OrchestratorProcess, startOrchestratorProcess } from "../support/process.js";
 import {
   createTestRedisClient,
   type RedisServer,
@@ -58,7 +61,7 @@ async function startFake(): Promise<FakeService> {
 }
 
 async function register(
-  node: RunningOrchestrator,
+  node: { readonly url: string },
   name: string,
   fake: FakeService | undefined,
 ): Promise<void> {
@@ -81,7 +84,7 @@ interface PollAnswer {
 }
 
 async function poll(
-  node: RunningOrchestrator,
+  node: { readonly url: string },
   body: JsonRecord = {},
   headers: Record<string, string> = {},
 ): Promise<PollAnswer> {
@@ -102,6 +105,21 @@ function resultOf(answer: PollAnswer, service: string): JsonRecord {
   const found = answer.results.filter((r) => r.service === service);
   expect(found, answer.text).toHaveLength(1);
   return found[0] as JsonRecord;
+}
+
+/** A connection of the test's own to the throwaway Redis. */
+async function redisClient() {
+  if (redisServer === undefined) throw new Error("redis-server not started");
+  const client = createTestRedisClient(redisServer.url);
+  cleanups.push(() => closeRedisClient(client));
+  await untilRedisReady(client);
+  return client;
+}
+
+/** Bytes of each service's baseline in Redis (0: none). */
+async function baselineBytes(prefix: string, names: readonly string[]): Promise<number[]> {
+  const client = await redisClient();
+  return Promise.all(names.map((name) => client.hstrlen(`${prefix}registry:baselines`, name)));
 }
 
 /** Subscribes to Redis channels; messages arrive parsed, with their channel. */
@@ -260,6 +278,9 @@ describe("drift of a service's OpenAPI document", () => {
       removed: ["DELETE /items/{id}"],
       changed: ["GET /items"],
       breaking: true,
+      added_count: 1,
+      removed_count: 1,
+      changed_count: 1,
     });
 
     // Only this service's findings: the channels carry every event of the node.
@@ -308,7 +329,15 @@ describe("drift of a service's OpenAPI document", () => {
     fake.serveDocument(grown);
     expect(resultOf(await poll(node), service)).toMatchObject({
       changed: true,
-      diff: { added: ["GET /orders/{id}"], removed: [], changed: [], breaking: false },
+      diff: {
+        added: ["GET /orders/{id}"],
+        removed: [],
+        changed: [],
+        breaking: false,
+        added_count: 1,
+        removed_count: 0,
+        changed_count: 0,
+      },
     });
     await vi.waitFor(() => expect(findings()).toHaveLength(2), waitLong);
     expect(findings()[1]?.message).toMatchObject({
@@ -483,3 +512,220 @@ describe("documents that cannot be polled", () => {
     }
   });
 });
+
+describe("large documents (issue 7, item 2)", () => {
+  /** A node in a process of its own, so that its event loop runs nothing but the node. */
+  async function startNodeProcess(
+    prefix: string,
+    env: Record<string, string>,
+  ): Promise<OrchestratorProcess> {
+    if (redisServer === undefined) throw new Error("redis-server not started");
+    const node = await startOrchestratorProcess({
+      env: {
+        REDIS_URL: redisServer.url,
+        REDIS_KEY_PREFIX: prefix,
+        HEALTH_CHECK_INTERVAL_MS: "3600000",
+        LOG_LEVEL: "warn",
+        ...env,
+      },
+    });
+    cleanups.push(() => node.stop());
+    return node;
+  }
+
+  /**
+   * The node's event-loop delay since the previous call, in ms: its /metrics reports
+   * `monitorEventLoopDelay` (prom-client's, sampled every 10 ms), and every scrape resets it.
+   */
+  async function eventLoopDelay(node: { url: string }) {
+    const text = await (await fetch(`${node.url}/metrics`)).text();
+    const gauge = (name: string) => {
+      const match = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+      expect(match, name).not.toBeNull();
+      return Number(match?.[1]) * 1000;
+    };
+    return {
+      maxMs: gauge("nodejs_eventloop_lag_max_seconds"),
+      p99Ms: gauge("nodejs_eventloop_lag_p99_seconds"),
+    };
+  }
+
+  /** Polls every service while GET /health is probed, paced; both outcomes. */
+  async function pollWhileProbing(node: { url: string }) {
+    let polling = true;
+    const health: (number | string)[] = [];
+    const probing = (async () => {
+      while (polling) {
+        try {
+          const response = await fetch(`${node.url}/health`);
+          await response.arrayBuffer();
+          health.push(response.status);
+        } catch (error) {
+          health.push(String(error));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    const answer = await poll(node).finally(() => {
+      polling = false;
+    });
+    const probesDuringPoll = health.length;
+    await probing;
+    return { answer, health, probesDuringPoll };
+  }
+
+  it("four 5 MB documents of 85,000 operations are polled and diffed without stalling the event loop", async () => {
+    const prefix = `drift-e2e:${randomUUID()}:`;
+    const node = await startNodeProcess(prefix, {
+      // These documents go the whole way (parse, summary, diff, baseline) rather than being
+      // refused by the bound on operations; a long fetch budget keeps a loaded machine from
+      // turning the fetches into timeouts.
+      OPENAPI_MAX_OPERATIONS: "100000",
+      OUTBOUND_TIMEOUT_MS: "120000",
+    });
+    const names = ["bulk-a", "bulk-b", "bulk-c", "bulk-d"];
+    const fakes = await Promise.all(names.map(() => startFake()));
+    const serveAll = (text: string) => {
+      const body = Buffer.from(text);
+      for (const fake of fakes) fake.setOpenApi({ kind: "document", body });
+    };
+    const document = largeOpenApiDocument();
+    expect(Buffer.byteLength(document)).toBeGreaterThan(5_000_000);
+    expect(Buffer.byteLength(document)).toBeLessThan(5 * 1024 * 1024);
+    for (const [index, name] of names.entries()) await register(node, name, fakes[index]);
+    // A first poll of a small document starts the analysis worker, outside the measured window:
+    // run from TypeScript sources, it loads them through tsx, a second of CPU on a loaded machine.
+    fakes[0]?.serveDocument(itemsDocument());
+    expect(resultOf(await poll(node, { names: ["bulk-a"] }), "bulk-a").baseline).toBe(true);
+    serveAll(document);
+    const drifted = Buffer.from(largeOpenApiDocument({ drift: 1 }));
+
+    await eventLoopDelay(node); // starts the window
+    const first = await pollWhileProbing(node);
+    for (const fake of fakes) fake.setOpenApi({ kind: "document", body: drifted });
+    const second = await pollWhileProbing(node);
+    const delay = await eventLoopDelay(node);
+
+    expect(resultOf(first.answer, "bulk-a")).toMatchObject({ changed: true, error: "" });
+    for (const name of names.slice(1)) {
+      expect(resultOf(first.answer, name)).toMatchObject({ baseline: true, error: "" });
+    }
+    for (const name of names) {
+      expect(resultOf(second.answer, name)).toMatchObject({
+        changed: true,
+        error: "",
+        diff: {
+          added: ["GET /inventory/v1/items21250"],
+          removed: ["GET /inventory/v1/items0"],
+          changed: [],
+          breaking: true,
+        },
+      });
+    }
+    // /health answered all along, and while each poll was still running.
+    for (const { health, probesDuringPoll } of [first, second]) {
+      expect(probesDuringPoll).toBeGreaterThan(0);
+      expect(new Set(health)).toEqual(new Set([200]));
+    }
+    // Before the parse and the diff left the event loop, each document stalled it for 1.6 s or
+    // more: p99 and max were both over a second. Now the loop only moves bytes. The 99th
+    // percentile, not the maximum, is held to 50 ms: on a 2-core machine shared with other test
+    // runs, an idle process sees rare scheduling gaps of 100-300 ms on its own. The maximum
+    // still has to stay under one document's stall.
+    expect(delay.p99Ms).toBeLessThan(50);
+    expect(delay.maxMs).toBeLessThan(1000);
+
+    // Each baseline is the compressed summary, about 105 KB here, under the default cap of
+    // OPENAPI_MAX_BASELINE_BYTES (1 MiB); the whole summary was stored as JSON before, 6.8 MB.
+    const bytes = await baselineBytes(prefix, names);
+    for (const stored of bytes) {
+      expect(stored).toBeGreaterThan(0);
+      expect(stored).toBeLessThanOrEqual(1024 * 1024);
+    }
+  }, 240_000);
+});
+
+describe("bounded baselines (issue 7, item 2)", () => {
+  it("a document over a bound is refused and keeps the previous baseline; a removed service's baseline goes", async () => {
+    const prefix = `drift-e2e:${randomUUID()}:`;
+    const baselinesKey = `${prefix}registry:baselines`;
+    const node = await startNode({
+      REDIS_KEY_PREFIX: prefix,
+      OPENAPI_MAX_OPERATIONS: "5000",
+      OPENAPI_MAX_BASELINE_BYTES: "4096",
+    });
+    const redis = await redisClient();
+    const [small, many, legacy] = await Promise.all([startFake(), startFake(), startFake()]);
+    small.serveDocument(itemsDocument());
+    many.setOpenApi({ kind: "document", body: largeOpenApiDocument({ operations: 5001 }) });
+    legacy.serveDocument(itemsDocument());
+    await register(node, "small", small);
+    await register(node, "many", many);
+    await register(node, "legacy", legacy);
+    // A baseline as an earlier version stored it: whole JSON, which this one no longer reads.
+    await redis.hset(
+      baselinesKey,
+      "legacy",
+      '{"hash":"h","operations":{"GET /x":"{}"},"recordedAt":1}',
+    );
+
+    const first = await poll(node);
+    const recorded = resultOf(first, "small");
+    expect(recorded).toMatchObject({ baseline: true, error: "" });
+    expect(resultOf(first, "many")).toEqual({
+      service: "many",
+      changed: false,
+      baseline: false,
+      hash: "",
+      error: "OpenAPI document has 5001 operations, more than 5000",
+    });
+    expect(await redis.hexists(baselinesKey, "many")).toBe(0);
+    expect(resultOf(first, "legacy")).toMatchObject({ baseline: true, error: "" });
+    const kept = await redis.hgetBuffer(baselinesKey, "small");
+    expect(kept?.length).toBeLessThanOrEqual(4096);
+
+    // 5,000 operations: within the bound on operations, but a summary over 4,096 bytes.
+    small.setOpenApi({ kind: "document", body: largeOpenApiDocument({ operations: 5000 }) });
+    const grown = resultOf(await poll(node, { names: ["small"] }), "small");
+    expect(grown).toMatchObject({ changed: false, baseline: false, hash: "" });
+    expect(String(grown.error)).toMatch(/^OpenAPI baseline would take \d+ bytes, more than 4096$/);
+    expect(await redis.hgetBuffer(baselinesKey, "small")).toEqual(kept);
+    // The previous baseline still stands: its document is no drift.
+    small.serveDocument(itemsDocument());
+    expect(resultOf(await poll(node, { names: ["small"] }), "small")).toEqual({
+      service: "small",
+      changed: false,
+      baseline: false,
+      hash: recorded.hash,
+      error: "",
+    });
+
+    const deregistered = await fetch(`${node.url}/registry/small`, { method: "DELETE" });
+    expect(deregistered.status, await deregistered.text()).toBe(200);
+    await vi.waitFor(
+      async () => expect(await redis.hexists(baselinesKey, "small")).toBe(0),
+      waitLong,
+    );
+    expect(await redis.hexists(baselinesKey, "legacy")).toBe(1);
+  });
+
+  it("app.close() stops the analysis worker", async () => {
+    const node = await startNode();
+    const fake = await startFake();
+    fake.serveDocument(itemsDocument());
+    await register(node, "svc", fake);
+    const idle = threadCount();
+    expect(resultOf(await poll(node), "svc")).toMatchObject({ baseline: true, error: "" });
+    const polling = threadCount();
+    expect(polling).toBeGreaterThan(idle);
+
+    await node.close();
+    // Left running, the worker would idle on for its idle timeout (30 s).
+    await vi.waitFor(() => expect(threadCount()).toBeLessThan(polling), { timeout: 10_000 });
+  });
+});
+
+/** Threads of this process, the analysis worker's among them. */
+function threadCount(): number {
+  return readdirSync("/proc/self/task").length;
+}
