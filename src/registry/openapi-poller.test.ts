@@ -375,6 +375,43 @@ describe("createOpenApiPoller", () => {
     expect(maxInFlight).toBe(concurrency);
   });
 
+  it("keeps to `concurrency` fetches in flight across polls made at the same time", async () => {
+    const concurrency = 2;
+    const held: ServerResponse[] = [];
+    let maxInFlight = 0;
+    const body = JSON.stringify(inventory());
+    const total = 8;
+    let received = 0;
+    for (let index = 0; index < total; index++) {
+      server.routes.set(`/doc/${index}`, (_request, response) => {
+        received += 1;
+        held.push(response);
+        maxInFlight = Math.max(maxInFlight, held.length);
+        // Held a while once the bound is reached, so that a fetch beyond it would show; a correct
+        // poller sends none however long it waits (a slow machine can only hide a fault).
+        if (held.length === concurrency || received === total) {
+          setTimeout(() => {
+            for (const waiting of held.splice(0)) {
+              waiting.writeHead(200, { "content-type": "application/json" });
+              waiting.end(body);
+            }
+          }, 300);
+        }
+      });
+    }
+    const poller = createOpenApiPoller(deps, { concurrency });
+    const targets = Array.from({ length: total }, (_, index) => ({
+      service: `svc-${index}`,
+      url: `${server.url}/doc/${index}`,
+    }));
+    await registerAll(...targets.map((target) => target.service));
+    // Four polls of two documents each, all at once: still two fetches at a time, node-wide.
+    const polls = [0, 2, 4, 6].map((start) => poller.poll(targets.slice(start, start + 2)));
+    const results = (await Promise.all(polls)).flat();
+    expect(results.map((result) => result.baseline)).toEqual(targets.map(() => true));
+    expect(maxInFlight).toBe(concurrency);
+  });
+
   it("reports a store failure for its target only", async () => {
     server.routes.set("/openapi.json", serve(JSON.stringify(inventory())));
     const flaky: OpenApiPollerDeps["baselines"] = {

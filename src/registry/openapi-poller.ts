@@ -1,7 +1,7 @@
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
-import { forEachLimited } from "../for-each-limited.js";
 import { type HttpClient, isOutboundError } from "../http-client/http-client.js";
+import { createLimiter } from "../limiter.js";
 import type { OpenApiBaseline } from "./model.js";
 import type { OpenApiDiff } from "./openapi.js";
 import type { OpenApiAnalysis } from "./openapi-analysis.js";
@@ -22,7 +22,10 @@ export interface OpenApiPollerDeps {
 
 /** Options of {@link createOpenApiPoller}. */
 export interface OpenApiPollerOptions {
-  /** Documents fetched at the same time, at most. Default: 4. */
+  /**
+   * Documents fetched and analysed at the same time, at most, by all polls together (so that
+   * the documents held in memory are bounded by `concurrency` × `maxBytes`). Default: 4.
+   */
   concurrency: number;
   /** Largest document accepted, in bytes. Default: 5 MiB. */
   maxBytes: number;
@@ -67,7 +70,8 @@ export interface OpenApiPollResult {
 /** Polls OpenAPI documents and compares them with stored baselines. */
 export interface OpenApiPoller {
   /**
-   * Fetches every target's document (at most `concurrency` at a time) and compares it with the
+   * Fetches every target's document (at most `concurrency` at a time, counting every poll in
+   * progress) and compares it with the
    * service's baseline. Never rejects: a failure is reported in that target's result. Results
    * come in the order of `targets`; targets are expected to name distinct services.
    *
@@ -104,6 +108,8 @@ export function createOpenApiPoller(
   if (!Number.isInteger(settings.concurrency) || settings.concurrency < 1) {
     throw new RangeError("concurrency must be a positive integer");
   }
+  // One set of slots for every poll: concurrent polls share the bound.
+  const slots = createLimiter(settings.concurrency);
 
   const fetchDocument = async (
     url: string,
@@ -173,11 +179,7 @@ export function createOpenApiPoller(
   return {
     async poll(targets, request = {}) {
       const headers = request.headers ?? {};
-      const results: OpenApiPollResult[] = new Array(targets.length);
-      await forEachLimited(targets, settings.concurrency, async (target, index) => {
-        results[index] = await pollOne(target, headers);
-      });
-      return results;
+      return Promise.all(targets.map((target) => slots.run(() => pollOne(target, headers))));
     },
   };
 }
