@@ -524,7 +524,8 @@ function createStore(
   subscriber: Redis | undefined,
 ): RegistryStore {
   const { changeLogSize, changeLogBytes, maxEntries, maxBytes } = config.registry;
-  const limits = { changeLogSize, changeLogBytes, maxEntries, maxBytes };
+  const baselinesMaxBytes = config.registry.openapiBaselinesMaxBytes;
+  const limits = { changeLogSize, changeLogBytes, maxEntries, maxBytes, baselinesMaxBytes };
   if (redis === undefined || subscriber === undefined) {
     return createMemoryRegistryStore(limits);
   }

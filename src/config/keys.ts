@@ -591,7 +591,7 @@ export const configKey = Object.freeze({
     section: "registry",
     type: "integer 1..64",
     default: "4",
-    description: "OpenAPI documents fetched at once by one poll.",
+    description: "OpenAPI documents fetched and analysed at once, by all polls together.",
     parse: scalar(integer(1, 64)),
   }),
   OPENAPI_MAX_OPERATIONS: defineKey({
@@ -610,6 +610,15 @@ export const configKey = Object.freeze({
     description:
       "Bytes one service's stored OpenAPI baseline (compressed summary) may take; a poll refuses a document whose summary is larger.",
     parse: scalar(integer(4096, 67_108_864)),
+  }),
+  OPENAPI_BASELINES_MAX_BYTES: defineKey({
+    name: "OPENAPI_BASELINES_MAX_BYTES",
+    section: "registry",
+    type: "integer 1048576..4294967296",
+    default: "67108864",
+    description:
+      "Bytes all stored OpenAPI baselines may take together (in memory, or in Redis); a poll whose baseline would go past it keeps the previous one.",
+    parse: scalar(integer(1_048_576, 4_294_967_296)),
   }),
   OPENAPI_WORKERS: defineKey({
     name: "OPENAPI_WORKERS",

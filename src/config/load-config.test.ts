@@ -72,6 +72,7 @@ const defaultConfig = {
     openapiConcurrency: 4,
     openapiMaxOperations: 10000,
     openapiMaxBaselineBytes: 1048576,
+    openapiBaselinesMaxBytes: 67108864,
     openapiWorkers: 1,
   },
 };

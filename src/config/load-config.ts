@@ -99,6 +99,7 @@ export interface RegistrySettings {
   readonly openapiConcurrency: number;
   readonly openapiMaxOperations: number;
   readonly openapiMaxBaselineBytes: number;
+  readonly openapiBaselinesMaxBytes: number;
   readonly openapiWorkers: number;
 }
 
@@ -382,6 +383,7 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
       openapiConcurrency: value(k.OPENAPI_CONCURRENCY),
       openapiMaxOperations: value(k.OPENAPI_MAX_OPERATIONS),
       openapiMaxBaselineBytes: value(k.OPENAPI_MAX_BASELINE_BYTES),
+      openapiBaselinesMaxBytes: value(k.OPENAPI_BASELINES_MAX_BYTES),
       openapiWorkers: value(k.OPENAPI_WORKERS),
     }),
     ...(operatorToken === "" ? {} : { operatorToken }),

@@ -1,6 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { DomainError } from "../errors/domain-error.js";
 import {
+  baselinesFull,
+  baselineWeight,
+  defaultBaselinesMaxBytes,
   type EntryWrite,
   type OpenApiBaseline,
   type RegistryChange,
@@ -14,19 +17,31 @@ import type { RegistryStore } from "./registry-store.js";
 import { RegistryView, type RegistryViewLimits } from "./registry-view.js";
 
 /** The bounds of the memory store: see {@link RegistryViewLimits} for each and its default. */
-export type MemoryRegistryStoreOptions = Partial<RegistryViewLimits>;
+export interface MemoryRegistryStoreOptions extends Partial<RegistryViewLimits> {
+  /** Bytes all OpenAPI baselines may take together (see `baselineWeight`). Default 64 MiB. */
+  readonly baselinesMaxBytes?: number;
+}
 
 /**
  * The embedded default: the registry lives in this process and is gone when it stops.
  * @throws RangeError when a limit is not a positive integer.
  */
 export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = {}): RegistryStore {
-  const view = new RegistryView(options);
+  const { baselinesMaxBytes = defaultBaselinesMaxBytes, ...limits } = options;
+  const view = new RegistryView(limits);
+  let baselineBytes = 0;
   const baselines = new Map<string, OpenApiBaseline>();
   const cursors = new Map<string, ReplicationCursor>();
   // The revisions of a memory store start over at every start: so does its history.
   const historyId = randomUUID();
   let nodeId: string | undefined;
+
+  const forgetBaseline = (name: string): boolean => {
+    const baseline = baselines.get(name);
+    if (baseline === undefined) return false;
+    baselineBytes -= baselineWeight(baseline);
+    return baselines.delete(name);
+  };
 
   const checkRevision = (name: string, expected: number) => {
     const actual = view.get(name)?.revision ?? 0;
@@ -88,16 +103,22 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
     getBaseline: async (name) => baselines.get(name),
     putBaseline: async (name, baseline) => {
       if (view.get(name) === undefined) return false;
+      const previous = baselines.get(name);
+      const grown = baselineWeight(baseline) - (previous ? baselineWeight(previous) : 0);
+      if (grown > 0 && baselineBytes + grown > baselinesMaxBytes) {
+        throw baselinesFull(baselinesMaxBytes);
+      }
       baselines.set(name, baseline);
+      baselineBytes += grown;
       return true;
     },
     deleteBaseline: async (name) => {
-      baselines.delete(name);
+      forgetBaseline(name);
     },
     purgeBaselines: async () => {
       let forgotten = 0;
-      for (const name of baselines.keys()) {
-        if (view.get(name) === undefined && baselines.delete(name)) forgotten += 1;
+      for (const name of [...baselines.keys()]) {
+        if (view.get(name) === undefined && forgetBaseline(name)) forgotten += 1;
       }
       return forgotten;
     },

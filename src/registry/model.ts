@@ -1,3 +1,5 @@
+import { DomainError } from "../errors/domain-error.js";
+
 /** Status of a registered service as this orchestrator last saw it. */
 export type ServiceStatus = "UNKNOWN" | "HEALTHY" | "UNHEALTHY" | "DOWN";
 
@@ -75,6 +77,23 @@ export interface OpenApiBaseline {
    */
   readonly summary: Uint8Array;
   readonly recordedAt: number;
+}
+
+/** Bytes all stored baselines may take together, unless a store is told otherwise: 64 MiB. */
+export const defaultBaselinesMaxBytes = 64 * 1024 * 1024;
+
+/** The bytes a stored baseline is counted for by the bound on all baselines. */
+export function baselineWeight(baseline: OpenApiBaseline): number {
+  // The summary and a header of about this size, as the Redis store writes them.
+  return baseline.summary.length + baseline.hash.length + 64;
+}
+
+/** The refusal of a baseline that would take the stored baselines past their bound. */
+export function baselinesFull(maxBytes: number): DomainError {
+  return new DomainError(
+    "resource_exhausted",
+    `the stored OpenAPI baselines would exceed ${maxBytes} bytes (OPENAPI_BASELINES_MAX_BYTES); the previous baseline is kept`,
+  );
 }
 
 /** Where replication from a peer had got to: its history and the last revision applied. */

@@ -218,5 +218,7 @@ function storeFailure(error: unknown): string {
   if (error instanceof DomainError && error.kind === "timeout") {
     return "baseline store did not answer in time; the baseline may still be recorded";
   }
+  // The bound on all baselines: its message names the setting, and no host.
+  if (error instanceof DomainError && error.kind === "resource_exhausted") return error.message;
   return "could not record the OpenAPI baseline";
 }

@@ -1,23 +1,56 @@
 import type { Redis } from "ioredis";
-import type { OpenApiBaseline } from "./model.js";
+import { baselinesFull, type OpenApiBaseline } from "./model.js";
 import type { RegistryStore } from "./registry-store.js";
 
 // The OpenAPI baselines of the Redis registry store, in the hash `registry:baselines` (name →
 // record), tied to the live entries in `registry:entries`.
 
-// Records a baseline only while the entry is live: atomic, so that a poll ending after a removal
-// cannot leave a baseline behind. KEYS: 1 entries, 2 baselines. ARGV: 1 name, 2 record.
-const putBaselineScript = `
+// The bytes of every record, in KEYS[3] beside the hash; counted once here when missing (a hash
+// written before the count existed).
+const totalOf = `
+local function total()
+  local counted = redis.call('GET', KEYS[3])
+  if counted then return tonumber(counted) end
+  local sum = 0
+  for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+    sum = sum + redis.call('HSTRLEN', KEYS[2], name)
+  end
+  redis.call('SET', KEYS[3], sum)
+  return sum
+end
+`;
+
+// Records a baseline only while the entry is live, and only within the bytes all baselines may
+// take: atomic, so that a poll ending after a removal cannot leave a baseline behind.
+// KEYS: 1 entries, 2 baselines, 3 their bytes. ARGV: 1 name, 2 record, 3 max bytes of all.
+// Returns 1 stored, 0 not live, -1 over the bytes (a record that does not grow always fits).
+const putBaselineScript = `${totalOf}
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local grown = #ARGV[2] - redis.call('HSTRLEN', KEYS[2], ARGV[1])
+if grown > 0 and total() + grown > tonumber(ARGV[3]) then return -1 end
+total()
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('INCRBY', KEYS[3], grown)
+return 1
+`;
+
+// Forgets the baseline of ARGV[1]. KEYS as above.
+const deleteBaselineScript = `${totalOf}
+local bytes = redis.call('HSTRLEN', KEYS[2], ARGV[1])
+if bytes == 0 then return 0 end
+total()
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DECRBY', KEYS[3], bytes)
 return 1
 `;
 
 // Forgets the baselines of names without a live entry; returns how many. KEYS as above.
-const purgeBaselinesScript = `
+const purgeBaselinesScript = `${totalOf}
+total()
 local forgotten = 0
 for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
   if redis.call('HEXISTS', KEYS[1], name) == 0 then
+    redis.call('DECRBY', KEYS[3], redis.call('HSTRLEN', KEYS[2], name))
     redis.call('HDEL', KEYS[2], name)
     forgotten = forgotten + 1
   end
@@ -51,11 +84,14 @@ export type RedisBaselines = Pick<
  */
 export function createRedisBaselines(
   redis: Redis,
-  keys: { readonly entries: string; readonly baselines: string },
+  keys: { readonly entries: string; readonly baselines: string; readonly bytes: string },
   { read, write }: BaselineCommands,
+  maxBytes: number,
 ): RedisBaselines {
   const putScript = defineScript(redis, "PutBaseline", putBaselineScript);
+  const deleteScript = defineScript(redis, "DeleteBaseline", deleteBaselineScript);
   const purgeScript = defineScript(redis, "PurgeBaselines", purgeBaselinesScript);
+  const keyList = [keys.entries, keys.baselines, keys.bytes];
   return {
     async getBaseline(name) {
       const record = await read(() => redis.hgetBuffer(keys.baselines, name));
@@ -63,15 +99,16 @@ export function createRedisBaselines(
     },
     async putBaseline(name, baseline) {
       const stored = await write(() =>
-        putScript(keys.entries, keys.baselines, name, encodeBaseline(baseline)),
+        putScript(...keyList, name, encodeBaseline(baseline), String(maxBytes)),
       );
+      if (stored === -1) throw baselinesFull(maxBytes);
       return stored === 1;
     },
     async deleteBaseline(name) {
-      await write(() => redis.hdel(keys.baselines, name));
+      await write(() => deleteScript(...keyList, name));
     },
     async purgeBaselines() {
-      const forgotten = await write(() => purgeScript(keys.entries, keys.baselines));
+      const forgotten = await write(() => purgeScript(...keyList));
       return typeof forgotten === "number" ? forgotten : 0;
     },
   };
@@ -79,7 +116,7 @@ export function createRedisBaselines(
 
 function defineScript(redis: Redis, name: string, lua: string): Script {
   const command = `orchestratorRegistry${name}`;
-  redis.defineCommand(command, { lua, numberOfKeys: 2 });
+  redis.defineCommand(command, { lua, numberOfKeys: 3 });
   const defined = (redis as unknown as Record<string, Script | undefined>)[command];
   if (defined === undefined) throw new Error(`ioredis did not define ${command}`);
   return defined.bind(redis);

@@ -11,6 +11,7 @@ import {
   wasNotSent,
 } from "../redis/redis-write-fence.js";
 import {
+  defaultBaselinesMaxBytes,
   type EntryWrite,
   type RegistryChange,
   type RegistryEntry,
@@ -57,6 +58,11 @@ export interface RedisRegistryStoreOptions extends Partial<RegistryViewLimits> {
   readonly keyPrefix: string;
   /** How long `open()` waits for both connections to be ready. Default 10,000 ms. */
   readonly openTimeoutMs?: number;
+  /**
+   * Bytes all OpenAPI baselines may take in Redis together (their records, counted in
+   * `registry:baselines:bytes`). Default 64 MiB.
+   */
+  readonly baselinesMaxBytes?: number;
   /**
    * How long an entry write (put, remove) may go unanswered before it is given up: it carries a
    * deadline shortly before that, and Redis does not apply it after. Default 5,000 ms (the
@@ -275,6 +281,7 @@ export function createRedisRegistryStore(
     keyPrefix: prefix,
     openTimeoutMs = defaults.openTimeoutMs,
     writeTimeoutMs,
+    baselinesMaxBytes = defaultBaselinesMaxBytes,
     ...limits
   } = options;
   // Checks the bounds (RangeError) before anything touches Redis.
@@ -298,9 +305,14 @@ export function createRedisRegistryStore(
   ].map((key) => `${prefix}registry:${key}`);
   const baselines = createRedisBaselines(
     redis,
-    { entries: `${prefix}registry:entries`, baselines: `${prefix}registry:baselines` },
+    {
+      entries: `${prefix}registry:entries`,
+      baselines: `${prefix}registry:baselines`,
+      bytes: `${prefix}registry:baselines:bytes`,
+    },
     // Looked up at call time: the write wrapper is defined below.
     { read: command, write: (send) => unfencedWrite(send) },
+    baselinesMaxBytes,
   );
   const nodeIdKey = `${prefix}node:id`;
   const cursorsKey = `${prefix}replication:cursors`;

@@ -515,6 +515,32 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     );
   });
 
+  it("counts the bytes of every baseline record beside them, also for a hash written before", async () => {
+    const prefix = newPrefix();
+    const { store, redis } = await processes.open(prefix);
+    const baseline = (n: number) => ({
+      hash: `h${n}`,
+      operationCount: 1,
+      summary: Buffer.alloc(1_000 * n, n),
+      recordedAt: 5,
+    });
+    for (const n of [1, 2, 3]) {
+      await store.put(entryWrite(`s${n}`), 0);
+      await store.putBaseline(`s${n}`, baseline(n));
+    }
+    const key = `${prefix}registry:baselines`;
+    const recorded = async () => {
+      let sum = 0;
+      for (const name of await redis.hkeys(key)) sum += await redis.hstrlen(key, name);
+      return sum;
+    };
+    expect(Number(await redis.get(`${key}:bytes`))).toBe(await recorded());
+    await redis.del(`${key}:bytes`);
+    await store.deleteBaseline("s2");
+    expect(Number(await redis.get(`${key}:bytes`))).toBe(await recorded());
+    expect(await recorded()).toBeGreaterThan(4_000);
+  });
+
   it("catches up on a long gap page by page from the log, without a snapshot", {
     timeout: 60_000,
   }, async () => {

@@ -13,7 +13,9 @@ import type { RegistryViewLimits } from "../../src/registry/registry-view.js";
 /** How a store implementation is brought up for the contract suite. */
 export interface RegistryStoreHarness {
   /** A new, empty store of its own (for Redis: a fresh key prefix), opened. */
-  create(options?: Partial<RegistryViewLimits>): Promise<RegistryStore>;
+  create(
+    options?: Partial<RegistryViewLimits> & { baselinesMaxBytes?: number },
+  ): Promise<RegistryStore>;
   /** A second store over the same backing data, as another process would open it. */
   twin?(store: RegistryStore): Promise<RegistryStore>;
   /** The same backing data opened anew after `store` was closed: a restart. */
@@ -306,6 +308,34 @@ export function registryStoreContract(name: string, harness: RegistryStoreHarnes
       expect(await store.getBaseline("a")).toBeUndefined();
       expect(await store.getBaseline("b")).toBeUndefined();
       expect(await store.purgeBaselines()).toBe(0);
+    });
+
+    it("keeps all baselines within baselinesMaxBytes, refusing growth, never a smaller one", async () => {
+      const store = await harness.create({ baselinesMaxBytes: 35_000 });
+      const big = (hash: string) =>
+        baselineOf(
+          hash,
+          Array.from({ length: 10_000 }, (_, i) => i),
+        );
+      for (const name of ["a", "b", "c", "d"]) await store.put(entryWrite(name), 0);
+      for (const name of ["a", "b", "c"])
+        expect(await store.putBaseline(name, big(name))).toBe(true);
+      const full = await failureOf(store.putBaseline("d", big("d")));
+      expect(full.kind).toBe("resource_exhausted");
+      expect(full.message).toContain("OPENAPI_BASELINES_MAX_BYTES");
+      expect(await store.getBaseline("d")).toBeUndefined();
+      // A baseline no larger than the one it replaces always fits; a removal makes room.
+      expect(await store.putBaseline("a", baselineOf("a2", [1, 2]))).toBe(true);
+      expect(await store.putBaseline("d", big("d"))).toBe(true);
+      expect(await failureOf(store.putBaseline("a", big("a3")))).toMatchObject({
+        kind: "resource_exhausted",
+      });
+      await store.deleteBaseline("b");
+      expect(await store.putBaseline("a", big("a3"))).toBe(true);
+      const c = store.get("c");
+      await store.remove(tombstoneWrite("c"), c?.revision ?? 0);
+      expect(await store.purgeBaselines()).toBe(1);
+      expect(await store.putBaseline("b", big("b2"))).toBe(true);
     });
 
     it("gives concurrent writes distinct, gapless revisions", async () => {
