@@ -1,5 +1,6 @@
 import { pino } from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { entryWrite } from "../../tests/contracts/registry-store.contract.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type BaselineRetention, createBaselineRetention } from "./baseline-retention.js";
 import { createMemoryRegistryStore } from "./memory-registry-store.js";
@@ -15,24 +16,7 @@ const baseline: OpenApiBaseline = {
 };
 
 function entry(name: string): EntryWrite {
-  return {
-    name,
-    baseUrl: `http://${name}.internal`,
-    openapiUrl: `http://${name}.internal/openapi.json`,
-    healthUrl: `http://${name}.internal/health`,
-    endpoints: [],
-    metadata: {},
-    tags: [],
-    version: "",
-    ttlSeconds: 0,
-    status: "UNKNOWN",
-    registeredAt: 1,
-    lastHeartbeat: 1,
-    updatedAt: 1,
-    leaseExpiresAt: 0,
-    origin: "node-test",
-    hlc: 1n,
-  };
+  return entryWrite(name, { openapiUrl: `http://${name}.internal/openapi.json` });
 }
 
 /** A store with live entries `names`, each with a baseline. */

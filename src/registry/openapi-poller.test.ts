@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { stringify as toYaml } from "yaml";
+import { entryWrite } from "../../tests/contracts/registry-store.contract.js";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { createHttpClient } from "../http-client/http-client.js";
@@ -126,27 +127,7 @@ const clock: Clock = { now: () => 1_700_000_000_000, monotonic: () => performanc
 /** Registers `names` in the store: baselines are kept for live entries only. */
 async function registerAll(...names: string[]): Promise<void> {
   for (const name of names) {
-    await store.put(
-      {
-        name,
-        baseUrl: `http://${name}.internal`,
-        openapiUrl: `http://${name}.internal/openapi.json`,
-        healthUrl: `http://${name}.internal/health`,
-        endpoints: [],
-        metadata: {},
-        tags: [],
-        version: "",
-        ttlSeconds: 0,
-        status: "UNKNOWN",
-        registeredAt: 1,
-        lastHeartbeat: 1,
-        updatedAt: 1,
-        leaseExpiresAt: 0,
-        origin: "node-test",
-        hlc: 1n,
-      },
-      0,
-    );
+    await store.put(entryWrite(name, { openapiUrl: `http://${name}.internal/openapi.json` }), 0);
   }
 }
 
