@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { apiServices } from "../src/app.js";
 import { configKeys } from "../src/config/index.js";
 import { restRoutesOf } from "../src/gateway/rest-gateway.js";
 import { wrapService } from "../src/interceptors/chain.js";
+import { apiServices } from "../src/services/api-services.js";
 import { unimplementedService } from "../src/services/unimplemented.js";
 
 // The README is the user's reference: it must name every configuration key and every REST route

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
 import { SystemService } from "../../gen/orchestrator/v1/system_pb.js";
-import { apiServices } from "../app.js";
+import { apiServices } from "../services/api-services.js";
 import { httpBindingsOf, shadowedPathValues } from "./http-bindings.js";
 
 const api = apiServices;

@@ -12,7 +12,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.js";
 import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
-import { apiServices } from "../../src/app.js";
+import { apiServices } from "../../src/services/api-services.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 
 // The REST gateway as a curl user meets it: real node, real HTTP/1.1 over loopback, bodies and
