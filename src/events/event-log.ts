@@ -1,5 +1,5 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import { BoundedLog } from "../bounded-log.js";
+import { BoundedLog } from "../changes/bounded-log.js";
 import type { Clock } from "../clock.js";
 import type { IdSource } from "../ids.js";
 

@@ -1,3 +1,4 @@
+import type { ChangeSource } from "../changes/change-queue.js";
 import type {
   EntryWrite,
   OpenApiBaseline,
@@ -132,4 +133,17 @@ export interface RegistryStore {
    * @throws DomainError "unavailable", or "timeout".
    */
   purgeBaselines(): Promise<number>;
+}
+
+/** The store's change log as the shared change queue reads it: positions are revisions. */
+export function changeSourceOf(
+  store: Pick<RegistryStore, "revision" | "changesSince" | "onChange">,
+): ChangeSource<RegistryChange> {
+  return {
+    get position() {
+      return store.revision;
+    },
+    changesSince: (revision, limit) => store.changesSince(revision, limit),
+    onChange: (listener) => store.onChange(() => listener()),
+  };
 }

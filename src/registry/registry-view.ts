@@ -1,4 +1,4 @@
-import { BoundedLog } from "../bounded-log.js";
+import { BoundedLog } from "../changes/bounded-log.js";
 import { DomainError } from "../errors/domain-error.js";
 import { changeWeight, entryWeight } from "./entry-limits.js";
 import type { EntryWrite, RegistryChange, RegistryEntry, Tombstone } from "./model.js";

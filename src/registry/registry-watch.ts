@@ -1,6 +1,6 @@
-import { queueChanges } from "./change-queue.js";
+import { queueChanges } from "../changes/change-queue.js";
 import { nameOf, type RegistryChange, type RegistryEntry, type Tombstone } from "./model.js";
-import type { RegistryStore } from "./registry-store.js";
+import { changeSourceOf, type RegistryStore } from "./registry-store.js";
 
 /** One event of a registry watch. */
 export type WatchEvent =
@@ -50,10 +50,10 @@ export async function* watchRegistry(
   request: WatchRequest,
 ): AsyncGenerator<WatchEvent> {
   const matches = (name: string) => name.startsWith(request.namePrefix);
-  const changes = queueChanges(store, {
+  const changes = queueChanges(changeSourceOf(store), {
     maxLag: request.maxQueue,
     reader: "the watcher",
-    resume: "watch again",
+    resume: "watch again from revision",
     signal: request.signal,
   });
   try {

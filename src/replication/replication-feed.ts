@@ -1,7 +1,7 @@
+import { queueChanges } from "../changes/change-queue.js";
 import type { Clock } from "../clock.js";
-import { queueChanges } from "../registry/change-queue.js";
 import { nameOf, type RegistryChange } from "../registry/model.js";
-import type { RegistryStore } from "../registry/registry-store.js";
+import { changeSourceOf, type RegistryStore } from "../registry/registry-store.js";
 
 /** What a replication stream carries, in order: a hello, then changes (snapshot or log), live. */
 export type ReplicationMessage =
@@ -60,10 +60,10 @@ export async function* replicationFeed(
 ): AsyncGenerator<ReplicationMessage> {
   const { store, clock } = deps;
   const settings = { ...defaults, ...options };
-  const changes = queueChanges(store, {
+  const changes = queueChanges(changeSourceOf(store), {
     maxLag: settings.maxQueue,
     reader: "the peer",
-    resume: "resume",
+    resume: "resume from revision",
     signal: request.signal,
   });
   try {
