@@ -13,7 +13,7 @@ describe("composeServices", () => {
     });
     const sagas = servicePart(InfrastructureService, {
       async getSagaStats() {
-        return { total: 3 };
+        return { totalSagas: 3 };
       },
     });
     const composed = composeServices(
@@ -25,7 +25,7 @@ describe("composeServices", () => {
       (...args: unknown[]) => Promise<unknown>
     >;
     expect(await infrastructure.getEventHistory?.({}, {})).toMatchObject({ count: 7 });
-    expect(await infrastructure.getSagaStats?.({}, {})).toMatchObject({ total: 3 });
+    expect(await infrastructure.getSagaStats?.({}, {})).toMatchObject({ totalSagas: 3 });
     const missing = await infrastructure.getDlqStats?.({}, {}).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(ConnectError);
     expect((missing as ConnectError).code).toBe(Code.Unimplemented);

@@ -2,29 +2,30 @@
 // @generated from file orchestrator/v1/infrastructure.proto (package orchestrator.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_orchestrator_v1_options } from "./options_pb.js";
-import type { RunStatus, WorkflowStep } from "./workflow_pb.js";
-import { file_orchestrator_v1_workflow } from "./workflow_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file orchestrator/v1/infrastructure.proto.
  */
 export const file_orchestrator_v1_infrastructure: GenFile = /*@__PURE__*/
-  fileDesc("CiRvcmNoZXN0cmF0b3IvdjEvaW5mcmFzdHJ1Y3R1cmUucHJvdG8SD29yY2hlc3RyYXRvci52MSLFAQoFRXZlbnQSCgoCaWQYASABKAkSDAoEdHlwZRgCIAEoCRIPCgdzdWJqZWN0GAMgASgJEhYKDmNvcnJlbGF0aW9uX2lkGAQgASgJEhAKCHRyYWNlX2lkGAUgASgJEg4KBnNvdXJjZRgGIAEoCRItCgl0aW1lc3RhbXAYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKB3BheWxvYWQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IhQKEkdldERscVN0YXRzUmVxdWVzdCLEAgoTR2V0RGxxU3RhdHNSZXNwb25zZRIUCgx0b3RhbF9ldmVudHMYASABKAUSRQoJYnlfcmVhc29uGAIgAygLMjIub3JjaGVzdHJhdG9yLnYxLkdldERscVN0YXRzUmVzcG9uc2UuQnlSZWFzb25FbnRyeRJBCgdieV90eXBlGAMgAygLMjAub3JjaGVzdHJhdG9yLnYxLkdldERscVN0YXRzUmVzcG9uc2UuQnlUeXBlRW50cnkSLQoJb2xkZXN0X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1CeVJlYXNvbkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAEaLQoLQnlUeXBlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASJeCg9SZXRyeURscVJlcXVlc3QSHwoJZXZlbnRfaWRzGAEgAygJQgzC8xgISOgHUgMYgAESKgoKbWF4X2V2ZW50cxgCIAEoBUIWwvMYEjkAAAAAAAAAAEEAAAAAAIjDQCJXChBSZXRyeURscVJlc3BvbnNlEhYKDnJldHJpZWRfZXZlbnRzGAEgASgFEhQKDHRvdGFsX2V2ZW50cxgCIAEoBRIVCg1mYWlsZWRfZXZlbnRzGAMgASgFIhUKE0dldFNhZ2FTdGF0c1JlcXVlc3QingEKFEdldFNhZ2FTdGF0c1Jlc3BvbnNlEg0KBXRvdGFsGAEgASgFEkYKCWJ5X3N0YXR1cxgCIAMoCzIzLm9yY2hlc3RyYXRvci52MS5HZXRTYWdhU3RhdHNSZXNwb25zZS5CeVN0YXR1c0VudHJ5Gi8KDUJ5U3RhdHVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASL5AQoEU2FnYRIPCgdzYWdhX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIqCgZzdGF0dXMYAyABKA4yGi5vcmNoZXN0cmF0b3IudjEuUnVuU3RhdHVzEiwKBXN0ZXBzGAQgAygLMh0ub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93U3RlcBIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jb3JyZWxhdGlvbl9pZBgHIAEoCSIsCg5HZXRTYWdhUmVxdWVzdBIaCgdzYWdhX2lkGAEgASgJQgnC8xgFCAEYgAEiNgoPR2V0U2FnYVJlc3BvbnNlEiMKBHNhZ2EYASABKAsyFS5vcmNoZXN0cmF0b3IudjEuU2FnYSKiAQoWR2V0RXZlbnRIaXN0b3J5UmVxdWVzdBIVCgR0eXBlGAEgASgJQgfC8xgDGIABEh8KDmNvcnJlbGF0aW9uX2lkGAIgASgJQgfC8xgDGIABEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVsaW1pdBgEIAEoBUIWwvMYEjkAAAAAAAAAAEEAAAAAAIjDQCJQChdHZXRFdmVudEhpc3RvcnlSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5vcmNoZXN0cmF0b3IudjEuRXZlbnQSDQoFY291bnQYAiABKAUiwAEKE1JlcGxheUV2ZW50c1JlcXVlc3QSHwoJZXZlbnRfaWRzGAEgAygJQgzC8xgISOgHUgMYgAESFQoEdHlwZRgCIAEoCUIHwvMYAxiAARIfCg5jb3JyZWxhdGlvbl9pZBgDIAEoCUIHwvMYAxiAARIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoFbGltaXQYBSABKAVCFsLzGBI5AAAAAAAAAABBAAAAAACIw0AiVgoUUmVwbGF5RXZlbnRzUmVzcG9uc2USLwoPcmVwbGF5ZWRfZXZlbnRzGAEgAygLMhYub3JjaGVzdHJhdG9yLnYxLkV2ZW50Eg0KBWNvdW50GAIgASgFIkAKEkNsZWFyRXZlbnRzUmVxdWVzdBIqCgZiZWZvcmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiwKE0NsZWFyRXZlbnRzUmVzcG9uc2USFQoNY2xlYXJlZF9jb3VudBgBIAEoBSJGChJXYXRjaEV2ZW50c1JlcXVlc3QSFQoEdHlwZRgBIAEoCUIHwvMYAxiAARIZCghhZnRlcl9pZBgCIAEoCUIHwvMYAxiAASI8ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiUKBWV2ZW50GAEgASgLMhYub3JjaGVzdHJhdG9yLnYxLkV2ZW50IhgKFkdldFRyYWNpbmdTdGF0c1JlcXVlc3Qi6AEKF0dldFRyYWNpbmdTdGF0c1Jlc3BvbnNlEhQKDHRvdGFsX3RyYWNlcxgBIAEoBRITCgt0b3RhbF9zcGFucxgCIAEoBRJWChBzcGFuc19ieV9zZXJ2aWNlGAMgAygLMjwub3JjaGVzdHJhdG9yLnYxLkdldFRyYWNpbmdTdGF0c1Jlc3BvbnNlLlNwYW5zQnlTZXJ2aWNlRW50cnkSEwoLZXJyb3Jfc3BhbnMYBCABKAUaNQoTU3BhbnNCeVNlcnZpY2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBIqMCCgRTcGFuEhAKCHRyYWNlX2lkGAEgASgJEg8KB3NwYW5faWQYAiABKAkSFgoOcGFyZW50X3NwYW5faWQYAyABKAkSDAoEbmFtZRgEIAEoCRIPCgdzZXJ2aWNlGAUgASgJEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAcgASgBEg4KBnN0YXR1cxgIIAEoCRI5CgphdHRyaWJ1dGVzGAkgAygLMiUub3JjaGVzdHJhdG9yLnYxLlNwYW4uQXR0cmlidXRlc0VudHJ5GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjsKD0dldFRyYWNlUmVxdWVzdBIoCgh0cmFjZV9pZBgBIAEoCUIWwvMYEggBIg5eWzAtOWEtZl17MzJ9JCJZChBHZXRUcmFjZVJlc3BvbnNlEhAKCHRyYWNlX2lkGAEgASgJEiQKBXNwYW5zGAIgAygLMhUub3JjaGVzdHJhdG9yLnYxLlNwYW4SDQoFY291bnQYAyABKAUiYQoYTGlzdFNlcnZpY2VUcmFjZXNSZXF1ZXN0Eh4KDHNlcnZpY2VfbmFtZRgBIAEoCUIIwvMYBAgBGGQSJQoFbGltaXQYAiABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0AiZgoZTGlzdFNlcnZpY2VUcmFjZXNSZXNwb25zZRIUCgxzZXJ2aWNlX25hbWUYASABKAkSJAoFc3BhbnMYAiADKAsyFS5vcmNoZXN0cmF0b3IudjEuU3BhbhINCgVjb3VudBgDIAEoBTLpCwoVSW5mcmFzdHJ1Y3R1cmVTZXJ2aWNlEnsKC0dldERscVN0YXRzEiMub3JjaGVzdHJhdG9yLnYxLkdldERscVN0YXRzUmVxdWVzdBokLm9yY2hlc3RyYXRvci52MS5HZXREbHFTdGF0c1Jlc3BvbnNlIiGC0+STAhsSGS9pbmZyYXN0cnVjdHVyZS9kbHEvc3RhdHMSeQoIUmV0cnlEbHESIC5vcmNoZXN0cmF0b3IudjEuUmV0cnlEbHFSZXF1ZXN0GiEub3JjaGVzdHJhdG9yLnYxLlJldHJ5RGxxUmVzcG9uc2UiKMjzGAKC0+STAh46ASoiGS9pbmZyYXN0cnVjdHVyZS9kbHEvcmV0cnkSfwoMR2V0U2FnYVN0YXRzEiQub3JjaGVzdHJhdG9yLnYxLkdldFNhZ2FTdGF0c1JlcXVlc3QaJS5vcmNoZXN0cmF0b3IudjEuR2V0U2FnYVN0YXRzUmVzcG9uc2UiIoLT5JMCHBIaL2luZnJhc3RydWN0dXJlL3NhZ2Evc3RhdHMSegoHR2V0U2FnYRIfLm9yY2hlc3RyYXRvci52MS5HZXRTYWdhUmVxdWVzdBogLm9yY2hlc3RyYXRvci52MS5HZXRTYWdhUmVzcG9uc2UiLILT5JMCJmIEc2FnYRIeL2luZnJhc3RydWN0dXJlL3NhZ2Eve3NhZ2FfaWR9EowBCg9HZXRFdmVudEhpc3RvcnkSJy5vcmNoZXN0cmF0b3IudjEuR2V0RXZlbnRIaXN0b3J5UmVxdWVzdBooLm9yY2hlc3RyYXRvci52MS5HZXRFdmVudEhpc3RvcnlSZXNwb25zZSImgtPkkwIgEh4vaW5mcmFzdHJ1Y3R1cmUvZXZlbnRzL2hpc3RvcnkSiQEKDFJlcGxheUV2ZW50cxIkLm9yY2hlc3RyYXRvci52MS5SZXBsYXlFdmVudHNSZXF1ZXN0GiUub3JjaGVzdHJhdG9yLnYxLlJlcGxheUV2ZW50c1Jlc3BvbnNlIizI8xgCgtPkkwIiOgEqIh0vaW5mcmFzdHJ1Y3R1cmUvZXZlbnRzL3JlcGxheRKFAQoLQ2xlYXJFdmVudHMSIy5vcmNoZXN0cmF0b3IudjEuQ2xlYXJFdmVudHNSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLkNsZWFyRXZlbnRzUmVzcG9uc2UiK8jzGAKC0+STAiE6ASoiHC9pbmZyYXN0cnVjdHVyZS9ldmVudHMvY2xlYXISgAEKC1dhdGNoRXZlbnRzEiMub3JjaGVzdHJhdG9yLnYxLldhdGNoRXZlbnRzUmVxdWVzdBokLm9yY2hlc3RyYXRvci52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlIiSC0+STAh4SHC9pbmZyYXN0cnVjdHVyZS9ldmVudHMvd2F0Y2gwARKLAQoPR2V0VHJhY2luZ1N0YXRzEicub3JjaGVzdHJhdG9yLnYxLkdldFRyYWNpbmdTdGF0c1JlcXVlc3QaKC5vcmNoZXN0cmF0b3IudjEuR2V0VHJhY2luZ1N0YXRzUmVzcG9uc2UiJYLT5JMCHxIdL2luZnJhc3RydWN0dXJlL3RyYWNpbmcvc3RhdHMSgQEKCEdldFRyYWNlEiAub3JjaGVzdHJhdG9yLnYxLkdldFRyYWNlUmVxdWVzdBohLm9yY2hlc3RyYXRvci52MS5HZXRUcmFjZVJlc3BvbnNlIjCC0+STAioSKC9pbmZyYXN0cnVjdHVyZS90cmFjaW5nL3RyYWNlL3t0cmFjZV9pZH0SogEKEUxpc3RTZXJ2aWNlVHJhY2VzEikub3JjaGVzdHJhdG9yLnYxLkxpc3RTZXJ2aWNlVHJhY2VzUmVxdWVzdBoqLm9yY2hlc3RyYXRvci52MS5MaXN0U2VydmljZVRyYWNlc1Jlc3BvbnNlIjaC0+STAjASLi9pbmZyYXN0cnVjdHVyZS90cmFjaW5nL3NlcnZpY2Uve3NlcnZpY2VfbmFtZX1iBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options, file_orchestrator_v1_workflow]);
+  fileDesc("CiRvcmNoZXN0cmF0b3IvdjEvaW5mcmFzdHJ1Y3R1cmUucHJvdG8SD29yY2hlc3RyYXRvci52MSLYAQoFRXZlbnQSCgoCaWQYASABKAkSDAoEdHlwZRgCIAEoCRIPCgdzdWJqZWN0GAMgASgJEhYKDmNvcnJlbGF0aW9uX2lkGAQgASgJEhAKCHRyYWNlX2lkGAUgASgJEg4KBnNvdXJjZRgGIAEoCRItCgl0aW1lc3RhbXAYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKB3BheWxvYWQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCXJlcGxheV9vZhgJIAEoCSKqAgoWR2V0RXZlbnRIaXN0b3J5UmVxdWVzdBIiCgtldmVudF90eXBlcxgBIAMoCUINwvMYCUgyUgUQARiAARIYCgdzdWJqZWN0GAIgASgJQgfC8xgDGIACEh8KDmNvcnJlbGF0aW9uX2lkGAMgASgJQgfC8xgDGIABEikKBXNpbmNlGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoGY3Vyc29yGAYgASgJQiTC8xggGEAiHF4oWzAtOV17MSwyMH0tWzAtOV17MSwyMH0pPyQSJQoFbGltaXQYByABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0AiZQoXR2V0RXZlbnRIaXN0b3J5UmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYub3JjaGVzdHJhdG9yLnYxLkV2ZW50Eg0KBWNvdW50GAIgASgFEhMKC25leHRfY3Vyc29yGAMgASgJIqMCChNSZXBsYXlFdmVudHNSZXF1ZXN0EjkKCWV2ZW50X2lkcxgBIAMoCUImwvMYIkjoB1IdGEAiGV5bMC05XXsxLDIwfS1bMC05XXsxLDIwfSQSIgoLZXZlbnRfdHlwZXMYAiADKAlCDcLzGAlIMlIFEAEYgAESHwoOY29ycmVsYXRpb25faWQYAyABKAlCB8LzGAMYgAESKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVsaW1pdBgGIAEoBUIWwvMYEjkAAAAAAAAAAEEAAAAAAECPQBIPCgdkcnlfcnVuGAcgASgIImcKFFJlcGxheUV2ZW50c1Jlc3BvbnNlEi8KD3JlcGxheWVkX2V2ZW50cxgBIAMoCzIWLm9yY2hlc3RyYXRvci52MS5FdmVudBINCgVjb3VudBgCIAEoBRIPCgdkcnlfcnVuGAMgASgIIosBChJDbGVhckV2ZW50c1JlcXVlc3QSGwoKZXZlbnRfdHlwZRgBIAEoCUIHwvMYAxiAARIfCg5jb3JyZWxhdGlvbl9pZBgCIAEoCUIHwvMYAxiAARIqCgZiZWZvcmUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA2FsbBgEIAEoCCIsChNDbGVhckV2ZW50c1Jlc3BvbnNlEhUKDWNsZWFyZWRfY291bnQYASABKAUiqwEKEldhdGNoRXZlbnRzUmVxdWVzdBIiCgtldmVudF90eXBlcxgBIAMoCUINwvMYCUgyUgUQARiAARIYCgdzdWJqZWN0GAIgASgJQgfC8xgDGIACEh8KDmNvcnJlbGF0aW9uX2lkGAMgASgJQgfC8xgDGIABEjYKCGFmdGVyX2lkGAQgASgJQiTC8xggGEAiHF4oWzAtOV17MSwyMH0tWzAtOV17MSwyMH0pPyQiPAoTV2F0Y2hFdmVudHNSZXNwb25zZRIlCgVldmVudBgBIAEoCzIWLm9yY2hlc3RyYXRvci52MS5FdmVudCLPAwoIRGxxRW50cnkSDgoGZGxxX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEhIKCmV2ZW50X3R5cGUYAyABKAkSKAoHcGF5bG9hZBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFgoOZmFpbHVyZV9yZWFzb24YBSABKAkSFAoMc2VydmljZV9uYW1lGAYgASgJEhYKDmNvcnJlbGF0aW9uX2lkGAcgASgJEhAKCGF0dGVtcHRzGAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIxCg1uZXh0X3JldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCgVzdGF0ZRgLIAEoDjIZLm9yY2hlc3RyYXRvci52MS5EbHFTdGF0ZRIzCg9maXJzdF9mYWlsZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfZmFpbGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXNvbHZlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFAoSR2V0RGxxU3RhdHNSZXF1ZXN0IrYDChNHZXREbHFTdGF0c1Jlc3BvbnNlEhQKDHRvdGFsX2V2ZW50cxgBIAEoBRIVCg1wZW5kaW5nX3JldHJ5GAIgASgFEhAKCHJldHJ5aW5nGAMgASgFEhMKC2RlYWRfZXZlbnRzGAQgASgFEhAKCHJlc29sdmVkGAUgASgFEhYKDnJldHJpZWRfZXZlbnRzGAYgASgFEkEKB2J5X3R5cGUYByADKAsyMC5vcmNoZXN0cmF0b3IudjEuR2V0RGxxU3RhdHNSZXNwb25zZS5CeVR5cGVFbnRyeRJHCgpieV9zZXJ2aWNlGAggAygLMjMub3JjaGVzdHJhdG9yLnYxLkdldERscVN0YXRzUmVzcG9uc2UuQnlTZXJ2aWNlRW50cnkSNAoQb2xkZXN0X2ZhaWxlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLQnlUeXBlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ARowCg5CeVNlcnZpY2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBIsQBChVMaXN0RGxxRW50cmllc1JlcXVlc3QSKAoFc3RhdGUYASABKA4yGS5vcmNoZXN0cmF0b3IudjEuRGxxU3RhdGUSGwoKZXZlbnRfdHlwZRgCIAEoCUIHwvMYAxiAARIcCgxzZXJ2aWNlX25hbWUYAyABKAlCBsLzGAIYZBIpCglwYWdlX3NpemUYBCABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0ASGwoKcGFnZV90b2tlbhgFIAEoCUIHwvMYAxiABCJdChZMaXN0RGxxRW50cmllc1Jlc3BvbnNlEioKB2VudHJpZXMYASADKAsyGS5vcmNoZXN0cmF0b3IudjEuRGxxRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIr4BCg9SZXRyeURscVJlcXVlc3QSHwoHZGxxX2lkcxgBIAMoCUIOwvMYCkjoB1IFEAEYgAESGwoKZXZlbnRfdHlwZRgCIAEoCUIHwvMYAxiAARIcCgxzZXJ2aWNlX25hbWUYAyABKAlCBsLzGAIYZBIoCgVzdGF0ZRgEIAEoDjIZLm9yY2hlc3RyYXRvci52MS5EbHFTdGF0ZRIlCgVsaW1pdBgFIAEoBUIWwvMYEjkAAAAAAAAAAEEAAAAAAIjDQCJqCg5EbHFSZXRyeVJlc3VsdBIOCgZkbHFfaWQYASABKAkSDwoHb3V0Y29tZRgCIAEoCRIoCgVzdGF0ZRgDIAEoDjIZLm9yY2hlc3RyYXRvci52MS5EbHFTdGF0ZRINCgVlcnJvchgEIAEoCSKJAQoQUmV0cnlEbHFSZXNwb25zZRIWCg5yZXRyaWVkX2V2ZW50cxgBIAEoBRIUCgx0b3RhbF9ldmVudHMYAiABKAUSFQoNZmFpbGVkX2V2ZW50cxgDIAEoBRIwCgdyZXN1bHRzGAQgAygLMh8ub3JjaGVzdHJhdG9yLnYxLkRscVJldHJ5UmVzdWx0It0CCghTYWdhU3RlcBIMCgRuYW1lGAEgASgJEg4KBmFjdGlvbhgCIAEoCRIUCgxjb21wZW5zYXRpb24YAyABKAkSLwoGc3RhdHVzGAQgASgOMh8ub3JjaGVzdHJhdG9yLnYxLlNhZ2FTdGVwU3RhdHVzEhAKCGF0dGVtcHRzGAUgASgFEg0KBWVycm9yGAYgASgJEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jb21wZW5zYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoGb3V0cHV0GAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBINCgVncm91cBgLIAEoBSLVAgoEU2FnYRIPCgdzYWdhX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGcnVuX2lkGAMgASgJEhYKDmNvcnJlbGF0aW9uX2lkGAQgASgJEisKBnN0YXR1cxgFIAEoDjIbLm9yY2hlc3RyYXRvci52MS5TYWdhU3RhdHVzEigKBXN0ZXBzGAYgAygLMhkub3JjaGVzdHJhdG9yLnYxLlNhZ2FTdGVwEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEIiwKDkdldFNhZ2FSZXF1ZXN0EhoKB3NhZ2FfaWQYASABKAlCCcLzGAUIARiAASI2Cg9HZXRTYWdhUmVzcG9uc2USIwoEc2FnYRgBIAEoCzIVLm9yY2hlc3RyYXRvci52MS5TYWdhIhUKE0dldFNhZ2FTdGF0c1JlcXVlc3QixQIKFEdldFNhZ2FTdGF0c1Jlc3BvbnNlEhMKC3RvdGFsX3NhZ2FzGAEgASgFEg8KB3J1bm5pbmcYAiABKAUSFwoPY29tcGxldGVkX3NhZ2FzGAMgASgFEhQKDGZhaWxlZF9zYWdhcxgEIAEoBRIZChFjb21wZW5zYXRlZF9zYWdhcxgFIAEoBRIVCg1hYm9ydGVkX3NhZ2FzGAYgASgFEhQKDHN1Y2Nlc3NfcmF0ZRgHIAEoARIXCg9hdmdfZHVyYXRpb25fbXMYCCABKAESRgoJYnlfc3RhdHVzGAkgAygLMjMub3JjaGVzdHJhdG9yLnYxLkdldFNhZ2FTdGF0c1Jlc3BvbnNlLkJ5U3RhdHVzRW50cnkaLwoNQnlTdGF0dXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBIuQCCgRTcGFuEhAKCHRyYWNlX2lkGAEgASgJEg8KB3NwYW5faWQYAiABKAkSFgoOcGFyZW50X3NwYW5faWQYAyABKAkSDAoEbmFtZRgEIAEoCRIPCgdzZXJ2aWNlGAUgASgJEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAcgASgBEg4KBnN0YXR1cxgIIAEoCRI5CgphdHRyaWJ1dGVzGAkgAygLMiUub3JjaGVzdHJhdG9yLnYxLlNwYW4uQXR0cmlidXRlc0VudHJ5EicKBGtpbmQYCiABKA4yGS5vcmNoZXN0cmF0b3IudjEuU3BhbktpbmQSFgoOc3RhdHVzX21lc3NhZ2UYCyABKAkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXAoIU3Bhbk5vZGUSIwoEc3BhbhgBIAEoCzIVLm9yY2hlc3RyYXRvci52MS5TcGFuEisKCGNoaWxkcmVuGAIgAygLMhkub3JjaGVzdHJhdG9yLnYxLlNwYW5Ob2RlIjsKD0dldFRyYWNlUmVxdWVzdBIoCgh0cmFjZV9pZBgBIAEoCUIWwvMYEggBIg5eWzAtOWEtZl17MzJ9JCKYAQoQR2V0VHJhY2VSZXNwb25zZRIQCgh0cmFjZV9pZBgBIAEoCRIoCgVyb290cxgCIAMoCzIZLm9yY2hlc3RyYXRvci52MS5TcGFuTm9kZRISCgpzcGFuX2NvdW50GAMgASgFEhMKC2R1cmF0aW9uX21zGAQgASgBEhAKCHNlcnZpY2VzGAUgAygJEg0KBWVycm9yGAYgASgIIq0BCgxUcmFjZVN1bW1hcnkSEAoIdHJhY2VfaWQYASABKAkSEQoJcm9vdF9uYW1lGAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAQgASgBEhIKCnNwYW5fY291bnQYBSABKAUSDQoFZXJyb3IYBiABKAgSEAoIc2VydmljZXMYByADKAkidgoYTGlzdFNlcnZpY2VUcmFjZXNSZXF1ZXN0Eh4KDHNlcnZpY2VfbmFtZRgBIAEoCUIIwvMYBAgBGGQSJQoFbGltaXQYAiABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0ASEwoLZXJyb3JzX29ubHkYAyABKAgibwoZTGlzdFNlcnZpY2VUcmFjZXNSZXNwb25zZRIUCgxzZXJ2aWNlX25hbWUYASABKAkSLQoGdHJhY2VzGAIgAygLMh0ub3JjaGVzdHJhdG9yLnYxLlRyYWNlU3VtbWFyeRINCgVjb3VudBgDIAEoBSIYChZHZXRUcmFjaW5nU3RhdHNSZXF1ZXN0IooBChBPcGVyYXRpb25MYXRlbmN5Eg8KB3NlcnZpY2UYASABKAkSEQoJb3BlcmF0aW9uGAIgASgJEg0KBWNvdW50GAMgASgFEhMKC2Vycm9yX2NvdW50GAQgASgFEg4KBnA1MF9tcxgFIAEoARIOCgZwOTVfbXMYBiABKAESDgoGcDk5X21zGAcgASgBIqgBChdHZXRUcmFjaW5nU3RhdHNSZXNwb25zZRIUCgx0b3RhbF90cmFjZXMYASABKAUSEwoLdG90YWxfc3BhbnMYAiABKAUSFwoPc2VydmljZXNfdHJhY2VkGAMgASgFEhIKCmVycm9yX3JhdGUYBCABKAESNQoKb3BlcmF0aW9ucxgFIAMoCzIhLm9yY2hlc3RyYXRvci52MS5PcGVyYXRpb25MYXRlbmN5KoYBCghEbHFTdGF0ZRIZChVETFFfU1RBVEVfVU5TUEVDSUZJRUQQABIbChdETFFfU1RBVEVfUEVORElOR19SRVRSWRABEhYKEkRMUV9TVEFURV9SRVRSWUlORxACEhIKDkRMUV9TVEFURV9ERUFEEAMSFgoSRExRX1NUQVRFX1JFU09MVkVEEAQq4gEKClNhZ2FTdGF0dXMSGwoXU0FHQV9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNTQUdBX1NUQVRVU19QRU5ESU5HEAESFwoTU0FHQV9TVEFUVVNfUlVOTklORxACEhkKFVNBR0FfU1RBVFVTX0NPTVBMRVRFRBADEhYKElNBR0FfU1RBVFVTX0ZBSUxFRBAEEhwKGFNBR0FfU1RBVFVTX0NPTVBFTlNBVElORxAFEhsKF1NBR0FfU1RBVFVTX0NPTVBFTlNBVEVEEAYSFwoTU0FHQV9TVEFUVVNfQUJPUlRFRBAHKo4CCg5TYWdhU3RlcFN0YXR1cxIgChxTQUdBX1NURVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYU0FHQV9TVEVQX1NUQVRVU19QRU5ESU5HEAESHAoYU0FHQV9TVEVQX1NUQVRVU19SVU5OSU5HEAISHgoaU0FHQV9TVEVQX1NUQVRVU19DT01QTEVURUQQAxIbChdTQUdBX1NURVBfU1RBVFVTX0ZBSUxFRBAEEiEKHVNBR0FfU1RFUF9TVEFUVVNfQ09NUEVOU0FUSU5HEAUSIAocU0FHQV9TVEVQX1NUQVRVU19DT01QRU5TQVRFRBAGEhwKGFNBR0FfU1RFUF9TVEFUVVNfU0tJUFBFRBAHKpkBCghTcGFuS2luZBIZChVTUEFOX0tJTkRfVU5TUEVDSUZJRUQQABIWChJTUEFOX0tJTkRfSU5URVJOQUwQARIUChBTUEFOX0tJTkRfU0VSVkVSEAISFAoQU1BBTl9LSU5EX0NMSUVOVBADEhYKElNQQU5fS0lORF9QUk9EVUNFUhAEEhYKElNQQU5fS0lORF9DT05TVU1FUhAFMukMChVJbmZyYXN0cnVjdHVyZVNlcnZpY2USewoLR2V0RGxxU3RhdHMSIy5vcmNoZXN0cmF0b3IudjEuR2V0RGxxU3RhdHNSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLkdldERscVN0YXRzUmVzcG9uc2UiIYLT5JMCGxIZL2luZnJhc3RydWN0dXJlL2RscS9zdGF0cxJ+Cg5MaXN0RGxxRW50cmllcxImLm9yY2hlc3RyYXRvci52MS5MaXN0RGxxRW50cmllc1JlcXVlc3QaJy5vcmNoZXN0cmF0b3IudjEuTGlzdERscUVudHJpZXNSZXNwb25zZSIbgtPkkwIVEhMvaW5mcmFzdHJ1Y3R1cmUvZGxxEnkKCFJldHJ5RGxxEiAub3JjaGVzdHJhdG9yLnYxLlJldHJ5RGxxUmVxdWVzdBohLm9yY2hlc3RyYXRvci52MS5SZXRyeURscVJlc3BvbnNlIijI8xgCgtPkkwIeOgEqIhkvaW5mcmFzdHJ1Y3R1cmUvZGxxL3JldHJ5En8KDEdldFNhZ2FTdGF0cxIkLm9yY2hlc3RyYXRvci52MS5HZXRTYWdhU3RhdHNSZXF1ZXN0GiUub3JjaGVzdHJhdG9yLnYxLkdldFNhZ2FTdGF0c1Jlc3BvbnNlIiKC0+STAhwSGi9pbmZyYXN0cnVjdHVyZS9zYWdhL3N0YXRzEnoKB0dldFNhZ2ESHy5vcmNoZXN0cmF0b3IudjEuR2V0U2FnYVJlcXVlc3QaIC5vcmNoZXN0cmF0b3IudjEuR2V0U2FnYVJlc3BvbnNlIiyC0+STAiZiBHNhZ2ESHi9pbmZyYXN0cnVjdHVyZS9zYWdhL3tzYWdhX2lkfRKMAQoPR2V0RXZlbnRIaXN0b3J5Eicub3JjaGVzdHJhdG9yLnYxLkdldEV2ZW50SGlzdG9yeVJlcXVlc3QaKC5vcmNoZXN0cmF0b3IudjEuR2V0RXZlbnRIaXN0b3J5UmVzcG9uc2UiJoLT5JMCIBIeL2luZnJhc3RydWN0dXJlL2V2ZW50cy9oaXN0b3J5EokBCgxSZXBsYXlFdmVudHMSJC5vcmNoZXN0cmF0b3IudjEuUmVwbGF5RXZlbnRzUmVxdWVzdBolLm9yY2hlc3RyYXRvci52MS5SZXBsYXlFdmVudHNSZXNwb25zZSIsyPMYAoLT5JMCIjoBKiIdL2luZnJhc3RydWN0dXJlL2V2ZW50cy9yZXBsYXkShQEKC0NsZWFyRXZlbnRzEiMub3JjaGVzdHJhdG9yLnYxLkNsZWFyRXZlbnRzUmVxdWVzdBokLm9yY2hlc3RyYXRvci52MS5DbGVhckV2ZW50c1Jlc3BvbnNlIivI8xgCgtPkkwIhOgEqIhwvaW5mcmFzdHJ1Y3R1cmUvZXZlbnRzL2NsZWFyEoABCgtXYXRjaEV2ZW50cxIjLm9yY2hlc3RyYXRvci52MS5XYXRjaEV2ZW50c1JlcXVlc3QaJC5vcmNoZXN0cmF0b3IudjEuV2F0Y2hFdmVudHNSZXNwb25zZSIkgtPkkwIeEhwvaW5mcmFzdHJ1Y3R1cmUvZXZlbnRzL3dhdGNoMAESiwEKD0dldFRyYWNpbmdTdGF0cxInLm9yY2hlc3RyYXRvci52MS5HZXRUcmFjaW5nU3RhdHNSZXF1ZXN0Gigub3JjaGVzdHJhdG9yLnYxLkdldFRyYWNpbmdTdGF0c1Jlc3BvbnNlIiWC0+STAh8SHS9pbmZyYXN0cnVjdHVyZS90cmFjaW5nL3N0YXRzEoEBCghHZXRUcmFjZRIgLm9yY2hlc3RyYXRvci52MS5HZXRUcmFjZVJlcXVlc3QaIS5vcmNoZXN0cmF0b3IudjEuR2V0VHJhY2VSZXNwb25zZSIwgtPkkwIqEigvaW5mcmFzdHJ1Y3R1cmUvdHJhY2luZy90cmFjZS97dHJhY2VfaWR9EqIBChFMaXN0U2VydmljZVRyYWNlcxIpLm9yY2hlc3RyYXRvci52MS5MaXN0U2VydmljZVRyYWNlc1JlcXVlc3QaKi5vcmNoZXN0cmF0b3IudjEuTGlzdFNlcnZpY2VUcmFjZXNSZXNwb25zZSI2gtPkkwIwEi4vaW5mcmFzdHJ1Y3R1cmUvdHJhY2luZy9zZXJ2aWNlL3tzZXJ2aWNlX25hbWV9YgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
 
 /**
- * One event of the event log, as every capability emits them.
+ * One stored event, as every capability emits them.
  *
  * @generated from message orchestrator.v1.Event
  */
 export type Event = Message<"orchestrator.v1.Event"> & {
   /**
+   * Ordered: "<unix ms>-<sequence>", as Redis Streams numbers entries; a later event has a
+   * greater id on every node sharing the store.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -69,6 +70,13 @@ export type Event = Message<"orchestrator.v1.Event"> & {
    * @generated from field: google.protobuf.Struct payload = 8;
    */
   payload?: JsonObject | undefined;
+
+  /**
+   * Set on a replayed delivery: the id of the stored event it repeats.
+   *
+   * @generated from field: string replay_of = 9;
+   */
+  replayOf: string;
 };
 
 /**
@@ -79,244 +87,51 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_infrastructure, 0);
 
 /**
- * @generated from message orchestrator.v1.GetDlqStatsRequest
- */
-export type GetDlqStatsRequest = Message<"orchestrator.v1.GetDlqStatsRequest"> & {
-};
-
-/**
- * Describes the message orchestrator.v1.GetDlqStatsRequest.
- * Use `create(GetDlqStatsRequestSchema)` to create a new message.
- */
-export const GetDlqStatsRequestSchema: GenMessage<GetDlqStatsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 1);
-
-/**
- * @generated from message orchestrator.v1.GetDlqStatsResponse
- */
-export type GetDlqStatsResponse = Message<"orchestrator.v1.GetDlqStatsResponse"> & {
-  /**
-   * @generated from field: int32 total_events = 1;
-   */
-  totalEvents: number;
-
-  /**
-   * @generated from field: map<string, int32> by_reason = 2;
-   */
-  byReason: { [key: string]: number };
-
-  /**
-   * @generated from field: map<string, int32> by_type = 3;
-   */
-  byType: { [key: string]: number };
-
-  /**
-   * @generated from field: google.protobuf.Timestamp oldest_at = 4;
-   */
-  oldestAt?: Timestamp | undefined;
-};
-
-/**
- * Describes the message orchestrator.v1.GetDlqStatsResponse.
- * Use `create(GetDlqStatsResponseSchema)` to create a new message.
- */
-export const GetDlqStatsResponseSchema: GenMessage<GetDlqStatsResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 2);
-
-/**
- * @generated from message orchestrator.v1.RetryDlqRequest
- */
-export type RetryDlqRequest = Message<"orchestrator.v1.RetryDlqRequest"> & {
-  /**
-   * Dead-lettered event ids to retry; empty retries all (up to max_events).
-   *
-   * @generated from field: repeated string event_ids = 1;
-   */
-  eventIds: string[];
-
-  /**
-   * @generated from field: int32 max_events = 2;
-   */
-  maxEvents: number;
-};
-
-/**
- * Describes the message orchestrator.v1.RetryDlqRequest.
- * Use `create(RetryDlqRequestSchema)` to create a new message.
- */
-export const RetryDlqRequestSchema: GenMessage<RetryDlqRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 3);
-
-/**
- * @generated from message orchestrator.v1.RetryDlqResponse
- */
-export type RetryDlqResponse = Message<"orchestrator.v1.RetryDlqResponse"> & {
-  /**
-   * @generated from field: int32 retried_events = 1;
-   */
-  retriedEvents: number;
-
-  /**
-   * Dead-lettered events before the retry.
-   *
-   * @generated from field: int32 total_events = 2;
-   */
-  totalEvents: number;
-
-  /**
-   * @generated from field: int32 failed_events = 3;
-   */
-  failedEvents: number;
-};
-
-/**
- * Describes the message orchestrator.v1.RetryDlqResponse.
- * Use `create(RetryDlqResponseSchema)` to create a new message.
- */
-export const RetryDlqResponseSchema: GenMessage<RetryDlqResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 4);
-
-/**
- * @generated from message orchestrator.v1.GetSagaStatsRequest
- */
-export type GetSagaStatsRequest = Message<"orchestrator.v1.GetSagaStatsRequest"> & {
-};
-
-/**
- * Describes the message orchestrator.v1.GetSagaStatsRequest.
- * Use `create(GetSagaStatsRequestSchema)` to create a new message.
- */
-export const GetSagaStatsRequestSchema: GenMessage<GetSagaStatsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 5);
-
-/**
- * @generated from message orchestrator.v1.GetSagaStatsResponse
- */
-export type GetSagaStatsResponse = Message<"orchestrator.v1.GetSagaStatsResponse"> & {
-  /**
-   * @generated from field: int32 total = 1;
-   */
-  total: number;
-
-  /**
-   * Keyed by status name.
-   *
-   * @generated from field: map<string, int32> by_status = 2;
-   */
-  byStatus: { [key: string]: number };
-};
-
-/**
- * Describes the message orchestrator.v1.GetSagaStatsResponse.
- * Use `create(GetSagaStatsResponseSchema)` to create a new message.
- */
-export const GetSagaStatsResponseSchema: GenMessage<GetSagaStatsResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 6);
-
-/**
- * A saga: the ordered steps of a workflow run and their compensations.
- *
- * @generated from message orchestrator.v1.Saga
- */
-export type Saga = Message<"orchestrator.v1.Saga"> & {
-  /**
-   * @generated from field: string saga_id = 1;
-   */
-  sagaId: string;
-
-  /**
-   * @generated from field: string run_id = 2;
-   */
-  runId: string;
-
-  /**
-   * @generated from field: orchestrator.v1.RunStatus status = 3;
-   */
-  status: RunStatus;
-
-  /**
-   * @generated from field: repeated orchestrator.v1.WorkflowStep steps = 4;
-   */
-  steps: WorkflowStep[];
-
-  /**
-   * @generated from field: google.protobuf.Timestamp created_at = 5;
-   */
-  createdAt?: Timestamp | undefined;
-
-  /**
-   * @generated from field: google.protobuf.Timestamp updated_at = 6;
-   */
-  updatedAt?: Timestamp | undefined;
-
-  /**
-   * @generated from field: string correlation_id = 7;
-   */
-  correlationId: string;
-};
-
-/**
- * Describes the message orchestrator.v1.Saga.
- * Use `create(SagaSchema)` to create a new message.
- */
-export const SagaSchema: GenMessage<Saga> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 7);
-
-/**
- * @generated from message orchestrator.v1.GetSagaRequest
- */
-export type GetSagaRequest = Message<"orchestrator.v1.GetSagaRequest"> & {
-  /**
-   * @generated from field: string saga_id = 1;
-   */
-  sagaId: string;
-};
-
-/**
- * Describes the message orchestrator.v1.GetSagaRequest.
- * Use `create(GetSagaRequestSchema)` to create a new message.
- */
-export const GetSagaRequestSchema: GenMessage<GetSagaRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 8);
-
-/**
- * @generated from message orchestrator.v1.GetSagaResponse
- */
-export type GetSagaResponse = Message<"orchestrator.v1.GetSagaResponse"> & {
-  /**
-   * @generated from field: orchestrator.v1.Saga saga = 1;
-   */
-  saga?: Saga | undefined;
-};
-
-/**
- * Describes the message orchestrator.v1.GetSagaResponse.
- * Use `create(GetSagaResponseSchema)` to create a new message.
- */
-export const GetSagaResponseSchema: GenMessage<GetSagaResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 9);
-
-/**
  * @generated from message orchestrator.v1.GetEventHistoryRequest
  */
 export type GetEventHistoryRequest = Message<"orchestrator.v1.GetEventHistoryRequest"> & {
   /**
-   * @generated from field: string type = 1;
+   * Only these types (any of them); empty: every type.
+   *
+   * @generated from field: repeated string event_types = 1;
    */
-  type: string;
+  eventTypes: string[];
 
   /**
-   * @generated from field: string correlation_id = 2;
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string correlation_id = 3;
    */
   correlationId: string;
 
   /**
-   * @generated from field: google.protobuf.Timestamp since = 3;
+   * Only events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 4;
    */
   since?: Timestamp | undefined;
 
   /**
-   * @generated from field: int32 limit = 4;
+   * Only events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 5;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Only events after this id: the next_cursor of the previous page.
+   *
+   * @generated from field: string cursor = 6;
+   */
+  cursor: string;
+
+  /**
+   * Events in the page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 limit = 7;
    */
   limit: number;
 };
@@ -326,7 +141,7 @@ export type GetEventHistoryRequest = Message<"orchestrator.v1.GetEventHistoryReq
  * Use `create(GetEventHistoryRequestSchema)` to create a new message.
  */
 export const GetEventHistoryRequestSchema: GenMessage<GetEventHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 10);
+  messageDesc(file_orchestrator_v1_infrastructure, 1);
 
 /**
  * @generated from message orchestrator.v1.GetEventHistoryResponse
@@ -341,6 +156,13 @@ export type GetEventHistoryResponse = Message<"orchestrator.v1.GetEventHistoryRe
    * @generated from field: int32 count = 2;
    */
   count: number;
+
+  /**
+   * Pass as `cursor` for the next page; empty when there is none.
+   *
+   * @generated from field: string next_cursor = 3;
+   */
+  nextCursor: string;
 };
 
 /**
@@ -348,23 +170,23 @@ export type GetEventHistoryResponse = Message<"orchestrator.v1.GetEventHistoryRe
  * Use `create(GetEventHistoryResponseSchema)` to create a new message.
  */
 export const GetEventHistoryResponseSchema: GenMessage<GetEventHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 11);
+  messageDesc(file_orchestrator_v1_infrastructure, 2);
 
 /**
  * @generated from message orchestrator.v1.ReplayEventsRequest
  */
 export type ReplayEventsRequest = Message<"orchestrator.v1.ReplayEventsRequest"> & {
   /**
-   * Event ids to replay; empty replays the filtered history.
+   * These stored events; with the filters below, the events that match them all.
    *
    * @generated from field: repeated string event_ids = 1;
    */
   eventIds: string[];
 
   /**
-   * @generated from field: string type = 2;
+   * @generated from field: repeated string event_types = 2;
    */
-  type: string;
+  eventTypes: string[];
 
   /**
    * @generated from field: string correlation_id = 3;
@@ -377,9 +199,23 @@ export type ReplayEventsRequest = Message<"orchestrator.v1.ReplayEventsRequest">
   since?: Timestamp | undefined;
 
   /**
-   * @generated from field: int32 limit = 5;
+   * @generated from field: google.protobuf.Timestamp until = 5;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Events replayed at most, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 limit = 6;
    */
   limit: number;
+
+  /**
+   * Only say which events would be replayed.
+   *
+   * @generated from field: bool dry_run = 7;
+   */
+  dryRun: boolean;
 };
 
 /**
@@ -387,13 +223,15 @@ export type ReplayEventsRequest = Message<"orchestrator.v1.ReplayEventsRequest">
  * Use `create(ReplayEventsRequestSchema)` to create a new message.
  */
 export const ReplayEventsRequestSchema: GenMessage<ReplayEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 12);
+  messageDesc(file_orchestrator_v1_infrastructure, 3);
 
 /**
  * @generated from message orchestrator.v1.ReplayEventsResponse
  */
 export type ReplayEventsResponse = Message<"orchestrator.v1.ReplayEventsResponse"> & {
   /**
+   * The stored events replayed (or that would be, on a dry run), in their original order.
+   *
    * @generated from field: repeated orchestrator.v1.Event replayed_events = 1;
    */
   replayedEvents: Event[];
@@ -402,6 +240,11 @@ export type ReplayEventsResponse = Message<"orchestrator.v1.ReplayEventsResponse
    * @generated from field: int32 count = 2;
    */
   count: number;
+
+  /**
+   * @generated from field: bool dry_run = 3;
+   */
+  dryRun: boolean;
 };
 
 /**
@@ -409,18 +252,37 @@ export type ReplayEventsResponse = Message<"orchestrator.v1.ReplayEventsResponse
  * Use `create(ReplayEventsResponseSchema)` to create a new message.
  */
 export const ReplayEventsResponseSchema: GenMessage<ReplayEventsResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 13);
+  messageDesc(file_orchestrator_v1_infrastructure, 4);
 
 /**
  * @generated from message orchestrator.v1.ClearEventsRequest
  */
 export type ClearEventsRequest = Message<"orchestrator.v1.ClearEventsRequest"> & {
   /**
-   * Only events older than this; unset clears all.
+   * Only events of this type.
    *
-   * @generated from field: google.protobuf.Timestamp before = 1;
+   * @generated from field: string event_type = 1;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: string correlation_id = 2;
+   */
+  correlationId: string;
+
+  /**
+   * Only events older than this.
+   *
+   * @generated from field: google.protobuf.Timestamp before = 3;
    */
   before?: Timestamp | undefined;
+
+  /**
+   * Every stored event. A filter or `all` is required.
+   *
+   * @generated from field: bool all = 4;
+   */
+  all: boolean;
 };
 
 /**
@@ -428,7 +290,7 @@ export type ClearEventsRequest = Message<"orchestrator.v1.ClearEventsRequest"> &
  * Use `create(ClearEventsRequestSchema)` to create a new message.
  */
 export const ClearEventsRequestSchema: GenMessage<ClearEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 14);
+  messageDesc(file_orchestrator_v1_infrastructure, 5);
 
 /**
  * @generated from message orchestrator.v1.ClearEventsResponse
@@ -445,21 +307,31 @@ export type ClearEventsResponse = Message<"orchestrator.v1.ClearEventsResponse">
  * Use `create(ClearEventsResponseSchema)` to create a new message.
  */
 export const ClearEventsResponseSchema: GenMessage<ClearEventsResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 15);
+  messageDesc(file_orchestrator_v1_infrastructure, 6);
 
 /**
  * @generated from message orchestrator.v1.WatchEventsRequest
  */
 export type WatchEventsRequest = Message<"orchestrator.v1.WatchEventsRequest"> & {
   /**
-   * @generated from field: string type = 1;
+   * @generated from field: repeated string event_types = 1;
    */
-  type: string;
+  eventTypes: string[];
 
   /**
-   * Resume after this event id; empty follows from now.
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string correlation_id = 3;
+   */
+  correlationId: string;
+
+  /**
+   * Resume after this event id (the stored events after it first); empty follows from now.
    *
-   * @generated from field: string after_id = 2;
+   * @generated from field: string after_id = 4;
    */
   afterId: string;
 };
@@ -469,7 +341,7 @@ export type WatchEventsRequest = Message<"orchestrator.v1.WatchEventsRequest"> &
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 16);
+  messageDesc(file_orchestrator_v1_infrastructure, 7);
 
 /**
  * @generated from message orchestrator.v1.WatchEventsResponse
@@ -486,57 +358,622 @@ export type WatchEventsResponse = Message<"orchestrator.v1.WatchEventsResponse">
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 8);
+
+/**
+ * Something that failed and is kept to be retried: an event that could not be delivered, a
+ * workflow step that failed.
+ *
+ * @generated from message orchestrator.v1.DlqEntry
+ */
+export type DlqEntry = Message<"orchestrator.v1.DlqEntry"> & {
+  /**
+   * @generated from field: string dlq_id = 1;
+   */
+  dlqId: string;
+
+  /**
+   * The stored event it concerns, if any.
+   *
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+
+  /**
+   * What retrying it means is chosen by this type ("event.delivery", "workflow.step", ...).
+   *
+   * @generated from field: string event_type = 3;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct payload = 4;
+   */
+  payload?: JsonObject | undefined;
+
+  /**
+   * @generated from field: string failure_reason = 5;
+   */
+  failureReason: string;
+
+  /**
+   * The service whose call failed, if any.
+   *
+   * @generated from field: string service_name = 6;
+   */
+  serviceName: string;
+
+  /**
+   * @generated from field: string correlation_id = 7;
+   */
+  correlationId: string;
+
+  /**
+   * @generated from field: int32 attempts = 8;
+   */
+  attempts: number;
+
+  /**
+   * @generated from field: int32 max_attempts = 9;
+   */
+  maxAttempts: number;
+
+  /**
+   * When the next automatic retry is due; unset unless PENDING_RETRY.
+   *
+   * @generated from field: google.protobuf.Timestamp next_retry_at = 10;
+   */
+  nextRetryAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: orchestrator.v1.DlqState state = 11;
+   */
+  state: DlqState;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp first_failed_at = 12;
+   */
+  firstFailedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_failed_at = 13;
+   */
+  lastFailedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp resolved_at = 14;
+   */
+  resolvedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message orchestrator.v1.DlqEntry.
+ * Use `create(DlqEntrySchema)` to create a new message.
+ */
+export const DlqEntrySchema: GenMessage<DlqEntry> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 9);
+
+/**
+ * @generated from message orchestrator.v1.GetDlqStatsRequest
+ */
+export type GetDlqStatsRequest = Message<"orchestrator.v1.GetDlqStatsRequest"> & {
+};
+
+/**
+ * Describes the message orchestrator.v1.GetDlqStatsRequest.
+ * Use `create(GetDlqStatsRequestSchema)` to create a new message.
+ */
+export const GetDlqStatsRequestSchema: GenMessage<GetDlqStatsRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 10);
+
+/**
+ * @generated from message orchestrator.v1.GetDlqStatsResponse
+ */
+export type GetDlqStatsResponse = Message<"orchestrator.v1.GetDlqStatsResponse"> & {
+  /**
+   * Entries not resolved.
+   *
+   * @generated from field: int32 total_events = 1;
+   */
+  totalEvents: number;
+
+  /**
+   * @generated from field: int32 pending_retry = 2;
+   */
+  pendingRetry: number;
+
+  /**
+   * @generated from field: int32 retrying = 3;
+   */
+  retrying: number;
+
+  /**
+   * @generated from field: int32 dead_events = 4;
+   */
+  deadEvents: number;
+
+  /**
+   * @generated from field: int32 resolved = 5;
+   */
+  resolved: number;
+
+  /**
+   * Retries run so far, automatic and by hand.
+   *
+   * @generated from field: int32 retried_events = 6;
+   */
+  retriedEvents: number;
+
+  /**
+   * Unresolved entries by event type, and by service.
+   *
+   * @generated from field: map<string, int32> by_type = 7;
+   */
+  byType: { [key: string]: number };
+
+  /**
+   * @generated from field: map<string, int32> by_service = 8;
+   */
+  byService: { [key: string]: number };
+
+  /**
+   * The first failure of the oldest unresolved entry; unset when there is none.
+   *
+   * @generated from field: google.protobuf.Timestamp oldest_failed_at = 9;
+   */
+  oldestFailedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message orchestrator.v1.GetDlqStatsResponse.
+ * Use `create(GetDlqStatsResponseSchema)` to create a new message.
+ */
+export const GetDlqStatsResponseSchema: GenMessage<GetDlqStatsResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 11);
+
+/**
+ * @generated from message orchestrator.v1.ListDlqEntriesRequest
+ */
+export type ListDlqEntriesRequest = Message<"orchestrator.v1.ListDlqEntriesRequest"> & {
+  /**
+   * Only entries in this state; UNSPECIFIED: every state.
+   *
+   * @generated from field: orchestrator.v1.DlqState state = 1;
+   */
+  state: DlqState;
+
+  /**
+   * @generated from field: string event_type = 2;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: string service_name = 3;
+   */
+  serviceName: string;
+
+  /**
+   * 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message orchestrator.v1.ListDlqEntriesRequest.
+ * Use `create(ListDlqEntriesRequestSchema)` to create a new message.
+ */
+export const ListDlqEntriesRequestSchema: GenMessage<ListDlqEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 12);
+
+/**
+ * @generated from message orchestrator.v1.ListDlqEntriesResponse
+ */
+export type ListDlqEntriesResponse = Message<"orchestrator.v1.ListDlqEntriesResponse"> & {
+  /**
+   * @generated from field: repeated orchestrator.v1.DlqEntry entries = 1;
+   */
+  entries: DlqEntry[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message orchestrator.v1.ListDlqEntriesResponse.
+ * Use `create(ListDlqEntriesResponseSchema)` to create a new message.
+ */
+export const ListDlqEntriesResponseSchema: GenMessage<ListDlqEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 13);
+
+/**
+ * @generated from message orchestrator.v1.RetryDlqRequest
+ */
+export type RetryDlqRequest = Message<"orchestrator.v1.RetryDlqRequest"> & {
+  /**
+   * These entries; empty: the entries the filter selects (PENDING_RETRY and DEAD ones).
+   *
+   * @generated from field: repeated string dlq_ids = 1;
+   */
+  dlqIds: string[];
+
+  /**
+   * @generated from field: string event_type = 2;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: string service_name = 3;
+   */
+  serviceName: string;
+
+  /**
+   * Only entries in this state (PENDING_RETRY or DEAD); UNSPECIFIED: both.
+   *
+   * @generated from field: orchestrator.v1.DlqState state = 4;
+   */
+  state: DlqState;
+
+  /**
+   * Entries retried at most, 1 to 10000; 0 means 100.
+   *
+   * @generated from field: int32 limit = 5;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message orchestrator.v1.RetryDlqRequest.
+ * Use `create(RetryDlqRequestSchema)` to create a new message.
+ */
+export const RetryDlqRequestSchema: GenMessage<RetryDlqRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 14);
+
+/**
+ * What a retry did to one entry.
+ *
+ * @generated from message orchestrator.v1.DlqRetryResult
+ */
+export type DlqRetryResult = Message<"orchestrator.v1.DlqRetryResult"> & {
+  /**
+   * @generated from field: string dlq_id = 1;
+   */
+  dlqId: string;
+
+  /**
+   * "resolved", "failed" (it stays, with its next retry or DEAD), "skipped" (claimed by another
+   * retry, already resolved, or unknown).
+   *
+   * @generated from field: string outcome = 2;
+   */
+  outcome: string;
+
+  /**
+   * @generated from field: orchestrator.v1.DlqState state = 3;
+   */
+  state: DlqState;
+
+  /**
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message orchestrator.v1.DlqRetryResult.
+ * Use `create(DlqRetryResultSchema)` to create a new message.
+ */
+export const DlqRetryResultSchema: GenMessage<DlqRetryResult> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 15);
+
+/**
+ * @generated from message orchestrator.v1.RetryDlqResponse
+ */
+export type RetryDlqResponse = Message<"orchestrator.v1.RetryDlqResponse"> & {
+  /**
+   * Entries retried now (claimed and run).
+   *
+   * @generated from field: int32 retried_events = 1;
+   */
+  retriedEvents: number;
+
+  /**
+   * Entries the request selected.
+   *
+   * @generated from field: int32 total_events = 2;
+   */
+  totalEvents: number;
+
+  /**
+   * Retried and failed again.
+   *
+   * @generated from field: int32 failed_events = 3;
+   */
+  failedEvents: number;
+
+  /**
+   * @generated from field: repeated orchestrator.v1.DlqRetryResult results = 4;
+   */
+  results: DlqRetryResult[];
+};
+
+/**
+ * Describes the message orchestrator.v1.RetryDlqResponse.
+ * Use `create(RetryDlqResponseSchema)` to create a new message.
+ */
+export const RetryDlqResponseSchema: GenMessage<RetryDlqResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 16);
+
+/**
+ * @generated from message orchestrator.v1.SagaStep
+ */
+export type SagaStep = Message<"orchestrator.v1.SagaStep"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What the step does and what undoes it, for operators ("POST github-agent /ingest").
+   *
+   * @generated from field: string action = 2;
+   */
+  action: string;
+
+  /**
+   * @generated from field: string compensation = 3;
+   */
+  compensation: string;
+
+  /**
+   * @generated from field: orchestrator.v1.SagaStepStatus status = 4;
+   */
+  status: SagaStepStatus;
+
+  /**
+   * @generated from field: int32 attempts = 5;
+   */
+  attempts: number;
+
+  /**
+   * @generated from field: string error = 6;
+   */
+  error: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 7;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 8;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp compensated_at = 9;
+   */
+  compensatedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Struct output = 10;
+   */
+  output?: JsonObject | undefined;
+
+  /**
+   * Steps with the same group run in parallel (a fan-out); groups run in order.
+   *
+   * @generated from field: int32 group = 11;
+   */
+  group: number;
+};
+
+/**
+ * Describes the message orchestrator.v1.SagaStep.
+ * Use `create(SagaStepSchema)` to create a new message.
+ */
+export const SagaStepSchema: GenMessage<SagaStep> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_infrastructure, 17);
 
 /**
- * @generated from message orchestrator.v1.GetTracingStatsRequest
+ * A saga: ordered steps, each with its compensation, and where they are.
+ *
+ * @generated from message orchestrator.v1.Saga
  */
-export type GetTracingStatsRequest = Message<"orchestrator.v1.GetTracingStatsRequest"> & {
+export type Saga = Message<"orchestrator.v1.Saga"> & {
+  /**
+   * @generated from field: string saga_id = 1;
+   */
+  sagaId: string;
+
+  /**
+   * What it runs, for example the workflow "ingestion".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The workflow run it belongs to, if any.
+   *
+   * @generated from field: string run_id = 3;
+   */
+  runId: string;
+
+  /**
+   * @generated from field: string correlation_id = 4;
+   */
+  correlationId: string;
+
+  /**
+   * @generated from field: orchestrator.v1.SagaStatus status = 5;
+   */
+  status: SagaStatus;
+
+  /**
+   * @generated from field: repeated orchestrator.v1.SagaStep steps = 6;
+   */
+  steps: SagaStep[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 8;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * When it reached COMPLETED, FAILED, COMPENSATED or ABORTED.
+   *
+   * @generated from field: google.protobuf.Timestamp finished_at = 9;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string error = 10;
+   */
+  error: string;
+
+  /**
+   * Increases with every change: the compare-and-set token of a transition.
+   *
+   * @generated from field: uint64 version = 11;
+   */
+  version: bigint;
 };
 
 /**
- * Describes the message orchestrator.v1.GetTracingStatsRequest.
- * Use `create(GetTracingStatsRequestSchema)` to create a new message.
+ * Describes the message orchestrator.v1.Saga.
+ * Use `create(SagaSchema)` to create a new message.
  */
-export const GetTracingStatsRequestSchema: GenMessage<GetTracingStatsRequest> = /*@__PURE__*/
+export const SagaSchema: GenMessage<Saga> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_infrastructure, 18);
 
 /**
- * @generated from message orchestrator.v1.GetTracingStatsResponse
+ * @generated from message orchestrator.v1.GetSagaRequest
  */
-export type GetTracingStatsResponse = Message<"orchestrator.v1.GetTracingStatsResponse"> & {
+export type GetSagaRequest = Message<"orchestrator.v1.GetSagaRequest"> & {
   /**
-   * @generated from field: int32 total_traces = 1;
+   * @generated from field: string saga_id = 1;
    */
-  totalTraces: number;
-
-  /**
-   * @generated from field: int32 total_spans = 2;
-   */
-  totalSpans: number;
-
-  /**
-   * Keyed by service name.
-   *
-   * @generated from field: map<string, int32> spans_by_service = 3;
-   */
-  spansByService: { [key: string]: number };
-
-  /**
-   * @generated from field: int32 error_spans = 4;
-   */
-  errorSpans: number;
+  sagaId: string;
 };
 
 /**
- * Describes the message orchestrator.v1.GetTracingStatsResponse.
- * Use `create(GetTracingStatsResponseSchema)` to create a new message.
+ * Describes the message orchestrator.v1.GetSagaRequest.
+ * Use `create(GetSagaRequestSchema)` to create a new message.
  */
-export const GetTracingStatsResponseSchema: GenMessage<GetTracingStatsResponse> = /*@__PURE__*/
+export const GetSagaRequestSchema: GenMessage<GetSagaRequest> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_infrastructure, 19);
 
 /**
- * One span of a trace, as recorded by the orchestrator.
+ * @generated from message orchestrator.v1.GetSagaResponse
+ */
+export type GetSagaResponse = Message<"orchestrator.v1.GetSagaResponse"> & {
+  /**
+   * @generated from field: orchestrator.v1.Saga saga = 1;
+   */
+  saga?: Saga | undefined;
+};
+
+/**
+ * Describes the message orchestrator.v1.GetSagaResponse.
+ * Use `create(GetSagaResponseSchema)` to create a new message.
+ */
+export const GetSagaResponseSchema: GenMessage<GetSagaResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 20);
+
+/**
+ * @generated from message orchestrator.v1.GetSagaStatsRequest
+ */
+export type GetSagaStatsRequest = Message<"orchestrator.v1.GetSagaStatsRequest"> & {
+};
+
+/**
+ * Describes the message orchestrator.v1.GetSagaStatsRequest.
+ * Use `create(GetSagaStatsRequestSchema)` to create a new message.
+ */
+export const GetSagaStatsRequestSchema: GenMessage<GetSagaStatsRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 21);
+
+/**
+ * @generated from message orchestrator.v1.GetSagaStatsResponse
+ */
+export type GetSagaStatsResponse = Message<"orchestrator.v1.GetSagaStatsResponse"> & {
+  /**
+   * @generated from field: int32 total_sagas = 1;
+   */
+  totalSagas: number;
+
+  /**
+   * PENDING, RUNNING and COMPENSATING ones.
+   *
+   * @generated from field: int32 running = 2;
+   */
+  running: number;
+
+  /**
+   * @generated from field: int32 completed_sagas = 3;
+   */
+  completedSagas: number;
+
+  /**
+   * @generated from field: int32 failed_sagas = 4;
+   */
+  failedSagas: number;
+
+  /**
+   * @generated from field: int32 compensated_sagas = 5;
+   */
+  compensatedSagas: number;
+
+  /**
+   * @generated from field: int32 aborted_sagas = 6;
+   */
+  abortedSagas: number;
+
+  /**
+   * Completed over finished (completed, failed, compensated, aborted); 0 when none finished.
+   *
+   * @generated from field: double success_rate = 7;
+   */
+  successRate: number;
+
+  /**
+   * Mean time from creation to finish of the finished ones.
+   *
+   * @generated from field: double avg_duration_ms = 8;
+   */
+  avgDurationMs: number;
+
+  /**
+   * Keyed by status name.
+   *
+   * @generated from field: map<string, int32> by_status = 9;
+   */
+  byStatus: { [key: string]: number };
+};
+
+/**
+ * Describes the message orchestrator.v1.GetSagaStatsResponse.
+ * Use `create(GetSagaStatsResponseSchema)` to create a new message.
+ */
+export const GetSagaStatsResponseSchema: GenMessage<GetSagaStatsResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 22);
+
+/**
+ * One span of a trace.
  *
  * @generated from message orchestrator.v1.Span
  */
@@ -552,6 +989,8 @@ export type Span = Message<"orchestrator.v1.Span"> & {
   spanId: string;
 
   /**
+   * Empty for a root span.
+   *
    * @generated from field: string parent_span_id = 3;
    */
   parentSpanId: string;
@@ -562,6 +1001,8 @@ export type Span = Message<"orchestrator.v1.Span"> & {
   name: string;
 
   /**
+   * The service that recorded it ("orchestrator" for this node's own).
+   *
    * @generated from field: string service = 5;
    */
   service: string;
@@ -577,7 +1018,7 @@ export type Span = Message<"orchestrator.v1.Span"> & {
   durationMs: number;
 
   /**
-   * "ok" or "error".
+   * "ok", "error" or "unset".
    *
    * @generated from field: string status = 8;
    */
@@ -587,6 +1028,16 @@ export type Span = Message<"orchestrator.v1.Span"> & {
    * @generated from field: map<string, string> attributes = 9;
    */
   attributes: { [key: string]: string };
+
+  /**
+   * @generated from field: orchestrator.v1.SpanKind kind = 10;
+   */
+  kind: SpanKind;
+
+  /**
+   * @generated from field: string status_message = 11;
+   */
+  statusMessage: string;
 };
 
 /**
@@ -594,7 +1045,31 @@ export type Span = Message<"orchestrator.v1.Span"> & {
  * Use `create(SpanSchema)` to create a new message.
  */
 export const SpanSchema: GenMessage<Span> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 20);
+  messageDesc(file_orchestrator_v1_infrastructure, 23);
+
+/**
+ * A span and the spans it is the parent of.
+ *
+ * @generated from message orchestrator.v1.SpanNode
+ */
+export type SpanNode = Message<"orchestrator.v1.SpanNode"> & {
+  /**
+   * @generated from field: orchestrator.v1.Span span = 1;
+   */
+  span?: Span | undefined;
+
+  /**
+   * @generated from field: repeated orchestrator.v1.SpanNode children = 2;
+   */
+  children: SpanNode[];
+};
+
+/**
+ * Describes the message orchestrator.v1.SpanNode.
+ * Use `create(SpanNodeSchema)` to create a new message.
+ */
+export const SpanNodeSchema: GenMessage<SpanNode> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 24);
 
 /**
  * @generated from message orchestrator.v1.GetTraceRequest
@@ -611,7 +1086,7 @@ export type GetTraceRequest = Message<"orchestrator.v1.GetTraceRequest"> & {
  * Use `create(GetTraceRequestSchema)` to create a new message.
  */
 export const GetTraceRequestSchema: GenMessage<GetTraceRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 21);
+  messageDesc(file_orchestrator_v1_infrastructure, 25);
 
 /**
  * @generated from message orchestrator.v1.GetTraceResponse
@@ -623,14 +1098,34 @@ export type GetTraceResponse = Message<"orchestrator.v1.GetTraceResponse"> & {
   traceId: string;
 
   /**
-   * @generated from field: repeated orchestrator.v1.Span spans = 2;
+   * Root spans (and spans whose parent this node does not hold), each with its children, by
+   * start time.
+   *
+   * @generated from field: repeated orchestrator.v1.SpanNode roots = 2;
    */
-  spans: Span[];
+  roots: SpanNode[];
 
   /**
-   * @generated from field: int32 count = 3;
+   * @generated from field: int32 span_count = 3;
    */
-  count: number;
+  spanCount: number;
+
+  /**
+   * From the first span's start to the last one's end.
+   *
+   * @generated from field: double duration_ms = 4;
+   */
+  durationMs: number;
+
+  /**
+   * @generated from field: repeated string services = 5;
+   */
+  services: string[];
+
+  /**
+   * @generated from field: bool error = 6;
+   */
+  error: boolean;
 };
 
 /**
@@ -638,7 +1133,58 @@ export type GetTraceResponse = Message<"orchestrator.v1.GetTraceResponse"> & {
  * Use `create(GetTraceResponseSchema)` to create a new message.
  */
 export const GetTraceResponseSchema: GenMessage<GetTraceResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 22);
+  messageDesc(file_orchestrator_v1_infrastructure, 26);
+
+/**
+ * A trace, summed up.
+ *
+ * @generated from message orchestrator.v1.TraceSummary
+ */
+export type TraceSummary = Message<"orchestrator.v1.TraceSummary"> & {
+  /**
+   * @generated from field: string trace_id = 1;
+   */
+  traceId: string;
+
+  /**
+   * The name of its root span (or its earliest span).
+   *
+   * @generated from field: string root_name = 2;
+   */
+  rootName: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: double duration_ms = 4;
+   */
+  durationMs: number;
+
+  /**
+   * @generated from field: int32 span_count = 5;
+   */
+  spanCount: number;
+
+  /**
+   * @generated from field: bool error = 6;
+   */
+  error: boolean;
+
+  /**
+   * @generated from field: repeated string services = 7;
+   */
+  services: string[];
+};
+
+/**
+ * Describes the message orchestrator.v1.TraceSummary.
+ * Use `create(TraceSummarySchema)` to create a new message.
+ */
+export const TraceSummarySchema: GenMessage<TraceSummary> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 27);
 
 /**
  * @generated from message orchestrator.v1.ListServiceTracesRequest
@@ -650,9 +1196,18 @@ export type ListServiceTracesRequest = Message<"orchestrator.v1.ListServiceTrace
   serviceName: string;
 
   /**
+   * 1 to 1000; 0 means 50.
+   *
    * @generated from field: int32 limit = 2;
    */
   limit: number;
+
+  /**
+   * Only traces with an error span.
+   *
+   * @generated from field: bool errors_only = 3;
+   */
+  errorsOnly: boolean;
 };
 
 /**
@@ -660,7 +1215,7 @@ export type ListServiceTracesRequest = Message<"orchestrator.v1.ListServiceTrace
  * Use `create(ListServiceTracesRequestSchema)` to create a new message.
  */
 export const ListServiceTracesRequestSchema: GenMessage<ListServiceTracesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 23);
+  messageDesc(file_orchestrator_v1_infrastructure, 28);
 
 /**
  * @generated from message orchestrator.v1.ListServiceTracesResponse
@@ -672,9 +1227,9 @@ export type ListServiceTracesResponse = Message<"orchestrator.v1.ListServiceTrac
   serviceName: string;
 
   /**
-   * @generated from field: repeated orchestrator.v1.Span spans = 2;
+   * @generated from field: repeated orchestrator.v1.TraceSummary traces = 2;
    */
-  spans: Span[];
+  traces: TraceSummary[];
 
   /**
    * @generated from field: int32 count = 3;
@@ -687,16 +1242,318 @@ export type ListServiceTracesResponse = Message<"orchestrator.v1.ListServiceTrac
  * Use `create(ListServiceTracesResponseSchema)` to create a new message.
  */
 export const ListServiceTracesResponseSchema: GenMessage<ListServiceTracesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_infrastructure, 24);
+  messageDesc(file_orchestrator_v1_infrastructure, 29);
 
 /**
- * InfrastructureService is the operator's window on the machinery: the event log, the dead-letter
- * queue, sagas and traces.
+ * @generated from message orchestrator.v1.GetTracingStatsRequest
+ */
+export type GetTracingStatsRequest = Message<"orchestrator.v1.GetTracingStatsRequest"> & {
+};
+
+/**
+ * Describes the message orchestrator.v1.GetTracingStatsRequest.
+ * Use `create(GetTracingStatsRequestSchema)` to create a new message.
+ */
+export const GetTracingStatsRequestSchema: GenMessage<GetTracingStatsRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 30);
+
+/**
+ * Latency of one operation of one service, over the spans held.
+ *
+ * @generated from message orchestrator.v1.OperationLatency
+ */
+export type OperationLatency = Message<"orchestrator.v1.OperationLatency"> & {
+  /**
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * @generated from field: string operation = 2;
+   */
+  operation: string;
+
+  /**
+   * @generated from field: int32 count = 3;
+   */
+  count: number;
+
+  /**
+   * @generated from field: int32 error_count = 4;
+   */
+  errorCount: number;
+
+  /**
+   * @generated from field: double p50_ms = 5;
+   */
+  p50Ms: number;
+
+  /**
+   * @generated from field: double p95_ms = 6;
+   */
+  p95Ms: number;
+
+  /**
+   * @generated from field: double p99_ms = 7;
+   */
+  p99Ms: number;
+};
+
+/**
+ * Describes the message orchestrator.v1.OperationLatency.
+ * Use `create(OperationLatencySchema)` to create a new message.
+ */
+export const OperationLatencySchema: GenMessage<OperationLatency> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 31);
+
+/**
+ * @generated from message orchestrator.v1.GetTracingStatsResponse
+ */
+export type GetTracingStatsResponse = Message<"orchestrator.v1.GetTracingStatsResponse"> & {
+  /**
+   * @generated from field: int32 total_traces = 1;
+   */
+  totalTraces: number;
+
+  /**
+   * @generated from field: int32 total_spans = 2;
+   */
+  totalSpans: number;
+
+  /**
+   * @generated from field: int32 services_traced = 3;
+   */
+  servicesTraced: number;
+
+  /**
+   * Error spans over spans.
+   *
+   * @generated from field: double error_rate = 4;
+   */
+  errorRate: number;
+
+  /**
+   * @generated from field: repeated orchestrator.v1.OperationLatency operations = 5;
+   */
+  operations: OperationLatency[];
+};
+
+/**
+ * Describes the message orchestrator.v1.GetTracingStatsResponse.
+ * Use `create(GetTracingStatsResponseSchema)` to create a new message.
+ */
+export const GetTracingStatsResponseSchema: GenMessage<GetTracingStatsResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_infrastructure, 32);
+
+/**
+ * Where a dead-lettered entry is in its life.
+ *
+ * @generated from enum orchestrator.v1.DlqState
+ */
+export enum DlqState {
+  /**
+   * @generated from enum value: DLQ_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for its next automatic retry (next_retry_at).
+   *
+   * @generated from enum value: DLQ_STATE_PENDING_RETRY = 1;
+   */
+  PENDING_RETRY = 1,
+
+  /**
+   * Claimed by a retry now running.
+   *
+   * @generated from enum value: DLQ_STATE_RETRYING = 2;
+   */
+  RETRYING = 2,
+
+  /**
+   * Out of automatic retries: retried only by hand.
+   *
+   * @generated from enum value: DLQ_STATE_DEAD = 3;
+   */
+  DEAD = 3,
+
+  /**
+   * A retry succeeded.
+   *
+   * @generated from enum value: DLQ_STATE_RESOLVED = 4;
+   */
+  RESOLVED = 4,
+}
+
+/**
+ * Describes the enum orchestrator.v1.DlqState.
+ */
+export const DlqStateSchema: GenEnum<DlqState> = /*@__PURE__*/
+  enumDesc(file_orchestrator_v1_infrastructure, 0);
+
+/**
+ * Where a saga is. PENDING → RUNNING → COMPLETED; RUNNING → FAILED (a step failed, nothing to
+ * undo) or COMPENSATING → COMPENSATED (completed steps undone, last first) or FAILED (a
+ * compensation failed); PENDING or RUNNING → ABORTED (cancelled, then compensated if needed).
+ *
+ * @generated from enum orchestrator.v1.SagaStatus
+ */
+export enum SagaStatus {
+  /**
+   * @generated from enum value: SAGA_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_COMPLETED = 3;
+   */
+  COMPLETED = 3,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_FAILED = 4;
+   */
+  FAILED = 4,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_COMPENSATING = 5;
+   */
+  COMPENSATING = 5,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_COMPENSATED = 6;
+   */
+  COMPENSATED = 6,
+
+  /**
+   * @generated from enum value: SAGA_STATUS_ABORTED = 7;
+   */
+  ABORTED = 7,
+}
+
+/**
+ * Describes the enum orchestrator.v1.SagaStatus.
+ */
+export const SagaStatusSchema: GenEnum<SagaStatus> = /*@__PURE__*/
+  enumDesc(file_orchestrator_v1_infrastructure, 1);
+
+/**
+ * Where one step of a saga is.
+ *
+ * @generated from enum orchestrator.v1.SagaStepStatus
+ */
+export enum SagaStepStatus {
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_COMPLETED = 3;
+   */
+  COMPLETED = 3,
+
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_FAILED = 4;
+   */
+  FAILED = 4,
+
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_COMPENSATING = 5;
+   */
+  COMPENSATING = 5,
+
+  /**
+   * @generated from enum value: SAGA_STEP_STATUS_COMPENSATED = 6;
+   */
+  COMPENSATED = 6,
+
+  /**
+   * Not run: the saga ended before it.
+   *
+   * @generated from enum value: SAGA_STEP_STATUS_SKIPPED = 7;
+   */
+  SKIPPED = 7,
+}
+
+/**
+ * Describes the enum orchestrator.v1.SagaStepStatus.
+ */
+export const SagaStepStatusSchema: GenEnum<SagaStepStatus> = /*@__PURE__*/
+  enumDesc(file_orchestrator_v1_infrastructure, 2);
+
+/**
+ * What a span stands for, as OpenTelemetry says.
+ *
+ * @generated from enum orchestrator.v1.SpanKind
+ */
+export enum SpanKind {
+  /**
+   * @generated from enum value: SPAN_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SPAN_KIND_INTERNAL = 1;
+   */
+  INTERNAL = 1,
+
+  /**
+   * @generated from enum value: SPAN_KIND_SERVER = 2;
+   */
+  SERVER = 2,
+
+  /**
+   * @generated from enum value: SPAN_KIND_CLIENT = 3;
+   */
+  CLIENT = 3,
+
+  /**
+   * @generated from enum value: SPAN_KIND_PRODUCER = 4;
+   */
+  PRODUCER = 4,
+
+  /**
+   * @generated from enum value: SPAN_KIND_CONSUMER = 5;
+   */
+  CONSUMER = 5,
+}
+
+/**
+ * Describes the enum orchestrator.v1.SpanKind.
+ */
+export const SpanKindSchema: GenEnum<SpanKind> = /*@__PURE__*/
+  enumDesc(file_orchestrator_v1_infrastructure, 3);
+
+/**
+ * InfrastructureService is the operator's window on the machinery: the event store, the
+ * dead-letter queue, sagas and traces.
  *
  * @generated from service orchestrator.v1.InfrastructureService
  */
 export const InfrastructureService: GenService<{
   /**
+   * Counts of the dead-letter queue, computed from the stored entries.
+   *
    * @generated from rpc orchestrator.v1.InfrastructureService.GetDlqStats
    */
   getDlqStats: {
@@ -705,7 +1562,18 @@ export const InfrastructureService: GenService<{
     output: typeof GetDlqStatsResponseSchema;
   },
   /**
-   * Re-delivers dead-lettered events (all, or the given ids).
+   * Dead-lettered entries, a page at a time, oldest failure first.
+   *
+   * @generated from rpc orchestrator.v1.InfrastructureService.ListDlqEntries
+   */
+  listDlqEntries: {
+    methodKind: "unary";
+    input: typeof ListDlqEntriesRequestSchema;
+    output: typeof ListDlqEntriesResponseSchema;
+  },
+  /**
+   * Retries dead-lettered entries now (the given ids, or those a filter selects), each claimed
+   * once even when several orchestrators share the store.
    *
    * @generated from rpc orchestrator.v1.InfrastructureService.RetryDlq
    */
@@ -723,6 +1591,8 @@ export const InfrastructureService: GenService<{
     output: typeof GetSagaStatsResponseSchema;
   },
   /**
+   * One saga with its steps; NOT_FOUND for an unknown id.
+   *
    * @generated from rpc orchestrator.v1.InfrastructureService.GetSaga
    */
   getSaga: {
@@ -731,7 +1601,7 @@ export const InfrastructureService: GenService<{
     output: typeof GetSagaResponseSchema;
   },
   /**
-   * Events, newest last, filtered by type, correlation id and time.
+   * Stored events, oldest first, filtered, a page at a time (next_cursor continues).
    *
    * @generated from rpc orchestrator.v1.InfrastructureService.GetEventHistory
    */
@@ -741,7 +1611,8 @@ export const InfrastructureService: GenService<{
     output: typeof GetEventHistoryResponseSchema;
   },
   /**
-   * Publishes stored events again to their subscribers.
+   * Delivers stored events again, in their original order, to their channels and in-process
+   * subscribers, each marked as a replay of the original.
    *
    * @generated from rpc orchestrator.v1.InfrastructureService.ReplayEvents
    */
@@ -751,7 +1622,8 @@ export const InfrastructureService: GenService<{
     output: typeof ReplayEventsResponseSchema;
   },
   /**
-   * Deletes stored events (all, or those older than a time).
+   * Deletes stored events that match a filter (or all of them, with `all`); the clearing is
+   * itself recorded as an event.
    *
    * @generated from rpc orchestrator.v1.InfrastructureService.ClearEvents
    */
@@ -761,7 +1633,8 @@ export const InfrastructureService: GenService<{
     output: typeof ClearEventsResponseSchema;
   },
   /**
-   * Streams events as they are appended, optionally from a past event id.
+   * Streams events as they are stored, filtered; from after a past event id when given (the
+   * stored ones first, then live ones, without a gap or a repeat).
    *
    * @generated from rpc orchestrator.v1.InfrastructureService.WatchEvents
    */
@@ -779,6 +1652,8 @@ export const InfrastructureService: GenService<{
     output: typeof GetTracingStatsResponseSchema;
   },
   /**
+   * One trace's spans as a tree; NOT_FOUND for a trace this node does not hold.
+   *
    * @generated from rpc orchestrator.v1.InfrastructureService.GetTrace
    */
   getTrace: {
@@ -787,6 +1662,8 @@ export const InfrastructureService: GenService<{
     output: typeof GetTraceResponseSchema;
   },
   /**
+   * The latest traces a service took part in, newest first.
+   *
    * @generated from rpc orchestrator.v1.InfrastructureService.ListServiceTraces
    */
   listServiceTraces: {
