@@ -1,0 +1,55 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+
+/**
+ * What a capability gives the dead-letter queue when something fails that should be retried: an
+ * event it could not deliver, a workflow step whose call failed.
+ */
+export interface DeadLetterInput {
+  /** What retrying means is chosen by this type: "event.delivery", "workflow.step", ... */
+  readonly eventType: string;
+  /** What the handler of the type needs to retry it (bounded by the queue's size limits). */
+  readonly payload: JsonObject;
+  /** Why it failed, safe to show an operator (no secrets, no stack). */
+  readonly failureReason: string;
+  /** The stored event it concerns, if any. */
+  readonly eventId?: string;
+  /** The service whose call failed, if any. */
+  readonly serviceName?: string;
+  readonly correlationId?: string;
+  /** Automatic attempts before the entry is DEAD; the queue's default when absent. */
+  readonly maxAttempts?: number;
+}
+
+/**
+ * Retries one entry. Resolving means the retry succeeded (the entry is RESOLVED); throwing means
+ * it failed again (the entry gets its next retry, or is DEAD after its last attempt), with the
+ * error's message, bounded, as the new failure reason.
+ */
+export type DeadLetterHandler = (entry: {
+  readonly dlqId: string;
+  readonly eventType: string;
+  readonly payload: JsonObject;
+  readonly eventId: string;
+  readonly attempts: number;
+}) => Promise<void>;
+
+/**
+ * The dead-letter queue as other capabilities use it: they record failures in it, and say what
+ * retrying an entry of their types means. Its own capability (src/capabilities/dlq.ts) runs the
+ * automatic retries and serves the operators' routes.
+ */
+export interface DeadLetters {
+  /**
+   * Records a failure, PENDING_RETRY with its first retry scheduled.
+   * @returns the new entry's id.
+   * @throws DomainError "invalid" (a payload over the size limit), "unavailable" / "timeout"
+   *   (the store), "resource_exhausted" (the queue is full).
+   */
+  add(input: DeadLetterInput): Promise<string>;
+  /**
+   * Says what retrying entries of `eventType` means. Entries of a type without a handler stay
+   * where they are, and a retry of one says so.
+   * @throws Error when the type already has a handler.
+   */
+  handle(eventType: string, handler: DeadLetterHandler): void;
+}
