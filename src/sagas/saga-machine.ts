@@ -290,11 +290,12 @@ export function checkStepTransition(
  * equal to it.
  */
 export function sagaMachineMarkdown(): string {
-  const list = (items: readonly string[] | undefined) => (items ?? ["any"]).join(", ");
+  const either = (items: readonly string[]) =>
+    items.length === 1 ? `${items[0]}` : `${items.slice(0, -1).join(", ")} or ${items.at(-1)}`;
   const rows = sagaMachine.map((rule) =>
     rule.of === "saga"
-      ? `| saga | ${rule.from} | ${rule.to} | steps all ${list(rule.stepsIn)} | ${sagaEffectText(rule.effects)} | ${rule.meaning} |`
-      : `| step | ${rule.from} | ${rule.to} | saga ${list(rule.sagaIn)} | ${stepEffectText(rule.effects)} | ${rule.meaning} |`,
+      ? `| saga | ${rule.from} | ${rule.to} | ${rule.stepsIn ? `every step ${either(rule.stepsIn)}` : "—"} | ${sagaEffectText(rule.effects)} | ${rule.meaning} |`
+      : `| step | ${rule.from} | ${rule.to} | saga ${either(rule.sagaIn)} | ${stepEffectText(rule.effects)} | ${rule.meaning} |`,
   );
   return [
     "| Of | From | To | Only when | Effects | Meaning |",
@@ -313,11 +314,19 @@ function sagaEffectText(effects: SagaEffects): string {
 
 function stepEffectText(effects: StepEffects): string {
   const parts = [
-    ...(effects.attempt ? ["attempts + 1, started_at"] : []),
+    ...(effects.attempt ? ["attempts + 1; started_at; finished_at cleared"] : []),
     ...(effects.finish ? ["finished_at"] : []),
     ...(effects.compensate ? ["compensated_at"] : []),
     ...(effects.clearError ? ["error cleared"] : []),
     ...(effects.output ? ["may set output"] : []),
   ];
   return parts.length === 0 ? "—" : parts.join("; ");
+}
+
+/**
+ * The event of a saga transition to `to`, as the table says (every transition to one status
+ * emits the same event), or `undefined` for none.
+ */
+export function sagaEventOf(to: SagaStatus): string | undefined {
+  return sagaRules.find((rule) => rule.to === to)?.effects.event;
 }
