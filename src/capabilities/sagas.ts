@@ -45,8 +45,8 @@ const reopenAfterMs = 1_000;
 /**
  * The saga store (memory, or the node's Redis) and InfrastructureService's saga methods:
  * GetSaga (NOT_FOUND for an unknown id) and GetSagaStats. Finished sagas are forgotten after
- * SAGA_RETENTION_MS, looked for every tenth of it (between 1 s and 60 s). The node serves while
- * the store is opening, not ready.
+ * SAGA_RETENTION_MS, looked for every tenth of it (between 1 s and 60 s). The node does not wait
+ * for the store to open (Redis down at start): its calls answer "unavailable" meanwhile.
  */
 export function createSagasCapability(deps: SagasCapabilityDeps): SagasCapability {
   const { logger } = deps;
@@ -57,7 +57,6 @@ export function createSagasCapability(deps: SagasCapabilityDeps): SagasCapabilit
     Math.max(sweepEveryMs.least, Math.floor(deps.config.sagas.retentionMs / 10)),
   );
 
-  let opened = false;
   let stopped = false;
   let reopen: NodeJS.Timeout | undefined;
   let sweeper: NodeJS.Timeout | undefined;
@@ -80,7 +79,8 @@ export function createSagasCapability(deps: SagasCapabilityDeps): SagasCapabilit
   const open = async (): Promise<void> => {
     try {
       await store.open();
-      opened = true;
+      // Stopped while it was opening: undo what opening started.
+      if (stopped) return await store.close();
       sweeper = setInterval(() => {
         // One sweep at a time: a slow one is not queued behind.
         sweeping ??= sweep().finally(() => {
@@ -99,11 +99,15 @@ export function createSagasCapability(deps: SagasCapabilityDeps): SagasCapabilit
   return {
     names: ["sagas"],
     services: [servicePart(InfrastructureService, createSagaService({ store }))],
-    readiness: [
-      { name: "sagas", probe: () => (opened ? undefined : "the saga store is not open yet") },
-    ],
+    // None of its own: the saga store loads nothing, and what it needs (Redis answering) is the
+    // node's own "redis" check.
+    readiness: [],
     store,
-    start: () => open(),
+    // Not awaited: with Redis down at start the node listens at once (not ready), and the store's
+    // calls answer "unavailable" until Redis is back.
+    start: async () => {
+      void open();
+    },
     async stop() {
       stopped = true;
       clearTimeout(reopen);

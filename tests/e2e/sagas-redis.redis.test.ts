@@ -222,6 +222,36 @@ describe("sagas on a node with Redis", () => {
   });
 });
 
+describe("sagas while Redis is down", () => {
+  it("answers 503 for the saga routes, never 500, and serves again when Redis is back", {
+    timeout: 90_000,
+  }, async () => {
+    const server = await startServer(true);
+    const prefix = `sagas-down:${randomUUID()}:`;
+    const store = await openStore(server.url, prefix);
+    await store.create({ sagaId: "kept", name: "n", steps: [{ name: "a" }] });
+    await server.kill();
+    const node = await startOrchestrator({
+      env: { REDIS_URL: server.url, REDIS_KEY_PREFIX: prefix },
+    });
+    cleanups.push(() => node.close());
+    for (const path of ["/infrastructure/saga/kept", "/infrastructure/saga/stats"]) {
+      const reply = await rest(node.url, "GET", path);
+      expect(reply.status, reply.text).toBe(503);
+      expect(reply.body).toMatchObject({
+        code: "unavailable",
+        message: "the saga store is unavailable",
+      });
+    }
+    await server.restart();
+    const kept = await until("the saga is served again", async () => {
+      const reply = await rest(node.url, "GET", "/infrastructure/saga/kept");
+      return reply.status === 200 ? reply.body : undefined;
+    });
+    expect(kept.status).toBe("SAGA_STATUS_PENDING");
+  });
+});
+
 /** Two racing processes, started together: each one's outcome per step. */
 async function race(env: Record<string, string>): Promise<string[][]> {
   const racers = [startSagaProcess(env), startSagaProcess(env)];

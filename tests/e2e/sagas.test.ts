@@ -9,7 +9,7 @@ import { createGrpcJsClient, type GrpcJsClient } from "../../src/clients/grpc-js
 import type { SagaStore } from "../../src/sagas/saga-store.js";
 import { createManualClock } from "../support/manual-clock.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
-import { expectStatus, type Json, rest } from "../support/rest.js";
+import { expectStatus, type Json, rest, until } from "../support/rest.js";
 
 // The saga routes as their users meet them: a real node on loopback (memory store), its sagas
 // made through the node's own saga store (the workflow engine's way in), read over REST and
@@ -229,6 +229,29 @@ describe("GET /infrastructure/saga/stats", () => {
     const reply = await rest(node.url, "GET", "/infrastructure/saga/stats?saga_id=x");
     expect(reply.status).toBe(400);
     expect(String(reply.body.message)).toContain("saga_id");
+  });
+});
+
+describe("retention", () => {
+  it("forgets a finished saga once SAGA_RETENTION_MS has passed, and keeps running ones", async () => {
+    const short = await startOrchestrator({ env: { SAGA_RETENTION_MS: "200" } });
+    try {
+      const store = short.app.sagas;
+      for (const sagaId of ["gone", "kept"]) {
+        await store.create({ sagaId, name: "n", steps: [{ name: "a" }] });
+      }
+      await store.transition("gone", { expectedVersion: 1, to: "ABORTED" });
+      await store.transition("kept", { expectedVersion: 1, to: "RUNNING" });
+      await until("the finished saga is forgotten", async () => {
+        const reply = await rest(short.url, "GET", "/infrastructure/saga/gone");
+        return reply.status === 404 ? true : undefined;
+      });
+      await expectStatus(rest(short.url, "GET", "/infrastructure/saga/kept"), 200);
+      const stats = await expectStatus(rest(short.url, "GET", "/infrastructure/saga/stats"), 200);
+      expect([stats.total_sagas, stats.aborted_sagas]).toEqual([1, 0]);
+    } finally {
+      await short.close();
+    }
   });
 });
 
