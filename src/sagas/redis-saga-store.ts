@@ -85,7 +85,8 @@ const { command, unreadable } = errors;
 const luaSet = (items: readonly string[]) => `{${items.map((i) => `${i} = true`).join(", ")}}`;
 
 // The table of saga-machine.ts, as Lua tables: the scripts decide legality on the stored state.
-const machineLua = `
+// Each script builds only the half it uses (they are rebuilt at every run).
+const sagaRulesLua = `
 local sagaRules = {
 ${sagaRules
   .map(
@@ -94,6 +95,8 @@ ${sagaRules
   )
   .join("\n")}
 }
+`;
+const stepRulesLua = `
 local stepRules = {
 ${stepRules
   .map(
@@ -202,7 +205,7 @@ return {${reply.ok}}
 // KEYS[1] the saga. ARGV: 1 prefix, 2 deadline, 3 id, 4 expected version, 5 to, 6 now,
 // 7 '1' when an error is given, 8 the error, 9 max bytes of a saga, 10 of the store,
 // 11 finished sagas kept. Returns {1, the saga's hash} or a code with what explains it.
-const transitionLua = `${preludeLua}${machineLua}${fenceLua}
+const transitionLua = `${preludeLua}${sagaRulesLua}${fenceLua}
 local key = KEYS[1]
 local h = redis.call('HMGET', key, 'status', 'version', 'n', 'bytes', 'error', 'createdAt', 'listing')
 if not h[1] then return {${reply.notFound}} end
@@ -263,7 +266,7 @@ const summaryFieldsLua = `{${summaryFields.map((f) => `'${f}'`).join(", ")}}`;
 // version, 6 to, 7 now, 8 '1' when an error is given, 9 the error, 10 '1' when an output is
 // given, 11 the output, 12 max bytes of a saga, 13 of the store. Returns {1, the saga's summary
 // fields, the step's fields} or a code with what explains it.
-const transitionStepLua = `${preludeLua}${machineLua}${fenceLua}
+const transitionStepLua = `${preludeLua}${stepRulesLua}${fenceLua}
 local key = KEYS[1]
 local h = redis.call('HMGET', key, 'status', 'version', 'n', 'bytes')
 if not h[1] then return {${reply.notFound}} end
