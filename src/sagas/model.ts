@@ -115,18 +115,6 @@ export interface SagaPage {
   readonly nextPageToken: string;
 }
 
-/** Statuses in which a saga is finished: it changes no more, and retention may forget it. */
-export const finishedSagaStatuses: readonly SagaStatus[] = Object.freeze([
-  "COMPLETED",
-  "FAILED",
-  "COMPENSATED",
-  "ABORTED",
-]);
-
-export function isFinished(status: SagaStatus): boolean {
-  return finishedSagaStatuses.includes(status);
-}
-
 /** The longest error text kept for a saga or a step; longer ones are cut, ending with "…". */
 export const maxErrorLength = 1_024;
 

@@ -23,6 +23,7 @@ export interface SagaStoreLimits {
   readonly reservedIds: ReadonlyMap<string, string>;
 }
 
+/** The defaults of {@link SagaStoreLimits}, as each field says. */
 export const sagaStoreDefaults: Readonly<SagaStoreLimits> = Object.freeze({
   retentionMs: 7 * 24 * 3_600_000,
   maxFinished: 10_000,
@@ -110,7 +111,7 @@ export function sagaWeight(saga: Saga): number {
   );
 }
 
-export function encodeOutput(output: JsonObject): string {
+function encodeOutput(output: JsonObject): string {
   return JSON.stringify(output);
 }
 
@@ -287,19 +288,22 @@ export function summaryOf(saga: Saga): SagaSummary {
   return { ...rest, stepCount: steps.length };
 }
 
-/** Why a saga or step id names nothing. */
+/** Why a saga id names nothing. */
 export function sagaNotFound(sagaId: string): DomainError {
   return new DomainError("not_found", `saga ${sagaId} not found`);
 }
 
+/** Why a step transition names a step the saga does not have. */
 export function noSuchStep(sagaId: string, stepIndex: number): DomainError {
   return new DomainError("invalid", `saga ${sagaId} has no step ${stepIndex}`);
 }
 
+/** Why a saga transition lost its compare-and-set. */
 export function sagaChanged(sagaId: string, version: number): DomainError {
   return new DomainError("conflict", `saga ${sagaId} changed meanwhile (version ${version})`);
 }
 
+/** Why a step transition lost its compare-and-set. */
 export function stepChanged(sagaId: string, name: string, version: number): DomainError {
   return new DomainError(
     "conflict",
@@ -307,6 +311,7 @@ export function stepChanged(sagaId: string, name: string, version: number): Doma
   );
 }
 
+/** Why a write would take a saga past `maxSagaBytes`. */
 export function sagaTooLarge(weight: number, limit: number): DomainError {
   return new DomainError(
     "invalid",
@@ -314,6 +319,7 @@ export function sagaTooLarge(weight: number, limit: number): DomainError {
   );
 }
 
+/** Why a write would take the store past `maxBytes` with running sagas alone. */
 export function storeFull(limit: number): DomainError {
   return new DomainError(
     "resource_exhausted",
@@ -321,6 +327,7 @@ export function storeFull(limit: number): DomainError {
   );
 }
 
+/** Why a saga cannot be created under a taken id. */
 export function sagaExists(sagaId: string): DomainError {
   return new DomainError("already_exists", `saga ${sagaId} already exists`);
 }
