@@ -20,6 +20,7 @@ import {
   createRegistryCapability,
   createRegistryStore,
 } from "./capabilities/registry.js";
+import { createSagasCapability } from "./capabilities/sagas.js";
 import { createSystemCapability } from "./capabilities/system.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
@@ -36,6 +37,7 @@ import { createLogShipper, type LogShipper } from "./observability/log-shipper.j
 import { createLogger, flushLogger } from "./observability/logger.js";
 import { createMetrics, type Metrics, registerPeerMetrics } from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
+import type { SagaStore } from "./sagas/saga-store.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
 import { createHttpApp } from "./server/http-app.js";
 import { createOnePortListener } from "./server/one-port-listener.js";
@@ -62,6 +64,11 @@ export interface App {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly status: ServingStatus;
+  /**
+   * The saga store the node runs its sagas in (memory, or Redis when configured), emitting the
+   * `saga.*` events of the transitions made through it: for the workflow engine and for tests.
+   */
+  readonly sagas: SagaStore;
   /** Starts serving on the configured host and port (0 picks a free port). */
   listen(): Promise<AddressInfo>;
   /**
@@ -151,7 +158,16 @@ export async function createApp(
     shadowedValues,
   });
   registerPeerMetrics(metrics, () => registry.peerStatuses());
-  const domain: Capability[] = [events, registry];
+  const sagas = createSagasCapability({
+    config,
+    clock,
+    ids,
+    logger,
+    events: events.log,
+    redis: redis?.commands,
+    shadowedValues,
+  });
+  const domain: Capability[] = [events, registry, sagas];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,
@@ -207,6 +223,7 @@ export async function createApp(
     logger,
     metrics,
     status,
+    sagas: sagas.store,
     async listen() {
       for (const capability of capabilities) await capability.start();
       const address = await listener.listen(config.port, config.host);

@@ -19,6 +19,7 @@ export {
   type LoadedConfig,
   loadConfig,
   type RedisSettings,
+  type SagaSettings,
   type TlsFiles,
 } from "./load-config.js";
 export { getSecret, type Secret, type SecretSources } from "./secrets.js";

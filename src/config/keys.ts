@@ -468,6 +468,57 @@ export const configKey = Object.freeze({
     description: "Bytes of recent events kept in memory (payload JSON plus 256 per event).",
     parse: scalar(integer(65_536, 1_073_741_824)),
   }),
+  SAGA_RETENTION_MS: defineKey({
+    name: "SAGA_RETENTION_MS",
+    section: "orchestrator",
+    type: "integer 0..31536000000",
+    default: "604800000",
+    description: "How long a finished saga is kept, in milliseconds; then it is forgotten.",
+    parse: scalar(integer(0, 31_536_000_000)),
+  }),
+  SAGA_MAX_FINISHED: defineKey({
+    name: "SAGA_MAX_FINISHED",
+    section: "orchestrator",
+    type: "integer 1..10000000",
+    default: "10000",
+    description:
+      "Finished sagas kept at most; beyond them the oldest finished are forgotten before SAGA_RETENTION_MS.",
+    parse: scalar(integer(1, 10_000_000)),
+  }),
+  SAGA_STORE_MAX_BYTES: defineKey({
+    name: "SAGA_STORE_MAX_BYTES",
+    section: "orchestrator",
+    type: "integer 1048576..4294967296",
+    default: "67108864",
+    description:
+      "Bytes of all stored sagas (strings and outputs, plus 512 per saga and 128 per step); the oldest finished make room, and a write that grows running sagas past it is refused (429).",
+    parse: scalar(integer(1_048_576, 4_294_967_296)),
+  }),
+  SAGA_MAX_BYTES: defineKey({
+    name: "SAGA_MAX_BYTES",
+    section: "orchestrator",
+    type: "integer 4096..67108864",
+    default: "1048576",
+    description:
+      "Bytes of one saga, counted as for SAGA_STORE_MAX_BYTES; a saga or step output that would take it past is refused (400).",
+    parse: scalar(integer(4096, 67_108_864)),
+  }),
+  SAGA_MAX_STEPS: defineKey({
+    name: "SAGA_MAX_STEPS",
+    section: "orchestrator",
+    type: "integer 1..1000",
+    default: "256",
+    description: "Steps of one saga at most.",
+    parse: scalar(integer(1, 1000)),
+  }),
+  SAGA_MAX_OUTPUT_BYTES: defineKey({
+    name: "SAGA_MAX_OUTPUT_BYTES",
+    section: "orchestrator",
+    type: "integer 0..16777216",
+    default: "65536",
+    description: "Bytes of one step's output, as JSON, at most.",
+    parse: scalar(integer(0, 16_777_216)),
+  }),
   HEALTH_CHECK_INTERVAL_MS: defineKey({
     name: "HEALTH_CHECK_INTERVAL_MS",
     section: "registry",

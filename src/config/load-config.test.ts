@@ -53,6 +53,14 @@ const defaultConfig = {
   peers: [],
   environment: "development",
   events: { logSize: 10000, logBytes: 8388608 },
+  sagas: {
+    retentionMs: 604800000,
+    maxFinished: 10000,
+    maxBytes: 67108864,
+    maxSagaBytes: 1048576,
+    maxSteps: 256,
+    maxOutputBytes: 65536,
+  },
   logLevel: "info",
   registry: {
     healthCheckIntervalMs: 10000,

@@ -65,6 +65,8 @@ export interface AppConfig {
   readonly environment: string;
   /** Bounds of the in-memory event log. */
   readonly events: EventSettings;
+  /** Retention and bounds of the saga store. */
+  readonly sagas: SagaSettings;
   readonly logLevel: LogLevel;
   /** Leases, health checks, watch and OpenAPI limits of the service registry. */
   readonly registry: RegistrySettings;
@@ -78,6 +80,16 @@ export interface AppConfig {
 export interface EventSettings {
   readonly logSize: number;
   readonly logBytes: number;
+}
+
+/** The saga store's settings. */
+export interface SagaSettings {
+  readonly retentionMs: number;
+  readonly maxFinished: number;
+  readonly maxBytes: number;
+  readonly maxSagaBytes: number;
+  readonly maxSteps: number;
+  readonly maxOutputBytes: number;
 }
 
 /** The service registry's settings. */
@@ -363,6 +375,14 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     events: Object.freeze({
       logSize: value(k.EVENT_LOG_SIZE),
       logBytes: value(k.EVENT_LOG_BYTES),
+    }),
+    sagas: Object.freeze({
+      retentionMs: value(k.SAGA_RETENTION_MS),
+      maxFinished: value(k.SAGA_MAX_FINISHED),
+      maxBytes: value(k.SAGA_STORE_MAX_BYTES),
+      maxSagaBytes: value(k.SAGA_MAX_BYTES),
+      maxSteps: value(k.SAGA_MAX_STEPS),
+      maxOutputBytes: value(k.SAGA_MAX_OUTPUT_BYTES),
     }),
     logLevel: value(k.LOG_LEVEL),
     registry: Object.freeze({

@@ -3,13 +3,8 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
-import {
-  createRedisWriteFence,
-  isReplyError,
-  RedisWriteError,
-  type RedisWriteFence,
-  wasNotSent,
-} from "../redis/redis-write-fence.js";
+import { redisStoreErrors, untilConnectionReady } from "../redis/redis-store-errors.js";
+import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {
   defaultBaselinesMaxBytes,
   type EntryWrite,
@@ -75,6 +70,9 @@ const defaults = Object.freeze({ openTimeoutMs: 10_000 });
 
 /** Changes read from the log in one round trip when catching up: the read stays short. */
 const catchUpPage = 500;
+
+const errors = redisStoreErrors({ store: "the registry store", record: "the entry" });
+const { command, unreadable } = errors;
 
 // Every registry script takes the same keys in the same order, so the key list is built once.
 // KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log, 6 history id,
@@ -386,17 +384,16 @@ export function createRedisRegistryStore(
   // Writes without a deadline: sent and unanswered, they may still land ("timeout", not
   // "unavailable"). Each is idempotent or harmless late (a cursor or baseline written again, a node
   // id claimed if none, tombstones past retention forgotten), so none is worth a fence.
-  const unfencedWrite = <T>(send: () => Promise<T>): Promise<T> => {
-    if (redis.status !== "ready") {
-      return Promise.reject(storeError(new Error(`the connection is ${redis.status}`)));
-    }
-    return command(send, "write");
-  };
+  const unfencedWrite = <T>(send: () => Promise<T>): Promise<T> =>
+    errors.unfencedWrite(redis, send);
 
   const open = async (): Promise<void> => {
     if (listening) return;
     await command(() =>
-      Promise.all([untilReady(redis, openTimeoutMs), untilReady(subscriber, openTimeoutMs)]),
+      Promise.all([
+        untilConnectionReady(redis, openTimeoutMs),
+        untilConnectionReady(subscriber, openTimeoutMs),
+      ]),
     );
     await command(() => subscriber.subscribe(channel));
     subscriber.on("message", onMessage);
@@ -631,85 +628,6 @@ function createFollower(parts: {
   };
 }
 
-/** Waits until `client` is ready; commands sent before would fail at once (no offline queue). */
-function untilReady(client: Redis, timeoutMs: number): Promise<void> {
-  if (client.status === "ready") return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const finish = (error?: Error) => {
-      clearTimeout(timer);
-      client.off("ready", onReady);
-      client.off("end", onEnd);
-      if (error) reject(error);
-      else resolve();
-    };
-    const onReady = () => finish();
-    const onEnd = () => finish(new Error("the connection has ended"));
-    const timer = setTimeout(
-      () => finish(new Error("the connection was not ready in time")),
-      timeoutMs,
-    );
-    client.on("ready", onReady);
-    client.on("end", onEnd);
-  });
-}
-
-/**
- * Runs one Redis round trip, turning its failure into the domain's words. A "read" changes
- * nothing, or nothing that matters (the snapshot's history id is created once, whenever it runs),
- * so it is "unavailable" however it failed: retrying is safe.
- */
-async function command<T>(send: () => Promise<T>, effect: "read" | "write" = "read"): Promise<T> {
-  try {
-    return await send();
-  } catch (error) {
-    throw storeError(error, effect);
-  }
-}
-
-// Redis answers these while it cannot serve (loading its data, a busy script, a replica, memory
-// full): the write can be retried later, like one refused for a broken connection.
-const transientReplies =
-  /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|OOM|CLUSTERDOWN|NOREPLICAS)\b/;
-
-function storeError(error: unknown, effect: "read" | "write" = "read"): DomainError {
-  if (error instanceof DomainError) return error;
-  if (error instanceof RedisWriteError) {
-    return error.outcome === "unknown"
-      ? outcomeUnknown(error.deadlineMs, error)
-      : unavailable(error);
-  }
-  if (isReplyError(error)) {
-    if (transientReplies.test(error.message)) return unavailable(error);
-    return new DomainError("internal", "the registry store refused the command", { cause: error });
-  }
-  // Everything else ioredis throws is about the connection: closed, not writeable (no offline
-  // queue), retries exhausted, aborted, timed out. Only "not writeable" proves a write unsent.
-  if (effect === "write" && !wasNotSent(error)) {
-    return new DomainError(
-      "timeout",
-      "the registry store did not answer in time: the write may still be applied",
-      { cause: error },
-    );
-  }
-  return unavailable(error);
-}
-
-function unavailable(cause: unknown): DomainError {
-  return new DomainError("unavailable", "the registry store is unavailable", { cause });
-}
-
-// DEADLINE_EXCEEDED rather than UNKNOWN, also when the connection was lost with the write in
-// flight: the outcome is decided by the deadline either way, and gRPC documents this code as the
-// one a state-changing call may return although it completed. UNKNOWN would read as a fault (500).
-function outcomeUnknown(deadlineMs: number, cause: unknown): DomainError {
-  const deadline = new Date(deadlineMs).toISOString();
-  return new DomainError(
-    "timeout",
-    `the registry store did not answer in time: the write may have been applied before ${deadline} and will not be applied after it; read the entry to learn the outcome`,
-    { cause },
-  );
-}
-
 function errorSummary(error: unknown): { message: string; cause?: string } {
   if (!(error instanceof Error)) return { message: String(error) };
   return error.cause instanceof Error
@@ -902,8 +820,4 @@ function readRecord<T>(json: string): T {
   } catch (error) {
     throw unreadable(error);
   }
-}
-
-function unreadable(cause: unknown): DomainError {
-  return new DomainError("internal", "the registry store holds a record it cannot read", { cause });
 }

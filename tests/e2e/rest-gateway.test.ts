@@ -143,6 +143,7 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "POST", path: "/registry/poll-openapi", body: "{}" },
     { method: "GET", path: "/peers" },
     { method: "POST", path: "/registry/sync-peers", body: "{}" },
+    { method: "GET", path: "/infrastructure/saga/stats" },
   ];
   const unimplemented: readonly Call[] = [
     { method: "GET", path: "/workflows" },
@@ -151,8 +152,6 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "POST", path: "/demo/e2e", body: '{"format":"json","log_limit":50}' },
     { method: "GET", path: "/infrastructure/dlq/stats" },
     { method: "POST", path: "/infrastructure/dlq/retry", body: "{}" },
-    { method: "GET", path: "/infrastructure/saga/stats" },
-    { method: "GET", path: "/infrastructure/saga/abc" },
     { method: "GET", path: "/infrastructure/events/history" },
     { method: "POST", path: "/infrastructure/events/replay", body: "{}" },
     { method: "POST", path: "/infrastructure/events/clear", body: "{}" },
