@@ -3,13 +3,9 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
-import {
-  createRedisWriteFence,
-  isReplyError,
-  RedisWriteError,
-  type RedisWriteFence,
-  wasNotSent,
-} from "../redis/redis-write-fence.js";
+import { untilReady } from "../redis/redis-client.js";
+import { type RedisStoreNames, redisCommand, redisStoreError } from "../redis/redis-store-error.js";
+import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {
   defaultBaselinesMaxBytes,
   type EntryWrite,
@@ -631,83 +627,22 @@ function createFollower(parts: {
   };
 }
 
-/** Waits until `client` is ready; commands sent before would fail at once (no offline queue). */
-function untilReady(client: Redis, timeoutMs: number): Promise<void> {
-  if (client.status === "ready") return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const finish = (error?: Error) => {
-      clearTimeout(timer);
-      client.off("ready", onReady);
-      client.off("end", onEnd);
-      if (error) reject(error);
-      else resolve();
-    };
-    const onReady = () => finish();
-    const onEnd = () => finish(new Error("the connection has ended"));
-    const timer = setTimeout(
-      () => finish(new Error("the connection was not ready in time")),
-      timeoutMs,
-    );
-    client.on("ready", onReady);
-    client.on("end", onEnd);
-  });
-}
+const names: RedisStoreNames = Object.freeze({
+  store: "the registry store",
+  learnOutcome: "read the entry to learn the outcome",
+});
 
 /**
  * Runs one Redis round trip, turning its failure into the domain's words. A "read" changes
  * nothing, or nothing that matters (the snapshot's history id is created once, whenever it runs),
  * so it is "unavailable" however it failed: retrying is safe.
  */
-async function command<T>(send: () => Promise<T>, effect: "read" | "write" = "read"): Promise<T> {
-  try {
-    return await send();
-  } catch (error) {
-    throw storeError(error, effect);
-  }
+function command<T>(send: () => Promise<T>, effect: "read" | "write" = "read"): Promise<T> {
+  return redisCommand(send, names, effect);
 }
-
-// Redis answers these while it cannot serve (loading its data, a busy script, a replica, memory
-// full): the write can be retried later, like one refused for a broken connection.
-const transientReplies =
-  /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|OOM|CLUSTERDOWN|NOREPLICAS)\b/;
 
 function storeError(error: unknown, effect: "read" | "write" = "read"): DomainError {
-  if (error instanceof DomainError) return error;
-  if (error instanceof RedisWriteError) {
-    return error.outcome === "unknown"
-      ? outcomeUnknown(error.deadlineMs, error)
-      : unavailable(error);
-  }
-  if (isReplyError(error)) {
-    if (transientReplies.test(error.message)) return unavailable(error);
-    return new DomainError("internal", "the registry store refused the command", { cause: error });
-  }
-  // Everything else ioredis throws is about the connection: closed, not writeable (no offline
-  // queue), retries exhausted, aborted, timed out. Only "not writeable" proves a write unsent.
-  if (effect === "write" && !wasNotSent(error)) {
-    return new DomainError(
-      "timeout",
-      "the registry store did not answer in time: the write may still be applied",
-      { cause: error },
-    );
-  }
-  return unavailable(error);
-}
-
-function unavailable(cause: unknown): DomainError {
-  return new DomainError("unavailable", "the registry store is unavailable", { cause });
-}
-
-// DEADLINE_EXCEEDED rather than UNKNOWN, also when the connection was lost with the write in
-// flight: the outcome is decided by the deadline either way, and gRPC documents this code as the
-// one a state-changing call may return although it completed. UNKNOWN would read as a fault (500).
-function outcomeUnknown(deadlineMs: number, cause: unknown): DomainError {
-  const deadline = new Date(deadlineMs).toISOString();
-  return new DomainError(
-    "timeout",
-    `the registry store did not answer in time: the write may have been applied before ${deadline} and will not be applied after it; read the entry to learn the outcome`,
-    { cause },
-  );
+  return redisStoreError(error, names, effect);
 }
 
 function errorSummary(error: unknown): { message: string; cause?: string } {
