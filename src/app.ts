@@ -34,7 +34,12 @@ import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
 import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
 import { createLogger, flushLogger } from "./observability/logger.js";
-import { createMetrics, type Metrics, registerPeerMetrics } from "./observability/metrics.js";
+import {
+  createMetrics,
+  type Metrics,
+  registerEventMetrics,
+  registerPeerMetrics,
+} from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
 import { createHttpApp } from "./server/http-app.js";
@@ -136,9 +141,9 @@ export async function createApp(
   const events = createEventsCapability({
     config,
     clock,
-    ids,
     logger,
     source: node.nodeId,
+    incarnationId: node.incarnationId,
     redis: redis?.commands,
   });
   const registry = createRegistryCapability({
@@ -151,6 +156,7 @@ export async function createApp(
     shadowedValues,
   });
   registerPeerMetrics(metrics, () => registry.peerStatuses());
+  registerEventMetrics(metrics, () => events.stats());
   const domain: Capability[] = [events, registry];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({

@@ -63,7 +63,7 @@ export interface AppConfig {
   /** Absent means the app generates one. */
   readonly nodeId?: string;
   readonly environment: string;
-  /** Bounds of the in-memory event log. */
+  /** The event store's retention, the outbox and the recent events' bounds. */
   readonly events: EventSettings;
   readonly logLevel: LogLevel;
   /** Leases, health checks, watch and OpenAPI limits of the service registry. */
@@ -74,10 +74,21 @@ export interface AppConfig {
   readonly configPath: string;
 }
 
-/** The event log's settings. */
+/** The events' settings. */
 export interface EventSettings {
+  /** Recent events each node keeps for watchers and subscribers (count, bytes). */
   readonly logSize: number;
   readonly logBytes: number;
+  /** Events the store keeps, by count and by age (ms; 0: no age limit). */
+  readonly retentionMaxEvents: number;
+  readonly retentionMaxAgeMs: number;
+  /** Bytes of events the memory store keeps. */
+  readonly storeMaxBytes: number;
+  /** Largest payload, as JSON. */
+  readonly maxPayloadBytes: number;
+  /** Events waiting for the store at most (count, bytes). */
+  readonly outboxSize: number;
+  readonly outboxBytes: number;
 }
 
 /** The service registry's settings. */
@@ -363,6 +374,12 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     events: Object.freeze({
       logSize: value(k.EVENT_LOG_SIZE),
       logBytes: value(k.EVENT_LOG_BYTES),
+      retentionMaxEvents: value(k.EVENT_RETENTION_MAX_EVENTS),
+      retentionMaxAgeMs: value(k.EVENT_RETENTION_MAX_AGE_MS),
+      storeMaxBytes: value(k.EVENT_STORE_MAX_BYTES),
+      maxPayloadBytes: value(k.EVENT_MAX_PAYLOAD_BYTES),
+      outboxSize: value(k.EVENT_OUTBOX_SIZE),
+      outboxBytes: value(k.EVENT_OUTBOX_BYTES),
     }),
     logLevel: value(k.LOG_LEVEL),
     registry: Object.freeze({
