@@ -8,7 +8,6 @@ import {
   type RecordingEventLog,
 } from "../../tests/support/recording-event-log.js";
 import { createHttpClient } from "../http-client/http-client.js";
-import { randomIds } from "../ids.js";
 import { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
 import { HealthChecker } from "./health-checker.js";
 import { createMemoryRegistryStore } from "./memory-registry-store.js";

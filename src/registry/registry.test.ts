@@ -6,7 +6,6 @@ import {
   type RecordingEventLog,
 } from "../../tests/support/recording-event-log.js";
 import { DomainError } from "../errors/domain-error.js";
-import { randomIds } from "../ids.js";
 import { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
 import { createMemoryRegistryStore } from "./memory-registry-store.js";
 import type { DeclaredService } from "./model.js";

@@ -4,7 +4,6 @@ import { createManualClock, type ManualClock } from "../../tests/support/manual-
 import { createRecordingEventLog } from "../../tests/support/recording-event-log.js";
 import { declaredService } from "../../tests/support/replica-node.js";
 import { DomainError } from "../errors/domain-error.js";
-import { randomIds } from "../ids.js";
 import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
 import type { RegistryChange } from "../registry/model.js";
 import { Registry } from "../registry/registry.js";

@@ -2,7 +2,6 @@
 // store, event log, hybrid logical clock, registry and merger. For the replication unit tests,
 // which put two or three of these side by side without any transport.
 import pino from "pino";
-import { randomIds } from "../../src/ids.js";
 import {
   createMemoryRegistryStore,
   type MemoryRegistryStoreOptions,
