@@ -15,6 +15,11 @@ export type EventListener = (event: OrchestratorEvent) => void;
  */
 export interface EventLog {
   append(event: NewEvent): void;
+  /**
+   * The event as a store takes it (source, time, bounded payload), without queueing it: for a
+   * store that records it atomically with the change it reports (see `RegistryStore.put`).
+   */
+  draft(event: NewEvent): EventDraft;
   /** Returns the function that unsubscribes. */
   subscribe(listener: EventListener): () => void;
 }
@@ -91,6 +96,7 @@ export function createEventLog(
 ): EventLog {
   return {
     append: (event) => queue.push(draftOf(event, emission)),
+    draft: (event) => draftOf(event, emission),
     subscribe: (listener) => subscribers.subscribe(listener),
   };
 }

@@ -33,6 +33,7 @@ export function createRecordingEventLog(deps: {
       events.push(stored);
       subscribers.deliver(stored);
     },
+    draft: (event) => draftOf(event, emission),
     subscribe: (listener) => subscribers.subscribe(listener),
     recent: () => [...events],
   };
