@@ -23,13 +23,22 @@ export interface EventWatchRequest {
   readonly signal: AbortSignal;
 }
 
+/** What a watch yields: first where it starts, then each event. */
+export type EventWatchItem =
+  | {
+      /** The id the watch follows from: every event after it is delivered. */
+      readonly startedAfter: string;
+    }
+  | { readonly event: OrchestratorEvent };
+
 /** Stored events read from the store per round trip while catching up. */
 const catchUpPage = 500;
 /** Events taken from the recent log at once; the lag check runs again before the next batch. */
 const liveBatch = 256;
 
 /**
- * Watches events: with an `afterId`, the stored events after it first, paged from the store, then
+ * Watches events: first where it starts (`startedAfter`: `afterId`, or the newest event this
+ * node has followed), then, with an `afterId`, the stored events after it, paged from the store, then
  * every event as this process follows it from the store, without a gap or a repeat at the seam.
  * The seam is the recent log's newest id when the watch starts (taken in the same synchronous
  * step as its position): the store holds every event up to it, and the recent log will hold every
@@ -45,7 +54,7 @@ export async function* watchEvents(
   store: EventStore,
   recent: RecentEvents,
   request: EventWatchRequest,
-): AsyncGenerator<OrchestratorEvent> {
+): AsyncGenerator<EventWatchItem> {
   const after = request.afterId ? parseEventId(request.afterId, "after_id") : undefined;
   await recent.whenReady(request.signal);
   const changes = queueChanges(recent, {
@@ -60,6 +69,7 @@ export async function* watchEvents(
   // cut off resumes after it.
   let passed = after ?? seam;
   try {
+    yield { startedAfter: formatEventId(passed) };
     if (after !== undefined && compareEventIds(after, seam) < 0) {
       let cursor = formatEventId(after);
       catchingUp: while (!request.signal.aborted) {
@@ -68,7 +78,7 @@ export async function* watchEvents(
           const id = parseEventId(event.id);
           if (compareEventIds(id, seam) > 0) break catchingUp;
           passed = id;
-          yield event;
+          yield { event };
         }
         if (page.next === "" || compareEventIds(parseEventId(page.next), seam) >= 0) break;
         cursor = page.next;
@@ -87,7 +97,7 @@ export async function* watchEvents(
         const id = parseEventId(event.id);
         if (compareEventIds(id, passed) <= 0) continue;
         passed = id;
-        if (matchesFilter(request.filter, event, id.ms)) yield event;
+        if (matchesFilter(request.filter, event, id.ms)) yield { event };
         if (request.signal.aborted) return;
       }
     }

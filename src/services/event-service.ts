@@ -97,7 +97,11 @@ export function createEventService(
         maxLag: deps.watchMaxLag,
         signal: context.signal,
       });
-      for await (const event of events) yield { event: eventMessage(event) };
+      for await (const item of events) {
+        yield "event" in item
+          ? { kind: { case: "event" as const, value: eventMessage(item.event) } }
+          : { kind: { case: "startedAfter" as const, value: item.startedAfter } };
+      }
     },
   };
 }
