@@ -218,18 +218,20 @@ export function createRedisEventStore(
       let scanned = 0;
       for (;;) {
         const count = Math.min(pageSize, maxScan - scanned);
-        const entries = await range(start, end, count);
-        for (const [index, [id, fields]] of entries.entries()) {
+        // One entry more than may be examined: it says whether there is more after them.
+        const entries = await range(start, end, count + 1);
+        const examined = Math.min(count, entries.length);
+        for (let index = 0; index < examined; index++) {
+          const [id, fields] = entries[index] as StreamEntry;
           scanned++;
           const event = eventFromBody(id, bodyOf(fields));
           if (matchesFilter(query, event, parseEventId(id).ms)) events.push(event);
           if (events.length >= query.limit) {
-            const more = index < entries.length - 1 || (await range(`(${id}`, end, 1)).length > 0;
-            return { events, next: more ? id : "" };
+            return { events, next: index < entries.length - 1 ? id : "" };
           }
         }
-        const newest = entries.at(-1)?.[0];
-        if (entries.length < count || newest === undefined) return { events, next: "" };
+        if (entries.length <= count) return { events, next: "" };
+        const newest = (entries[count - 1] as StreamEntry)[0];
         if (scanned >= maxScan) return { events, next: newest };
         start = `(${newest}`;
       }
