@@ -491,7 +491,7 @@ export const configKey = Object.freeze({
     name: "EVENT_STORE_MAX_BYTES",
     section: "orchestrator",
     type: "integer 1048576..17179869184",
-    default: "67108864",
+    default: "33554432",
     description:
       "Bytes of events the in-memory event store keeps (payload JSON plus 256 per event); the oldest go first. Not used on Redis.",
     parse: scalar(integer(1_048_576, 17_179_869_184)),

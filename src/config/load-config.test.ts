@@ -57,7 +57,7 @@ const defaultConfig = {
     logBytes: 8388608,
     retentionMaxEvents: 100000,
     retentionMaxAgeMs: 604800000,
-    storeMaxBytes: 67108864,
+    storeMaxBytes: 33554432,
     maxPayloadBytes: 16384,
     outboxSize: 10000,
     outboxBytes: 8388608,

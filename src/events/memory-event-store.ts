@@ -25,13 +25,13 @@ import {
 export interface MemoryEventStoreOptions {
   /** Count and age retention. Default 100,000 events, 7 days. */
   readonly retention?: Partial<EventRetention>;
-  /** Bytes of events kept at most (see `eventWeight`); the oldest go first. Default 64 MiB. */
+  /** Bytes of events kept at most (see `eventWeight`); the oldest go first. Default 32 MiB. */
   readonly maxBytes?: number;
   /** Events one read examines at most. Default 10,000. */
   readonly maxScan?: number;
 }
 
-export const memoryEventStoreDefaults = Object.freeze({ maxBytes: 64 * 1024 * 1024 });
+export const memoryEventStoreDefaults = Object.freeze({ maxBytes: 32 * 1024 * 1024 });
 
 /** An event with its parsed id, so that reads compare numbers rather than parse strings. */
 interface Held {
