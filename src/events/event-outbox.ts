@@ -17,6 +17,7 @@ export interface EventOutboxOptions {
   readonly retryMaxMs: number;
 }
 
+/** 10,000 events or 8 MiB waiting; batches of 256; retries from 100 ms, doubling up to 5 s. */
 export const eventOutboxDefaults: Readonly<EventOutboxOptions> = Object.freeze({
   maxEvents: 10_000,
   maxBytes: 8 * 1024 * 1024,

@@ -50,7 +50,9 @@ export interface EventRetention {
   readonly maxAgeMs: number;
 }
 
-/** Retention and scan defaults of both stores. */
+/**
+ * Defaults of both stores: 100,000 events kept for 7 days; a read examines at most 10,000 events.
+ */
 export const eventStoreDefaults = Object.freeze({
   retention: Object.freeze({ maxEvents: 100_000, maxAgeMs: 7 * 24 * 3_600_000 }),
   maxScan: 10_000,

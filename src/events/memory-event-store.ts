@@ -31,6 +31,7 @@ export interface MemoryEventStoreOptions {
   readonly maxScan?: number;
 }
 
+/** The memory store keeps at most 32 MiB of events (as `eventWeight` counts them). */
 export const memoryEventStoreDefaults = Object.freeze({ maxBytes: 32 * 1024 * 1024 });
 
 /** An event with its parsed id, so that reads compare numbers rather than parse strings. */

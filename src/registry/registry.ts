@@ -93,7 +93,9 @@ type Decision<T> =
 
 /**
  * The service registry: registrations with leases, heartbeats, deregistration with tombstones,
- * health status learned by probing, and an event for every change that matters to operators.
+ * health status learned by probing, and an event for every change that matters to operators
+ * (stored in the same transaction as the change when the store can, see `recordsEvents`; emitted
+ * right after it otherwise).
  * Every write is a compare-and-set on the entry it read, retried on a conflict, so that writers in
  * this process, a sweeper and other orchestrators sharing the store never lose an update.
  */
