@@ -35,7 +35,12 @@ import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
 import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
 import { createLogger, flushLogger } from "./observability/logger.js";
-import { createMetrics, type Metrics, registerPeerMetrics } from "./observability/metrics.js";
+import {
+  createMetrics,
+  type Metrics,
+  registerEventMetrics,
+  registerPeerMetrics,
+} from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
 import type { SagaStore } from "./sagas/saga-store.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
@@ -143,9 +148,9 @@ export async function createApp(
   const events = createEventsCapability({
     config,
     clock,
-    ids,
     logger,
     source: node.nodeId,
+    incarnationId: node.incarnationId,
     redis: redis?.commands,
   });
   const registry = createRegistryCapability({
@@ -167,6 +172,7 @@ export async function createApp(
     redis: redis?.commands,
     shadowedValues,
   });
+  registerEventMetrics(metrics, () => events.stats());
   const domain: Capability[] = [events, registry, sagas];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({

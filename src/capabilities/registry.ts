@@ -7,6 +7,7 @@ import { createPeerClient } from "../clients/peer-client.js";
 import type { Clock } from "../clock.js";
 import type { AppConfig } from "../config/index.js";
 import type { EventLog } from "../events/event-log.js";
+import { redisEventTarget } from "../events/redis-event-scripts.js";
 import type { ShadowedValue } from "../gateway/http-bindings.js";
 import { createHttpClient } from "../http-client/http-client.js";
 import { createBaselineRetention } from "../registry/baseline-retention.js";
@@ -181,7 +182,8 @@ export function createRegistryCapability(deps: RegistryCapabilityDeps): Registry
 
 /**
  * The registry's store: in Redis when configured (on the two connections given: one for commands,
- * one subscribed to notifications), else in this process.
+ * one subscribed to notifications; each write stores its event in the event store's stream in
+ * the same script), else in this process.
  */
 export function createRegistryStore(
   config: AppConfig,
@@ -192,9 +194,15 @@ export function createRegistryStore(
   const baselinesMaxBytes = config.registry.openapiBaselinesMaxBytes;
   const limits = { changeLogSize, changeLogBytes, maxEntries, maxBytes, baselinesMaxBytes };
   if (redis === undefined) return createMemoryRegistryStore(limits);
+  const keyPrefix = config.redis?.keyPrefix ?? "";
   return createRedisRegistryStore(
     { redis: redis.commands, subscriber: redis.subscriber, logger, clock },
-    { keyPrefix: config.redis?.keyPrefix ?? "", ...limits },
+    {
+      keyPrefix,
+      ...limits,
+      // The events of registry writes go into the event store's stream in the same script.
+      events: redisEventTarget(keyPrefix, { maxEvents: config.events.retentionMaxEvents }),
+    },
   );
 }
 

@@ -58,6 +58,20 @@ describe("BoundedLog", () => {
     expect(log.length).toBe(expected.length);
   });
 
+  it("drops the oldest items on demand, keeping its bytes exact", () => {
+    const log = new BoundedLog<string>({ maxItems: 10, maxBytes: 1_000 }, bytesOf);
+    for (const item of ["a", "bb", "ccc", "dddd"]) log.push(item);
+    expect(log.dropOldest(2)).toEqual(["a", "bb"]);
+    expect(log.slice(0)).toEqual(["ccc", "dddd"]);
+    expect(log.bytes).toBe(7);
+    expect(log.dropOldest(0)).toEqual([]);
+    expect(log.dropOldest(5)).toEqual(["ccc", "dddd"]);
+    expect(log.length).toBe(0);
+    expect(log.bytes).toBe(0);
+    log.push("e");
+    expect(log.slice(0)).toEqual(["e"]);
+  });
+
   it("forgets everything on clear, and refuses limits that are not positive integers", () => {
     const log = new BoundedLog<string>({ maxItems: 3, maxBytes: 10 }, bytesOf);
     log.push("a");

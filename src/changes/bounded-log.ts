@@ -84,6 +84,21 @@ export class BoundedLog<T> {
     return dropped;
   }
 
+  /**
+   * Drops the `count` oldest items (all of them when there are fewer), as a retention by age does.
+   * @returns the items dropped, oldest first.
+   */
+  dropOldest(count: number): T[] {
+    const dropped = this.slice(0, Math.max(0, count));
+    for (let i = 0; i < dropped.length; i++) {
+      this.total -= this.weights[this.head] as number;
+      (this.items as (T | undefined)[])[this.head] = undefined;
+      this.head++;
+    }
+    this.compact();
+    return dropped;
+  }
+
   /** Forgets every item. */
   clear(): void {
     this.items = [];

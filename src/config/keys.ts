@@ -457,7 +457,8 @@ export const configKey = Object.freeze({
     section: "orchestrator",
     type: "integer 10..1000000",
     default: "10000",
-    description: "Recent events kept in memory; the oldest go first.",
+    description:
+      "Recent events each node keeps in memory, followed from the store, for watchers and subscribers; a watcher further behind is cut off.",
     parse: scalar(integer(10, 1_000_000)),
   }),
   EVENT_LOG_BYTES: defineKey({
@@ -465,7 +466,61 @@ export const configKey = Object.freeze({
     section: "orchestrator",
     type: "integer 65536..1073741824",
     default: "8388608",
-    description: "Bytes of recent events kept in memory (payload JSON plus 256 per event).",
+    description: "Bytes of those recent events (payload JSON plus 256 per event).",
+    parse: scalar(integer(65_536, 1_073_741_824)),
+  }),
+  EVENT_RETENTION_MAX_EVENTS: defineKey({
+    name: "EVENT_RETENTION_MAX_EVENTS",
+    section: "orchestrator",
+    type: "integer 10..100000000",
+    default: "100000",
+    description:
+      "Events the event store keeps; the oldest go first (on Redis, trimmed by whole stream nodes: up to 100 more).",
+    parse: scalar(integer(10, 100_000_000)),
+  }),
+  EVENT_RETENTION_MAX_AGE_MS: defineKey({
+    name: "EVENT_RETENTION_MAX_AGE_MS",
+    section: "orchestrator",
+    type: "integer 0..31536000000",
+    default: "604800000",
+    description:
+      "How long the event store keeps an event, in milliseconds (0: no age limit); older events are no longer read and are removed within 10 s.",
+    parse: scalar(integer(0, 31_536_000_000)),
+  }),
+  EVENT_STORE_MAX_BYTES: defineKey({
+    name: "EVENT_STORE_MAX_BYTES",
+    section: "orchestrator",
+    type: "integer 1048576..17179869184",
+    default: "33554432",
+    description:
+      "Bytes of events the in-memory event store keeps (payload JSON plus 256 per event); the oldest go first. Not used on Redis.",
+    parse: scalar(integer(1_048_576, 17_179_869_184)),
+  }),
+  EVENT_MAX_PAYLOAD_BYTES: defineKey({
+    name: "EVENT_MAX_PAYLOAD_BYTES",
+    section: "orchestrator",
+    type: "integer 256..1048576",
+    default: "16384",
+    description:
+      "Largest event payload, as JSON, in bytes; a larger one is stored as {truncated: true, payload_bytes} and counted.",
+    parse: scalar(integer(256, 1_048_576)),
+  }),
+  EVENT_OUTBOX_SIZE: defineKey({
+    name: "EVENT_OUTBOX_SIZE",
+    section: "orchestrator",
+    type: "integer 10..1000000",
+    default: "10000",
+    description:
+      "Events waiting for the event store (while it is unreachable) at most; beyond, the oldest are dropped and counted.",
+    parse: scalar(integer(10, 1_000_000)),
+  }),
+  EVENT_OUTBOX_BYTES: defineKey({
+    name: "EVENT_OUTBOX_BYTES",
+    section: "orchestrator",
+    type: "integer 65536..1073741824",
+    default: "8388608",
+    description:
+      "Bytes of events waiting for the event store at most; beyond, as EVENT_OUTBOX_SIZE.",
     parse: scalar(integer(65_536, 1_073_741_824)),
   }),
   SAGA_RETENTION_MS: defineKey({

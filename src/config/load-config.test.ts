@@ -52,7 +52,16 @@ const defaultConfig = {
   outboundTimeoutMs: 5000,
   peers: [],
   environment: "development",
-  events: { logSize: 10000, logBytes: 8388608 },
+  events: {
+    logSize: 10000,
+    logBytes: 8388608,
+    retentionMaxEvents: 100000,
+    retentionMaxAgeMs: 604800000,
+    storeMaxBytes: 33554432,
+    maxPayloadBytes: 16384,
+    outboxSize: 10000,
+    outboxBytes: 8388608,
+  },
   sagas: {
     retentionMs: 604800000,
     maxFinished: 10000,

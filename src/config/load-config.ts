@@ -63,7 +63,7 @@ export interface AppConfig {
   /** Absent means the app generates one. */
   readonly nodeId?: string;
   readonly environment: string;
-  /** Bounds of the in-memory event log. */
+  /** The event store's retention, the outbox and the recent events' bounds. */
   readonly events: EventSettings;
   /** Retention and bounds of the saga store. */
   readonly sagas: SagaSettings;
@@ -76,10 +76,21 @@ export interface AppConfig {
   readonly configPath: string;
 }
 
-/** The event log's settings. */
+/** The events' settings. */
 export interface EventSettings {
+  /** Recent events each node keeps for watchers and subscribers (count, bytes). */
   readonly logSize: number;
   readonly logBytes: number;
+  /** Events the store keeps, by count and by age (ms; 0: no age limit). */
+  readonly retentionMaxEvents: number;
+  readonly retentionMaxAgeMs: number;
+  /** Bytes of events the memory store keeps. */
+  readonly storeMaxBytes: number;
+  /** Largest payload, as JSON. */
+  readonly maxPayloadBytes: number;
+  /** Events waiting for the store at most (count, bytes). */
+  readonly outboxSize: number;
+  readonly outboxBytes: number;
 }
 
 /** The saga store's settings. */
@@ -375,6 +386,12 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     events: Object.freeze({
       logSize: value(k.EVENT_LOG_SIZE),
       logBytes: value(k.EVENT_LOG_BYTES),
+      retentionMaxEvents: value(k.EVENT_RETENTION_MAX_EVENTS),
+      retentionMaxAgeMs: value(k.EVENT_RETENTION_MAX_AGE_MS),
+      storeMaxBytes: value(k.EVENT_STORE_MAX_BYTES),
+      maxPayloadBytes: value(k.EVENT_MAX_PAYLOAD_BYTES),
+      outboxSize: value(k.EVENT_OUTBOX_SIZE),
+      outboxBytes: value(k.EVENT_OUTBOX_BYTES),
     }),
     sagas: Object.freeze({
       retentionMs: value(k.SAGA_RETENTION_MS),

@@ -1,30 +1,81 @@
 import { describe, expect, it } from "vitest";
 import { createManualClock } from "../../tests/support/manual-clock.js";
-import { randomIds } from "../ids.js";
-import { createMemoryEventLog, eventWeight } from "./event-log.js";
+import { createEventLog, EventSubscribers } from "./event-log.js";
+import type { EventDraft } from "./model.js";
 
-const deps = () => ({ clock: createManualClock(), ids: randomIds, source: "node-a" });
+describe("event log", () => {
+  const setup = (maxPayloadBytes: number) => {
+    const queued: EventDraft[] = [];
+    const truncated: [string, number][] = [];
+    const log = createEventLog(
+      {
+        clock: createManualClock(Date.UTC(2026, 10, 26)),
+        source: "node-a",
+        maxPayloadBytes,
+        onTruncated: (type, bytes) => truncated.push([type, bytes]),
+      },
+      { push: (draft) => queued.push(draft) },
+      new EventSubscribers(),
+    );
+    return { log, queued, truncated };
+  };
 
-describe("memory event log", () => {
-  it("keeps the latest events within its count, oldest first", () => {
-    const log = createMemoryEventLog(deps(), { capacity: 3 });
-    for (let i = 0; i < 5; i++) log.append({ type: "t", subject: `s${i}`, payload: {} });
-    expect(log.recent().map((e) => e.subject)).toEqual(["s2", "s3", "s4"]);
-    expect(log.recent(2).map((e) => e.subject)).toEqual(["s3", "s4"]);
+  it("queues an emitted event with its source and time, synchronously", () => {
+    const { log, queued } = setup(1_000);
+    log.append({ type: "a.b", subject: "s", correlationId: "c", payload: { x: 1 } });
+    expect(queued).toEqual([
+      {
+        type: "a.b",
+        subject: "s",
+        correlationId: "c",
+        traceId: "",
+        source: "node-a",
+        timestamp: Date.UTC(2026, 10, 26),
+        payload: { x: 1 },
+      },
+    ]);
   });
 
-  it("keeps the latest events within its bytes, whatever their payloads weigh", () => {
-    const log = createMemoryEventLog(deps(), { capacity: 10_000, maxBytes: 100_000 });
-    const blob = "x".repeat(10_000);
-    for (let i = 0; i < 50; i++) log.append({ type: "t", subject: `s${i}`, payload: { blob } });
-    const kept = log.recent();
-    const bytes = kept.reduce((sum, event) => sum + eventWeight(event), 0);
-    expect(bytes).toBeLessThanOrEqual(100_000);
-    // One more of the same weight would not have fitted.
-    const [oldest] = kept;
-    expect(oldest).toBeDefined();
-    if (oldest) expect(bytes + eventWeight(oldest)).toBeGreaterThan(100_000);
-    expect(kept.at(-1)?.subject).toBe("s49");
-    expect(kept.length).toBeLessThan(10);
+  it("replaces a payload over the limit (counted in UTF-8 bytes) and reports it", () => {
+    const { log, queued, truncated } = setup(300);
+    log.append({ type: "small", subject: "s", payload: { text: "é".repeat(100) } });
+    // 150 characters, but 300 bytes of "é" alone: over the limit once the JSON around it counts.
+    log.append({ type: "multibyte", subject: "s", payload: { text: "é".repeat(150) } });
+    log.append({ type: "large", subject: "s", payload: { text: "x".repeat(1_000) } });
+    expect(queued.map((e) => e.payload)).toEqual([
+      { text: "é".repeat(100) },
+      { truncated: true, payload_bytes: 311 },
+      { truncated: true, payload_bytes: 1_011 },
+    ]);
+    expect(queued.map((e) => e.type)).toEqual(["small", "multibyte", "large"]);
+    expect(truncated).toEqual([
+      ["multibyte", 311],
+      ["large", 1_011],
+    ]);
+  });
+
+  it("isolates a subscriber that throws", () => {
+    const errors: unknown[] = [];
+    const subscribers = new EventSubscribers((error) => errors.push(error));
+    const seen: string[] = [];
+    subscribers.subscribe(() => {
+      throw new Error("boom");
+    });
+    const unsubscribe = subscribers.subscribe((event) => seen.push(event.id));
+    const event = {
+      id: "1-0",
+      type: "t",
+      subject: "",
+      correlationId: "",
+      traceId: "",
+      source: "",
+      timestamp: 1,
+      payload: {},
+    };
+    subscribers.deliver(event);
+    unsubscribe();
+    subscribers.deliver({ ...event, id: "2-0" });
+    expect(seen).toEqual(["1-0"]);
+    expect(errors).toHaveLength(2);
   });
 });

@@ -1,126 +1,102 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import { BoundedLog } from "../changes/bounded-log.js";
 import type { Clock } from "../clock.js";
-import type { IdSource } from "../ids.js";
+import { type EventDraft, jsonSize, type NewEvent, type OrchestratorEvent } from "./model.js";
 
-/** One event, as every capability emits them and operators read them. */
-export interface OrchestratorEvent {
-  readonly id: string;
-  /** For example "registry.service.registered", "findings.created". */
-  readonly type: string;
-  /** What the event is about: a service name, a run id. */
-  readonly subject: string;
-  readonly correlationId: string;
-  readonly traceId: string;
-  /** The node that emitted it. */
-  readonly source: string;
-  /** Unix milliseconds. */
-  readonly timestamp: number;
-  readonly payload: JsonObject;
-}
+export type { NewEvent, OrchestratorEvent } from "./model.js";
 
-/** What an emitter supplies; the log adds the id, source and time. */
-export type NewEvent = Pick<OrchestratorEvent, "type" | "subject" | "payload"> &
-  Partial<Pick<OrchestratorEvent, "correlationId" | "traceId">>;
+/** Told of every stored event (and of replayed deliveries, which carry `replayOf`). */
+export type EventListener = (event: OrchestratorEvent) => void;
 
 /**
- * The one place events go. Capabilities append; subscribers (the Redis publisher, event watchers,
- * later the durable history) are told synchronously, in order. A subscriber that throws is
- * isolated: it never breaks the emitter nor the other subscribers.
+ * The one place events go, as capabilities see it. `append` is synchronous and never throws:
+ * the event is on its way to the store (see `EventOutbox`), and its id comes from there.
+ * Subscribers are fed from the store: every event stored by any process sharing it, once, in id
+ * order, and replays.
  */
 export interface EventLog {
-  append(event: NewEvent): OrchestratorEvent;
-  subscribe(listener: (event: OrchestratorEvent) => void): () => void;
-  /** The latest events this process appended, oldest first (at most `limit`). */
-  recent(limit?: number): OrchestratorEvent[];
-}
-
-export interface MemoryEventLogOptions {
-  /** Events kept for `recent`. Default 10,000. */
-  capacity?: number;
-  /** Bytes of events (see {@link eventWeight}) kept for `recent`. Default 8 MiB. */
-  maxBytes?: number;
-  /** Told of a subscriber that threw. Default: ignore. */
-  onSubscriberError?: (error: unknown) => void;
+  append(event: NewEvent): void;
+  /**
+   * The event as a store takes it (source, time, bounded payload), without queueing it: for a
+   * store that records it atomically with the change it reports (see `RegistryStore.put`).
+   */
+  draft(event: NewEvent): EventDraft;
+  /** Returns the function that unsubscribes. */
+  subscribe(listener: EventListener): () => void;
 }
 
 /**
- * The in-memory event log: the latest events, bounded in count and in bytes (the oldest go
- * first), and synchronous subscribers.
- * @throws RangeError when a bound is not a positive integer.
+ * The subscribers of a process. A subscriber that throws is isolated: it never breaks the
+ * delivery to the others, nor whoever delivers.
  */
-export function createMemoryEventLog(
-  deps: { clock: Clock; ids: IdSource; source: string },
-  options: MemoryEventLogOptions = {},
-): EventLog {
-  const capacity = options.capacity ?? 10_000;
-  const ring = new BoundedLog<OrchestratorEvent>(
-    { maxItems: capacity, maxBytes: options.maxBytes ?? 8 * 1024 * 1024 },
-    eventWeight,
-  );
-  const listeners = new Set<(event: OrchestratorEvent) => void>();
-  return {
-    append(input) {
-      const event: OrchestratorEvent = Object.freeze({
-        id: deps.ids.uuid(),
-        type: input.type,
-        subject: input.subject,
-        correlationId: input.correlationId ?? "",
-        traceId: input.traceId ?? "",
-        source: deps.source,
-        timestamp: deps.clock.now(),
-        payload: input.payload,
-      });
-      ring.push(event);
-      for (const listener of [...listeners]) {
-        try {
-          listener(event);
-        } catch (error) {
-          options.onSubscriberError?.(error);
-        }
+export class EventSubscribers {
+  private readonly listeners = new Set<EventListener>();
+
+  constructor(private readonly onError: (error: unknown) => void = () => {}) {}
+
+  subscribe(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  deliver(event: OrchestratorEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.onError(error);
       }
-      return event;
-    },
-    subscribe(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    recent(limit = capacity) {
-      return ring.slice(Math.max(0, ring.length - limit));
-    },
+    }
+  }
+}
+
+/** What an emitted event becomes before it is queued. */
+export interface EventEmission {
+  readonly clock: Clock;
+  /** The node id, every event's source. */
+  readonly source: string;
+  /** Bytes a payload may take as JSON; a larger one is replaced (see {@link boundPayload}). */
+  readonly maxPayloadBytes: number;
+  /** Told of each payload replaced, with the event's type and the payload's size. */
+  readonly onTruncated?: (type: string, bytes: number) => void;
+}
+
+/** Makes an emitted event a draft: its source, its time, its payload within bounds. */
+export function draftOf(event: NewEvent, emission: EventEmission): EventDraft {
+  return {
+    type: event.type,
+    subject: event.subject,
+    correlationId: event.correlationId ?? "",
+    traceId: event.traceId ?? "",
+    source: emission.source,
+    timestamp: emission.clock.now(),
+    payload: boundPayload(event, emission),
   };
 }
 
-// The event object, its id, time and fields beside the payload's JSON.
-const eventOverhead = 256;
-
 /**
- * The bytes an event is counted for by the log's bound: its strings and its payload as JSON.
- * Payloads are built by the orchestrator's own modules from bounded inputs, so serialising one
- * to weigh it is cheap.
+ * The payload, or, when its JSON takes more than `maxPayloadBytes`, `{truncated: true,
+ * payload_bytes: <its size>}` in its place: the event itself (type, subject, ids, time) is kept,
+ * since emitting never fails, and the loss is reported to `onTruncated`.
  */
-export function eventWeight(event: OrchestratorEvent): number {
-  return (
-    eventOverhead +
-    event.type.length +
-    event.subject.length +
-    event.correlationId.length +
-    event.traceId.length +
-    event.source.length +
-    JSON.stringify(event.payload).length
-  );
+export function boundPayload(event: NewEvent, emission: EventEmission): JsonObject {
+  // A UTF-16 unit is at most 3 bytes of UTF-8, and the estimate never less than the JSON's
+  // length: most payloads are known to be within the limit without serialising them.
+  if (jsonSize(event.payload, 6) * 3 <= emission.maxPayloadBytes) return event.payload;
+  const bytes = Buffer.byteLength(JSON.stringify(event.payload));
+  if (bytes <= emission.maxPayloadBytes) return event.payload;
+  emission.onTruncated?.(event.type, bytes);
+  return { truncated: true, payload_bytes: bytes };
 }
 
-/** The event as JSON for other services: the proto's field names (snake_case), ISO time. */
-export function eventJson(event: OrchestratorEvent): JsonObject {
+/** The log capabilities emit into: drafts go to `queue`; subscribers are `subscribers`. */
+export function createEventLog(
+  emission: EventEmission,
+  queue: { push(draft: EventDraft): void },
+  subscribers: EventSubscribers,
+): EventLog {
   return {
-    id: event.id,
-    type: event.type,
-    subject: event.subject,
-    correlation_id: event.correlationId,
-    trace_id: event.traceId,
-    source: event.source,
-    timestamp: new Date(event.timestamp).toISOString(),
-    payload: event.payload,
+    append: (event) => queue.push(draftOf(event, emission)),
+    draft: (event) => draftOf(event, emission),
+    subscribe: (listener) => subscribers.subscribe(listener),
   };
 }

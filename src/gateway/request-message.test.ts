@@ -1,6 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { GetEventHistoryRequestSchema } from "../../gen/orchestrator/v1/infrastructure_pb.js";
+import {
+  ClearEventsRequestSchema,
+  GetEventHistoryRequestSchema,
+} from "../../gen/orchestrator/v1/infrastructure_pb.js";
 import {
   HeartbeatRequestSchema,
   ListServicesRequestSchema,
@@ -48,6 +51,31 @@ describe("requestMessageOf", () => {
       { params: {}, query: { since: "2026-01-02T03:04:05Z", limit: "3" }, body: undefined },
     );
     expect(message).toMatchObject({ limit: 3, since: { seconds: 1767323045n } });
+  });
+
+  it("names a message-typed field (a timestamp) that does not decode, from the query or the body", () => {
+    const history: RequestMapping = {
+      input: GetEventHistoryRequestSchema,
+      path: compilePathTemplate("/h"),
+      body: "",
+    };
+    const fromQuery = invalid(() =>
+      requestMessageOf(history, {
+        params: {},
+        query: { since: "2026-01-02T03:04:05Z", until: "tomorrow" },
+        body: undefined,
+      }),
+    );
+    expect(fromQuery.rawMessage).toMatch(/^until: cannot decode message google.protobuf.Timestamp/);
+    const clear: RequestMapping = {
+      input: ClearEventsRequestSchema,
+      path: compilePathTemplate("/c"),
+      body: "*",
+    };
+    const fromBody = invalid(() =>
+      requestMessageOf(clear, { params: {}, query: {}, body: { event_type: "t", before: 12 } }),
+    );
+    expect(fromBody.rawMessage).toMatch(/^before: cannot decode message google.protobuf.Timestamp/);
   });
 
   it("reads integers in the query as decimal only, 64-bit ones included", () => {

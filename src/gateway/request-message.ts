@@ -45,8 +45,29 @@ export function requestMessageOf(mapping: RequestMapping, parts: RestRequestPart
   try {
     return fromJson(mapping.input, json, { ignoreUnknownFields: false });
   } catch (error) {
-    throw invalid(error instanceof Error ? error.message : "request does not match its schema");
+    const said = error instanceof Error ? error.message : "request does not match its schema";
+    throw invalid(withFieldNamed(mapping.input, json, said));
   }
+}
+
+/**
+ * protobuf-es names the field when a scalar does not decode, but not when a message-typed field
+ * does ("cannot decode message google.protobuf.Timestamp from JSON: ..."): the field is found
+ * here by decoding each message-typed field of the request alone, and named first.
+ */
+function withFieldNamed(input: DescMessage, json: JsonObject, message: string): string {
+  if (!message.startsWith("cannot decode message ")) return message;
+  for (const field of input.fields) {
+    if (field.fieldKind !== "message") continue;
+    const value = json[field.name] ?? json[field.jsonName];
+    if (value === undefined) continue;
+    try {
+      fromJson(field.message, value, { ignoreUnknownFields: false });
+    } catch {
+      return `${field.name}: ${message}`;
+    }
+  }
+  return message;
 }
 
 function applyBody(json: JsonObject, mapping: RequestMapping, body: unknown): void {

@@ -188,3 +188,70 @@ export function registerPeerMetrics(metrics: Metrics, samples: () => Iterable<Pe
     });
   }
 }
+
+/** What the event metrics read from the events capability when scraped. */
+export interface EventSample {
+  /** Events waiting in the outbox for the store. */
+  readonly pending: number;
+  /** Events this node stored (appended), dropped from a full outbox, whose payload was replaced. */
+  readonly stored: number;
+  readonly dropped: number;
+  readonly truncated: number;
+  /** Appends to the store that failed (and were retried). */
+  readonly failedAppends: number;
+  /** Deliveries (replays) that failed and could not be recorded in the dead-letter queue. */
+  readonly lostDeliveries: number;
+}
+
+const eventCounters: readonly { name: string; help: string; value: (s: EventSample) => number }[] =
+  [
+    {
+      name: "orchestrator_events_stored_total",
+      help: "Events this node appended to the event store.",
+      value: (s) => s.stored,
+    },
+    {
+      name: "orchestrator_events_outbox_dropped_total",
+      help: "Events dropped because the outbox was full (the store unreachable for long).",
+      value: (s) => s.dropped,
+    },
+    {
+      name: "orchestrator_events_payloads_truncated_total",
+      help: "Events whose payload was over EVENT_MAX_PAYLOAD_BYTES and was replaced.",
+      value: (s) => s.truncated,
+    },
+    {
+      name: "orchestrator_events_append_failures_total",
+      help: "Appends of the outbox to the event store that failed (each is retried).",
+      value: (s) => s.failedAppends,
+    },
+    {
+      name: "orchestrator_events_deliveries_lost_total",
+      help: "Event deliveries that failed and could not be recorded in the dead-letter queue.",
+      value: (s) => s.lostDeliveries,
+    },
+  ];
+
+/** The events' metrics, read at scrape time: the outbox's backlog, and the counters above. */
+export function registerEventMetrics(metrics: Metrics, sample: () => EventSample): void {
+  const registers = [metrics.registry];
+  new Gauge({
+    name: "orchestrator_events_outbox_pending",
+    help: "Events waiting in the outbox for the event store.",
+    registers,
+    collect() {
+      this.set(sample().pending);
+    },
+  });
+  for (const { name, help, value } of eventCounters) {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(value(sample()));
+      },
+    });
+  }
+}

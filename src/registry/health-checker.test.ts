@@ -3,9 +3,11 @@ import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createManualClock } from "../../tests/support/manual-clock.js";
-import { createMemoryEventLog, type EventLog } from "../events/event-log.js";
+import {
+  createRecordingEventLog,
+  type RecordingEventLog,
+} from "../../tests/support/recording-event-log.js";
 import { createHttpClient } from "../http-client/http-client.js";
-import { randomIds } from "../ids.js";
 import { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
 import { HealthChecker } from "./health-checker.js";
 import { createMemoryRegistryStore } from "./memory-registry-store.js";
@@ -59,7 +61,7 @@ async function startService(): Promise<{
 const logger = pino({ level: "silent" });
 const call = { correlationId: "c", traceId: "t" };
 let store: RegistryStore;
-let events: EventLog;
+let events: RecordingEventLog;
 let registry: Registry;
 let checker: HealthChecker;
 let service: Awaited<ReturnType<typeof startService>>;
@@ -67,7 +69,7 @@ let service: Awaited<ReturnType<typeof startService>>;
 beforeEach(async () => {
   const clock = createManualClock();
   store = createMemoryRegistryStore();
-  events = createMemoryEventLog({ clock, ids: randomIds, source: "n" });
+  events = createRecordingEventLog({ clock, source: "n" });
   registry = new Registry({
     store,
     clock,

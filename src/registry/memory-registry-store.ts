@@ -69,6 +69,8 @@ export function createMemoryRegistryStore(options: MemoryRegistryStoreOptions = 
     entries: () => view.entries(),
     tombstone: (name) => view.tombstone(name),
     tombstones: () => view.tombstones(),
+    // Nothing here outlives the process: the caller emits events after the write.
+    recordsEvents: false,
 
     async put(write: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
       checkRevision(write.name, expectedRevision);

@@ -2,8 +2,15 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
+import type { EventDraft } from "../events/model.js";
+import {
+  encodeEventAroundRevision,
+  type RedisEventTarget,
+  storeEventLua,
+} from "../events/redis-event-scripts.js";
 import { type IdSource, randomIds } from "../ids.js";
-import { redisStoreErrors, untilConnectionReady } from "../redis/redis-store-errors.js";
+import { untilReady } from "../redis/redis-client.js";
+import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {
   defaultBaselinesMaxBytes,
@@ -64,6 +71,11 @@ export interface RedisRegistryStoreOptions extends Partial<RegistryViewLimits> {
    * connection's command timeout).
    */
   readonly writeTimeoutMs?: number;
+  /**
+   * Where the events of entry writes go, in the same script as the change (`recordsEvents`).
+   * Default: none (the caller emits them).
+   */
+  readonly events?: RedisEventTarget;
 }
 
 const defaults = Object.freeze({ openTimeoutMs: 10_000 });
@@ -76,8 +88,20 @@ const { command, unreadable } = errors;
 
 // Every registry script takes the same keys in the same order, so the key list is built once.
 // KEYS: 1 revision counter, 2 entries, 3 revisions, 4 tombstones, 5 change log, 6 history id,
-// 7 bytes of the change log's records.
-const keyCount = 7;
+// 7 bytes of the change log's records, 8 the events' stream, 9 the events' last id.
+const keyCount = 9;
+
+// Stores the change's event, if the write brought one, in the same script as the change: a
+// change Redis acknowledged has its event. ARGV: 8 and 9 the event's JSON before and after its
+// payload's revision ("" and "": no event), 10 its time (ms), 11 the stream's MAXLEN, 12 the
+// events channel. `text` is the change's revision.
+const storeChangeEvent = `
+if ARGV[8] ~= '' then
+  eventIds(KEYS[8], KEYS[9])
+  storeEvent(KEYS[8], ARGV[11], ARGV[12], nextEventId(tonumber(ARGV[10])), ARGV[8] .. text .. ARGV[9], '', '')
+  saveEventId(KEYS[9])
+end
+`;
 
 // Appends the change record to the log, then drops the oldest records while the log holds more
 // than ARGV[4] records or ARGV[6] bytes (the newest stays). The byte count lives beside the list;
@@ -115,10 +139,10 @@ end`;
 
 // Compare-and-set on the entry's revision, then the next global revision, the entry, its revision,
 // the change record (JSON concatenated here, as only here the revision is known), the log trim and
-// the notification, all in one atomic step, so that no two writers share or skip a revision.
-// ARGV: 1 name, 2 expected revision, 3 entry JSON without revision, 4 log size, 5 channel,
-// 6 log bytes, 7 deadline (Unix ms, Redis' clock).
-const putScript = `${appendToLog}${fenceCheck(7)}
+// the notification and the change's event, all in one atomic step, so that no two writers share
+// or skip a revision. ARGV: 1 name, 2 expected revision, 3 entry JSON without revision, 4 log
+// size, 5 channel, 6 log bytes, 7 deadline (Unix ms, Redis' clock), 8-12 the event.
+const putScript = `${appendToLog}${storeEventLua}${fenceCheck(7)}
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
@@ -128,6 +152,7 @@ redis.call('HSET', KEYS[3], ARGV[1], text)
 redis.call('HDEL', KEYS[4], ARGV[1])
 appendToLog('{"revision":' .. text .. ',"type":"put","entry":' .. ARGV[3] .. '}')
 redis.call('PUBLISH', ARGV[5], text)
+${storeChangeEvent}
 return {1, revision}
 `;
 
@@ -135,7 +160,7 @@ return {1, revision}
 // revision 0 and no live entry it records (or replaces) the tombstone alone, as a change of its
 // own: a replicated delete of an entry this store never had must still reach other processes and
 // block older writes that arrive later by another path.
-const removeScript = `${appendToLog}${fenceCheck(7)}
+const removeScript = `${appendToLog}${storeEventLua}${fenceCheck(7)}
 local current = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 if current ~= tonumber(ARGV[2]) then return {0, current} end
 local revision = redis.call('INCR', KEYS[1])
@@ -145,6 +170,7 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], '{"revision":' .. text .. ',' .. string.sub(ARGV[3], 2))
 appendToLog('{"revision":' .. text .. ',"type":"delete","tombstone":' .. ARGV[3] .. '}')
 redis.call('PUBLISH', ARGV[5], text)
+${storeChangeEvent}
 return {1, revision}
 `;
 
@@ -280,6 +306,7 @@ export function createRedisRegistryStore(
     openTimeoutMs = defaults.openTimeoutMs,
     writeTimeoutMs,
     baselinesMaxBytes = defaultBaselinesMaxBytes,
+    events,
     ...limits
   } = options;
   // Checks the bounds (RangeError) before anything touches Redis.
@@ -300,7 +327,14 @@ export function createRedisRegistryStore(
     "changes",
     "history",
     "changes:bytes",
-  ].map((key) => `${prefix}registry:${key}`);
+  ]
+    .map((key) => `${prefix}registry:${key}`)
+    // Present whether or not events are recorded here: every script takes the same keys.
+    .concat(
+      events
+        ? [events.stream, events.lastId]
+        : [`${prefix}events:stream`, `${prefix}events:last-id`],
+    );
   const baselines = createRedisBaselines(
     redis,
     {
@@ -342,7 +376,10 @@ export function createRedisRegistryStore(
     name: string,
     expectedRevision: number,
     json: string,
+    event: EventDraft | undefined,
   ): Promise<number> => {
+    const encoded =
+      event && events ? encodeEventAroundRevision(event, events) : { head: "", tail: "", ms: 0 };
     const reply = await command(() =>
       fence.send((deadline) =>
         script(
@@ -354,6 +391,11 @@ export function createRedisRegistryStore(
           channel,
           changeLogBytes,
           deadline,
+          encoded.head,
+          encoded.tail,
+          encoded.ms,
+          events?.maxEvents ?? 0,
+          events?.channel ?? "",
         ),
       ),
     );
@@ -390,10 +432,7 @@ export function createRedisRegistryStore(
   const open = async (): Promise<void> => {
     if (listening) return;
     await command(() =>
-      Promise.all([
-        untilConnectionReady(redis, openTimeoutMs),
-        untilConnectionReady(subscriber, openTimeoutMs),
-      ]),
+      Promise.all([untilReady(redis, openTimeoutMs), untilReady(subscriber, openTimeoutMs)]),
     );
     await command(() => subscriber.subscribe(channel));
     subscriber.on("message", onMessage);
@@ -445,18 +484,26 @@ export function createRedisRegistryStore(
     tombstone: (name) => view.tombstone(name),
     tombstones: () => view.tombstones(),
 
-    async put(entryWrite: EntryWrite, expectedRevision: number): Promise<RegistryEntry> {
+    recordsEvents: events !== undefined,
+
+    async put(entryWrite, expectedRevision, event): Promise<RegistryEntry> {
       view.checkCapacity(entryWrite);
       const json = encodeEntry(entryWrite);
-      const revision = await write(scripts.put, entryWrite.name, expectedRevision, json);
+      const revision = await write(scripts.put, entryWrite.name, expectedRevision, json, event);
       const entry = withRevision(entryWrite, revision);
       await settle({ type: "put", revision, entry });
       return entry;
     },
 
-    async remove(tombstoneWrite: TombstoneWrite, expectedRevision: number): Promise<Tombstone> {
+    async remove(tombstoneWrite, expectedRevision, event): Promise<Tombstone> {
       const json = encodeTombstone(tombstoneWrite);
-      const revision = await write(scripts.remove, tombstoneWrite.name, expectedRevision, json);
+      const revision = await write(
+        scripts.remove,
+        tombstoneWrite.name,
+        expectedRevision,
+        json,
+        event,
+      );
       const tombstone: Tombstone = { ...tombstoneWrite, revision };
       await settle({ type: "delete", revision, tombstone });
       return tombstone;

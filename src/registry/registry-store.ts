@@ -1,4 +1,5 @@
 import type { ChangeSource } from "../changes/change-queue.js";
+import type { EventDraft } from "../events/model.js";
 import type {
   EntryWrite,
   OpenApiBaseline,
@@ -40,6 +41,13 @@ export interface RegistryStore {
   tombstones(): Iterable<Tombstone>;
 
   /**
+   * Whether `put` and `remove` store the event they are given atomically with the change (in the
+   * same transaction of the backing store), so that a change acknowledged has its event stored.
+   * When false they ignore it, and the caller emits the event after the write.
+   */
+  readonly recordsEvents: boolean;
+
+  /**
    * Writes `entry` under its name if the stored entry's revision is still `expectedRevision`
    * (0: no live entry, tombstoned or never seen), replacing any tombstone.
    * @throws DomainError "conflict" when the stored entry changed meanwhile (call `sync()` and
@@ -48,8 +56,10 @@ export interface RegistryStore {
    *   happened (its message says until when): never retry it as if it had not;
    *   "resource_exhausted" when the write would take the registry past its bounds in entries or
    *   bytes (a write that does not grow it always passes).
+   * @param event the change's event, stored with it when `recordsEvents` (its payload gets the
+   *   change's `revision`).
    */
-  put(entry: EntryWrite, expectedRevision: number): Promise<RegistryEntry>;
+  put(entry: EntryWrite, expectedRevision: number, event?: EventDraft): Promise<RegistryEntry>;
 
   /**
    * Removes the live entry `name` if its revision is still `expectedRevision`, leaving `tombstone`.
@@ -57,8 +67,13 @@ export interface RegistryStore {
    * replicated delete of an entry this node never had must still block older writes that arrive
    * later by another path.
    * @throws DomainError "conflict", "unavailable" or "timeout", as put.
+   * @param event as put's.
    */
-  remove(tombstone: TombstoneWrite, expectedRevision: number): Promise<Tombstone>;
+  remove(
+    tombstone: TombstoneWrite,
+    expectedRevision: number,
+    event?: EventDraft,
+  ): Promise<Tombstone>;
 
   /**
    * Forgets tombstones deleted before `deletedBefore` (Unix ms). Not a change: no revision.

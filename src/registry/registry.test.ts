@@ -1,9 +1,11 @@
 import pino from "pino";
 import { beforeEach, describe, expect, it } from "vitest";
 import { createManualClock, type ManualClock } from "../../tests/support/manual-clock.js";
+import {
+  createRecordingEventLog,
+  type RecordingEventLog,
+} from "../../tests/support/recording-event-log.js";
 import { DomainError } from "../errors/domain-error.js";
-import { createMemoryEventLog, type EventLog } from "../events/event-log.js";
-import { randomIds } from "../ids.js";
 import { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
 import { createMemoryRegistryStore } from "./memory-registry-store.js";
 import type { DeclaredService } from "./model.js";
@@ -30,7 +32,7 @@ function declared(name: string, overrides: Partial<DeclaredService> = {}): Decla
 
 let clock: ManualClock;
 let store: RegistryStore;
-let events: EventLog;
+let events: RecordingEventLog;
 let registry: Registry;
 
 function makeRegistry(nodeId = "node-a"): Registry {
@@ -43,7 +45,7 @@ function makeRegistry(nodeId = "node-a"): Registry {
 beforeEach(() => {
   clock = createManualClock();
   store = createMemoryRegistryStore();
-  events = createMemoryEventLog({ clock, ids: randomIds, source: "node-a" });
+  events = createRecordingEventLog({ clock, source: "node-a" });
   registry = makeRegistry();
 });
 

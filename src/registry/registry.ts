@@ -2,7 +2,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
-import type { EventLog } from "../events/event-log.js";
+import type { EventLog, NewEvent } from "../events/event-log.js";
 import type { HybridLogicalClock } from "../replication/hybrid-logical-clock.js";
 import { checkDeclaredSize } from "./entry-limits.js";
 import {
@@ -67,15 +67,35 @@ export interface RegistryQuery {
   readonly pageToken?: string;
 }
 
-/** What a write decides for the entry it read: write it, remove it, or leave it as it is. */
+/** The event a write reports; its payload gets the change's `service` and `revision`. */
+interface ChangeEvent {
+  readonly type: string;
+  readonly call: CallInfo;
+  readonly payload: JsonObject;
+}
+
+/**
+ * What a write decides for the entry it read: write it, remove it (each with the event it
+ * reports, if any), or leave it as it is.
+ */
 type Decision<T> =
-  | { readonly put: EntryWrite; readonly then: (entry: RegistryEntry) => T }
-  | { readonly remove: TombstoneWrite; readonly then: (tombstone: Tombstone) => T }
+  | {
+      readonly put: EntryWrite;
+      readonly event: ChangeEvent | undefined;
+      readonly then: (entry: RegistryEntry) => T;
+    }
+  | {
+      readonly remove: TombstoneWrite;
+      readonly event: ChangeEvent | undefined;
+      readonly then: (tombstone: Tombstone) => T;
+    }
   | { readonly keep: T };
 
 /**
  * The service registry: registrations with leases, heartbeats, deregistration with tombstones,
- * health status learned by probing, and an event for every change that matters to operators.
+ * health status learned by probing, and an event for every change that matters to operators
+ * (stored in the same transaction as the change when the store can, see `recordsEvents`; emitted
+ * right after it otherwise).
  * Every write is a compare-and-set on the entry it read, retried on a conflict, so that writers in
  * this process, a sweeper and other orchestrators sharing the store never lose an update.
  */
@@ -160,17 +180,14 @@ export class Registry {
       // as a heartbeat) renews its lease without an event: events say what changed.
       const changed =
         current === undefined || current.status === "DOWN" || !sameDeclaration(current, write);
-      return writeEntry(write, (entry) => {
-        if (changed) {
-          this.emit("registry.service.registered", entry.name, call, {
+      const event = changed
+        ? changeEvent("registry.service.registered", call, {
             created: current === undefined,
-            revision: entry.revision,
-            base_url: entry.baseUrl,
-            version: entry.version,
-          });
-        }
-        return { entry, created: current === undefined };
-      });
+            base_url: write.baseUrl,
+            version: write.version,
+          })
+        : undefined;
+      return writeEntry(write, event, (entry) => ({ entry, created: current === undefined }));
     });
   }
 
@@ -183,10 +200,8 @@ export class Registry {
       name,
       (current) => {
         if (current === undefined) throw notRegistered(name);
-        return removeEntry(this.tombstoneOf(name), (tombstone) => {
-          this.emit("registry.service.deregistered", name, call, { revision: tombstone.revision });
-          return tombstone;
-        });
+        const event = changeEvent("registry.service.deregistered", call, {});
+        return removeEntry(this.tombstoneOf(name), event, (tombstone) => tombstone);
       },
       confirmAbsence,
     );
@@ -212,12 +227,8 @@ export class Registry {
             origin: this.deps.nodeId,
             hlc: this.deps.hlc.now(),
           }),
-          (entry) => {
-            if (revived) {
-              this.emit("registry.service.revived", name, call, { revision: entry.revision });
-            }
-            return entry;
-          },
+          revived ? changeEvent("registry.service.revived", call, {}) : undefined,
+          (entry) => entry,
         );
       },
       confirmAbsence,
@@ -239,15 +250,12 @@ export class Registry {
       }
       return writeEntry(
         patchEntry(current, { status, updatedAt: this.deps.clock.now() }),
-        (entry) => {
-          this.emit("registry.service.health_changed", name, noCall, {
-            from: current.status,
-            to: status,
-            revision: entry.revision,
-            ...detail,
-          });
-          return entry;
-        },
+        changeEvent("registry.service.health_changed", noCall, {
+          from: current.status,
+          to: status,
+          ...detail,
+        }),
+        (entry) => entry,
       );
     });
   }
@@ -308,12 +316,10 @@ export class Registry {
       if (!current || current.status === "DOWN" || current.leaseExpiresAt > now) {
         return { keep: undefined };
       }
-      return writeEntry(patchEntry(current, { status: "DOWN", updatedAt: now }), (entry) => {
-        this.emit("registry.service.expired", name, noCall, {
-          lease_expires_at: new Date(entry.leaseExpiresAt).toISOString(),
-          revision: entry.revision,
-        });
+      const event = changeEvent("registry.service.expired", noCall, {
+        lease_expires_at: new Date(current.leaseExpiresAt).toISOString(),
       });
+      return writeEntry(patchEntry(current, { status: "DOWN", updatedAt: now }), event, () => {});
     });
   }
 
@@ -331,12 +337,8 @@ export class Registry {
         origin: current.origin,
         hlc: current.hlc,
       };
-      return removeEntry(tombstone, (removed) => {
-        this.emit("registry.service.removed", name, noCall, {
-          reason: "lease expired",
-          revision: removed.revision,
-        });
-      });
+      const event = changeEvent("registry.service.removed", noCall, { reason: "lease expired" });
+      return removeEntry(tombstone, event, () => {});
     });
   }
 
@@ -373,10 +375,24 @@ export class Registry {
       const decision = decide(current);
       try {
         if ("keep" in decision) return decision.keep;
-        if ("put" in decision) {
-          return decision.then(await store.put(decision.put, current?.revision ?? 0));
+        const expected = current?.revision ?? 0;
+        const event = decision.event && this.eventOf(name, decision.event);
+        // Stored with the change when the store can, so that a change it acknowledged always has
+        // its event; otherwise emitted right after the write.
+        const recorded = store.recordsEvents ? event && this.deps.events.draft(event) : undefined;
+        const change =
+          "put" in decision
+            ? await store.put(decision.put, expected, recorded)
+            : await store.remove(decision.remove, expected, recorded);
+        if (event && !store.recordsEvents) {
+          this.deps.events.append({
+            ...event,
+            payload: { ...event.payload, revision: change.revision },
+          });
         }
-        return decision.then(await store.remove(decision.remove, current?.revision ?? 0));
+        return "put" in decision
+          ? decision.then(change as RegistryEntry)
+          : decision.then(change as Tombstone);
       } catch (error) {
         if (!(error instanceof DomainError) || error.kind !== "conflict") throw error;
         if (attempt >= this.options.maxAttempts) {
@@ -388,23 +404,36 @@ export class Registry {
     }
   }
 
-  private emit(type: string, subject: string, call: CallInfo, payload: JsonObject): void {
-    this.deps.events.append({
-      type,
-      subject,
-      correlationId: call.correlationId,
-      traceId: call.traceId,
-      payload: { service: subject, ...payload },
-    });
+  /** The event of a change to `name`, without its revision (which the write gives it). */
+  private eventOf(name: string, event: ChangeEvent): NewEvent {
+    return {
+      type: event.type,
+      subject: name,
+      correlationId: event.call.correlationId,
+      traceId: event.call.traceId,
+      payload: { service: name, ...event.payload },
+    };
   }
 }
 
-function writeEntry<T>(put: EntryWrite, then: (entry: RegistryEntry) => T): Decision<T> {
-  return { put, then };
+function changeEvent(type: string, call: CallInfo, payload: JsonObject): ChangeEvent {
+  return { type, call, payload };
 }
 
-function removeEntry<T>(remove: TombstoneWrite, then: (tombstone: Tombstone) => T): Decision<T> {
-  return { remove, then };
+function writeEntry<T>(
+  put: EntryWrite,
+  event: ChangeEvent | undefined,
+  then: (entry: RegistryEntry) => T,
+): Decision<T> {
+  return { put, event, then };
+}
+
+function removeEntry<T>(
+  remove: TombstoneWrite,
+  event: ChangeEvent | undefined,
+  then: (tombstone: Tombstone) => T,
+): Decision<T> {
+  return { remove, event, then };
 }
 
 // Deregister and heartbeat answer "not registered" only after checking the backing store.

@@ -1,10 +1,9 @@
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { createManualClock, type ManualClock } from "../../tests/support/manual-clock.js";
+import { createRecordingEventLog } from "../../tests/support/recording-event-log.js";
 import { declaredService } from "../../tests/support/replica-node.js";
 import { DomainError } from "../errors/domain-error.js";
-import { createMemoryEventLog } from "../events/event-log.js";
-import { randomIds } from "../ids.js";
 import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
 import type { RegistryChange } from "../registry/model.js";
 import { Registry } from "../registry/registry.js";
@@ -49,7 +48,7 @@ function createServingNode(changeLogSize?: number): ServingNode {
     },
   });
   const hlc = new HybridLogicalClock(clock);
-  const events = createMemoryEventLog({ clock, ids: randomIds, source: "node-b" });
+  const events = createRecordingEventLog({ clock, source: "node-b" });
   const registry = new Registry({ store, clock, hlc, events, nodeId: "node-b", logger });
   return { clock, store, registry, subscriptions: () => subscriptions };
 }

@@ -3,7 +3,8 @@ import type { Logger } from "pino";
 import { type Clock, systemClock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
-import { redisStoreErrors, untilConnectionReady } from "../redis/redis-store-errors.js";
+import { untilReady } from "../redis/redis-client.js";
+import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {
   emptyCounts,
@@ -408,7 +409,7 @@ export function createRedisSagaStore(
 
   return {
     async open() {
-      await command(() => untilConnectionReady(redis, openTimeoutMs));
+      await command(() => untilReady(redis, openTimeoutMs));
       fence.start();
     },
 

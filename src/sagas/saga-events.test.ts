@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createManualClock } from "../../tests/support/manual-clock.js";
-import { createMemoryEventLog } from "../events/event-log.js";
-import { randomIds } from "../ids.js";
+import { createRecordingEventLog } from "../../tests/support/recording-event-log.js";
 import { createMemorySagaStore } from "./memory-saga-store.js";
 import { sagaStatuses } from "./model.js";
 import { withSagaEvents } from "./saga-events.js";
@@ -9,7 +8,7 @@ import { sagaEventOf, sagaRules } from "./saga-machine.js";
 
 function setUp() {
   const clock = createManualClock();
-  const log = createMemoryEventLog({ clock, ids: randomIds, source: "node-a" });
+  const log = createRecordingEventLog({ clock, source: "node-a" });
   const store = withSagaEvents(createMemorySagaStore({ clock }), log);
   return { clock, log, store };
 }

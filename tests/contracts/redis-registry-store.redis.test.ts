@@ -5,6 +5,9 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Clock } from "../../src/clock.js";
 import { DomainError } from "../../src/errors/domain-error.js";
+import type { EventDraft } from "../../src/events/model.js";
+import { redisEventTarget } from "../../src/events/redis-event-scripts.js";
+import { createRedisEventStore } from "../../src/events/redis-event-store.js";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../../src/redis/redis-write-fence.js";
 import type { RegistryChange, TombstoneWrite } from "../../src/registry/model.js";
@@ -13,6 +16,7 @@ import {
   type RedisRegistryStoreOptions,
 } from "../../src/registry/redis-registry-store.js";
 import type { RegistryStore } from "../../src/registry/registry-store.js";
+import { createManualClock } from "../support/manual-clock.js";
 import {
   createTestRedisClient,
   type RedisServer,
@@ -703,5 +707,78 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     } finally {
       await Promise.all([closeRedisClient(redis), closeRedisClient(subscriber)]);
     }
+  });
+});
+
+describe("RedisRegistryStore recording the events of its writes", () => {
+  let server: RedisServer | undefined;
+  const processes = storeProcesses(() => server?.url ?? "redis://127.0.0.1:1");
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+  });
+  afterAll(async () => {
+    await processes.closeAll();
+    await server?.stop();
+  });
+
+  it("stores a write's event in the event stream in the same script, with the change's revision", async () => {
+    const prefix = newPrefix();
+    const target = redisEventTarget(prefix, { maxEvents: 1_000, channel: "" });
+    const { store } = await processes.open(prefix, { events: target });
+    expect(store.recordsEvents).toBe(true);
+    const at = Date.UTC(2026, 10, 26, 12, 0, 0);
+    const event = (type: string, timestamp: number): EventDraft => ({
+      type,
+      subject: "a",
+      correlationId: "corr-1",
+      traceId: "",
+      source: "node-a",
+      timestamp,
+      payload: { service: "a", base_url: 'http://a.svc/"quoted"' },
+    });
+
+    const a = await store.put(entryWrite("a"), 0, event("registry.service.registered", at));
+    // A write that is refused stores no event.
+    await failureOf(store.put(entryWrite("a"), 0, event("never", at + 1)));
+    const gone = await store.remove(
+      tombstoneWrite("a"),
+      a.revision,
+      event("registry.service.deregistered", at + 2),
+    );
+    await store.put(entryWrite("b"), 0);
+
+    const reader = createTestRedisClient(server?.url ?? "");
+    const blocking = createTestRedisClient(server?.url ?? "");
+    try {
+      const events = createRedisEventStore(
+        { redis: reader, blocking, clock: createManualClock(at) },
+        { keyPrefix: prefix },
+      );
+      await events.open();
+      const page = await events.read({ limit: 10 });
+      expect(page.events).toEqual([
+        {
+          ...event("registry.service.registered", at),
+          id: `${at}-0`,
+          payload: { service: "a", base_url: 'http://a.svc/"quoted"', revision: a.revision },
+        },
+        {
+          ...event("registry.service.deregistered", at + 2),
+          id: `${at + 2}-0`,
+          payload: { service: "a", base_url: 'http://a.svc/"quoted"', revision: gone.revision },
+        },
+      ]);
+      // Events appended by the event store afterwards continue the same sequence of ids.
+      const [next] = await events.append([event("events.cleared", at)]);
+      expect(next?.id).toBe(`${at + 2}-1`);
+    } finally {
+      await Promise.all([closeRedisClient(reader), closeRedisClient(blocking)]);
+    }
+  });
+
+  it("records no event without an event target", async () => {
+    const { store } = await processes.open(newPrefix());
+    expect(store.recordsEvents).toBe(false);
   });
 });

@@ -2,8 +2,6 @@
 // store, event log, hybrid logical clock, registry and merger. For the replication unit tests,
 // which put two or three of these side by side without any transport.
 import pino from "pino";
-import { createMemoryEventLog, type EventLog } from "../../src/events/event-log.js";
-import { randomIds } from "../../src/ids.js";
 import {
   createMemoryRegistryStore,
   type MemoryRegistryStoreOptions,
@@ -14,12 +12,13 @@ import type { RegistryStore } from "../../src/registry/registry-store.js";
 import { HybridLogicalClock } from "../../src/replication/hybrid-logical-clock.js";
 import { ReplicationMerger } from "../../src/replication/merge.js";
 import { createManualClock, type ManualClock } from "./manual-clock.js";
+import { createRecordingEventLog, type RecordingEventLog } from "./recording-event-log.js";
 
 export interface ReplicaNode {
   readonly nodeId: string;
   readonly clock: ManualClock;
   readonly store: RegistryStore;
-  readonly events: EventLog;
+  readonly events: RecordingEventLog;
   readonly hlc: HybridLogicalClock;
   readonly registry: Registry;
   readonly merger: ReplicationMerger;
@@ -37,7 +36,7 @@ export function createReplicaNode(
 ): ReplicaNode {
   const clock = options.clock ?? createManualClock();
   const store = createMemoryRegistryStore(options.store);
-  const events = createMemoryEventLog({ clock, ids: randomIds, source: nodeId });
+  const events = createRecordingEventLog({ clock, source: nodeId });
   const hlc = new HybridLogicalClock(clock);
   return {
     nodeId,
