@@ -23,7 +23,9 @@ export interface DeadLetterInput {
 /**
  * Retries one entry. Resolving means the retry succeeded (the entry is RESOLVED); throwing means
  * it failed again (the entry gets its next retry, or is DEAD after its last attempt), with the
- * error's message, bounded, as the new failure reason.
+ * error's message, bounded, as the new failure reason. A retry that has not settled when its
+ * `signal` aborts (its time is up, or the node is stopping) counts as failed; the handler should
+ * stop its work then (pass the signal to its outbound calls).
  */
 export type DeadLetterHandler = (entry: {
   readonly dlqId: string;
@@ -31,6 +33,8 @@ export type DeadLetterHandler = (entry: {
   readonly payload: JsonObject;
   readonly eventId: string;
   readonly attempts: number;
+  /** Aborted when the retry's time is up (`DLQ_RETRY_TIMEOUT_MS`) or the node stops. */
+  readonly signal: AbortSignal;
 }) => Promise<void>;
 
 /**

@@ -189,12 +189,38 @@ export function dlqBodyJson(entry: NewDlqEntry): string {
 const idPattern = /^\d{13}-[0-9a-f]{16}$/;
 
 /**
- * A new entry id: the time in Unix ms (13 digits) and 16 random hex digits, so that ids sort by
- * the time their entries were added, and listings (oldest failure first) walk an index in id order.
+ * An entry id: the time in Unix ms (13 digits), a dash and 16 hex digits (from `uuid`), so that
+ * ids sort by the time their entries were added and listings (oldest failure first) walk an index
+ * in id order.
  */
 export function newDlqId(now: number, uuid: string): string {
   const time = Math.max(0, Math.min(Math.floor(now), 9_999_999_999_999));
   return `${String(time).padStart(13, "0")}-${uuid.replace(/-/g, "").slice(0, 16)}`;
+}
+
+/**
+ * Ids in the order they are made, also within one millisecond and if the clock steps back: the
+ * first 4 hex digits after the time count within the millisecond, the other 12 are random (as in
+ * UUIDv7's monotonic counter). Ids made by other processes in the same millisecond interleave.
+ */
+export function dlqIdSequence(uuid: () => string): (now: number) => string {
+  let lastMs = 0;
+  let counter = 0;
+  return (now) => {
+    let ms = Math.floor(now);
+    if (ms > lastMs) {
+      counter = 0;
+    } else {
+      ms = lastMs;
+      counter++;
+      if (counter > 0xffff) {
+        ms++;
+        counter = 0;
+      }
+    }
+    lastMs = ms;
+    return newDlqId(ms, `${counter.toString(16).padStart(4, "0")}${uuid().replace(/-/g, "")}`);
+  };
 }
 
 /** Whether `id` has the shape {@link newDlqId} gives. */
