@@ -14,6 +14,7 @@ import {
 } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { type Capability, composeServices } from "./capabilities/capability.js";
+import { createDlqCapability } from "./capabilities/dlq.js";
 import { createEventsCapability } from "./capabilities/events.js";
 import {
   claimNodeId,
@@ -23,6 +24,7 @@ import {
 import { createSystemCapability } from "./capabilities/system.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
+import type { DeadLetters } from "./dlq/dead-letters.js";
 import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { type IdSource, randomIds } from "./ids.js";
@@ -54,6 +56,13 @@ export interface AppDeps {
   readonly logDestination?: DestinationStream;
   /** More conditions readiness waits for, beside the node's own (serving, Redis). */
   readonly readinessChecks?: readonly ReadinessCheck[];
+  /**
+   * Test hook: called once with the node's dead-letter queue while the app is built, before it
+   * starts, to register handlers for test types and keep it to add entries as a capability would.
+   */
+  readonly withDeadLetters?: (deadLetters: DeadLetters) => void;
+  /** Numbers in [0, 1) for retry jitter. Default `Math.random`. */
+  readonly random?: () => number;
 }
 
 /** A composed orchestrator node, not yet listening. */
@@ -151,7 +160,18 @@ export async function createApp(
     shadowedValues,
   });
   registerPeerMetrics(metrics, () => registry.peerStatuses());
-  const domain: Capability[] = [events, registry];
+  // Other capabilities record their failures in `dlq.deadLetters` (the lead wires events to it).
+  const dlq = createDlqCapability({
+    config,
+    clock,
+    ids,
+    logger,
+    events: events.log,
+    redis: redis?.commands,
+    ...(deps.random ? { random: deps.random } : {}),
+  });
+  deps.withDeadLetters?.(dlq.deadLetters);
+  const domain: Capability[] = [events, registry, dlq];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,

@@ -1,6 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { GetEventHistoryRequestSchema } from "../../gen/orchestrator/v1/infrastructure_pb.js";
+import {
+  GetEventHistoryRequestSchema,
+  RetryDlqRequestSchema,
+} from "../../gen/orchestrator/v1/infrastructure_pb.js";
 import {
   HeartbeatRequestSchema,
   ListServicesRequestSchema,
@@ -48,6 +51,37 @@ describe("requestMessageOf", () => {
       { params: {}, query: { since: "2026-01-02T03:04:05Z", limit: "3" }, body: undefined },
     );
     expect(message).toMatchObject({ limit: 3, since: { seconds: 1767323045n } });
+  });
+
+  it("names the field of an unknown enum name, in the query and in the body", () => {
+    const fromQuery = invalid(() =>
+      requestMessageOf(list, {
+        params: {},
+        query: { status: "SERVICE_STATUS_GONE" },
+        body: undefined,
+      }),
+    );
+    expect(fromQuery.rawMessage).toBe(
+      'query parameter status: "SERVICE_STATUS_GONE" is not a value of orchestrator.v1.ServiceStatus',
+    );
+    const retry: RequestMapping = {
+      input: RetryDlqRequestSchema,
+      path: compilePathTemplate("/infrastructure/dlq/retry"),
+      body: "*",
+    };
+    const fromBody = invalid(() =>
+      requestMessageOf(retry, { params: {}, query: {}, body: { state: "DEAD_OR_ALIVE" } }),
+    );
+    expect(fromBody.rawMessage).toBe(
+      'state: cannot decode enum orchestrator.v1.DlqState from JSON: "DEAD_OR_ALIVE"',
+    );
+    // Known names and numbers pass (an unknown number is the method's to judge: enums are open).
+    expect(
+      requestMessageOf(retry, { params: {}, query: {}, body: { state: "DLQ_STATE_DEAD" } }),
+    ).toMatchObject({ state: 3 });
+    expect(
+      requestMessageOf(list, { params: {}, query: { status: "7" }, body: undefined }),
+    ).toMatchObject({ status: 7 });
   });
 
   it("reads integers in the query as decimal only, 64-bit ones included", () => {

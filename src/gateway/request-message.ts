@@ -1,4 +1,5 @@
 import {
+  type DescEnum,
   type DescField,
   type DescMessage,
   fromJson,
@@ -45,8 +46,63 @@ export function requestMessageOf(mapping: RequestMapping, parts: RestRequestPart
   try {
     return fromJson(mapping.input, json, { ignoreUnknownFields: false });
   } catch (error) {
-    throw invalid(error instanceof Error ? error.message : "request does not match its schema");
+    const message = error instanceof Error ? error.message : "request does not match its schema";
+    // protobuf-es names the enum, not the field, of an unknown enum name: the field is found here
+    // (only on this failure path, so a valid request pays nothing).
+    const field = message.startsWith("cannot decode enum ")
+      ? unknownEnumField(mapping.input, json, 0)
+      : undefined;
+    throw invalid(field === undefined ? message : `${field}: ${message}`);
   }
+}
+
+/** The path of the first enum field of `json` whose value is not one of its enum's, if any. */
+function unknownEnumField(schema: DescMessage, json: unknown, depth: number): string | undefined {
+  if (!isObject(json) || depth > 32) return undefined;
+  for (const field of schema.fields) {
+    const value = json[field.name] ?? json[field.jsonName];
+    if (value === undefined || value === null) continue;
+    const bad = unknownEnumIn(field, value, depth);
+    if (bad !== undefined) return bad === "" ? field.name : `${field.name}.${bad}`;
+  }
+  return undefined;
+}
+
+/** "" when `value` itself is a bad enum value of `field`, a sub-path below it, or undefined. */
+function unknownEnumIn(field: DescField, value: unknown, depth: number): string | undefined {
+  const items = (): unknown[] =>
+    field.fieldKind === "list" && Array.isArray(value)
+      ? value
+      : field.fieldKind === "map" && isObject(value)
+        ? Object.values(value)
+        : [value];
+  const enumOf =
+    field.fieldKind === "enum"
+      ? field.enum
+      : field.fieldKind === "list" && field.listKind === "enum"
+        ? field.enum
+        : field.fieldKind === "map" && field.mapKind === "enum"
+          ? field.enum
+          : undefined;
+  if (enumOf !== undefined) return items().some((v) => !isEnumValue(enumOf, v)) ? "" : undefined;
+  const message =
+    field.fieldKind === "message" ||
+    (field.fieldKind === "list" && field.listKind === "message") ||
+    (field.fieldKind === "map" && field.mapKind === "message")
+      ? field.message
+      : undefined;
+  // Well-known types have JSON forms of their own (a Struct is any JSON): nothing to look into.
+  if (message === undefined || message.typeName.startsWith("google.protobuf.")) return undefined;
+  for (const item of items()) {
+    const bad = unknownEnumField(message, item, depth + 1);
+    if (bad !== undefined) return bad;
+  }
+  return undefined;
+}
+
+function isEnumValue(desc: DescEnum, value: unknown): boolean {
+  if (typeof value === "number") return Number.isInteger(value);
+  return typeof value === "string" && desc.values.some((v) => v.name === value);
 }
 
 function applyBody(json: JsonObject, mapping: RequestMapping, body: unknown): void {
@@ -117,7 +173,7 @@ function jsonOfText(field: DescField, values: readonly string[], what: string): 
         field.listKind === "scalar"
           ? scalarJson(field.scalar, v, what)
           : field.listKind === "enum"
-            ? enumJson(v)
+            ? enumJson(field.enum, v, what)
             : v,
       );
     case "map":
@@ -126,7 +182,7 @@ function jsonOfText(field: DescField, values: readonly string[], what: string): 
       if (values.length !== 1) throw invalid(`${what}: a single value is expected`);
       const value = values[0] as string;
       if (field.fieldKind === "scalar") return scalarJson(field.scalar, value, what);
-      if (field.fieldKind === "enum") return enumJson(value);
+      if (field.fieldKind === "enum") return enumJson(field.enum, value, what);
       return value; // well-known types written as JSON strings: Timestamp, Duration, wrappers
     }
   }
@@ -158,8 +214,10 @@ function scalarJson(type: ScalarType, text: string, what: string): JsonValue {
   }
 }
 
-function enumJson(text: string): JsonValue {
-  return /^-?\d+$/.test(text) ? Number(text) : text;
+function enumJson(desc: DescEnum, text: string, what: string): JsonValue {
+  if (/^-?\d+$/.test(text)) return Number(text);
+  if (desc.values.some((v) => v.name === text)) return text;
+  throw invalid(`${what}: ${JSON.stringify(text.slice(0, 64))} is not a value of ${desc.typeName}`);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
