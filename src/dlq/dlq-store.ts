@@ -81,8 +81,9 @@ export interface DlqStore {
   due(eventTypes: readonly string[], now: number, limit: number): Promise<string[]>;
   /**
    * Ends claims that expired by `now` (their retry's process died or hung): each entry goes back
-   * to PENDING_RETRY due at once, or DEAD when its attempts are used up, with `reason`. At most
-   * `limit` per call.
+   * to PENDING_RETRY due at once, or DEAD when its attempts are used up, with `reason`. An entry
+   * claimed from DEAD (a retry by hand) always goes back to PENDING_RETRY: the retry asked for is
+   * run once more, automatically. At most `limit` per call.
    */
   expireClaims(now: number, limit: number, reason: string): Promise<ExpiredClaim[]>;
   /** Forgets RESOLVED entries resolved before `before`, at most `limit`; returns how many. */

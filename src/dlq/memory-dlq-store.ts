@@ -31,6 +31,8 @@ interface Held {
   readonly weight: number;
   /** The token of the claim holding it; "" unless RETRYING. */
   token: string;
+  /** The state it was claimed from; "" unless RETRYING. */
+  claimedFrom: DlqState | "";
 }
 
 /**
@@ -106,6 +108,7 @@ export function createMemoryDlqStore(options: Partial<DlqStoreLimits> = {}): Dlq
   };
   const transition = (held: Held, next: DlqEntry, token: string) => {
     leave(held.entry);
+    held.claimedFrom = next.state === "RETRYING" ? held.entry.state : "";
     held.entry = Object.freeze(next);
     held.token = token;
     enter(held.entry);
@@ -177,7 +180,7 @@ export function createMemoryDlqStore(options: Partial<DlqStoreLimits> = {}): Dlq
         ...initialEntry(input),
         payload: structuredClone(input.payload),
       });
-      records.set(entry.dlqId, { entry, weight, token: "" });
+      records.set(entry.dlqId, { entry, weight, token: "", claimedFrom: "" });
       all.set(entry.dlqId, entry.dlqId);
       open.set(entry.dlqId, entry.dlqId);
       countOpen(entry, 1);
@@ -257,7 +260,7 @@ export function createMemoryDlqStore(options: Partial<DlqStoreLimits> = {}): Dlq
         if (held === undefined || held.entry.state !== "RETRYING" || held.token !== token) {
           return { dlqId, outcome: "lost" };
         }
-        const next = afterFailure(held.entry, reason, now, nextRetryAt);
+        const next = afterFailure(held.entry, reason, now, nextRetryAt, false);
         transition(held, next, "");
         return { dlqId, outcome: "done", state: next.state };
       });
@@ -285,7 +288,7 @@ export function createMemoryDlqStore(options: Partial<DlqStoreLimits> = {}): Dlq
       for (const [key, id] of claims.entries()) {
         if (expired.length >= limit || timeOf(key) > now) break;
         const held = records.get(id) as Held;
-        const next = afterFailure(held.entry, reason, now, now);
+        const next = afterFailure(held.entry, reason, now, now, held.claimedFrom === "DEAD");
         expired.push({
           dlqId: id,
           eventType: next.eventType,
@@ -297,7 +300,8 @@ export function createMemoryDlqStore(options: Partial<DlqStoreLimits> = {}): Dlq
       // Applied after the walk: a transition changes the tree being walked.
       for (const { dlqId } of expired) {
         const held = records.get(dlqId) as Held;
-        transition(held, afterFailure(held.entry, reason, now, now), "");
+        const owed = held.claimedFrom === "DEAD";
+        transition(held, afterFailure(held.entry, reason, now, now, owed), "");
       }
       return expired;
     },
@@ -340,9 +344,19 @@ function checkedLimits(options: Partial<DlqStoreLimits>): DlqStoreLimits {
   return limits;
 }
 
-/** The entry after a failed retry (or an expired claim): its next retry, or DEAD. */
-function afterFailure(entry: DlqEntry, reason: string, now: number, nextRetryAt: number): DlqEntry {
-  const dead = entry.attempts >= entry.maxAttempts;
+/**
+ * The entry after a failed retry (or an expired claim): its next retry, or DEAD once its attempts
+ * are used up, unless a retry is `owed` (a retry by hand of a DEAD entry whose node died: it is
+ * run once more, automatically).
+ */
+function afterFailure(
+  entry: DlqEntry,
+  reason: string,
+  now: number,
+  nextRetryAt: number,
+  owed: boolean,
+): DlqEntry {
+  const dead = entry.attempts >= entry.maxAttempts && !owed;
   return {
     ...entry,
     state: dead ? "DEAD" : "PENDING_RETRY",

@@ -71,8 +71,9 @@ const keyNames = [
 ] as const;
 
 // Record fields, short because every transition decodes and encodes one: s state, a attempts,
-// m max attempts, n next retry at, t claim token, x claim expires at, f first failed at, l last
-// failed at, z resolved at, r failure reason, y type, v service, c correlation id, w weight.
+// m max attempts, n next retry at, t claim token, x claim expires at, o the state it was claimed
+// from, f first failed at, l last failed at, z resolved at, r failure reason, y type, v service,
+// c correlation id, w weight.
 // `leave` and `enter` keep every index and counter in step with the state: each transition calls
 // `leave` before changing the state and `enter` after.
 const common = `
@@ -130,13 +131,14 @@ local function forget(id)
   redis.call('HINCRBY', counts, 'entries', -1)
   redis.call('HINCRBY', counts, 'bytes', -r.w)
 end
-local function afterFailure(id, r, reason, now, nextRetryAt)
+local function afterFailure(id, r, reason, now, nextRetryAt, owed)
   leave(id, r)
   r.t = ''
   r.x = 0
+  r.o = ''
   r.l = now
   r.r = reason
-  if r.a >= r.m then
+  if r.a >= r.m and not owed then
     r.s = 'DEAD'
     r.n = 0
   else
@@ -207,8 +209,10 @@ for i = 7, #ARGV do
   elseif not from[r.s] or (dueBy and (r.s ~= 'PENDING_RETRY' or r.n > dueBy)) then
     out[#out + 1] = {id, 'refused', r.s}
   else
+    local claimedFrom = r.s
     leave(id, r)
     r.s = 'RETRYING'
+    r.o = claimedFrom
     r.a = r.a + 1
     r.n = 0
     r.t = token
@@ -235,6 +239,7 @@ for i = 4, #ARGV do
     r.s = 'RESOLVED'
     r.z = now
     r.t = ''
+    r.o = ''
     r.x = 0
     enter(id, r)
     save(id, r)
@@ -254,7 +259,7 @@ for i = 4, #ARGV, 3 do
   if not r or r.s ~= 'RETRYING' or r.t ~= token then
     out[#out + 1] = {id, 'lost'}
   else
-    afterFailure(id, r, ARGV[i + 1], now, tonumber(ARGV[i + 2]))
+    afterFailure(id, r, ARGV[i + 1], now, tonumber(ARGV[i + 2]), false)
     out[#out + 1] = {id, 'done', r.s}
   end
 end
@@ -269,7 +274,7 @@ local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))) do
   local r = load(id)
   if r and r.s == 'RETRYING' then
-    afterFailure(id, r, ARGV[3], now, now)
+    afterFailure(id, r, ARGV[3], now, now, r.o == 'DEAD')
     out[#out + 1] = {id, r.s, r.y, r.c, r.a}
   else
     redis.call('ZREM', claims, id)
@@ -618,6 +623,7 @@ interface StoredRecord {
   readonly n: number;
   readonly t: string;
   readonly x: number;
+  readonly o: string;
   readonly f: number;
   readonly l: number;
   readonly z: number;
@@ -645,6 +651,7 @@ function encodeRecord(entry: DlqEntry, weight: number): string {
     n: entry.nextRetryAt,
     t: "",
     x: entry.claimExpiresAt,
+    o: "",
     f: entry.firstFailedAt,
     l: entry.lastFailedAt,
     z: entry.resolvedAt,

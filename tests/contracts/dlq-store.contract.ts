@@ -314,6 +314,23 @@ export function dlqStoreContract(name: string, harness: DlqStoreHarness): void {
       expect(await store.stats()).toMatchObject({ pendingRetry: 1, dead: 1, retrying: 0 });
     });
 
+    it("runs a retry by hand of a DEAD entry once more when its claim expires", async () => {
+      const store = await harness.create();
+      const dead = await store.add(newDlqEntry({ maxAttempts: 0 }));
+      const claim = { ...manual(), expiresAt: t0 + 30_000 };
+      await store.claim([dead.dlqId], claim);
+      expect(await store.expireClaims(t0 + 30_000, 10, "expired")).toMatchObject([
+        { dlqId: dead.dlqId, state: "PENDING_RETRY", attempts: 1 },
+      ]);
+      expect(await store.due(["event.delivery"], t0 + 30_000, 10)).toEqual([dead.dlqId]);
+      // That automatic run is its last: an expiry of its claim leaves it DEAD.
+      const auto = { ...manual(), expiresAt: t0 + 60_000, dueBy: t0 + 30_000 };
+      expect((await store.claim([dead.dlqId], auto))[0]?.outcome).toBe("claimed");
+      expect(await store.expireClaims(t0 + 60_000, 10, "expired again")).toMatchObject([
+        { dlqId: dead.dlqId, state: "DEAD", attempts: 2 },
+      ]);
+    });
+
     it("forgets resolved entries past their retention, oldest resolution first", async () => {
       const store = await harness.create();
       const entries = [];
