@@ -322,6 +322,35 @@ describe("DeadLetterQueue: retries by hand", () => {
     expect(clock.now()).toBeGreaterThan(0);
   });
 
+  it("claims in batches, and does not start a retry its claim would not cover", async () => {
+    const { queue, store, clock } = harness({ concurrency: 1, retryTimeoutMs: 60_000 });
+    const gated = gatedHandler();
+    queue.handle("event.delivery", gated.handler);
+    const first = await queue.add(input({ maxAttempts: 0 }));
+    const second = await queue.add(input({ maxAttempts: 0 }));
+    const retrying = queue.retry({ dlqIds: [first, second] });
+    await vi.waitFor(() => expect(gated.calls).toEqual([first]));
+    // One claim for both, long enough for both to wait for the one slot and run: 3 × 60 s.
+    expect(await store.get(second)).toMatchObject({
+      state: "RETRYING",
+      claimExpiresAt: clock.now() + 180_000,
+    });
+    // The first retry holds the slot until the second could no longer finish within the claim.
+    clock.advance(120_001);
+    gated.open();
+    const report = await retrying;
+    expect(gated.calls).toEqual([first]);
+    expect(report.results).toEqual([
+      { dlqId: first, outcome: "resolved", state: "RESOLVED", error: "" },
+      {
+        dlqId: second,
+        outcome: "failed",
+        state: "DEAD",
+        error: "not run: its claim would have expired before the retry could finish",
+      },
+    ]);
+  });
+
   it("selects by state, type and service, up to the limit, oldest first", async () => {
     const { queue } = harness();
     queue.handle("event.delivery", async () => {});

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
@@ -156,6 +157,7 @@ const purgeIntervalMs = 60_000;
 const abortGraceMs = 2_000;
 const expiredReason =
   "the retry did not finish before its claim expired (its node stopped or hung)";
+const notRunInTime = "not run: its claim would have expired before the retry could finish";
 
 /**
  * The queue over `deps.store`. Automatic retries: every `pollIntervalMs` (and at once while more
@@ -176,10 +178,15 @@ export function createDeadLetterQueue(
   const nextId = dlqIdSequence(() => ids.uuid());
   const handlers = new Map<string, DeadLetterHandler>();
   const slots: RetrySlots = createRetrySlots(settings.concurrency);
+  // Entries a retry by hand claims in one call: four slots' worth, so that claims and writes are a
+  // few round trips per hundred entries, and a claim need not last long to cover its batch.
+  const batchSize = 4 * settings.concurrency;
   const inFlight = new Set<Promise<void>>();
   // Aborted by stop(): wakes the scheduler, and (after the grace) the running retries.
   const stopping = new AbortController();
   const aborting = new AbortController();
+  // Every running retry listens on it: as many listeners as retry slots is normal, not a leak.
+  setMaxListeners(0, aborting.signal);
   let loop: Promise<void> | undefined;
   let lastPurge = Number.NEGATIVE_INFINITY;
   let failing = false;
@@ -206,21 +213,21 @@ export function createDeadLetterQueue(
   const runHandler = async (entry: DlqEntry): Promise<string | undefined> => {
     const handler = handlers.get(entry.eventType);
     if (handler === undefined) return `no handler for event type ${entry.eventType}`;
-    const timeout = AbortSignal.timeout(settings.retryTimeoutMs);
-    const signal = AbortSignal.any([timeout, aborting.signal]);
+    const controller = new AbortController();
+    let cutShort: (reason: Error) => void = () => {};
     const aborted = new Promise<never>((_, reject) => {
-      const onAbort = () =>
-        reject(
-          new Error(
-            timeout.aborted
-              ? `the retry did not finish within ${settings.retryTimeoutMs} ms`
-              : "the retry was cut short: the node is stopping",
-          ),
-        );
-      if (signal.aborted) onAbort();
-      else signal.addEventListener("abort", onAbort, { once: true });
+      cutShort = (reason) => {
+        controller.abort(reason);
+        reject(reason);
+      };
     });
-    aborted.catch(() => {});
+    const timer = setTimeout(
+      () => cutShort(new Error(`the retry did not finish within ${settings.retryTimeoutMs} ms`)),
+      settings.retryTimeoutMs,
+    );
+    const onStop = () => cutShort(new Error("the retry was cut short: the node is stopping"));
+    if (aborting.signal.aborted) onStop();
+    else aborting.signal.addEventListener("abort", onStop, { once: true });
     try {
       await Promise.race([
         Promise.resolve().then(() =>
@@ -230,7 +237,7 @@ export function createDeadLetterQueue(
             payload: entry.payload,
             eventId: entry.eventId,
             attempts: entry.attempts,
-            signal,
+            signal: controller.signal,
           }),
         ),
         aborted,
@@ -238,91 +245,163 @@ export function createDeadLetterQueue(
       return undefined;
     } catch (error) {
       return failureReason(error);
+    } finally {
+      clearTimeout(timer);
+      aborting.signal.removeEventListener("abort", onStop);
     }
   };
 
-  /** Records what the retry of a claimed entry came to; its result for a report. */
+  /**
+   * Records what the retries of one claim came to, in one write for the successes and one for the
+   * failures; each entry's result for a report. When a write fails, the retries ran but their
+   * outcome is not stored: the claim will expire and they run again.
+   */
   const settle = async (
     token: string,
-    entry: DlqEntry,
-    error: string | undefined,
-  ): Promise<DlqRetryResult> => {
+    outcomes: readonly { entry: DlqEntry; error: string | undefined }[],
+  ): Promise<DlqRetryResult[]> => {
     const now = clock.now();
-    const { dlqId } = entry;
-    try {
-      if (error === undefined) {
-        const [done] = await store.complete(token, [dlqId], now);
-        if (done?.outcome !== "done") return lostClaim(dlqId, "resolved");
+    const succeeded = outcomes.filter((o) => o.error === undefined).map((o) => o.entry);
+    const failed = outcomes.flatMap(({ entry, error }) =>
+      error === undefined
+        ? []
+        : [{ entry, reason: error, nextRetryAt: now + retryDelay(entry.attempts, policy, random) }],
+    );
+    const write = <T>(what: Promise<T>) =>
+      what.then(
+        (value) => ({ value, error: undefined }),
+        (error: unknown) => {
+          logger?.warn({ err: error }, "dlq retry outcomes not stored");
+          return { value: undefined, error: messageOf(error) };
+        },
+      );
+    const [completed, recorded] = await Promise.all([
+      write(
+        store.complete(
+          token,
+          succeeded.map((e) => e.dlqId),
+          now,
+        ),
+      ),
+      write(
+        store.fail(
+          token,
+          failed.map((f) => ({
+            dlqId: f.entry.dlqId,
+            reason: f.reason,
+            nextRetryAt: f.nextRetryAt,
+          })),
+          now,
+        ),
+      ),
+    ]);
+    const results: DlqRetryResult[] = [];
+    succeeded.forEach((entry, i) => {
+      const done = completed.value?.[i];
+      if (completed.error !== undefined)
+        results.push(unstored(entry.dlqId, "succeeded", completed.error));
+      else if (done?.outcome !== "done") results.push(lostClaim(entry.dlqId, "resolved"));
+      else {
         emit("dlq.entry.resolved", entry);
-        return { dlqId, outcome: "resolved", state: "RESOLVED", error: "" };
+        results.push({ dlqId: entry.dlqId, outcome: "resolved", state: "RESOLVED", error: "" });
       }
-      const nextRetryAt = now + retryDelay(entry.attempts, policy, random);
-      const [done] = await store.fail(token, [{ dlqId, reason: error, nextRetryAt }], now);
-      if (done?.outcome !== "done") return lostClaim(dlqId, "failed");
-      if (done.state === "DEAD") emit("dlq.entry.dead", entry, { failure_reason: cut(error, 256) });
-      return { dlqId, outcome: "failed", state: done.state, error };
-    } catch (failure) {
-      // The retry ran; its outcome could not be stored. The claim will expire and run it again.
-      logger?.warn({ err: failure, dlq_id: dlqId }, "dlq retry outcome not stored");
-      return {
-        dlqId,
-        outcome: "failed",
-        state: "RETRYING",
-        error: `the retry ${error === undefined ? "succeeded" : "failed"}, but its outcome could not be stored (${messageOf(failure)}): it runs again once its claim expires`,
-      };
-    }
+    });
+    failed.forEach(({ entry, reason }, i) => {
+      const done = recorded.value?.[i];
+      if (recorded.error !== undefined)
+        results.push(unstored(entry.dlqId, "failed", recorded.error));
+      else if (done?.outcome !== "done") results.push(lostClaim(entry.dlqId, "failed"));
+      else {
+        if (done.state === "DEAD")
+          emit("dlq.entry.dead", entry, { failure_reason: cut(reason, 256) });
+        results.push({ dlqId: entry.dlqId, outcome: "failed", state: done.state, error: reason });
+      }
+    });
+    return results;
   };
 
-  /** Runs one claimed entry and records its outcome, holding one slot until then. */
-  const retryOne = (token: string, entry: DlqEntry): Promise<DlqRetryResult> => {
-    const run = runHandler(entry)
-      .then((error) => settle(token, entry, error))
-      .finally(() => slots.release(1));
-    const tracked = run.then(
+  /**
+   * Runs the entries of one claim, each in a retry slot (held already, or waited for), then records
+   * their outcomes together. An entry whose claim would expire before its retry could time out is
+   * not run (another node may take it then): it fails, to be retried.
+   */
+  const runClaim = (
+    claim: { token: string; expiresAt: number },
+    entries: readonly DlqEntry[],
+    slotsHeld: boolean,
+  ): { handled: Promise<unknown>; results: Promise<DlqRetryResult[]> } => {
+    const handled = Promise.all(
+      entries.map(async (entry) => {
+        if (!slotsHeld) await slots.takeSome(1);
+        try {
+          const late = clock.now() + settings.retryTimeoutMs > claim.expiresAt;
+          return { entry, error: late ? notRunInTime : await runHandler(entry) };
+        } finally {
+          slots.release(1);
+        }
+      }),
+    );
+    const results = handled.then((outcomes) => settle(claim.token, outcomes));
+    const tracked = results.then(
       () => undefined,
       () => undefined,
     );
     inFlight.add(tracked);
     void tracked.finally(() => inFlight.delete(tracked));
-    return run;
+    return { handled, results };
+  };
+
+  /** Claims `dlqIds`: the entries claimed, and a result for each of the others. */
+  const claimBatch = async (
+    dlqIds: readonly string[],
+    claim: { token: string; now: number; expiresAt: number },
+    from: readonly ClaimableState[],
+    dueBy?: number,
+  ): Promise<{ entries: DlqEntry[]; refused: DlqRetryResult[] }> => {
+    const claims = await store.claim(dlqIds, {
+      ...claim,
+      from,
+      ...(dueBy === undefined ? {} : { dueBy }),
+    });
+    const entries: DlqEntry[] = [];
+    const refused: DlqRetryResult[] = [];
+    for (const result of claims) {
+      if (result.outcome === "claimed") entries.push(result.entry);
+      else if (result.outcome === "missing") refused.push(skipped(result.dlqId, "no such entry"));
+      else refused.push(skipped(result.dlqId, refusal(result.state), result.state));
+    }
+    return { entries, refused };
   };
 
   /**
-   * Claims `refs` (whose slots the caller holds, one each) and runs the claimed ones; a slot is
-   * given back as each finishes, at once for those not claimed.
+   * Retries `refs` by hand, `batchSize` claimed at a time: each batch is claimed in one call, its
+   * retries run in the shared slots, and its outcomes are written while the next batch is claimed.
+   * A batch's claim lasts long enough for its retries to wait for slots and run.
    */
-  const claimAndRun = async (
-    refs: readonly DlqRef[],
-    from: readonly ClaimableState[],
-    dueBy?: number,
-  ): Promise<Promise<DlqRetryResult>[]> => {
-    const token = ids.uuid();
-    const now = clock.now();
-    let claims: Awaited<ReturnType<DlqStore["claim"]>>;
-    try {
-      claims = await store.claim(
-        refs.map((r) => r.dlqId),
-        {
-          token,
-          now,
-          expiresAt: now + 2 * settings.retryTimeoutMs,
-          from,
-          ...(dueBy === undefined ? {} : { dueBy }),
-        },
-      );
-    } catch (error) {
-      slots.release(refs.length);
-      throw error;
+  const retryByHand = async (refs: readonly DlqRef[]): Promise<DlqRetryResult[]> => {
+    const written: Promise<DlqRetryResult[]>[] = [];
+    for (let next = 0; next < refs.length; next += batchSize) {
+      const batch = refs.slice(next, next + batchSize);
+      const now = clock.now();
+      const rounds = Math.ceil(batch.length / settings.concurrency) + 1;
+      const claim = { token: ids.uuid(), now, expiresAt: now + rounds * settings.retryTimeoutMs };
+      let claimed: Awaited<ReturnType<typeof claimBatch>>;
+      try {
+        claimed = await claimBatch(
+          batch.map((ref) => ref.dlqId),
+          claim,
+          ["PENDING_RETRY", "DEAD"],
+        );
+      } catch (error) {
+        const why = `not claimed: ${messageOf(error)}`;
+        written.push(Promise.resolve(batch.map((ref) => skipped(ref.dlqId, why, ref.state))));
+        continue;
+      }
+      const { handled, results } = runClaim(claim, claimed.entries, false);
+      written.push(results.then((ran) => [...ran, ...claimed.refused]));
+      await handled;
     }
-    return claims.map((claim) => {
-      if (claim.outcome === "claimed") return retryOne(token, claim.entry);
-      slots.release(1);
-      return Promise.resolve(
-        claim.outcome === "missing"
-          ? skipped(claim.dlqId, "no such entry")
-          : skipped(claim.dlqId, refusal(claim.state), claim.state),
-      );
-    });
+    return (await Promise.all(written)).flat();
   };
 
   /** Ends expired claims, and forgets resolved entries past retention (once a minute). */
@@ -342,30 +421,29 @@ export function createDeadLetterQueue(
    * One pass: maintenance, then as many due entries as there are free slots, claimed and started.
    * @returns how many were started, how many were asked for, and their results.
    */
-  const pass = async () => {
+  const pass = async (): Promise<{ asked: number; claimed: number; done: Promise<unknown> }> => {
     const now = clock.now();
     await maintain(now);
     const free = slots.take(settings.concurrency);
+    const idle = { asked: free, claimed: 0, done: Promise.resolve() };
     if (free === 0 || handlers.size === 0) {
       slots.release(free);
-      return { asked: free, started: [] as Promise<DlqRetryResult>[] };
+      return idle;
     }
-    let due: string[];
+    let entries: DlqEntry[];
+    const claim = { token: ids.uuid(), now, expiresAt: now + 2 * settings.retryTimeoutMs };
     try {
-      due = await store.due([...handlers.keys()], now, free);
+      const due = await store.due([...handlers.keys()], now, free);
+      ({ entries } = await claimBatch(due, claim, ["PENDING_RETRY"], now));
     } catch (error) {
       slots.release(free);
       throw error;
     }
-    slots.release(free - due.length);
-    if (due.length === 0) return { asked: free, started: [] };
-    const refs = due.map((dlqId) => ({
-      dlqId,
-      eventType: "",
-      serviceName: "",
-      state: "PENDING_RETRY" as const,
-    }));
-    return { asked: free, started: await claimAndRun(refs, ["PENDING_RETRY"], now) };
+    // The slots of the entries claimed are theirs until their retries end.
+    slots.release(free - entries.length);
+    if (entries.length === 0) return idle;
+    const { results } = runClaim(claim, entries, true);
+    return { asked: free, claimed: entries.length, done: results };
   };
 
   const report = (error: unknown) => {
@@ -379,10 +457,10 @@ export function createDeadLetterQueue(
     while (!signal.aborted) {
       let busy = false;
       try {
-        const { asked, started } = await pass();
+        const { asked, claimed } = await pass();
         failing = false;
         // Everything asked for was due: more may be; go on as soon as a slot is free.
-        busy = asked > 0 && started.length === asked;
+        busy = asked > 0 && claimed === asked;
       } catch (error) {
         report(error);
       }
@@ -466,9 +544,9 @@ export function createDeadLetterQueue(
     },
 
     async runDue() {
-      const { started } = await pass();
-      await Promise.all(started);
-      return started.length;
+      const { claimed, done } = await pass();
+      await done;
+      return claimed;
     },
 
     async retry(selection) {
@@ -490,23 +568,8 @@ export function createDeadLetterQueue(
           runnable.push(ref);
         }
       }
-      // Claimed a slot's worth at a time, so that a claim starts its retry at once and its expiry
-      // (twice the retry timeout) is never spent waiting for a slot.
-      for (let next = 0; next < runnable.length; ) {
-        const taken = await slots.takeSome(runnable.length - next);
-        const chunk = runnable.slice(next, next + taken);
-        next += taken;
-        const started = claimAndRun(chunk, ["PENDING_RETRY", "DEAD"]).catch((error: unknown) =>
-          chunk.map((ref) =>
-            Promise.resolve(skipped(ref.dlqId, `not claimed: ${messageOf(error)}`, ref.state)),
-          ),
-        );
-        chunk.forEach((ref, i) => {
-          results.set(
-            ref.dlqId,
-            started.then((all) => all[i] as Promise<DlqRetryResult>),
-          );
-        });
+      for (const result of await retryByHand(runnable)) {
+        results.set(result.dlqId, Promise.resolve(result));
       }
       const settled = await Promise.all(results.values());
       const order = new Map(
@@ -593,6 +656,15 @@ function decodePageToken(token: string): string {
 
 function skipped(dlqId: string, error: string, state?: DlqState): DlqRetryResult {
   return { dlqId, outcome: "skipped", ...(state ? { state } : {}), error };
+}
+
+function unstored(dlqId: string, how: "succeeded" | "failed", error: string): DlqRetryResult {
+  return {
+    dlqId,
+    outcome: "failed",
+    state: "RETRYING",
+    error: `the retry ${how}, but its outcome could not be stored (${error}): it runs again once its claim expires`,
+  };
 }
 
 function lostClaim(dlqId: string, outcome: "resolved" | "failed"): DlqRetryResult {

@@ -82,23 +82,36 @@ local stateKey = {PENDING_RETRY = KEYS[5], RETRYING = KEYS[6], DEAD = KEYS[7], R
 local claims, resolvedAt, counts = KEYS[9], KEYS[10], KEYS[11]
 local byType, byService, duePrefix = KEYS[12], KEYS[13], KEYS[14]
 
-local function bump(hash, field, delta)
-  if redis.call('HINCRBY', hash, field, delta) <= 0 then redis.call('HDEL', hash, field) end
-end
+-- Counter changes are summed while a script runs and written once at its end (flush), so that a
+-- script moving hundreds of entries writes each counter once.
+local deltas, typeDeltas, serviceDeltas = {}, {}, {}
+local function count(field, delta) deltas[field] = (deltas[field] or 0) + delta end
 local function countOpen(r, delta)
-  bump(byType, r.y, delta)
-  if r.v ~= '' then bump(byService, r.v, delta) end
+  typeDeltas[r.y] = (typeDeltas[r.y] or 0) + delta
+  if r.v ~= '' then serviceDeltas[r.v] = (serviceDeltas[r.v] or 0) + delta end
+end
+local function flush()
+  for field, delta in pairs(deltas) do
+    if delta ~= 0 then redis.call('HINCRBY', counts, field, delta) end
+  end
+  for hash, changes in pairs({[byType] = typeDeltas, [byService] = serviceDeltas}) do
+    for field, delta in pairs(changes) do
+      if delta ~= 0 and redis.call('HINCRBY', hash, field, delta) <= 0 then
+        redis.call('HDEL', hash, field)
+      end
+    end
+  end
 end
 local function leave(id, r)
   redis.call('ZREM', stateKey[r.s], id)
-  redis.call('HINCRBY', counts, r.s, -1)
+  count(r.s, -1)
   if r.s == 'PENDING_RETRY' then redis.call('ZREM', duePrefix .. r.y, id)
   elseif r.s == 'RETRYING' then redis.call('ZREM', claims, id)
   elseif r.s == 'RESOLVED' then redis.call('ZREM', resolvedAt, id) end
 end
 local function enter(id, r)
   redis.call('ZADD', stateKey[r.s], 0, id)
-  redis.call('HINCRBY', counts, r.s, 1)
+  count(r.s, 1)
   if r.s == 'PENDING_RETRY' then redis.call('ZADD', duePrefix .. r.y, r.n, id)
   elseif r.s == 'RETRYING' then redis.call('ZADD', claims, r.x, id)
   elseif r.s == 'RESOLVED' then
@@ -119,7 +132,7 @@ local function save(id, r)
 end
 local function forget(id)
   local r = load(id)
-  if not r then return end
+  if not r then return 0 end
   leave(id, r)
   if r.s ~= 'RESOLVED' then
     redis.call('ZREM', open, id)
@@ -128,8 +141,9 @@ local function forget(id)
   redis.call('HDEL', records, id)
   redis.call('HDEL', bodies, id)
   redis.call('ZREM', all, id)
-  redis.call('HINCRBY', counts, 'entries', -1)
-  redis.call('HINCRBY', counts, 'bytes', -r.w)
+  count('entries', -1)
+  count('bytes', -r.w)
+  return r.w
 end
 local function afterFailure(id, r, reason, now, nextRetryAt, owed)
   leave(id, r)
@@ -166,29 +180,30 @@ local id = ARGV[1]
 if redis.call('HEXISTS', records, id) == 1 then return {0, 'exists'} end
 local r = cjson.decode(ARGV[2])
 local maxEntries, maxBytes = tonumber(ARGV[4]), tonumber(ARGV[5])
-local function held()
-  return tonumber(redis.call('HGET', counts, 'entries') or '0'),
-    tonumber(redis.call('HGET', counts, 'bytes') or '0')
-end
-local entries, bytes = held()
+local entries = tonumber(redis.call('HGET', counts, 'entries') or '0')
+local bytes = tonumber(redis.call('HGET', counts, 'bytes') or '0')
 local forgotten = 0
 while (entries + 1 > maxEntries or bytes + r.w > maxBytes) and forgotten < 1000 do
   local oldest = redis.call('ZRANGE', resolvedAt, 0, 0)[1]
   if not oldest then break end
-  forget(oldest)
+  bytes = bytes - forget(oldest)
+  entries = entries - 1
   forgotten = forgotten + 1
-  entries, bytes = held()
 end
-if entries + 1 > maxEntries then return {0, 'entries'} end
-if bytes + r.w > maxBytes then return {0, 'bytes'} end
+if entries + 1 > maxEntries or bytes + r.w > maxBytes then
+  flush()
+  if entries + 1 > maxEntries then return {0, 'entries'} end
+  return {0, 'bytes'}
+end
 redis.call('HSET', records, id, ARGV[2])
 redis.call('HSET', bodies, id, ARGV[3])
 redis.call('ZADD', all, 0, id)
 redis.call('ZADD', open, 0, id)
 countOpen(r, 1)
 enter(id, r)
-redis.call('HINCRBY', counts, 'entries', 1)
-redis.call('HINCRBY', counts, 'bytes', r.w)
+count('entries', 1)
+count('bytes', r.w)
+flush()
 return {1, forgotten}
 `;
 
@@ -218,10 +233,11 @@ for i = 7, #ARGV do
     r.t = token
     r.x = expiresAt
     enter(id, r)
-    redis.call('HINCRBY', counts, 'retried', 1)
+    count('retried', 1)
     out[#out + 1] = {id, 'claimed', save(id, r), redis.call('HGET', bodies, id)}
   end
 end
+flush()
 return out
 `;
 
@@ -246,6 +262,7 @@ for i = 4, #ARGV do
     out[#out + 1] = {id, 'done', r.s}
   end
 end
+flush()
 return out
 `;
 
@@ -263,6 +280,7 @@ for i = 4, #ARGV, 3 do
     out[#out + 1] = {id, 'done', r.s}
   end
 end
+flush()
 return out
 `;
 
@@ -280,6 +298,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0,
     redis.call('ZREM', claims, id)
   end
 end
+flush()
 return out
 `;
 
@@ -287,6 +306,7 @@ return out
 const purgeScript = `${common}
 local old = redis.call('ZRANGEBYSCORE', resolvedAt, '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(old) do forget(id) end
+flush()
 return #old
 `;
 
@@ -302,7 +322,8 @@ return out
 
 // ARGV: 1 index (all, open or a state), 2 after ('' from the first), 3 limit, 4 scan limit,
 // 5 states (comma-separated, '' for any), 6 type ('' any), 7 service ('' any), 8 '1' with bodies,
-// 9 bytes of bodies that end the page. Replies {{id, record[, body]}..., last examined, more}.
+// 9 bytes of bodies that end the page. Replies {{id, record, body} (with bodies) or {id, state,
+// type, service}..., last examined, more}.
 const scanScript = `${common}
 local index = ({all = all, open = open})[ARGV[1]] or stateKey[ARGV[1]]
 local limit, maxBytes = tonumber(ARGV[3]), tonumber(ARGV[9])
@@ -323,7 +344,7 @@ for _, id in ipairs(redis.call('ZRANGEBYLEX', index, min, '+', 'LIMIT', 0, tonum
         items[#items + 1] = {id, json, body}
         bytes = bytes + r.w
       else
-        items[#items + 1] = {id, json}
+        items[#items + 1] = {id, r.s, r.y, r.v}
       end
       taken = taken + 1
       if taken >= limit or bytes >= maxBytes then break end
@@ -519,9 +540,12 @@ export function createRedisDlqStore(
     async select(query, page): Promise<DlqPage<DlqRef>> {
       const { rows, next } = await scan(query, page, false);
       return {
-        items: rows.map(([id, record]) =>
-          refOf(String(id), readRecord(String(record), unreadable)),
-        ),
+        items: rows.map(([id, state, type, service]) => ({
+          dlqId: String(id),
+          state: stateOf(state, unreadable),
+          eventType: String(type),
+          serviceName: String(service),
+        })),
         next,
       };
     },
