@@ -419,21 +419,28 @@ export function createDeadLetterQueue(
 
   /**
    * One pass: maintenance, then as many due entries as there are free slots, claimed and started.
-   * @returns how many were started, how many were asked for, and their results.
+   * @returns how many were asked for, found due and claimed, and when their retries are done.
    */
-  const pass = async (): Promise<{ asked: number; claimed: number; done: Promise<unknown> }> => {
+  const pass = async (): Promise<{
+    asked: number;
+    found: number;
+    claimed: number;
+    done: Promise<unknown>;
+  }> => {
     const now = clock.now();
     await maintain(now);
     const free = slots.take(settings.concurrency);
-    const idle = { asked: free, claimed: 0, done: Promise.resolve() };
+    const idle = { asked: free, found: 0, claimed: 0, done: Promise.resolve() };
     if (free === 0 || handlers.size === 0) {
       slots.release(free);
       return idle;
     }
     let entries: DlqEntry[];
+    let found: number;
     const claim = { token: ids.uuid(), now, expiresAt: now + 2 * settings.retryTimeoutMs };
     try {
       const due = await store.due([...handlers.keys()], now, free);
+      found = due.length;
       ({ entries } = await claimBatch(due, claim, ["PENDING_RETRY"], now));
     } catch (error) {
       slots.release(free);
@@ -441,9 +448,9 @@ export function createDeadLetterQueue(
     }
     // The slots of the entries claimed are theirs until their retries end.
     slots.release(free - entries.length);
-    if (entries.length === 0) return idle;
+    if (entries.length === 0) return { ...idle, found };
     const { results } = runClaim(claim, entries, true);
-    return { asked: free, claimed: entries.length, done: results };
+    return { asked: free, found, claimed: entries.length, done: results };
   };
 
   const report = (error: unknown) => {
@@ -457,10 +464,10 @@ export function createDeadLetterQueue(
     while (!signal.aborted) {
       let busy = false;
       try {
-        const { asked, claimed } = await pass();
+        const { asked, found } = await pass();
         failing = false;
-        // Everything asked for was due: more may be; go on as soon as a slot is free.
-        busy = asked > 0 && claimed === asked;
+        // As many were due as asked for: more may be; go on as soon as a slot is free.
+        busy = asked > 0 && found === asked;
       } catch (error) {
         report(error);
       }
