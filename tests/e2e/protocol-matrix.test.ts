@@ -290,7 +290,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("Ready answers ready with the serving and registry checks", async () => {
+  it("Ready answers ready with the serving, registry and dlq checks", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
     const outcome = await protocol.call(rpcs.ready, sent);
@@ -300,6 +300,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
       checks: [
         { name: "serving", ok: true, detail: "" },
         { name: "registry", ok: true, detail: "" },
+        { name: "dlq", ok: true, detail: "" },
       ],
     });
     expectEchoed(outcome, sent);
