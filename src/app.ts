@@ -14,6 +14,7 @@ import {
 } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { type Capability, composeServices } from "./capabilities/capability.js";
+import { createDlqCapability } from "./capabilities/dlq.js";
 import { createEventsCapability } from "./capabilities/events.js";
 import {
   claimNodeId,
@@ -24,6 +25,8 @@ import { createSagasCapability } from "./capabilities/sagas.js";
 import { createSystemCapability } from "./capabilities/system.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
+import type { DeadLetters } from "./dlq/dead-letters.js";
+import { createDeadLettersLink } from "./dlq/dead-letters.js";
 import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { type IdSource, randomIds } from "./ids.js";
@@ -61,6 +64,13 @@ export interface AppDeps {
   readonly logDestination?: DestinationStream;
   /** More conditions readiness waits for, beside the node's own (serving, Redis). */
   readonly readinessChecks?: readonly ReadinessCheck[];
+  /**
+   * Test hook: called once with the node's dead-letter queue while the app is built, before it
+   * starts, to register handlers for test types and keep it to add entries as a capability would.
+   */
+  readonly withDeadLetters?: (deadLetters: DeadLetters) => void;
+  /** Numbers in [0, 1) for retry jitter. Default `Math.random`. */
+  readonly random?: () => number;
 }
 
 /** A composed orchestrator node, not yet listening. */
@@ -145,6 +155,9 @@ export async function createApp(
     environment: config.environment,
   };
   const shadowedValues = shadowedPathValues(apiServices);
+  // The event log and the dead-letter queue need each other (the queue emits its events into the
+  // log; failed deliveries of replays go to the queue): the log comes first, linked to the queue.
+  const deadLetters = createDeadLettersLink();
   const events = createEventsCapability({
     config,
     clock,
@@ -152,6 +165,7 @@ export async function createApp(
     source: node.nodeId,
     incarnationId: node.incarnationId,
     redis: redis?.commands,
+    deadLetters: deadLetters.deadLetters,
   });
   const registry = createRegistryCapability({
     config,
@@ -172,8 +186,19 @@ export async function createApp(
     redis: redis?.commands,
     shadowedValues,
   });
+  const dlq = createDlqCapability({
+    config,
+    clock,
+    ids,
+    logger,
+    events: events.log,
+    redis: redis?.commands,
+    ...(deps.random ? { random: deps.random } : {}),
+  });
+  deadLetters.bind(dlq.deadLetters);
+  deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
-  const domain: Capability[] = [events, registry, sagas];
+  const domain: Capability[] = [events, registry, sagas, dlq];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,

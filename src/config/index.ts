@@ -15,6 +15,7 @@ export {
 export {
   type AppConfig,
   type ConfigSources,
+  type DlqSettings,
   type EffectiveConfigValue,
   type LoadedConfig,
   loadConfig,

@@ -11,6 +11,7 @@ export type ConfigSection =
   | "services"
   | "orchestrator"
   | "registry"
+  | "dlq"
   | "logging"
   | "security";
 
@@ -21,6 +22,7 @@ export const configSections: readonly ConfigSection[] = Object.freeze([
   "services",
   "orchestrator",
   "registry",
+  "dlq",
   "logging",
   "security",
 ]);
@@ -734,6 +736,92 @@ export const configKey = Object.freeze({
     description:
       "Worker threads that parse and diff OpenAPI documents, off the event loop; started at the first poll.",
     parse: scalar(integer(1, 16)),
+  }),
+  DLQ_RETRY_BASE_DELAY_MS: defineKey({
+    name: "DLQ_RETRY_BASE_DELAY_MS",
+    section: "dlq",
+    type: "integer 1..3600000",
+    default: "1000",
+    description:
+      "Ceiling of the wait before a dead-lettered entry's first retry, in milliseconds; it doubles with every attempt (full jitter: the wait is drawn from 0 to the ceiling).",
+    parse: scalar(integer(1, 3_600_000)),
+  }),
+  DLQ_RETRY_MAX_DELAY_MS: defineKey({
+    name: "DLQ_RETRY_MAX_DELAY_MS",
+    section: "dlq",
+    type: "integer 1..86400000",
+    default: "300000",
+    description: "The retry wait's ceiling never grows past this, in milliseconds.",
+    parse: scalar(integer(1, 86_400_000)),
+  }),
+  DLQ_MAX_ATTEMPTS: defineKey({
+    name: "DLQ_MAX_ATTEMPTS",
+    section: "dlq",
+    type: "integer 0..100",
+    default: "5",
+    description:
+      "Automatic retries of a dead-lettered entry (unless its capability says otherwise) before it is DEAD; 0: DEAD at once.",
+    parse: scalar(integer(0, 100)),
+  }),
+  DLQ_RETRY_CONCURRENCY: defineKey({
+    name: "DLQ_RETRY_CONCURRENCY",
+    section: "dlq",
+    type: "integer 1..1000",
+    default: "32",
+    description:
+      "Retries of dead-lettered entries running at once on this node, automatic and by hand.",
+    parse: scalar(integer(1, 1000)),
+  }),
+  DLQ_RETRY_TIMEOUT_MS: defineKey({
+    name: "DLQ_RETRY_TIMEOUT_MS",
+    section: "dlq",
+    type: "integer 100..3600000",
+    default: "30000",
+    description:
+      "How long one retry may run before it counts as failed; a claim expires after twice this, when its node died.",
+    parse: scalar(integer(100, 3_600_000)),
+  }),
+  DLQ_POLL_INTERVAL_MS: defineKey({
+    name: "DLQ_POLL_INTERVAL_MS",
+    section: "dlq",
+    type: "integer 10..600000",
+    default: "1000",
+    description: "How often due entries and expired claims are looked for, in milliseconds.",
+    parse: scalar(integer(10, 600_000)),
+  }),
+  DLQ_MAX_PAYLOAD_BYTES: defineKey({
+    name: "DLQ_MAX_PAYLOAD_BYTES",
+    section: "dlq",
+    type: "integer 1024..1048576",
+    default: "65536",
+    description: "Largest payload of a dead-lettered entry, as JSON; a larger one is refused.",
+    parse: scalar(integer(1024, 1_048_576)),
+  }),
+  DLQ_MAX_ENTRIES: defineKey({
+    name: "DLQ_MAX_ENTRIES",
+    section: "dlq",
+    type: "integer 1..10000000",
+    default: "100000",
+    description:
+      "Dead-lettered entries kept at most, every state; when full the oldest RESOLVED go first, then an add is refused.",
+    parse: scalar(integer(1, 10_000_000)),
+  }),
+  DLQ_MAX_BYTES: defineKey({
+    name: "DLQ_MAX_BYTES",
+    section: "dlq",
+    type: "integer 4194304..4294967296",
+    default: "67108864",
+    description:
+      "Bytes of dead-lettered entries kept at most (body JSON plus 1,536 each, in memory or in Redis); as DLQ_MAX_ENTRIES when full.",
+    parse: scalar(integer(4_194_304, 4_294_967_296)),
+  }),
+  DLQ_RESOLVED_RETENTION_MS: defineKey({
+    name: "DLQ_RESOLVED_RETENTION_MS",
+    section: "dlq",
+    type: "integer 0..2592000000",
+    default: "86400000",
+    description: "How long a RESOLVED entry is kept before it is forgotten, in milliseconds.",
+    parse: scalar(integer(0, 2_592_000_000)),
   }),
   LOG_LEVEL: defineKey({
     name: "LOG_LEVEL",

@@ -92,6 +92,18 @@ const defaultConfig = {
     openapiBaselinesMaxBytes: 67108864,
     openapiWorkers: 1,
   },
+  dlq: {
+    baseDelayMs: 1000,
+    maxDelayMs: 300000,
+    maxAttempts: 5,
+    concurrency: 32,
+    retryTimeoutMs: 30000,
+    pollIntervalMs: 1000,
+    maxPayloadBytes: 65536,
+    maxEntries: 100000,
+    maxBytes: 67108864,
+    resolvedRetentionMs: 86400000,
+  },
 };
 
 describe("loadConfig defaults", () => {

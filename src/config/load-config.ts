@@ -70,6 +70,8 @@ export interface AppConfig {
   readonly logLevel: LogLevel;
   /** Leases, health checks, watch and OpenAPI limits of the service registry. */
   readonly registry: RegistrySettings;
+  /** Retries and bounds of the dead-letter queue. */
+  readonly dlq: DlqSettings;
   readonly operatorToken?: string;
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
@@ -124,6 +126,20 @@ export interface RegistrySettings {
   readonly openapiMaxBaselineBytes: number;
   readonly openapiBaselinesMaxBytes: number;
   readonly openapiWorkers: number;
+}
+
+/** The dead-letter queue's settings (see the DLQ_* keys). */
+export interface DlqSettings {
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+  readonly maxAttempts: number;
+  readonly concurrency: number;
+  readonly retryTimeoutMs: number;
+  readonly pollIntervalMs: number;
+  readonly maxPayloadBytes: number;
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  readonly resolvedRetentionMs: number;
 }
 
 /** One row of `/config/effective`: safe to show, since secrets and URL passwords are redacted. */
@@ -422,6 +438,18 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
       openapiMaxBaselineBytes: value(k.OPENAPI_MAX_BASELINE_BYTES),
       openapiBaselinesMaxBytes: value(k.OPENAPI_BASELINES_MAX_BYTES),
       openapiWorkers: value(k.OPENAPI_WORKERS),
+    }),
+    dlq: Object.freeze({
+      baseDelayMs: value(k.DLQ_RETRY_BASE_DELAY_MS),
+      maxDelayMs: value(k.DLQ_RETRY_MAX_DELAY_MS),
+      maxAttempts: value(k.DLQ_MAX_ATTEMPTS),
+      concurrency: value(k.DLQ_RETRY_CONCURRENCY),
+      retryTimeoutMs: value(k.DLQ_RETRY_TIMEOUT_MS),
+      pollIntervalMs: value(k.DLQ_POLL_INTERVAL_MS),
+      maxPayloadBytes: value(k.DLQ_MAX_PAYLOAD_BYTES),
+      maxEntries: value(k.DLQ_MAX_ENTRIES),
+      maxBytes: value(k.DLQ_MAX_BYTES),
+      resolvedRetentionMs: value(k.DLQ_RESOLVED_RETENTION_MS),
     }),
     ...(operatorToken === "" ? {} : { operatorToken }),
     ...(peerToken === "" ? {} : { peerToken }),

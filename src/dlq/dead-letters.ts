@@ -1,4 +1,5 @@
 import type { JsonObject } from "@bufbuild/protobuf";
+import { DomainError } from "../errors/domain-error.js";
 
 /**
  * What a capability gives the dead-letter queue when something fails that should be retried: an
@@ -23,7 +24,9 @@ export interface DeadLetterInput {
 /**
  * Retries one entry. Resolving means the retry succeeded (the entry is RESOLVED); throwing means
  * it failed again (the entry gets its next retry, or is DEAD after its last attempt), with the
- * error's message, bounded, as the new failure reason.
+ * error's message, bounded, as the new failure reason. A retry that has not settled when its
+ * `signal` aborts (its time is up, or the node is stopping) counts as failed; the handler should
+ * stop its work then (pass the signal to its outbound calls).
  */
 export type DeadLetterHandler = (entry: {
   readonly dlqId: string;
@@ -31,6 +34,8 @@ export type DeadLetterHandler = (entry: {
   readonly payload: JsonObject;
   readonly eventId: string;
   readonly attempts: number;
+  /** Aborted when the retry's time is up (`DLQ_RETRY_TIMEOUT_MS`) or the node stops. */
+  readonly signal: AbortSignal;
 }) => Promise<void>;
 
 /**
@@ -52,4 +57,36 @@ export interface DeadLetters {
    * @throws Error when the type already has a handler.
    */
   handle(eventType: string, handler: DeadLetterHandler): void;
+}
+
+/**
+ * Dead letters for a capability built before the queue (the events capability: the queue emits
+ * its own events into the event log, so the log comes first). Handlers registered before `bind`
+ * are handed to the queue when it is bound; an `add` before then fails as "unavailable".
+ */
+export function createDeadLettersLink(): {
+  readonly deadLetters: DeadLetters;
+  bind(queue: DeadLetters): void;
+} {
+  let queue: DeadLetters | undefined;
+  const early = new Map<string, DeadLetterHandler>();
+  return {
+    deadLetters: {
+      add: (input) =>
+        queue
+          ? queue.add(input)
+          : Promise.reject(new DomainError("unavailable", "the dead-letter queue is not ready")),
+      handle(eventType, handler) {
+        if (queue) queue.handle(eventType, handler);
+        else if (early.has(eventType)) throw new Error(`${eventType} already has a handler`);
+        else early.set(eventType, handler);
+      },
+    },
+    bind(bound) {
+      if (queue) throw new Error("the dead-letter queue is bound already");
+      queue = bound;
+      for (const [eventType, handler] of early) bound.handle(eventType, handler);
+      early.clear();
+    },
+  };
 }

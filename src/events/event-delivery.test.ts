@@ -124,6 +124,7 @@ describe("replay delivery", () => {
       payload: { event_id: finding.id, channel: "findings.created" },
       eventId: finding.id,
       attempts: 1,
+      signal: new AbortController().signal,
     };
     await expect(retry(entry)).rejects.toThrow("unreachable");
     down.clear();
@@ -138,7 +139,13 @@ describe("replay delivery", () => {
     const { store, finding, dlq } = await setup();
     await store.clear({ all: true });
     const retry = dlq.handlers.get("event.delivery") as DeadLetterHandler;
-    const entry = { dlqId: "d", eventType: "event.delivery", eventId: finding.id, attempts: 1 };
+    const entry = {
+      dlqId: "d",
+      eventType: "event.delivery",
+      eventId: finding.id,
+      attempts: 1,
+      signal: new AbortController().signal,
+    };
     await expect(
       retry({ ...entry, payload: { event_id: finding.id, channel: "orchestrator.events" } }),
     ).rejects.toThrow("no longer stored");

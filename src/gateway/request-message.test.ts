@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   ClearEventsRequestSchema,
   GetEventHistoryRequestSchema,
+  RetryDlqRequestSchema,
 } from "../../gen/orchestrator/v1/infrastructure_pb.js";
 import {
   HeartbeatRequestSchema,
@@ -76,6 +77,37 @@ describe("requestMessageOf", () => {
       requestMessageOf(clear, { params: {}, query: {}, body: { event_type: "t", before: 12 } }),
     );
     expect(fromBody.rawMessage).toMatch(/^before: cannot decode message google.protobuf.Timestamp/);
+  });
+
+  it("names the field of an unknown enum name, in the query and in the body", () => {
+    const fromQuery = invalid(() =>
+      requestMessageOf(list, {
+        params: {},
+        query: { status: "SERVICE_STATUS_GONE" },
+        body: undefined,
+      }),
+    );
+    expect(fromQuery.rawMessage).toBe(
+      'query parameter status: "SERVICE_STATUS_GONE" is not a value of orchestrator.v1.ServiceStatus',
+    );
+    const retry: RequestMapping = {
+      input: RetryDlqRequestSchema,
+      path: compilePathTemplate("/infrastructure/dlq/retry"),
+      body: "*",
+    };
+    const fromBody = invalid(() =>
+      requestMessageOf(retry, { params: {}, query: {}, body: { state: "DEAD_OR_ALIVE" } }),
+    );
+    expect(fromBody.rawMessage).toBe(
+      'state: cannot decode enum orchestrator.v1.DlqState from JSON: "DEAD_OR_ALIVE"',
+    );
+    // Known names and numbers pass (an unknown number is the method's to judge: enums are open).
+    expect(
+      requestMessageOf(retry, { params: {}, query: {}, body: { state: "DLQ_STATE_DEAD" } }),
+    ).toMatchObject({ state: 3 });
+    expect(
+      requestMessageOf(list, { params: {}, query: { status: "7" }, body: undefined }),
+    ).toMatchObject({ status: 7 });
   });
 
   it("reads integers in the query as decimal only, 64-bit ones included", () => {

@@ -1,4 +1,5 @@
 import {
+  type DescEnum,
   type DescField,
   type DescMessage,
   fromJson,
@@ -46,8 +47,21 @@ export function requestMessageOf(mapping: RequestMapping, parts: RestRequestPart
     return fromJson(mapping.input, json, { ignoreUnknownFields: false });
   } catch (error) {
     const said = error instanceof Error ? error.message : "request does not match its schema";
-    throw invalid(withFieldNamed(mapping.input, json, said));
+    throw invalid(fieldNamed(mapping.input, json, said));
   }
+}
+
+/**
+ * Names the field protobuf-es did not: only on this failure path, so a valid request pays
+ * nothing. An unknown enum name names the enum; a message-typed field that does not decode (a
+ * timestamp) names its type.
+ */
+function fieldNamed(input: DescMessage, json: JsonObject, message: string): string {
+  if (message.startsWith("cannot decode enum ")) {
+    const field = unknownEnumField(input, json, 0);
+    return field === undefined ? message : `${field}: ${message}`;
+  }
+  return withFieldNamed(input, json, message);
 }
 
 /**
@@ -68,6 +82,55 @@ function withFieldNamed(input: DescMessage, json: JsonObject, message: string): 
     }
   }
   return message;
+}
+
+/** The path of the first enum field of `json` whose value is not one of its enum's, if any. */
+function unknownEnumField(schema: DescMessage, json: unknown, depth: number): string | undefined {
+  if (!isObject(json) || depth > 32) return undefined;
+  for (const field of schema.fields) {
+    const value = json[field.name] ?? json[field.jsonName];
+    if (value === undefined || value === null) continue;
+    const bad = unknownEnumIn(field, value, depth);
+    if (bad !== undefined) return bad === "" ? field.name : `${field.name}.${bad}`;
+  }
+  return undefined;
+}
+
+/** "" when `value` itself is a bad enum value of `field`, a sub-path below it, or undefined. */
+function unknownEnumIn(field: DescField, value: unknown, depth: number): string | undefined {
+  const items = (): unknown[] =>
+    field.fieldKind === "list" && Array.isArray(value)
+      ? value
+      : field.fieldKind === "map" && isObject(value)
+        ? Object.values(value)
+        : [value];
+  const enumOf =
+    field.fieldKind === "enum"
+      ? field.enum
+      : field.fieldKind === "list" && field.listKind === "enum"
+        ? field.enum
+        : field.fieldKind === "map" && field.mapKind === "enum"
+          ? field.enum
+          : undefined;
+  if (enumOf !== undefined) return items().some((v) => !isEnumValue(enumOf, v)) ? "" : undefined;
+  const message =
+    field.fieldKind === "message" ||
+    (field.fieldKind === "list" && field.listKind === "message") ||
+    (field.fieldKind === "map" && field.mapKind === "message")
+      ? field.message
+      : undefined;
+  // Well-known types have JSON forms of their own (a Struct is any JSON): nothing to look into.
+  if (message === undefined || message.typeName.startsWith("google.protobuf.")) return undefined;
+  for (const item of items()) {
+    const bad = unknownEnumField(message, item, depth + 1);
+    if (bad !== undefined) return bad;
+  }
+  return undefined;
+}
+
+function isEnumValue(desc: DescEnum, value: unknown): boolean {
+  if (typeof value === "number") return Number.isInteger(value);
+  return typeof value === "string" && desc.values.some((v) => v.name === value);
 }
 
 function applyBody(json: JsonObject, mapping: RequestMapping, body: unknown): void {
@@ -138,7 +201,7 @@ function jsonOfText(field: DescField, values: readonly string[], what: string): 
         field.listKind === "scalar"
           ? scalarJson(field.scalar, v, what)
           : field.listKind === "enum"
-            ? enumJson(v)
+            ? enumJson(field.enum, v, what)
             : v,
       );
     case "map":
@@ -147,7 +210,7 @@ function jsonOfText(field: DescField, values: readonly string[], what: string): 
       if (values.length !== 1) throw invalid(`${what}: a single value is expected`);
       const value = values[0] as string;
       if (field.fieldKind === "scalar") return scalarJson(field.scalar, value, what);
-      if (field.fieldKind === "enum") return enumJson(value);
+      if (field.fieldKind === "enum") return enumJson(field.enum, value, what);
       return value; // well-known types written as JSON strings: Timestamp, Duration, wrappers
     }
   }
@@ -179,8 +242,10 @@ function scalarJson(type: ScalarType, text: string, what: string): JsonValue {
   }
 }
 
-function enumJson(text: string): JsonValue {
-  return /^-?\d+$/.test(text) ? Number(text) : text;
+function enumJson(desc: DescEnum, text: string, what: string): JsonValue {
+  if (/^-?\d+$/.test(text)) return Number(text);
+  if (desc.values.some((v) => v.name === text)) return text;
+  throw invalid(`${what}: ${JSON.stringify(text.slice(0, 64))} is not a value of ${desc.typeName}`);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

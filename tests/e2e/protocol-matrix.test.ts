@@ -290,7 +290,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("Ready answers ready with the serving, events and registry checks", async () => {
+  it("Ready answers ready with the serving, events, registry and dlq checks", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
     const outcome = await protocol.call(rpcs.ready, sent);
@@ -301,6 +301,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
         { name: "serving", ok: true, detail: "" },
         { name: "events", ok: true, detail: "" },
         { name: "registry", ok: true, detail: "" },
+        { name: "dlq", ok: true, detail: "" },
       ],
     });
     expectEchoed(outcome, sent);

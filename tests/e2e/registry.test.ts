@@ -697,7 +697,7 @@ describe("bad input: refused with a message naming the field, and nothing stored
       path: "/registry?status=SERVICE_STATUS_SLEEPY",
       status: 400,
       // Names the enum and the value, not the query parameter: see the report.
-      message: 'ServiceStatus from JSON: "SERVICE_STATUS_SLEEPY"',
+      message: 'status: "SERVICE_STATUS_SLEEPY" is not a value of orchestrator.v1.ServiceStatus',
     },
   ];
 

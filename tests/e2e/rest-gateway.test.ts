@@ -146,14 +146,15 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "GET", path: "/peers" },
     { method: "POST", path: "/registry/sync-peers", body: "{}" },
     { method: "GET", path: "/infrastructure/saga/stats" },
+    { method: "GET", path: "/infrastructure/dlq/stats" },
+    { method: "GET", path: "/infrastructure/dlq" },
+    { method: "POST", path: "/infrastructure/dlq/retry", body: "{}" },
   ];
   const unimplemented: readonly Call[] = [
     { method: "GET", path: "/workflows" },
     { method: "POST", path: "/ingest", body: '{"source":"github"}' },
     { method: "POST", path: "/workflows/run", body: "{}" },
     { method: "POST", path: "/demo/e2e", body: '{"format":"json","log_limit":50}' },
-    { method: "GET", path: "/infrastructure/dlq/stats" },
-    { method: "POST", path: "/infrastructure/dlq/retry", body: "{}" },
     { method: "GET", path: "/infrastructure/tracing/stats" },
     { method: "GET", path: "/infrastructure/tracing/trace/0123456789abcdef0123456789abcdef" },
     { method: "GET", path: "/infrastructure/tracing/service/svc" },

@@ -37,6 +37,11 @@ export interface OrchestratorProcessOptions {
   timeoutMs?: number;
   /** Flags for node itself, before the script (`--max-old-space-size=128`). Default none. */
   nodeArgs?: readonly string[];
+  /**
+   * The script run instead of `src/main.ts`, by absolute path: one that builds the app as main.ts
+   * does with test parts added (e.g. `tests/support/dlq-node.ts`). Default `src/main.ts`.
+   */
+  script?: string;
 }
 
 /** A running `src/main.ts`. */
@@ -133,7 +138,7 @@ async function spawnOrchestrator(
 ): Promise<OrchestratorProcess> {
   const ownDir = options.cwd === undefined;
   const cwd = options.cwd ?? (await mkdtemp(join(tmpdir(), "orchestrator-process-")));
-  const args = [...(options.nodeArgs ?? []), "--import", tsxLoader, mainScript];
+  const args = [...(options.nodeArgs ?? []), "--import", tsxLoader, options.script ?? mainScript];
   const child = spawn(process.execPath, args, {
     cwd,
     env: { ...baseEnv(), HOST: "127.0.0.1", PORT: String(port), ...options.env },
