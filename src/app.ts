@@ -23,6 +23,7 @@ import {
 } from "./capabilities/registry.js";
 import { createSagasCapability } from "./capabilities/sagas.js";
 import { createSystemCapability } from "./capabilities/system.js";
+import { createTracingCapability } from "./capabilities/tracing.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
 import type { DeadLetters } from "./dlq/dead-letters.js";
@@ -35,6 +36,7 @@ import { resolveCallMeta } from "./interceptors/call-meta.js";
 import { type Interceptor, wrapService } from "./interceptors/chain.js";
 import { createDrainInterceptor } from "./interceptors/drain.js";
 import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
+import { createTracingInterceptor } from "./interceptors/tracing.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
 import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
 import { createLogger, flushLogger } from "./observability/logger.js";
@@ -155,6 +157,7 @@ export async function createApp(
     environment: config.environment,
   };
   const shadowedValues = shadowedPathValues(apiServices);
+  const tracing = createTracingCapability({ config, node });
   // The event log and the dead-letter queue need each other (the queue emits its events into the
   // log; failed deliveries of replays go to the queue): the log comes first, linked to the queue.
   const deadLetters = createDeadLettersLink();
@@ -175,6 +178,7 @@ export async function createApp(
     events: events.log,
     node,
     shadowedValues,
+    outboundTracer: tracing.outboundTracer,
   });
   registerPeerMetrics(metrics, () => registry.peerStatuses());
   const sagas = createSagasCapability({
@@ -198,7 +202,8 @@ export async function createApp(
   deadLetters.bind(dlq.deadLetters);
   deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
-  const domain: Capability[] = [events, registry, sagas, dlq];
+  // Tracing first: it stops last, so the spans of the others' shutdown are still exported.
+  const domain: Capability[] = [tracing, events, registry, sagas, dlq];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,
@@ -216,6 +221,7 @@ export async function createApp(
   const tokens = { operatorToken: config.operatorToken, peerToken: config.peerToken };
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
+    ...(tracing.tracing ? [createTracingInterceptor(tracing.tracing)] : []),
     createAuthInterceptor(tokens),
     createValidationInterceptor({ refusedValues: shadowedValues }),
     createDrainInterceptor(status.drainSignal),

@@ -9,7 +9,7 @@ import type { AppConfig } from "../config/index.js";
 import type { EventLog } from "../events/event-log.js";
 import { redisEventTarget } from "../events/redis-event-scripts.js";
 import type { ShadowedValue } from "../gateway/http-bindings.js";
-import { createHttpClient } from "../http-client/http-client.js";
+import { createHttpClient, type OutboundTracer } from "../http-client/http-client.js";
 import { createBaselineRetention } from "../registry/baseline-retention.js";
 import { HealthChecker, type SystemHealth } from "../registry/health-checker.js";
 import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
@@ -44,6 +44,8 @@ export interface RegistryCapabilityDeps {
   readonly node: NodeInfo;
   /** Path-variable values other routes take: the registry's `{name}` ones are reserved names. */
   readonly shadowedValues: readonly ShadowedValue[];
+  /** Records a client span for each health check and OpenAPI fetch; undefined: none. */
+  readonly outboundTracer?: OutboundTracer | undefined;
 }
 
 /**
@@ -66,7 +68,10 @@ export function createRegistryCapability(deps: RegistryCapabilityDeps): Registry
       reservedNames,
     },
   );
-  const http = createHttpClient({ timeoutMs: config.outboundTimeoutMs });
+  const http = createHttpClient(
+    { timeoutMs: config.outboundTimeoutMs },
+    { tracer: deps.outboundTracer },
+  );
   const healthChecker = new HealthChecker(
     { registry, entries: () => store.entries(), http, clock, logger },
     {

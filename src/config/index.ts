@@ -22,5 +22,6 @@ export {
   type RedisSettings,
   type SagaSettings,
   type TlsFiles,
+  type TracingSettings,
 } from "./load-config.js";
 export { getSecret, type Secret, type SecretSources } from "./secrets.js";

@@ -12,6 +12,7 @@ export type ConfigSection =
   | "orchestrator"
   | "registry"
   | "dlq"
+  | "tracing"
   | "logging"
   | "security";
 
@@ -23,6 +24,7 @@ export const configSections: readonly ConfigSection[] = Object.freeze([
   "orchestrator",
   "registry",
   "dlq",
+  "tracing",
   "logging",
   "security",
 ]);
@@ -145,6 +147,22 @@ function integer(min: number, max: number): (text: string) => ParseResult<number
       ? ok(value)
       : reject(echoValue(text), `is not an integer between ${min} and ${max}`);
   };
+}
+
+/** "true" or "false", in any case. */
+function boolean(text: string): ParseResult<boolean> {
+  const lower = text.toLowerCase();
+  if (lower === "true") return ok(true);
+  if (lower === "false") return ok(false);
+  return reject(echoValue(text), "is not true or false");
+}
+
+/** A decimal number from 0 to 1. */
+function ratio(text: string): ParseResult<number> {
+  const value = Number(text);
+  return /^[+]?(\d+(\.\d*)?|\.\d+)$/.test(text) && value >= 0 && value <= 1
+    ? ok(value)
+    : reject(echoValue(text), "is not a number from 0 to 1");
 }
 
 const port = integer(1, 65535);
@@ -822,6 +840,58 @@ export const configKey = Object.freeze({
     default: "86400000",
     description: "How long a RESOLVED entry is kept before it is forgotten, in milliseconds.",
     parse: scalar(integer(0, 2_592_000_000)),
+  }),
+  TRACING_ENABLED: defineKey({
+    name: "TRACING_ENABLED",
+    section: "tracing",
+    type: "true or false",
+    default: "true",
+    description:
+      "Record a server span for every call and a client span for every outbound HTTP call; false: none (spans others send are still kept).",
+    parse: scalar(boolean),
+  }),
+  TRACING_SAMPLE_RATIO: defineKey({
+    name: "TRACING_SAMPLE_RATIO",
+    section: "tracing",
+    type: "number 0..1",
+    default: "1",
+    description:
+      "Share of the traces that start at this node which are recorded; a caller's traceparent decides for the traces it continues.",
+    parse: scalar(ratio),
+  }),
+  TRACE_STORE_MAX_TRACES: defineKey({
+    name: "TRACE_STORE_MAX_TRACES",
+    section: "tracing",
+    type: "integer 1..1000000",
+    default: "10000",
+    description: "Traces the node keeps for lookup at most; the oldest go first.",
+    parse: scalar(integer(1, 1_000_000)),
+  }),
+  TRACE_STORE_MAX_BYTES: defineKey({
+    name: "TRACE_STORE_MAX_BYTES",
+    section: "tracing",
+    type: "integer 1048576..4294967296",
+    default: "33554432",
+    description:
+      "Bytes of spans the node keeps at most (256 per span plus two per character); the oldest traces go first.",
+    parse: scalar(integer(1_048_576, 4_294_967_296)),
+  }),
+  TRACE_MAX_SPANS: defineKey({
+    name: "TRACE_MAX_SPANS",
+    section: "tracing",
+    type: "integer 1..10000",
+    default: "1000",
+    description: "Spans kept per trace at most; later spans of a full trace are dropped.",
+    parse: scalar(integer(1, 10_000)),
+  }),
+  OTEL_EXPORTER_OTLP_ENDPOINT: defineKey({
+    name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    section: "tracing",
+    type: "http(s) URL or empty",
+    default: "",
+    description:
+      "Base URL of an OTLP/HTTP collector (Jaeger, Tempo, an OpenTelemetry Collector): spans are also sent to its /v1/traces as JSON, in batches; empty means not used.",
+    parse: scalar(httpUrl(true)),
   }),
   LOG_LEVEL: defineKey({
     name: "LOG_LEVEL",

@@ -104,6 +104,13 @@ const defaultConfig = {
     maxBytes: 67108864,
     resolvedRetentionMs: 86400000,
   },
+  tracing: {
+    enabled: true,
+    sampleRatio: 1,
+    maxTraces: 10000,
+    maxBytes: 33554432,
+    maxSpansPerTrace: 1000,
+  },
 };
 
 describe("loadConfig defaults", () => {
@@ -191,6 +198,17 @@ describe("loadConfig precedence", () => {
     });
   });
 
+  it("reads the tracing section, the endpoint without its trailing slash", () => {
+    const yaml =
+      "tracing:\n  tracing_enabled: FALSE\n  tracing_sample_ratio: 0.25\n  otel_exporter_otlp_endpoint: http://collector:4318/\n";
+    expect(load({}, yaml).config.tracing).toEqual({
+      ...defaultConfig.tracing,
+      enabled: false,
+      sampleRatio: 0.25,
+      otlpEndpoint: "http://collector:4318",
+    });
+  });
+
   it("accepts an empty file and empty sections", () => {
     expect(load({}, "# nothing yet\n").config.port).toBe(5099);
     expect(load({}, "server:\nredis:\n").config.port).toBe(5099);
@@ -254,6 +272,20 @@ describe("invalid values", () => {
     [{ NODE_ID: "node 1" }, "NODE_ID", "is not 1 to 128"],
     [{ ENVIRONMENT: "" }, "ENVIRONMENT", "is not 1 to 64"],
     [{ APP_CONFIG_PATH: "" }, "APP_CONFIG_PATH", "is empty"],
+    [
+      { TRACING_ENABLED: "yes" },
+      "TRACING_ENABLED",
+      'TRACING_ENABLED from env: "yes" is not true or false',
+    ],
+    [{ TRACING_SAMPLE_RATIO: "1.5" }, "TRACING_SAMPLE_RATIO", "is not a number from 0 to 1"],
+    [{ TRACING_SAMPLE_RATIO: "-0.1" }, "TRACING_SAMPLE_RATIO", "is not a number from 0 to 1"],
+    [{ TRACING_SAMPLE_RATIO: "0x1" }, "TRACING_SAMPLE_RATIO", "is not a number from 0 to 1"],
+    [{ TRACE_STORE_MAX_BYTES: "1000" }, "TRACE_STORE_MAX_BYTES", "between 1048576 and 4294967296"],
+    [
+      { OTEL_EXPORTER_OTLP_ENDPOINT: "grpc://collector:4317" },
+      "OTEL_EXPORTER_OTLP_ENDPOINT",
+      "has the wrong scheme",
+    ],
   ])("refuses %j", (env, key, message) => {
     const error = loadError(env);
     expect(error).toBeInstanceOf(ConfigError);

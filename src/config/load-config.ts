@@ -72,6 +72,8 @@ export interface AppConfig {
   readonly registry: RegistrySettings;
   /** Retries and bounds of the dead-letter queue. */
   readonly dlq: DlqSettings;
+  /** Spans recorded, kept and exported. */
+  readonly tracing: TracingSettings;
   readonly operatorToken?: string;
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
@@ -93,6 +95,17 @@ export interface EventSettings {
   /** Events waiting for the store at most (count, bytes). */
   readonly outboxSize: number;
   readonly outboxBytes: number;
+}
+
+/** The tracing settings. */
+export interface TracingSettings {
+  readonly enabled: boolean;
+  readonly sampleRatio: number;
+  readonly maxTraces: number;
+  readonly maxBytes: number;
+  readonly maxSpansPerTrace: number;
+  /** Absent: spans are not exported. */
+  readonly otlpEndpoint?: string;
 }
 
 /** The saga store's settings. */
@@ -451,10 +464,24 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
       maxBytes: value(k.DLQ_MAX_BYTES),
       resolvedRetentionMs: value(k.DLQ_RESOLVED_RETENTION_MS),
     }),
+    tracing: tracingSettings(value(k.OTEL_EXPORTER_OTLP_ENDPOINT), {
+      enabled: value(k.TRACING_ENABLED),
+      sampleRatio: value(k.TRACING_SAMPLE_RATIO),
+      maxTraces: value(k.TRACE_STORE_MAX_TRACES),
+      maxBytes: value(k.TRACE_STORE_MAX_BYTES),
+      maxSpansPerTrace: value(k.TRACE_MAX_SPANS),
+    }),
     ...(operatorToken === "" ? {} : { operatorToken }),
     ...(peerToken === "" ? {} : { peerToken }),
     configPath: value(k.APP_CONFIG_PATH),
   });
+}
+
+function tracingSettings(
+  otlpEndpoint: string,
+  settings: Omit<TracingSettings, "otlpEndpoint">,
+): TracingSettings {
+  return Object.freeze({ ...settings, ...(otlpEndpoint === "" ? {} : { otlpEndpoint }) });
 }
 
 function tlsFiles(resolved: ReadonlyMap<string, Resolved>): TlsFiles | undefined {

@@ -90,10 +90,26 @@ export interface HttpClient {
   get(url: string, request?: HttpGetRequest): Promise<HttpResponse>;
 }
 
+/** One outbound call's span, as {@link OutboundTracer} starts it. */
+export interface OutboundSpan {
+  /** Sent as the call's `traceparent`, so the service called continues the trace. */
+  readonly traceparent: string;
+  /** Ends it with the response's status, or with why the call failed (a message safe to show). */
+  end(outcome: { readonly status: number } | { readonly error: string }): void;
+}
+
+/** Starts a client span for each outbound call (the tracing capability gives one). */
+export interface OutboundTracer {
+  /** `parent` is the traceparent the caller put in the call's headers, if any. */
+  start(method: string, url: URL, parent: string | undefined): OutboundSpan;
+}
+
 /** What the client needs from outside. */
 export interface HttpClientDeps {
   /** Measures `elapsedMs`. Default: the system clock. */
   clock: Clock;
+  /** Records a client span per call and propagates it. Default: none (headers sent as given). */
+  tracer: OutboundTracer | undefined;
 }
 
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
@@ -115,6 +131,7 @@ export function createHttpClient(
     throw new RangeError("maxRedirects must be a non-negative integer");
   }
   const clock = deps.clock ?? systemClock;
+  const tracer = deps.tracer;
 
   return {
     async get(url, request = {}) {
@@ -125,6 +142,8 @@ export function createHttpClient(
       const headers = requestHeaders(settings.userAgent, request);
       request.signal?.throwIfAborted();
 
+      const span = tracer?.start("GET", target, headers.get("traceparent") ?? undefined);
+      if (span) headers.set("traceparent", span.traceparent);
       const started = clock.monotonic();
       const exchange = startExchange(timeoutMs, request.signal);
       let stage: Stage = "connect";
@@ -141,6 +160,7 @@ export function createHttpClient(
           if (next === undefined) {
             stage = "body";
             const body = await readBody(response, maxBytes, exchange.controller);
+            span?.end({ status: response.status });
             return {
               status: response.status,
               headers: response.headers,
@@ -160,7 +180,14 @@ export function createHttpClient(
           target = next;
         }
       } catch (error) {
-        throw outboundFailure(error, { exchange, timeoutMs, stage, signal: request.signal });
+        const failure = outboundFailure(error, {
+          exchange,
+          timeoutMs,
+          stage,
+          signal: request.signal,
+        });
+        span?.end({ error: isOutboundError(failure) ? failure.message : "cancelled" });
+        throw failure;
       } finally {
         exchange.dispose();
       }

@@ -1,0 +1,78 @@
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { ActiveSpan, Tracing } from "../tracing/tracing.js";
+import { callMetaOf } from "./call-meta.js";
+import type { Interceptor } from "./chain.js";
+
+/**
+ * Records a server span for every call, on every transport (the chain is the one path all of
+ * them take): named `package.Service/Method`, with the ids the edge chose (so `traceresponse`
+ * and the logs name the recorded span), the caller's traceparent as its parent, and the call's
+ * outcome as its status. It sits inside telemetry and outside auth, so refused calls are traced
+ * too. A failure's status message is the code and the message the client saw; an unexpected
+ * exception is only "internal error", as telemetry makes it.
+ */
+export function createTracingInterceptor(tracing: Tracing): Interceptor {
+  return (method) => {
+    const name = `${method.parent.typeName}/${method.name}`;
+    const start = (context: HandlerContext): ActiveSpan => {
+      const meta = callMetaOf(context);
+      return tracing.startServerSpan(name, meta, {
+        "rpc.system": "grpc",
+        "rpc.service": method.parent.typeName,
+        "rpc.method": method.name,
+        "orchestrator.protocol": context.protocolName,
+        "orchestrator.correlation_id": meta.correlationId,
+      });
+    };
+    return {
+      unary: (next) => async (request, context) => {
+        const span = start(context);
+        try {
+          const response = await next(request, context);
+          finish(span);
+          return response;
+        } catch (error) {
+          finish(span, error);
+          throw error;
+        }
+      },
+      streaming: (next) =>
+        async function* (requests, context) {
+          const span = start(context);
+          let ended = false;
+          try {
+            yield* next(requests, context);
+            ended = true;
+            finish(span, abortReasonOf(context));
+          } catch (error) {
+            ended = true;
+            finish(span, error);
+            throw error;
+          } finally {
+            // The transport stopped reading before the stream ended.
+            if (!ended) finish(span, abortReasonOf(context) ?? closedEarly);
+          }
+        },
+    };
+  };
+}
+
+const closedEarly = new ConnectError("the stream was closed before it ended", Code.Canceled);
+
+function finish(span: ActiveSpan, error?: unknown): void {
+  if (error === undefined) {
+    span.setAttribute("rpc.grpc.status_code", 0);
+    span.end();
+    return;
+  }
+  const outcome =
+    error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
+  span.setAttribute("rpc.grpc.status_code", outcome.code);
+  span.end({ message: `${Code[outcome.code]}: ${outcome.rawMessage}` });
+}
+
+function abortReasonOf(context: HandlerContext): ConnectError | undefined {
+  if (!context.signal.aborted) return undefined;
+  const reason: unknown = context.signal.reason;
+  return reason instanceof ConnectError ? reason : undefined;
+}
