@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { runDlqBenchmarks } from "./infrastructure-dlq.js";
 import { runEventBenchmarks } from "./infrastructure-events.js";
 import { runSagaBenchmarks } from "./infrastructure-sagas.js";
+import { runTracingBenchmarks } from "./infrastructure-tracing.js";
 import { writeResults } from "./support.js";
 
 const { values } = parseArgs({ options: { only: { type: "string", default: "" } } });
@@ -28,6 +29,10 @@ const parts: Record<string, Part> = {
   },
   sagas: async () => {
     const { lines, json } = await runSagaBenchmarks();
+    return { lines, json };
+  },
+  tracing: async () => {
+    const { lines, json } = await runTracingBenchmarks();
     return { lines, json };
   },
 };

@@ -873,7 +873,7 @@ export const configKey = Object.freeze({
     type: "integer 1048576..4294967296",
     default: "33554432",
     description:
-      "Bytes of spans the node keeps at most (256 per span plus two per character); the oldest traces go first.",
+      "Bytes of spans the node keeps at most (320 per span plus two per character); the oldest traces go first.",
     parse: scalar(integer(1_048_576, 4_294_967_296)),
   }),
   TRACE_MAX_SPANS: defineKey({

@@ -22,6 +22,11 @@ export const traceparentHeader = "traceparent";
 /** W3C Trace Context Level 2 response header naming the server's span. */
 export const traceresponseHeader = "traceresponse";
 
+/** A call context that holds its meta as a property (the gRPC fast path's and the gateway's). */
+export interface CarriesCallMeta {
+  readonly callMeta: CallMeta;
+}
+
 /** Where the edge leaves the call's meta for the interceptors and implementations. */
 export const callMetaKey = createContextKey<CallMeta | undefined>(undefined, {
   description: "orchestrator call meta",
@@ -69,6 +74,9 @@ export function traceparentOf(meta: CallMeta): string {
  * from the request headers here, once.
  */
 export function callMetaOf(context: HandlerContext): CallMeta {
+  // Our own transports carry it on the context itself: no ContextValues made per call.
+  const carried = (context as Partial<CarriesCallMeta>).callMeta;
+  if (carried !== undefined) return carried;
   const known = context.values.get(callMetaKey);
   if (known !== undefined) return known;
   const meta = resolveCallMeta(

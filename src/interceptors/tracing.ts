@@ -16,10 +16,8 @@ export function createTracingInterceptor(tracing: Tracing): Interceptor {
     const name = `${method.parent.typeName}/${method.name}`;
     const start = (context: HandlerContext): ActiveSpan => {
       const meta = callMetaOf(context);
+      // The span's name carries the service and method: attributes are what varies per call.
       return tracing.startServerSpan(name, meta, {
-        "rpc.system": "grpc",
-        "rpc.service": method.parent.typeName,
-        "rpc.method": method.name,
         "orchestrator.protocol": context.protocolName,
         "orchestrator.correlation_id": meta.correlationId,
       });

@@ -9,6 +9,7 @@ import {
 } from "@connectrpc/connect";
 import {
   type CallMeta,
+  type CarriesCallMeta,
   callMetaKey,
   correlationHeader,
   traceparentOf,
@@ -43,7 +44,7 @@ const callEnded = new ConnectError("the call has ended", Code.Canceled);
  * which on the hot path (a unary call no interceptor inspects) is never. The transport releases it
  * with `end()`, and learns of a deadline or shutdown through `onAbort`.
  */
-export class CallContext implements HandlerContext {
+export class CallContext implements HandlerContext, CarriesCallMeta {
   readonly method: DescMethod;
   readonly service: DescService;
   readonly protocolName: string;
@@ -52,7 +53,8 @@ export class CallContext implements HandlerContext {
   onAbort: ((reason: ConnectError) => void) | undefined;
 
   private readonly headers: IncomingHttpHeaders;
-  private readonly meta: CallMeta;
+  /** The call's meta, read by `callMetaOf` without making the context's values. */
+  readonly callMeta: CallMeta;
   private readonly urlOf: () => string;
   private readonly activeCalls: ActiveCalls;
   private readonly deadline: number | undefined;
@@ -71,7 +73,7 @@ export class CallContext implements HandlerContext {
     this.requestMethod = init.requestMethod;
     this.urlOf = init.url;
     this.headers = init.headers;
-    this.meta = init.meta;
+    this.callMeta = init.meta;
     this.activeCalls = init.activeCalls;
     if (init.timeoutMs !== undefined) {
       this.deadline = Date.now() + init.timeoutMs;
@@ -96,7 +98,7 @@ export class CallContext implements HandlerContext {
   }
 
   get values(): ContextValues {
-    this.lazyValues ??= createContextValues().set(callMetaKey, this.meta);
+    this.lazyValues ??= createContextValues().set(callMetaKey, this.callMeta);
     return this.lazyValues;
   }
 

@@ -18,7 +18,6 @@ import {
  * of the pair the store holds (the row goes when the last of them does).
  */
 interface LatencyRow {
-  readonly key: string;
   readonly service: string;
   readonly operation: string;
   /** The latest durations; slot `samples % length` is written next. */
@@ -40,9 +39,14 @@ interface HeldTrace {
   readonly traceId: string;
   /** When the store first saw it: a larger number is a newer trace. */
   readonly firstSeen: number;
-  readonly spans: Map<string, HeldSpan>;
-  /** Its spans per service. */
-  readonly services: Map<string, number>;
+  /**
+   * Its spans in arrival order, and an index by span id once there are more than a few: most
+   * traces hold one or two spans, for which two arrays cost far less than two Maps.
+   */
+  spans: HeldSpan[];
+  byId: Map<string, HeldSpan> | undefined;
+  /** Its services (an array: a trace has few). */
+  services: string[];
   bytes: number;
   errorSpans: number;
   /** Its earliest span (by start, then span id) and its earliest with parentSpanId "". */
@@ -64,16 +68,22 @@ interface GrowingTree {
  * never walk the spans.
  *
  * Bounds default to {@link traceStoreDefaults}: maxTraces 10,000, maxBytes 32 MiB,
- * maxSpansPerTrace 1,000, maxOperations 2,000, latencyWindow 1,024.
+ * maxSpansPerTrace 1,000, maxOperations 1,000, latencyWindow 512.
  * @throws RangeError when a bound is not a positive integer.
  */
 export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): TraceStore {
   const bounds = traceStoreLimits(limits);
   // Insertion order is age: the first trace is the oldest.
   const traces = new Map<string, HeldTrace>();
-  // The traces each service has spans in; a service goes when its last trace does.
-  const byService = new Map<string, Set<string>>();
-  const latency = new Map<string, LatencyRow>();
+  // Traces held per service: a service goes when its last trace does.
+  const tracesOfService = new Map<string, number>();
+  // Latency rows by service, then operation: looked up with the span's own strings, which are
+  // shared by every span of a pair, so no key is built and hashed per span.
+  const latency = new Map<string, Map<string, LatencyRow>>();
+  let latencyRows = 0;
+  // The held traces, oldest first, from `ageHead` on (slots before it are consumed).
+  const age: (HeldTrace | undefined)[] = [];
+  let ageHead = 0;
   let opened = 0;
   let spanCount = 0;
   let errorSpans = 0;
@@ -83,8 +93,9 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
     const trace: HeldTrace = {
       traceId: span.traceId,
       firstSeen: opened++,
-      spans: new Map(),
-      services: new Map(),
+      spans: [],
+      byId: undefined,
+      services: [],
       bytes: 0,
       errorSpans: 0,
       earliest: span,
@@ -92,17 +103,21 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
       latestEndMs: span.startTimeMs + span.durationMs,
     };
     traces.set(span.traceId, trace);
+    age.push(trace);
     return trace;
   };
 
   /** The latency row the span counts in, made if its pair has none and there is room. */
   const measure = (span: SpanRecord): LatencyRow | undefined => {
-    const key = operationKey(span.service, span.name);
-    let row = latency.get(key);
+    let ofService = latency.get(span.service);
+    let row = ofService?.get(span.name);
     if (row === undefined) {
-      if (latency.size >= bounds.maxOperations) return undefined;
+      if (latencyRows >= bounds.maxOperations) return undefined;
+      if (ofService === undefined) {
+        ofService = new Map();
+        latency.set(span.service, ofService);
+      }
       row = {
-        key,
         service: span.service,
         operation: span.name,
         ring: new Float64Array(bounds.latencyWindow),
@@ -110,7 +125,8 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
         count: 0,
         errorCount: 0,
       };
-      latency.set(key, row);
+      ofService.set(span.name, row);
+      latencyRows++;
     }
     row.ring[row.samples % row.ring.length] = span.durationMs;
     row.samples++;
@@ -124,11 +140,20 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
     if (row === undefined) return;
     row.count--;
     if (held.record.status === "error") row.errorCount--;
-    if (row.count === 0) latency.delete(row.key);
+    if (row.count > 0) return;
+    const ofService = latency.get(row.service);
+    ofService?.delete(row.operation);
+    if (ofService?.size === 0) latency.delete(row.service);
+    latencyRows--;
   };
 
   const hold = (trace: HeldTrace, span: SpanRecord, cost: number): void => {
-    trace.spans.set(span.spanId, { record: span, latency: measure(span) });
+    const held: HeldSpan = { record: span, latency: measure(span) };
+    // A literal of one, not a push onto [], which would reserve 17 slots: most traces keep one.
+    if (trace.spans.length === 0) trace.spans = [held];
+    else trace.spans.push(held);
+    if (trace.byId !== undefined) trace.byId.set(span.spanId, held);
+    else if (trace.spans.length > indexFrom) trace.byId = spansById(trace.spans);
     trace.bytes += cost;
     bytes += cost;
     spanCount++;
@@ -136,9 +161,11 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
       trace.errorSpans++;
       errorSpans++;
     }
-    const ofService = trace.services.get(span.service) ?? 0;
-    trace.services.set(span.service, ofService + 1);
-    if (ofService === 0) indexOf(span.service).add(trace.traceId);
+    if (!trace.services.includes(span.service)) {
+      if (trace.services.length === 0) trace.services = [span.service];
+      else trace.services.push(span.service);
+      tracesOfService.set(span.service, (tracesOfService.get(span.service) ?? 0) + 1);
+    }
     if (compareSpans(span, trace.earliest) < 0) trace.earliest = span;
     if (
       span.parentSpanId === "" &&
@@ -149,32 +176,42 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
     trace.latestEndMs = Math.max(trace.latestEndMs, span.startTimeMs + span.durationMs);
   };
 
-  const indexOf = (service: string): Set<string> => {
-    let ids = byService.get(service);
-    if (ids === undefined) {
-      ids = new Set();
-      byService.set(service, ids);
-    }
-    return ids;
-  };
-
   const evict = (trace: HeldTrace): void => {
     traces.delete(trace.traceId);
     bytes -= trace.bytes;
-    spanCount -= trace.spans.size;
+    spanCount -= trace.spans.length;
     errorSpans -= trace.errorSpans;
-    for (const service of trace.services.keys()) {
-      const ids = byService.get(service);
-      ids?.delete(trace.traceId);
-      if (ids?.size === 0) byService.delete(service);
+    for (const service of trace.services) {
+      const left = (tracesOfService.get(service) ?? 1) - 1;
+      if (left === 0) tracesOfService.delete(service);
+      else tracesOfService.set(service, left);
     }
-    for (const held of trace.spans.values()) unmeasure(held);
+    for (const held of trace.spans) unmeasure(held);
   };
 
-  /** The oldest trace other than `keep`: the next to go. */
-  const oldestBut = (keep: string): HeldTrace | undefined => {
-    for (const trace of traces.values()) if (trace.traceId !== keep) return trace;
-    return undefined;
+  /**
+   * Removes and returns the oldest held trace other than `keep`. Age is kept in its own queue:
+   * finding the oldest by iterating the Map from its start would walk over the slots of every
+   * trace deleted since V8 last rehashed it, which under steady eviction is most of them.
+   */
+  const takeOldestBut = (keep: string): HeldTrace | undefined => {
+    if (age.length - ageHead < 1) return undefined;
+    let oldest = age[ageHead] as HeldTrace;
+    if (oldest.traceId === keep) {
+      if (age.length - ageHead < 2) return undefined;
+      // The kept trace stays the oldest: the next one changes places with it and goes.
+      const next = age[ageHead + 1] as HeldTrace;
+      age[ageHead + 1] = oldest;
+      oldest = next;
+    }
+    age[ageHead] = undefined;
+    ageHead++;
+    // Dropping the consumed head now and then keeps the queue's array at about the traces held.
+    if (ageHead > 1024 && ageHead * 2 > age.length) {
+      age.splice(0, ageHead);
+      ageHead = 0;
+    }
+    return oldest;
   };
 
   // The trace a span is written to is never dropped to make room for it: the span would be
@@ -182,7 +219,7 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
   const makeRoom = (traceId: string, opens: boolean, cost: number): void => {
     const more = opens ? 1 : 0;
     while (traces.size + more > bounds.maxTraces || bytes + cost > bounds.maxBytes) {
-      const oldest = oldestBut(traceId);
+      const oldest = takeOldestBut(traceId);
       if (oldest === undefined) return;
       evict(oldest);
     }
@@ -192,8 +229,8 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
   const take = (span: SpanRecord): boolean => {
     const trace = traces.get(span.traceId);
     if (trace !== undefined) {
-      if (trace.spans.has(span.spanId)) return false;
-      if (trace.spans.size >= bounds.maxSpansPerTrace) return false;
+      if (holds(trace, span.spanId)) return false;
+      if (trace.spans.length >= bounds.maxSpansPerTrace) return false;
     }
     const cost = spanBytes(span);
     // Checked before making room, so that no trace is dropped for a span that would not fit.
@@ -215,19 +252,16 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
       return trace === undefined ? undefined : viewOf(trace);
     },
 
+    // A walk of the age queue from its newest end: no per-service index is kept, since one
+    // would cost every call a set insertion and deletion, and a listing is rare and bounded by
+    // the traces held.
     serviceTraces(query) {
-      const ids = byService.get(query.service);
-      if (ids === undefined) return [];
-      // A set's order is when the service joined each trace, which may come after the trace
-      // was first seen: the listing's order is the latter.
-      const newestFirst = Array.from(ids, (id) => traces.get(id) as HeldTrace).sort(
-        (a, b) => b.firstSeen - a.firstSeen,
-      );
       const summaries: TraceSummary[] = [];
-      for (const trace of newestFirst) {
-        if (summaries.length >= query.limit) break;
+      if (!tracesOfService.has(query.service)) return summaries;
+      for (let i = age.length - 1; i >= ageHead && summaries.length < query.limit; i--) {
+        const trace = age[i] as HeldTrace;
         if (query.errorsOnly && trace.errorSpans === 0) continue;
-        summaries.push(summaryOf(trace));
+        if (trace.services.includes(query.service)) summaries.push(summaryOf(trace));
       }
       return summaries;
     },
@@ -236,9 +270,12 @@ export function createMemoryTraceStore(limits: Partial<TraceStoreLimits> = {}): 
       return {
         totalTraces: traces.size,
         totalSpans: spanCount,
-        servicesTraced: byService.size,
+        servicesTraced: tracesOfService.size,
         errorRate: spanCount === 0 ? 0 : errorSpans / spanCount,
-        operations: [...latency.values()].sort(byServiceThenOperation).map(latencyOf),
+        operations: [...latency.values()]
+          .flatMap((ofService) => [...ofService.values()])
+          .sort(byServiceThenOperation)
+          .map(latencyOf),
       };
     },
 
@@ -259,9 +296,19 @@ function traceStoreLimits(limits: Partial<TraceStoreLimits>): TraceStoreLimits {
   return merged;
 }
 
-// The service's length first, so that no two pairs share a key whatever their characters.
-function operationKey(service: string, operation: string): string {
-  return `${service.length}:${service}${operation}`;
+/** Spans a trace holds before it gets an index by span id. */
+const indexFrom = 8;
+
+/** The spans by id. */
+function spansById(spans: readonly HeldSpan[]): Map<string, HeldSpan> {
+  return new Map(spans.map((held) => [held.record.spanId, held]));
+}
+
+/** True when the trace holds a span with this id. */
+function holds(trace: HeldTrace, spanId: string): boolean {
+  if (trace.byId !== undefined) return trace.byId.has(spanId);
+  for (const held of trace.spans) if (held.record.spanId === spanId) return true;
+  return false;
 }
 
 /** By start time, then span id: the order of roots and of children. */
@@ -302,19 +349,19 @@ function summaryOf(trace: HeldTrace): TraceSummary {
     rootName: (trace.earliestRoot ?? trace.earliest).name,
     startTimeMs: trace.earliest.startTimeMs,
     durationMs: trace.latestEndMs - trace.earliest.startTimeMs,
-    spanCount: trace.spans.size,
+    spanCount: trace.spans.length,
     error: trace.errorSpans > 0,
-    services: [...trace.services.keys()].sort(),
+    services: [...trace.services].sort(),
   };
 }
 
 function viewOf(trace: HeldTrace): TraceView {
   return {
     traceId: trace.traceId,
-    roots: treesOf(trace.spans),
-    spanCount: trace.spans.size,
+    roots: treesOf(trace.byId ?? spansById(trace.spans)),
+    spanCount: trace.spans.length,
     durationMs: trace.latestEndMs - trace.earliest.startTimeMs,
-    services: [...trace.services.keys()].sort(),
+    services: [...trace.services].sort(),
     error: trace.errorSpans > 0,
   };
 }

@@ -77,7 +77,10 @@ export interface TraceSummary {
 export interface OperationLatency {
   readonly service: string;
   readonly operation: string;
-  /** Spans of this operation held. */
+  /**
+   * Spans of this operation held that counted in this row (a span held while the pair had no
+   * row, the store being at `maxOperations`, does not count in a row made later).
+   */
   readonly count: number;
   /** Of them, with status "error". */
   readonly errorCount: number;

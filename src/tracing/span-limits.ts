@@ -36,17 +36,39 @@ function isHighSurrogate(code: number): boolean {
 export function attributesOf(
   entries: Iterable<readonly [string, unknown]>,
 ): Record<string, string> {
-  // No prototype: a key such as "__proto__" is an attribute like any other.
-  const kept = Object.create(null) as Record<string, string>;
+  const kept: Record<string, string> = {};
   let count = 0;
   for (const [key, value] of entries) {
-    if (value === undefined || value === null) continue;
     if (count === spanLimits.attributes) break;
-    const text = typeof value === "string" ? value : textOf(value);
-    kept[cut(key, spanLimits.attributeKey)] = cut(text, spanLimits.attributeValue);
-    count++;
+    if (put(kept, key, value)) count++;
   }
   return kept;
+}
+
+/** {@link attributesOf} an object's own properties, without an array per entry. */
+export function attributesOfObject(
+  object: Readonly<Record<string, unknown>>,
+): Record<string, string> {
+  const kept: Record<string, string> = {};
+  let count = 0;
+  for (const key in object) {
+    if (count === spanLimits.attributes) break;
+    if (Object.hasOwn(object, key) && put(kept, key, object[key])) count++;
+  }
+  return kept;
+}
+
+/** Puts one attribute, cut to the limits; false when its value is undefined or null. */
+function put(kept: Record<string, string>, key: string, value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  const name = cut(key, spanLimits.attributeKey);
+  const text = cut(typeof value === "string" ? value : textOf(value), spanLimits.attributeValue);
+  // A plain object keeps one V8 shape for spans with the same keys (a prototype-less dictionary
+  // would not); "__proto__" is defined as an own property like any other key.
+  if (name === "__proto__") {
+    Object.defineProperty(kept, name, { value: text, enumerable: true, writable: true });
+  } else kept[name] = text;
+  return true;
 }
 
 function textOf(value: unknown): string {

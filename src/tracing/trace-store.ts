@@ -10,10 +10,10 @@ export interface TraceStoreLimits {
   readonly maxSpansPerTrace: number;
   /**
    * Distinct (service, operation) pairs whose latency is kept at most; spans of further pairs
-   * are held and counted but have no latency row. Default 2,000.
+   * are held and counted but have no latency row. Default 1,000 (with the window: 4 MiB of rings).
    */
   readonly maxOperations: number;
-  /** Latest durations kept per (service, operation) for its percentiles. Default 1,024. */
+  /** Latest durations kept per (service, operation) for its percentiles. Default 512. */
   readonly latencyWindow: number;
 }
 
@@ -21,7 +21,10 @@ export interface TraceStoreLimits {
 export interface AddResult {
   /** Spans now held. */
   readonly accepted: number;
-  /** Spans refused: their trace was full, or they repeated a span id the trace holds. */
+  /**
+   * Spans refused: their trace was full, they repeated a span id the trace holds, or their
+   * trace with them would not fit in `maxBytes` (no other trace is dropped for them).
+   */
   readonly dropped: number;
 }
 
@@ -45,7 +48,7 @@ export interface ServiceTracesQuery {
 export interface TraceStore {
   /**
    * Adds finished spans (any mix of traces). A span whose trace is new opens it as the newest;
-   * room is made by dropping the oldest traces whole.
+   * room is made by dropping the oldest traces whole, never the trace the span joins.
    */
   add(spans: readonly SpanRecord[]): AddResult;
   /** One trace as a tree, or undefined when the store does not hold it. */
@@ -66,13 +69,13 @@ export const traceStoreDefaults: Readonly<TraceStoreLimits> = Object.freeze({
   maxTraces: 10_000,
   maxBytes: 32 * 1024 * 1024,
   maxSpansPerTrace: 1_000,
-  maxOperations: 2_000,
-  latencyWindow: 1_024,
+  maxOperations: 1_000,
+  latencyWindow: 512,
 });
 
 /**
  * What a span costs the store, in bytes: its strings (two bytes a character, as V8 may hold
- * them) and a fixed 256 for the record, its tree node and the indexes.
+ * them) and a fixed 320 for the record, its tree node and the indexes.
  */
 export function spanBytes(span: SpanRecord): number {
   let chars =
@@ -83,5 +86,5 @@ export function spanBytes(span: SpanRecord): number {
     span.service.length +
     span.statusMessage.length;
   for (const key in span.attributes) chars += key.length + (span.attributes[key]?.length ?? 0);
-  return 256 + 2 * chars;
+  return 320 + 2 * chars;
 }

@@ -11,6 +11,7 @@ import { hrTimeToMilliseconds } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
+  AlwaysOnSampler,
   BasicTracerProvider,
   BatchSpanProcessor,
   type IdGenerator,
@@ -22,7 +23,7 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import type { OutboundTracer } from "../http-client/http-client.js";
 import type { SpanKindName, SpanRecord } from "./model.js";
-import { attributesOf, cut, spanLimits } from "./span-limits.js";
+import { attributesOfObject, cut, spanLimits } from "./span-limits.js";
 import type { TraceStore } from "./trace-store.js";
 
 /** Where a span sits in a W3C trace, as the call's edge resolved it. */
@@ -103,7 +104,11 @@ export function createTracing(options: TracingOptions): Tracing {
       "service.version": options.version,
     }),
     sampler: new ParentBasedSampler({
-      root: new TraceIdRatioBasedSampler(options.sampleRatio ?? 1),
+      // Recording every trace needs no look at its id.
+      root:
+        (options.sampleRatio ?? 1) >= 1
+          ? new AlwaysOnSampler()
+          : new TraceIdRatioBasedSampler(options.sampleRatio ?? 1),
     }),
     idGenerator: ids,
     spanLimits: {
@@ -176,23 +181,32 @@ function contextOf(traceparent: string): Context {
   return remoteParent(traceId, spanId, Number.parseInt(flags, 16));
 }
 
+const statusOk = Object.freeze({ code: SpanStatusCode.OK });
+
+/** Wraps an SDK span; its traceparent is built only when asked for (server spans never are). */
+class SdkSpan implements ActiveSpan {
+  constructor(private readonly span: Span) {}
+
+  get traceparent(): string {
+    const context = this.span.spanContext();
+    const flags = context.traceFlags.toString(16).padStart(2, "0");
+    return `00-${context.traceId}-${context.spanId}-${flags}`;
+  }
+
+  setAttribute(key: string, value: string | number | boolean): void {
+    this.span.setAttribute(key, value);
+  }
+
+  end(error?: { readonly message: string }): void {
+    this.span.setStatus(
+      error === undefined ? statusOk : { code: SpanStatusCode.ERROR, message: error.message },
+    );
+    this.span.end();
+  }
+}
+
 function activeSpan(span: Span): ActiveSpan {
-  const context = span.spanContext();
-  const flags = context.traceFlags.toString(16).padStart(2, "0");
-  return {
-    traceparent: `00-${context.traceId}-${context.spanId}-${flags}`,
-    setAttribute: (key, value) => {
-      span.setAttribute(key, value);
-    },
-    end(error) {
-      span.setStatus(
-        error === undefined
-          ? { code: SpanStatusCode.OK }
-          : { code: SpanStatusCode.ERROR, message: error.message },
-      );
-      span.end();
-    },
-  };
+  return new SdkSpan(span);
 }
 
 /** The span processor that writes each ended span into the trace store. */
@@ -236,7 +250,7 @@ export function spanRecordOf(span: ReadableSpan, service: string): SpanRecord {
     status,
     statusMessage:
       status === "error" ? cut(span.status.message ?? "", spanLimits.statusMessage) : "",
-    attributes: attributesOf(Object.entries(span.attributes)),
+    attributes: attributesOfObject(span.attributes),
   };
 }
 

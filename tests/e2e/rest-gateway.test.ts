@@ -149,15 +149,15 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "GET", path: "/infrastructure/dlq/stats" },
     { method: "GET", path: "/infrastructure/dlq" },
     { method: "POST", path: "/infrastructure/dlq/retry", body: "{}" },
+    { method: "GET", path: "/infrastructure/tracing/stats" },
+    { method: "GET", path: "/infrastructure/tracing/service/svc" },
+    { method: "POST", path: "/infrastructure/tracing/spans", body: '{"resource_spans":[]}' },
   ];
   const unimplemented: readonly Call[] = [
     { method: "GET", path: "/workflows" },
     { method: "POST", path: "/ingest", body: '{"source":"github"}' },
     { method: "POST", path: "/workflows/run", body: "{}" },
     { method: "POST", path: "/demo/e2e", body: '{"format":"json","log_limit":50}' },
-    { method: "GET", path: "/infrastructure/tracing/stats" },
-    { method: "GET", path: "/infrastructure/tracing/trace/0123456789abcdef0123456789abcdef" },
-    { method: "GET", path: "/infrastructure/tracing/service/svc" },
     { method: "GET", path: "/workflows/history" },
     { method: "POST", path: "/jobs/recalc-quality", body: "{}" },
     { method: "POST", path: "/jobs/notify-consolidation", body: "{}" },

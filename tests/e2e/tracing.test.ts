@@ -63,7 +63,6 @@ describe("server spans", () => {
       status: "ok",
       attributes: expect.objectContaining({
         "orchestrator.protocol": "grpc",
-        "rpc.method": "ListServices",
         "rpc.grpc.status_code": "0",
       }),
     });
