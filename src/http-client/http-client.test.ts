@@ -3,6 +3,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
+import { createMemoryTraceStore } from "../tracing/memory-trace-store.js";
+import { createTracing, outboundTracerOf } from "../tracing/tracing.js";
 import { createHttpClient, isOutboundError, type OutboundError } from "./http-client.js";
 
 type Handler = (request: IncomingMessage, response: ServerResponse) => void;
@@ -351,5 +353,68 @@ describe("createHttpClient", () => {
     controller.abort(reason);
 
     await expect(call).rejects.toBe(reason);
+  });
+});
+
+describe("client spans", () => {
+  // The tracing capability's tracer over the real SDK and a memory trace store: what a call
+  // records, found by the trace id the server received.
+  function tracedClient() {
+    const store = createMemoryTraceStore();
+    const tracing = createTracing({
+      store,
+      serviceName: "orchestrator",
+      instanceId: "n",
+      version: "1",
+    });
+    return {
+      store,
+      client: createHttpClient({ timeoutMs: 2000 }, { tracer: outboundTracerOf(tracing) }),
+    };
+  }
+
+  it("sends its own span as traceparent, the child of the caller's, and records the status", async () => {
+    const server = await startServer((_request, response) => response.writeHead(404).end());
+    const { store, client } = tracedClient();
+    const caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const response = await client.get(`${server.url}/openapi.json?token=secret`, {
+      headers: { traceparent: caller },
+    });
+    expect(response.status).toBe(404);
+    const sent = String(server.requests[0]?.headers.traceparent);
+    const [, traceId, spanId] = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(sent) ?? [];
+    expect(traceId).toBe("0af7651916cd43dd8448eb211c80319c");
+    const [root] = store.trace(traceId ?? "")?.roots ?? [];
+    expect(root?.span).toMatchObject({
+      spanId,
+      parentSpanId: "b7ad6b7169203331",
+      name: "GET",
+      kind: "client",
+      status: "error",
+      statusMessage: "HTTP 404",
+      attributes: {
+        "http.request.method": "GET",
+        "server.address": "127.0.0.1",
+        "server.port": String(server.port),
+        "url.path": "/openapi.json",
+        "http.response.status_code": "404",
+      },
+    });
+    expect(JSON.stringify(root)).not.toContain("secret");
+  });
+
+  it("starts a trace for a call made outside any call, and records a failure's reason", async () => {
+    const server = await startServer(() => {});
+    const { store, client } = tracedClient();
+    const failure = await rejection(client.get(`${server.url}/health`, { timeoutMs: 200 }));
+    expect(failure.kind).toBe("timeout");
+    const [, traceId] =
+      /^00-([0-9a-f]{32})-/.exec(String(server.requests[0]?.headers.traceparent)) ?? [];
+    const [root] = store.trace(traceId ?? "")?.roots ?? [];
+    expect(root?.span).toMatchObject({
+      parentSpanId: "",
+      status: "error",
+      statusMessage: failure.message,
+    });
   });
 });

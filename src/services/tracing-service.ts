@@ -1,3 +1,4 @@
+import { setImmediate } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -71,9 +72,18 @@ export function createTracingService(deps: { readonly store: TraceStore }): Trac
       };
     },
 
-    exportSpans(request) {
+    async exportSpans(request) {
+      // Every span is checked before any is kept: a malformed request changes nothing.
       const spans = spanRecordsOf(request);
-      const { accepted, dropped } = store.add(spans);
+      let accepted = 0;
+      let dropped = 0;
+      // Kept a slice at a time, so that a large export does not hold the event loop.
+      for (let start = 0; start < spans.length; start += exportSlice) {
+        if (start > 0) await setImmediate();
+        const added = store.add(spans.slice(start, start + exportSlice));
+        accepted += added.accepted;
+        dropped += added.dropped;
+      }
       return {
         acceptedSpans: accepted,
         ...(dropped === 0
@@ -157,6 +167,9 @@ const spanKindOf: Record<SpanKindName, SpanKind> = {
 const kindNameOf = new Map<SpanKind, SpanKindName>(
   Object.entries(spanKindOf).map(([name, kind]) => [kind, name as SpanKindName]),
 );
+
+/** Spans an export adds to the store between two turns of the event loop. */
+const exportSlice = 500;
 
 /** OpenTelemetry's name for a resource without `service.name`. */
 const unknownService = "unknown_service";

@@ -298,6 +298,26 @@ describe("POST /infrastructure/tracing/spans", () => {
     expect((body.roots as Node[]).map((r) => r.span.name)).toEqual(["work"]);
   });
 
+  it("keeps every span of an export larger than one slice, across its traces", async () => {
+    const traces = [callerTrace().traceId, callerTrace().traceId, callerTrace().traceId];
+    const spans = Array.from({ length: 1_200 }, (_, i) => ({
+      ...span(),
+      traceId: traces[i % 3],
+      spanId: (i + 1).toString(16).padStart(16, "0"),
+      name: `step ${i}`,
+    }));
+    const sent = otlp(spans[0] as Json);
+    sent.resourceSpans[0]?.scopeSpans[0]?.spans.splice(0, 1, ...spans);
+    const reply = await expectStatus(
+      rest(node.url, "POST", "/infrastructure/tracing/spans", sent),
+      200,
+    );
+    expect(reply).toEqual({ accepted_spans: 1_200 });
+    for (const traceId of traces) {
+      expect((await getTrace(traceId ?? "")).span_count).toBe(400);
+    }
+  });
+
   it.each([
     [{ traceId: "abc" }, "resource_spans[0].scope_spans[0].spans[0].trace_id"],
     [{ traceId: "0".repeat(32) }, "resource_spans[0].scope_spans[0].spans[0].trace_id"],
