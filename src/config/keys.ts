@@ -429,6 +429,51 @@ export const configKey = Object.freeze({
     description: "Base URL of the secure analyzer; empty means not used.",
     parse: scalar(httpUrl(true)),
   }),
+  GITHUB_AGENT_URL: defineKey({
+    name: "GITHUB_AGENT_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description:
+      "Base URL of the GitHub agent (service github-agent), used when no HEALTHY instance is registered; empty means none.",
+    parse: scalar(httpUrl(true)),
+  }),
+  JIRA_AGENT_URL: defineKey({
+    name: "JIRA_AGENT_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description:
+      "Base URL of the Jira agent (service jira-agent), used when no HEALTHY instance is registered; empty means none.",
+    parse: scalar(httpUrl(true)),
+  }),
+  CONFLUENCE_AGENT_URL: defineKey({
+    name: "CONFLUENCE_AGENT_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description:
+      "Base URL of the Confluence agent (service confluence-agent), used when no HEALTHY instance is registered; empty means none.",
+    parse: scalar(httpUrl(true)),
+  }),
+  SWAGGER_AGENT_URL: defineKey({
+    name: "SWAGGER_AGENT_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description:
+      "Base URL of the Swagger agent (service swagger-agent), used when no HEALTHY instance is registered; empty means none.",
+    parse: scalar(httpUrl(true)),
+  }),
+  CONSISTENCY_ENGINE_URL: defineKey({
+    name: "CONSISTENCY_ENGINE_URL",
+    section: "services",
+    type: "http(s) URL or empty",
+    default: "",
+    description:
+      "Base URL of the Consistency Engine (service consistency-engine), used when no HEALTHY instance is registered; empty means none.",
+    parse: scalar(httpUrl(true)),
+  }),
   LOG_COLLECTOR_URL: defineKey({
     name: "LOG_COLLECTOR_URL",
     section: "services",

@@ -134,9 +134,12 @@ describe("loadConfig defaults", () => {
 
   it("leaves optional fields absent rather than undefined", () => {
     const { config } = load();
-    for (const field of ["tls", "redis", "docStoreUrl", "nodeId", "operatorToken", "peerToken"]) {
-      expect(Object.hasOwn(config, field)).toBe(false);
-    }
+    const optional = [
+      ...["tls", "redis", "docStoreUrl", "secureAnalyzerUrl", "logCollectorUrl"],
+      ...["githubAgentUrl", "jiraAgentUrl", "confluenceAgentUrl", "swaggerAgentUrl"],
+      ...["consistencyEngineUrl", "nodeId", "operatorToken", "peerToken"],
+    ];
+    for (const field of optional) expect(Object.hasOwn(config, field), field).toBe(false);
   });
 
   it("does not modify the caller's sources", () => {
@@ -209,6 +212,31 @@ describe("loadConfig precedence", () => {
     });
   });
 
+  it("reads the agents' and the engine's URLs from services:, without a trailing slash", () => {
+    const yaml = [
+      "services:",
+      "  github_agent_url: http://github-agent:5000/",
+      "  JIRA_AGENT_URL: https://jira-agent.internal",
+      "  confluence_agent_url: http://confluence-agent:5002",
+      "  swagger_agent_url: http://swagger-agent:5003/v1",
+      "  consistency_engine_url: http://consistency-engine:5020",
+    ].join("\n");
+    const loaded = load({ SWAGGER_AGENT_URL: "" }, yaml);
+    expect(loaded.config).toMatchObject({
+      githubAgentUrl: "http://github-agent:5000",
+      jiraAgentUrl: "https://jira-agent.internal",
+      confluenceAgentUrl: "http://confluence-agent:5002",
+      consistencyEngineUrl: "http://consistency-engine:5020",
+    });
+    // An empty env value clears the file's, leaving the field absent.
+    expect(Object.hasOwn(loaded.config, "swaggerAgentUrl")).toBe(false);
+    expect(effectiveOf(loaded, "GITHUB_AGENT_URL")).toMatchObject({
+      value: "http://github-agent:5000",
+      source: "file",
+    });
+    expect(effectiveOf(loaded, "SWAGGER_AGENT_URL")).toMatchObject({ value: "", source: "env" });
+  });
+
   it("accepts an empty file and empty sections", () => {
     expect(load({}, "# nothing yet\n").config.port).toBe(5099);
     expect(load({}, "server:\nredis:\n").config.port).toBe(5099);
@@ -267,6 +295,12 @@ describe("invalid values", () => {
     [{ REPORTING_URL: "http//reporting" }, "REPORTING_URL", "is not a URL"],
     [{ REPORTING_URL: "ftp://reporting" }, "REPORTING_URL", "has the wrong scheme"],
     [{ DOC_STORE_URL: "http://docs\t:80" }, "DOC_STORE_URL", "contains whitespace"],
+    [{ GITHUB_AGENT_URL: "github-agent:5000" }, "GITHUB_AGENT_URL", "has the wrong scheme"],
+    [
+      { CONSISTENCY_ENGINE_URL: "http://user:pw@engine" },
+      "CONSISTENCY_ENGINE_URL",
+      "contains credentials",
+    ],
     [{ REDIS_URL: "http://redis:6379" }, "REDIS_URL", "expected a URL with scheme redis:"],
     [{ LOG_LEVEL: "verbose" }, "LOG_LEVEL", 'LOG_LEVEL from env: "verbose" is not a log level'],
     [{ NODE_ID: "node 1" }, "NODE_ID", "is not 1 to 128"],

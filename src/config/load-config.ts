@@ -56,6 +56,11 @@ export interface AppConfig {
   readonly docStoreUrl?: string;
   readonly notificationUrl: string;
   readonly secureAnalyzerUrl?: string;
+  readonly githubAgentUrl?: string;
+  readonly jiraAgentUrl?: string;
+  readonly confluenceAgentUrl?: string;
+  readonly swaggerAgentUrl?: string;
+  readonly consistencyEngineUrl?: string;
   readonly logCollectorUrl?: string;
   readonly outboundTimeoutMs: number;
   /** Peer base URLs without a trailing "/"; empty when this node runs alone. */
@@ -407,6 +412,7 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     ...(docStoreUrl === "" ? {} : { docStoreUrl }),
     notificationUrl: value(k.NOTIFICATION_URL),
     ...(secureAnalyzerUrl === "" ? {} : { secureAnalyzerUrl }),
+    ...agentUrls(resolved),
     ...(logCollectorUrl === "" ? {} : { logCollectorUrl }),
     outboundTimeoutMs: value(k.OUTBOUND_TIMEOUT_MS),
     peers: value(k.ORCHESTRATOR_PEERS),
@@ -476,6 +482,32 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     configPath: value(k.APP_CONFIG_PATH),
   });
 }
+
+/** The agents' and the engine's base URLs, each absent when empty (the registry may know them). */
+function agentUrls(resolved: ReadonlyMap<string, Resolved>): AgentUrls {
+  const value = (key: ConfigKey<string>): string => resolvedEntry(resolved, key).value;
+  const githubAgentUrl = value(configKey.GITHUB_AGENT_URL);
+  const jiraAgentUrl = value(configKey.JIRA_AGENT_URL);
+  const confluenceAgentUrl = value(configKey.CONFLUENCE_AGENT_URL);
+  const swaggerAgentUrl = value(configKey.SWAGGER_AGENT_URL);
+  const consistencyEngineUrl = value(configKey.CONSISTENCY_ENGINE_URL);
+  return {
+    ...(githubAgentUrl === "" ? {} : { githubAgentUrl }),
+    ...(jiraAgentUrl === "" ? {} : { jiraAgentUrl }),
+    ...(confluenceAgentUrl === "" ? {} : { confluenceAgentUrl }),
+    ...(swaggerAgentUrl === "" ? {} : { swaggerAgentUrl }),
+    ...(consistencyEngineUrl === "" ? {} : { consistencyEngineUrl }),
+  };
+}
+
+type AgentUrls = Pick<
+  AppConfig,
+  | "githubAgentUrl"
+  | "jiraAgentUrl"
+  | "confluenceAgentUrl"
+  | "swaggerAgentUrl"
+  | "consistencyEngineUrl"
+>;
 
 function tracingSettings(
   otlpEndpoint: string,
