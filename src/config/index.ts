@@ -19,6 +19,7 @@ export {
   type EffectiveConfigValue,
   type LoadedConfig,
   loadConfig,
+  type OutboundSettings,
   type RedisSettings,
   type SagaSettings,
   type TlsFiles,

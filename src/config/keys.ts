@@ -490,6 +490,50 @@ export const configKey = Object.freeze({
     description: "Timeout of each outbound call to another service, in milliseconds.",
     parse: scalar(integer(1, 600000)),
   }),
+  OUTBOUND_MAX_ATTEMPTS: defineKey({
+    name: "OUTBOUND_MAX_ATTEMPTS",
+    section: "services",
+    type: "integer 1..10",
+    default: "3",
+    description:
+      "Attempts of an outbound call that may be repeated (GET, HEAD, PUT, DELETE, or one carrying an Idempotency-Key) when it fails to connect, times out or gets 429, 502, 503 or 504; 1: no retry.",
+    parse: scalar(integer(1, 10)),
+  }),
+  OUTBOUND_RETRY_BASE_DELAY_MS: defineKey({
+    name: "OUTBOUND_RETRY_BASE_DELAY_MS",
+    section: "services",
+    type: "integer 1..60000",
+    default: "100",
+    description:
+      "First wait before an outbound retry, in milliseconds; it grows exponentially, with jitter.",
+    parse: scalar(integer(1, 60_000)),
+  }),
+  OUTBOUND_RETRY_MAX_DELAY_MS: defineKey({
+    name: "OUTBOUND_RETRY_MAX_DELAY_MS",
+    section: "services",
+    type: "integer 1..300000",
+    default: "2000",
+    description: "Longest wait between two outbound attempts, in milliseconds.",
+    parse: scalar(integer(1, 300_000)),
+  }),
+  OUTBOUND_BREAKER_THRESHOLD: defineKey({
+    name: "OUTBOUND_BREAKER_THRESHOLD",
+    section: "services",
+    type: "integer 1..1000",
+    default: "5",
+    description:
+      "Consecutive failed attempts (no connection, timeout, 5xx) to one origin that open its circuit: calls to it then fail at once.",
+    parse: scalar(integer(1, 1000)),
+  }),
+  OUTBOUND_BREAKER_HALF_OPEN_MS: defineKey({
+    name: "OUTBOUND_BREAKER_HALF_OPEN_MS",
+    section: "services",
+    type: "integer 100..3600000",
+    default: "10000",
+    description:
+      "How long an open circuit stays open before one trial call is let through (success closes it), in milliseconds.",
+    parse: scalar(integer(100, 3_600_000)),
+  }),
   ORCHESTRATOR_PEERS: defineKey({
     name: "ORCHESTRATOR_PEERS",
     section: "orchestrator",

@@ -50,6 +50,13 @@ const defaultConfig = {
   reportingUrl: "http://reporting:5030",
   notificationUrl: "http://notification-service:5095",
   outboundTimeoutMs: 5000,
+  outbound: {
+    maxAttempts: 3,
+    retryBaseDelayMs: 100,
+    retryMaxDelayMs: 2000,
+    breakerThreshold: 5,
+    breakerHalfOpenMs: 10000,
+  },
   peers: [],
   environment: "development",
   events: {

@@ -63,6 +63,8 @@ export interface AppConfig {
   readonly consistencyEngineUrl?: string;
   readonly logCollectorUrl?: string;
   readonly outboundTimeoutMs: number;
+  /** Retries and circuit breakers of outbound calls. */
+  readonly outbound: OutboundSettings;
   /** Peer base URLs without a trailing "/"; empty when this node runs alone. */
   readonly peers: readonly string[];
   /** Absent means the app generates one. */
@@ -100,6 +102,15 @@ export interface EventSettings {
   /** Events waiting for the store at most (count, bytes). */
   readonly outboxSize: number;
   readonly outboxBytes: number;
+}
+
+/** Retries and circuit breakers of outbound calls. */
+export interface OutboundSettings {
+  readonly maxAttempts: number;
+  readonly retryBaseDelayMs: number;
+  readonly retryMaxDelayMs: number;
+  readonly breakerThreshold: number;
+  readonly breakerHalfOpenMs: number;
 }
 
 /** The tracing settings. */
@@ -415,6 +426,13 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     ...agentUrls(resolved),
     ...(logCollectorUrl === "" ? {} : { logCollectorUrl }),
     outboundTimeoutMs: value(k.OUTBOUND_TIMEOUT_MS),
+    outbound: Object.freeze({
+      maxAttempts: value(k.OUTBOUND_MAX_ATTEMPTS),
+      retryBaseDelayMs: value(k.OUTBOUND_RETRY_BASE_DELAY_MS),
+      retryMaxDelayMs: value(k.OUTBOUND_RETRY_MAX_DELAY_MS),
+      breakerThreshold: value(k.OUTBOUND_BREAKER_THRESHOLD),
+      breakerHalfOpenMs: value(k.OUTBOUND_BREAKER_HALF_OPEN_MS),
+    }),
     peers: value(k.ORCHESTRATOR_PEERS),
     ...(nodeId === "" ? {} : { nodeId }),
     environment: value(k.ENVIRONMENT),
