@@ -1,48 +1,20 @@
-import { once } from "node:events";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { ServerResponse } from "node:http";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
+import {
+  type LoopbackHandler,
+  type LoopbackServer,
+  requestText,
+  startLoopbackServer,
+} from "../../tests/support/loopback-server.js";
 import { createMemoryTraceStore } from "../tracing/memory-trace-store.js";
 import { createTracing, outboundTracerOf } from "../tracing/tracing.js";
 import { createHttpClient, isOutboundError, type OutboundError } from "./http-client.js";
 
-type Handler = (request: IncomingMessage, response: ServerResponse) => void;
+const servers: LoopbackServer[] = [];
 
-interface TestServer {
-  readonly port: number;
-  readonly url: string;
-  readonly requests: IncomingMessage[];
-  openConnections(): number;
-  close(): Promise<void>;
-}
-
-const servers: TestServer[] = [];
-
-async function startServer(handler: Handler): Promise<TestServer> {
-  const sockets = new Set<Socket>();
-  const requests: IncomingMessage[] = [];
-  const server: Server = createServer((request, response) => {
-    requests.push(request);
-    handler(request, response);
-  });
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-  const started: TestServer = {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    requests,
-    openConnections: () => sockets.size,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+async function startServer(handler: LoopbackHandler): Promise<LoopbackServer> {
+  const started = await startLoopbackServer(handler);
   servers.push(started);
   return started;
 }
@@ -83,12 +55,25 @@ function streamBytes(response: ServerResponse, total: number, sent: { bytes: num
     while (!closed && sent.bytes < total) {
       sent.bytes += chunk.length;
       if (!response.write(chunk)) {
-        await Promise.race([once(response, "drain"), once(response, "close")]);
+        await drainOrClose(response);
       }
     }
     if (!closed) response.end();
   };
   void pump();
+}
+
+/** Waits for room in the socket or its end, leaving no listener behind (either may never come). */
+function drainOrClose(response: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      response.off("drain", done);
+      response.off("close", done);
+      resolve();
+    };
+    response.on("drain", done);
+    response.on("close", done);
+  });
 }
 
 const fiftyMegabytes = 50 * 1024 * 1024;
@@ -356,6 +341,188 @@ describe("createHttpClient", () => {
   });
 });
 
+describe("request", () => {
+  /** Answers with what it received: method, content type and body. */
+  async function echoServer() {
+    return startServer((request, response) => {
+      void requestText(request).then((body) => {
+        response.writeHead(200, { "content-type": "application/json" });
+        response.end(
+          JSON.stringify({
+            method: request.method,
+            contentType: request.headers["content-type"] ?? null,
+            body,
+          }),
+        );
+      });
+    });
+  }
+
+  function echoed(body: Buffer): { method: string; contentType: string | null; body: string } {
+    return JSON.parse(body.toString("utf8"));
+  }
+
+  it("sends a JSON body with its content type", async () => {
+    const server = await echoServer();
+    const document = { source: "github", scope: ["org/repo"], depth: 2 };
+
+    const response = await createHttpClient().request({
+      method: "POST",
+      url: `${server.url}/ingest`,
+      json: document,
+    });
+
+    expect(echoed(response.body)).toEqual({
+      method: "POST",
+      contentType: "application/json",
+      body: JSON.stringify(document),
+    });
+  });
+
+  it("keeps a content type the caller names", async () => {
+    const server = await echoServer();
+
+    const response = await createHttpClient().request({
+      method: "PATCH",
+      url: server.url,
+      json: { name: "x" },
+      headers: { "Content-Type": "application/merge-patch+json" },
+    });
+
+    expect(echoed(response.body)).toMatchObject({
+      method: "PATCH",
+      contentType: "application/merge-patch+json",
+    });
+  });
+
+  it.each(["PUT", "DELETE"] as const)("sends %s with its body", async (method) => {
+    const server = await echoServer();
+
+    const response = await createHttpClient().request({ method, url: server.url, json: [1] });
+
+    expect(echoed(response.body)).toEqual({
+      method,
+      contentType: "application/json",
+      body: "[1]",
+    });
+  });
+
+  it("answers a HEAD with the status and an empty body", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(200, { "content-type": "text/plain", "content-length": "5" });
+      response.end("hello");
+    });
+
+    const response = await createHttpClient().request({ method: "HEAD", url: server.url });
+
+    expect(response.status).toBe(200);
+    expect(response.body).toHaveLength(0);
+    expect(server.requests[0]?.method).toBe("HEAD");
+  });
+
+  it("refuses what cannot be sent, before any I/O", async () => {
+    const server = await echoServer();
+    const client = createHttpClient();
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+
+    const refusals = [
+      client.request({ method: "POST", url: server.url, json: { big: 1n } }),
+      client.request({ method: "POST", url: server.url, json: cycle }),
+      client.request({ method: "POST", url: server.url, json: () => 1 }),
+      client.request({ method: "GET", url: server.url, json: {} }),
+      client.request({ method: "HEAD", url: server.url, json: {} }),
+      client.request({ method: "CONNECT" as "GET", url: server.url }),
+    ];
+
+    for (const refusal of refusals) await expect(refusal).rejects.toBeInstanceOf(TypeError);
+    expect(server.requests).toHaveLength(0);
+  });
+
+  it("sends the call's correlation id and traceparent over the headers' own", async () => {
+    const server = await startServer((_request, response) => response.end());
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    await createHttpClient().request({
+      method: "POST",
+      url: server.url,
+      headers: { "x-correlation-id": "stale", traceparent: "00-stale" },
+      call: { correlationId: "corr-42", traceparent },
+      idempotencyKey: "run-1/step-2",
+    });
+    await createHttpClient().get(server.url, { call: { correlationId: "corr-43" } });
+
+    expect(server.requests[0]?.headers).toMatchObject({
+      "x-correlation-id": "corr-42",
+      traceparent,
+      "idempotency-key": "run-1/step-2",
+    });
+    expect(server.requests[1]?.headers["x-correlation-id"]).toBe("corr-43");
+    expect(server.requests[1]?.headers.traceparent).toBeUndefined();
+  });
+
+  it("applies maxBytes to the answer of a POST, and does not retry it", async () => {
+    const server = await startServer((request, response) => {
+      void requestText(request).then(() => {
+        response.writeHead(200);
+        response.end(Buffer.alloc(64 * 1024, 0x61));
+      });
+    });
+
+    const error = await rejection(
+      createHttpClient().request({
+        method: "POST",
+        url: server.url,
+        json: {},
+        idempotencyKey: "k",
+        maxBytes: 1024,
+      }),
+    );
+
+    expect(error.kind).toBe("too_large");
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it("follows a 303 after a POST as a GET without body, a 307 as the same POST", async () => {
+    const server = await startServer((request, response) => {
+      void requestText(request).then((body) => {
+        if (request.url === "/see-other") {
+          response.writeHead(303, { location: "/result" }).end();
+        } else if (request.url === "/temporary") {
+          response.writeHead(307, { location: "/result" }).end();
+        } else {
+          response.end(
+            JSON.stringify({
+              method: request.method,
+              contentType: request.headers["content-type"] ?? null,
+              body,
+            }),
+          );
+        }
+      });
+    });
+    const client = createHttpClient();
+
+    const seeOther = await client.request({
+      method: "POST",
+      url: `${server.url}/see-other`,
+      json: { a: 1 },
+    });
+    const temporary = await client.request({
+      method: "POST",
+      url: `${server.url}/temporary`,
+      json: { a: 1 },
+    });
+
+    expect(echoed(seeOther.body)).toEqual({ method: "GET", contentType: null, body: "" });
+    expect(echoed(temporary.body)).toEqual({
+      method: "POST",
+      contentType: "application/json",
+      body: '{"a":1}',
+    });
+  });
+});
+
 describe("client spans", () => {
   // The tracing capability's tracer over the real SDK and a memory trace store: what a call
   // records, found by the trace id the server received.
@@ -369,9 +536,40 @@ describe("client spans", () => {
     });
     return {
       store,
-      client: createHttpClient({ timeoutMs: 2000 }, { tracer: outboundTracerOf(tracing) }),
+      client: createHttpClient(
+        { timeoutMs: 2000, retryBaseDelayMs: 2, retryMaxDelayMs: 5 },
+        { tracer: outboundTracerOf(tracing) },
+      ),
     };
   }
+
+  it("records a span per attempt, each a child of the call's traceparent", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(server.requests.length === 1 ? 503 : 201).end();
+    });
+    const { store, client } = tracedClient();
+    const caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    const response = await client.request({
+      method: "PUT",
+      url: `${server.url}/documents/7`,
+      json: {},
+      call: { correlationId: "c-1", traceparent: caller },
+    });
+
+    expect(response.status).toBe(201);
+    const sent = server.requests.map((request) => String(request.headers.traceparent));
+    expect(sent).toHaveLength(2);
+    expect(new Set(sent).size).toBe(2);
+    const spans = (store.trace("0af7651916cd43dd8448eb211c80319c")?.roots ?? []).map(
+      (root) => root.span,
+    );
+    expect(spans.map((span) => [span.name, span.parentSpanId, span.status])).toEqual([
+      ["PUT", "b7ad6b7169203331", "error"],
+      ["PUT", "b7ad6b7169203331", "ok"],
+    ]);
+    expect(spans.map((span) => `00-${span.traceId}-${span.spanId}-01`)).toEqual(sent);
+  });
 
   it("sends its own span as traceparent, the child of the caller's, and records the status", async () => {
     const server = await startServer((_request, response) => response.writeHead(404).end());

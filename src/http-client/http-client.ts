@@ -1,38 +1,17 @@
 import { type Clock, systemClock } from "../clock.js";
+import { isOutboundError, OutboundError } from "./outbound-errors.js";
+import { createOutboundPolicy, type OutboundPolicy } from "./outbound-policy.js";
 
-/** The closed set of ways an outbound call fails before a status code can be returned. */
-export type OutboundErrorKind =
-  | "invalid_url"
-  | "timeout"
-  | "too_large"
-  | "redirect_refused"
-  | "too_many_redirects"
-  | "network";
+export {
+  isOutboundError,
+  OutboundError,
+  type OutboundErrorKind,
+  outboundErrorKinds,
+} from "./outbound-errors.js";
 
-/**
- * Why an outbound call failed. The message is written to be shown to a client: it never names a
- * host, an address or a raw socket error; the underlying error, if any, is kept in `cause` for logs.
- */
-export class OutboundError extends Error {
-  override readonly name = "OutboundError";
-
-  constructor(
-    readonly kind: OutboundErrorKind,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-/** True when `error` is an {@link OutboundError}. */
-export function isOutboundError(error: unknown): error is OutboundError {
-  return error instanceof OutboundError;
-}
-
-/** Options of {@link createHttpClient}; every call may override the first two. */
+/** Options of {@link createHttpClient}; every call may override `timeoutMs` and `maxBytes`. */
 export interface HttpClientOptions {
-  /** Budget for the whole exchange, redirects and body included, in ms. Default: 5000. */
+  /** Budget for one attempt: the exchange, redirects and body included, in ms. Default: 5000. */
   timeoutMs: number;
   /** Largest response body accepted, in bytes (after content decoding). Default: 5 MiB. */
   maxBytes: number;
@@ -40,6 +19,30 @@ export interface HttpClientOptions {
   maxRedirects: number;
   /** Sent as `user-agent` unless the call's headers set one. Default: "orchestrator". */
   userAgent: string;
+  /** Attempts of a retried call, the first included; 1 turns retries off. Default: 3. */
+  maxAttempts: number;
+  /**
+   * Backoff ceiling before the first retry, in ms; it doubles at each retry, and each wait is
+   * drawn between half the ceiling and all of it. Default: 100.
+   */
+  retryBaseDelayMs: number;
+  /** Largest backoff between two attempts, in ms. Default: 2000. */
+  retryMaxDelayMs: number;
+  /**
+   * Consecutive failed attempts (network failure, timeout, 5xx answer) on one origin that open
+   * its circuit. Default: 5.
+   */
+  breakerThreshold: number;
+  /**
+   * Time an open circuit fails calls fast before it half-opens and lets one trial call through
+   * (success closes it, failure opens it again), in ms. Default: 10000.
+   */
+  breakerHalfOpenMs: number;
+  /**
+   * Origins whose breakers are kept, so memory stays bounded whatever targets are called; the
+   * oldest inserted goes when a new one comes. Default: 1000.
+   */
+  maxBreakers: number;
 }
 
 /** The defaults {@link createHttpClient} merges its options over. */
@@ -48,13 +51,36 @@ export const httpClientDefaults: Readonly<HttpClientOptions> = Object.freeze({
   maxBytes: 5 * 1024 * 1024,
   maxRedirects: 3,
   userAgent: "orchestrator",
+  maxAttempts: 3,
+  retryBaseDelayMs: 100,
+  retryMaxDelayMs: 2000,
+  breakerThreshold: 5,
+  breakerHalfOpenMs: 10_000,
+  maxBreakers: 1000,
 });
+
+/** The methods {@link HttpClient.request} sends. */
+export const outboundMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
+
+/** One of {@link outboundMethods}. */
+export type OutboundMethod = (typeof outboundMethods)[number];
+
+/** Methods whose repetition has the effect of one call (RFC 9110 §9.2.2): safe to retry. */
+const idempotentMethods: ReadonlySet<string> = new Set(["GET", "HEAD", "PUT", "DELETE"]);
+
+/** The call an outbound request is made on behalf of, propagated to the target. */
+export interface OutboundCall {
+  /** Sent as `x-correlation-id`. */
+  readonly correlationId: string;
+  /** Sent as `traceparent` (replaced by the client span's own when a tracer is set). */
+  readonly traceparent?: string | undefined;
+}
 
 /** Per-call settings of {@link HttpClient.get}. */
 export interface HttpGetRequest {
-  /** Extra request headers (traceparent, correlation id, ...); they override the user agent. */
+  /** Extra request headers; they override the user agent. */
   headers?: Readonly<Record<string, string>>;
-  /** Overrides the client's `timeoutMs` for this call. */
+  /** Overrides the client's `timeoutMs` for this call (each attempt). */
   timeoutMs?: number;
   /** Overrides the client's `maxBytes` for this call. */
   maxBytes?: number;
@@ -62,6 +88,35 @@ export interface HttpGetRequest {
   signal?: AbortSignal;
   /** Sent as `accept`, over any `accept` in `headers`. */
   accept?: string;
+  /** Sent as `x-correlation-id` and `traceparent`, over any in `headers`. */
+  call?: OutboundCall;
+}
+
+/** One outbound call, as {@link HttpClient.request} makes it. */
+export interface OutboundRequest extends HttpGetRequest {
+  readonly method: OutboundMethod;
+  /** An absolute http: or https: URL without credentials. */
+  readonly url: string;
+  /**
+   * Sent as the body, JSON.stringify'd, with `content-type: application/json` unless `headers`
+   * name another content type. Not allowed on GET and HEAD.
+   */
+  json?: unknown;
+  /**
+   * Sent as `Idempotency-Key`, the same on every attempt; it lets a POST or PATCH be retried,
+   * since the target can then recognise a repeated call.
+   */
+  idempotencyKey?: string;
+  /**
+   * Retry transient failures. Default: true. Even then, only idempotent methods (GET, HEAD, PUT,
+   * DELETE) and calls with an `idempotencyKey` are retried: a repeated POST could act twice.
+   */
+  retry?: boolean;
+  /**
+   * Pass the call through its origin's circuit breaker. Default: true. Health probes turn it off
+   * (with `retry`): a probe is the health signal, it must be neither retried nor cut.
+   */
+  breaker?: boolean;
 }
 
 /** A response read in full. */
@@ -71,21 +126,33 @@ export interface HttpResponse {
   readonly body: Buffer;
   /** The URL that answered, after redirects. */
   readonly url: string;
-  /** Time from the call to the end of the body, in ms. */
+  /** Time from the start of the attempt that answered to the end of its body, in ms. */
   readonly elapsedMs: number;
 }
 
 /** The one outbound HTTP client: bounded in time and size, never leaving the origin it was given. */
 export interface HttpClient {
   /**
-   * GETs `url` and reads the whole body. Non-2xx statuses are returned, not thrown. Redirects are
-   * followed only within the same origin (scheme, host and port).
+   * Sends `request` and reads the whole answer. Non-2xx statuses are returned, not thrown.
+   * Redirects are followed only within the same origin (scheme, host and port); a 303, or a 301
+   * or 302 to a POST, goes on as a GET without body, as browsers do. Transient failures (network,
+   * timeout, 429, 502, 503, 504) are retried after an exponential backoff with jitter, up to
+   * `maxAttempts`, when the method is idempotent or the call has an idempotency key; the last
+   * attempt's answer is returned. Each attempt passes the origin's circuit breaker.
    * @throws OutboundError "invalid_url" for anything but an absolute http: or https: URL without
-   *   credentials (before any I/O); "timeout" when the exchange outlasts `timeoutMs`; "too_large"
+   *   credentials (before any I/O); "timeout" when an attempt outlasts `timeoutMs`; "too_large"
    *   when the body (declared or read) exceeds `maxBytes`; "redirect_refused" for a redirect to
-   *   another origin; "too_many_redirects" past `maxRedirects`; "network" when the connection fails.
-   * @throws the signal's reason when `request.signal` aborts the call.
-   * @throws TypeError for header names or values fetch refuses.
+   *   another origin; "too_many_redirects" past `maxRedirects`; "network" when the connection
+   *   fails; "circuit_open" while the origin's circuit is open.
+   * @throws the signal's reason when `request.signal` aborts the call (retries stop too).
+   * @throws TypeError, before any I/O, for an unknown method, a body on GET or HEAD, a `json`
+   *   that JSON.stringify cannot serialize, and header names or values fetch refuses.
+   * @throws RangeError for a `timeoutMs` that is not positive or a `maxBytes` that is negative.
+   */
+  request(request: OutboundRequest): Promise<HttpResponse>;
+  /**
+   * GETs `url` once: `request` with `retry` and `breaker` off, as health probes and polls need
+   * (their failures are the signal they report). Same errors as {@link HttpClient.request}.
    */
   get(url: string, request?: HttpGetRequest): Promise<HttpResponse>;
 }
@@ -98,9 +165,9 @@ export interface OutboundSpan {
   end(outcome: { readonly status: number } | { readonly error: string }): void;
 }
 
-/** Starts a client span for each outbound call (the tracing capability gives one). */
+/** Starts a client span for each outbound attempt (the tracing capability gives one). */
 export interface OutboundTracer {
-  /** `parent` is the traceparent the caller put in the call's headers, if any. */
+  /** `parent` is the traceparent the caller gave (in `call` or the headers), if any. */
   start(method: string, url: URL, parent: string | undefined): OutboundSpan;
 }
 
@@ -108,15 +175,20 @@ export interface OutboundTracer {
 export interface HttpClientDeps {
   /** Measures `elapsedMs`. Default: the system clock. */
   clock: Clock;
-  /** Records a client span per call and propagates it. Default: none (headers sent as given). */
+  /** Records a client span per attempt and propagates it. Default: none (headers sent as given). */
   tracer: OutboundTracer | undefined;
+  /** Draws the retries' jitter, in [0, 1). Default: Math.random. */
+  random: () => number;
 }
 
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
 /**
- * Creates the outbound HTTP client over the global fetch (undici).
- * @throws RangeError when an option is not a non-negative number (timeoutMs: positive).
+ * Creates the outbound HTTP client over the global fetch (undici). Its circuit breakers live as
+ * long as it does: create one per process and share it.
+ * @throws RangeError when an option is out of range: timeoutMs, breakerHalfOpenMs positive;
+ *   maxBytes, retry delays non-negative; maxRedirects a non-negative integer; maxAttempts,
+ *   breakerThreshold, maxBreakers positive integers.
  */
 export function createHttpClient(
   options: Partial<HttpClientOptions> = {},
@@ -126,73 +198,192 @@ export function createHttpClient(
     ...httpClientDefaults,
     ...options,
   });
+  checkSettings(settings);
+  const context: AttemptContext = {
+    clock: deps.clock ?? systemClock,
+    tracer: deps.tracer,
+    maxRedirects: settings.maxRedirects,
+  };
+  const policy: OutboundPolicy = createOutboundPolicy(settings, deps.random ?? Math.random);
+
+  const client: HttpClient = {
+    async request(request) {
+      const plan = planCall(settings, request);
+      request.signal?.throwIfAborted();
+      return policy.run(plan.target.origin, () => attempt(plan, context), {
+        retry: plan.retry,
+        breaker: request.breaker ?? true,
+        signal: request.signal,
+      });
+    },
+    get(url, request = {}) {
+      return client.request({ ...request, method: "GET", url, retry: false, breaker: false });
+    },
+  };
+  return client;
+}
+
+function checkSettings(settings: Readonly<HttpClientOptions>): void {
   checkLimits(settings.timeoutMs, settings.maxBytes);
   if (!Number.isInteger(settings.maxRedirects) || settings.maxRedirects < 0) {
     throw new RangeError("maxRedirects must be a non-negative integer");
   }
-  const clock = deps.clock ?? systemClock;
-  const tracer = deps.tracer;
+  for (const name of ["maxAttempts", "breakerThreshold", "maxBreakers"] as const) {
+    if (!Number.isInteger(settings[name]) || settings[name] < 1) {
+      throw new RangeError(`${name} must be a positive integer`);
+    }
+  }
+  for (const name of ["retryBaseDelayMs", "retryMaxDelayMs"] as const) {
+    if (!(Number.isFinite(settings[name]) && settings[name] >= 0)) {
+      throw new RangeError(`${name} must be a non-negative number`);
+    }
+  }
+  if (!(Number.isFinite(settings.breakerHalfOpenMs) && settings.breakerHalfOpenMs > 0)) {
+    throw new RangeError("breakerHalfOpenMs must be a positive number");
+  }
+}
 
+/** A call checked and prepared before any I/O; every attempt sends it as it is. */
+interface CallPlan {
+  readonly method: OutboundMethod;
+  readonly target: URL;
+  /** The headers of every attempt, before the attempt's span sets its traceparent. */
+  readonly headers: Headers;
+  readonly body: string | undefined;
+  readonly timeoutMs: number;
+  readonly maxBytes: number;
+  readonly signal: AbortSignal | undefined;
+  readonly retry: boolean;
+}
+
+function planCall(settings: Readonly<HttpClientOptions>, request: OutboundRequest): CallPlan {
+  const method = checkMethod(request.method);
+  const timeoutMs = request.timeoutMs ?? settings.timeoutMs;
+  const maxBytes = request.maxBytes ?? settings.maxBytes;
+  checkLimits(timeoutMs, maxBytes);
+  const target = parseTarget(request.url);
+  const body = jsonBody(method, request.json);
+  const headers = requestHeaders(settings.userAgent, request, body !== undefined);
+  const idempotent = idempotentMethods.has(method) || request.idempotencyKey !== undefined;
   return {
-    async get(url, request = {}) {
-      const timeoutMs = request.timeoutMs ?? settings.timeoutMs;
-      const maxBytes = request.maxBytes ?? settings.maxBytes;
-      checkLimits(timeoutMs, maxBytes);
-      let target = parseTarget(url);
-      const headers = requestHeaders(settings.userAgent, request);
-      request.signal?.throwIfAborted();
-
-      const span = tracer?.start("GET", target, headers.get("traceparent") ?? undefined);
-      if (span) headers.set("traceparent", span.traceparent);
-      const started = clock.monotonic();
-      const exchange = startExchange(timeoutMs, request.signal);
-      let stage: Stage = "connect";
-      try {
-        for (let redirects = 0; ; redirects++) {
-          stage = "connect";
-          const response = await fetch(target, {
-            method: "GET",
-            headers,
-            redirect: "manual",
-            signal: exchange.controller.signal,
-          });
-          const next = redirectTarget(response, target);
-          if (next === undefined) {
-            stage = "body";
-            const body = await readBody(response, maxBytes, exchange.controller);
-            span?.end({ status: response.status });
-            return {
-              status: response.status,
-              headers: response.headers,
-              body,
-              url: target.href,
-              elapsedMs: clock.monotonic() - started,
-            };
-          }
-          // The redirect's own body is of no interest; dropping it frees the connection.
-          response.body?.cancel().catch(() => {});
-          if (redirects >= settings.maxRedirects) {
-            throw new OutboundError(
-              "too_many_redirects",
-              `more than ${settings.maxRedirects} redirects`,
-            );
-          }
-          target = next;
-        }
-      } catch (error) {
-        const failure = outboundFailure(error, {
-          exchange,
-          timeoutMs,
-          stage,
-          signal: request.signal,
-        });
-        span?.end({ error: isOutboundError(failure) ? failure.message : "cancelled" });
-        throw failure;
-      } finally {
-        exchange.dispose();
-      }
-    },
+    method,
+    target,
+    headers,
+    body,
+    timeoutMs,
+    maxBytes,
+    signal: request.signal,
+    retry: (request.retry ?? true) && idempotent,
   };
+}
+
+function checkMethod(method: string): OutboundMethod {
+  const known = outboundMethods.find((candidate) => candidate === method);
+  if (known === undefined) throw new TypeError(`unsupported method ${JSON.stringify(method)}`);
+  return known;
+}
+
+/** The body to send, serialized once so that every attempt sends the same bytes. */
+function jsonBody(method: OutboundMethod, json: unknown): string | undefined {
+  if (json === undefined) return undefined;
+  if (method === "GET" || method === "HEAD") {
+    throw new TypeError(`a ${method} request cannot have a body`);
+  }
+  // JSON.stringify throws a TypeError for cycles and BigInts, and returns undefined for a
+  // function or a symbol: neither is a body.
+  const body: string | undefined = JSON.stringify(json);
+  if (body === undefined) throw new TypeError("the json body cannot be serialized as JSON");
+  return body;
+}
+
+/** What an attempt needs besides the plan. */
+interface AttemptContext {
+  readonly clock: Clock;
+  readonly tracer: OutboundTracer | undefined;
+  readonly maxRedirects: number;
+}
+
+/** Where one request of an attempt goes: the first, then each redirect's. */
+interface Hop {
+  readonly method: OutboundMethod;
+  readonly target: URL;
+  readonly body: string | undefined;
+}
+
+/** One attempt: one exchange (redirects included) under its own deadline and client span. */
+async function attempt(plan: CallPlan, context: AttemptContext): Promise<HttpResponse> {
+  // A caller who aborted during a backoff gets no further request sent on their behalf.
+  plan.signal?.throwIfAborted();
+  const headers = new Headers(plan.headers);
+  const span = context.tracer?.start(
+    plan.method,
+    plan.target,
+    headers.get("traceparent") ?? undefined,
+  );
+  if (span) headers.set("traceparent", span.traceparent);
+  const started = context.clock.monotonic();
+  const exchange = startExchange(plan.timeoutMs, plan.signal);
+  let stage: Stage = "connect";
+  let hop: Hop = { method: plan.method, target: plan.target, body: plan.body };
+  try {
+    for (let redirects = 0; ; redirects++) {
+      stage = "connect";
+      const response = await fetch(hop.target, {
+        method: hop.method,
+        headers,
+        body: hop.body ?? null,
+        redirect: "manual",
+        signal: exchange.controller.signal,
+      });
+      const next = redirectTarget(response, hop.target);
+      if (next === undefined) {
+        stage = "body";
+        const body = await readBody(response, plan.maxBytes, exchange.controller);
+        span?.end({ status: response.status });
+        return {
+          status: response.status,
+          headers: response.headers,
+          body,
+          url: hop.target.href,
+          elapsedMs: context.clock.monotonic() - started,
+        };
+      }
+      // The redirect's own body is of no interest; dropping it frees the connection.
+      response.body?.cancel().catch(() => {});
+      if (redirects >= context.maxRedirects) {
+        throw new OutboundError(
+          "too_many_redirects",
+          `more than ${context.maxRedirects} redirects`,
+        );
+      }
+      hop = redirected(hop, response.status, next, headers);
+    }
+  } catch (error) {
+    const failure = outboundFailure(error, {
+      exchange,
+      timeoutMs: plan.timeoutMs,
+      stage,
+      signal: plan.signal,
+    });
+    span?.end({ error: isOutboundError(failure) ? failure.message : "cancelled" });
+    throw failure;
+  } finally {
+    exchange.dispose();
+  }
+}
+
+/**
+ * The next hop after a redirect to `next`. A 303 asks for a GET of the new location, and a 301 or
+ * 302 to a POST is turned into a GET by every client in use (RFC 9110 §15.4): the body and its
+ * content type are dropped. 307 and 308 repeat the method and the body.
+ */
+function redirected(hop: Hop, status: number, next: URL, headers: Headers): Hop {
+  const toGet =
+    (status === 303 && hop.method !== "GET" && hop.method !== "HEAD") ||
+    ((status === 301 || status === 302) && hop.method === "POST");
+  if (!toGet) return { ...hop, target: next };
+  headers.delete("content-type");
+  return { method: "GET", target: next, body: undefined };
 }
 
 type Stage = "connect" | "body";
@@ -248,11 +439,25 @@ function parseTarget(url: string): URL {
   return parsed;
 }
 
-function requestHeaders(userAgent: string, request: HttpGetRequest): Headers {
-  // Headers merges names case-insensitively, so a caller's "User-Agent" replaces ours.
+/**
+ * The headers every attempt sends. Headers merges names case-insensitively, so a caller's
+ * "User-Agent" replaces ours; what the request says in its own fields (accept, the idempotency
+ * key, the call's ids) wins over the same names in `headers`.
+ */
+function requestHeaders(userAgent: string, request: OutboundRequest, json: boolean): Headers {
   const headers = new Headers({ "user-agent": userAgent });
   for (const [name, value] of Object.entries(request.headers ?? {})) headers.set(name, value);
   if (request.accept !== undefined) headers.set("accept", request.accept);
+  if (json && !headers.has("content-type")) headers.set("content-type", "application/json");
+  if (request.idempotencyKey !== undefined) {
+    headers.set("idempotency-key", request.idempotencyKey);
+  }
+  if (request.call !== undefined) {
+    headers.set("x-correlation-id", request.call.correlationId);
+    if (request.call.traceparent !== undefined) {
+      headers.set("traceparent", request.call.traceparent);
+    }
+  }
   return headers;
 }
 
