@@ -30,6 +30,7 @@ import type { DeadLetters } from "./dlq/dead-letters.js";
 import { createDeadLettersLink } from "./dlq/dead-letters.js";
 import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
+import { createHttpClient } from "./http-client/http-client.js";
 import { type IdSource, randomIds } from "./ids.js";
 import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
@@ -158,6 +159,12 @@ export async function createApp(
   };
   const shadowedValues = shadowedPathValues(apiServices);
   const tracing = createTracingCapability({ config, node });
+  // One outbound client for the node: its circuit breakers (one per origin) are shared by every
+  // capability that calls the same service.
+  const outbound = createHttpClient(
+    { timeoutMs: config.outboundTimeoutMs, ...config.outbound },
+    { tracer: tracing.outboundTracer },
+  );
   // The event log and the dead-letter queue need each other (the queue emits its events into the
   // log; failed deliveries of replays go to the queue): the log comes first, linked to the queue.
   const deadLetters = createDeadLettersLink();
@@ -178,7 +185,7 @@ export async function createApp(
     events: events.log,
     node,
     shadowedValues,
-    outboundTracer: tracing.outboundTracer,
+    http: outbound,
   });
   registerPeerMetrics(metrics, () => registry.peerStatuses());
   const sagas = createSagasCapability({

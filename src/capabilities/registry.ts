@@ -9,7 +9,7 @@ import type { AppConfig } from "../config/index.js";
 import type { EventLog } from "../events/event-log.js";
 import { redisEventTarget } from "../events/redis-event-scripts.js";
 import type { ShadowedValue } from "../gateway/http-bindings.js";
-import { createHttpClient, type OutboundTracer } from "../http-client/http-client.js";
+import type { HttpClient } from "../http-client/http-client.js";
 import { createBaselineRetention } from "../registry/baseline-retention.js";
 import { HealthChecker, type SystemHealth } from "../registry/health-checker.js";
 import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
@@ -44,8 +44,8 @@ export interface RegistryCapabilityDeps {
   readonly node: NodeInfo;
   /** Path-variable values other routes take: the registry's `{name}` ones are reserved names. */
   readonly shadowedValues: readonly ShadowedValue[];
-  /** Records a client span for each health check and OpenAPI fetch; undefined: none. */
-  readonly outboundTracer?: OutboundTracer | undefined;
+  /** The node's one outbound client: health probes and OpenAPI fetches go through it. */
+  readonly http: HttpClient;
 }
 
 /**
@@ -68,10 +68,7 @@ export function createRegistryCapability(deps: RegistryCapabilityDeps): Registry
       reservedNames,
     },
   );
-  const http = createHttpClient(
-    { timeoutMs: config.outboundTimeoutMs },
-    { tracer: deps.outboundTracer },
-  );
+  const { http } = deps;
   const healthChecker = new HealthChecker(
     { registry, entries: () => store.entries(), http, clock, logger },
     {

@@ -1,4 +1,5 @@
 import { type Clock, systemClock } from "../clock.js";
+import { createHttpClient, type HttpClient } from "../http-client/http-client.js";
 
 /** Why records were dropped: the buffer was full, or the collector did not accept them. */
 export type LogDropReason = "buffer_full" | "send_failed";
@@ -40,8 +41,12 @@ export interface LogShipperOptions {
   maxBufferedBytes?: number;
   /** Per-request timeout. Default: 5000 ms. */
   timeoutMs?: number;
-  /** The fetch used to reach the collector. Default: `globalThis.fetch`, looked up per call. */
-  fetch?: typeof globalThis.fetch;
+  /**
+   * The outbound client that posts to the collector. Default: one of its own, without client
+   * spans (shipping logs must not make traces of itself); the shipper never retries (logs are
+   * best-effort), but the client's circuit breaker makes a dead collector cost nothing per flush.
+   */
+  http?: HttpClient;
   /** Supplies the timestamp of a record that has no `time`. Default: the system clock. */
   clock?: Clock;
   /**
@@ -100,7 +105,7 @@ export class CollectorResponseError extends Error {
   }
 }
 
-type ShipperSettings = Required<Omit<LogShipperOptions, "url" | "service">>;
+type ShipperSettings = Required<Omit<LogShipperOptions, "url" | "service" | "http">>;
 
 /** The defaults {@link createLogShipper} merges options over. */
 export const logShipperDefaults: Readonly<ShipperSettings> = Object.freeze({
@@ -109,7 +114,6 @@ export const logShipperDefaults: Readonly<ShipperSettings> = Object.freeze({
   maxBufferedRecords: 10_000,
   maxBufferedBytes: 8 * 1024 * 1024,
   timeoutMs: 5000,
-  fetch: (input: Parameters<typeof fetch>[0], init?: RequestInit) => globalThis.fetch(input, init),
   clock: systemClock,
   onDrop: () => {},
   onSendError: () => {},
@@ -138,6 +142,7 @@ export function createLogShipper(options: LogShipperOptions): LogShipper {
   const { batchSize, maxBufferedRecords, maxBufferedBytes, flushIntervalMs, timeoutMs, clock } =
     settings;
   const { service } = settings;
+  const http = options.http ?? createHttpClient({ timeoutMs, maxAttempts: 1 });
   const closing = new AbortController();
 
   let buffer: CollectorRecord[] = [];
@@ -177,14 +182,16 @@ export function createLogShipper(options: LogShipperOptions): LogShipper {
 
   /** Resolves with the status; rejects when there is no answer (network error, timeout). */
   async function post(path: string, body: unknown): Promise<number> {
-    const response = await settings.fetch(`${baseUrl}${path}`, {
+    const response = await http.request({
       method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-      signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), closing.signal]),
+      url: `${baseUrl}${path}`,
+      json: body,
+      timeoutMs,
+      signal: closing.signal,
+      retry: false,
+      // The collector's answer is only read for its status.
+      maxBytes: 64 * 1024,
     });
-    // Reading the (small) body hands the connection back to the pool for the next request.
-    await response.arrayBuffer().catch(() => undefined);
     return response.status;
   }
 
