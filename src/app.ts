@@ -24,6 +24,7 @@ import {
 import { createSagasCapability } from "./capabilities/sagas.js";
 import { createSystemCapability } from "./capabilities/system.js";
 import { createTracingCapability } from "./capabilities/tracing.js";
+import { createWorkflowsCapability } from "./capabilities/workflows.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
 import type { DeadLetters } from "./dlq/dead-letters.js";
@@ -209,8 +210,9 @@ export async function createApp(
   deadLetters.bind(dlq.deadLetters);
   deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
+  const workflows = createWorkflowsCapability({ events: events.log });
   // Tracing first: it stops last, so the spans of the others' shutdown are still exported.
-  const domain: Capability[] = [tracing, events, registry, sagas, dlq];
+  const domain: Capability[] = [tracing, events, registry, sagas, dlq, workflows];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,

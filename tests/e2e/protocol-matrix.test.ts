@@ -120,10 +120,10 @@ const rpcs = {
   ping: { method: SystemService.method.ping, request: {} },
   ready: { method: SystemService.method.ready, request: {}, rest: { verb: "GET", path: "/ready" } },
   grpcHealthCheck: { method: Health.method.check, request: { service: "" } },
-  listWorkflows: {
-    method: WorkflowService.method.listWorkflows,
+  runWorkflow: {
+    method: WorkflowService.method.runWorkflow,
     request: {},
-    rest: { verb: "GET", path: "/workflows" },
+    rest: { verb: "POST", path: "/workflows/run", body: {} },
   },
   badRegistration: {
     method: RegistryService.method.registerService,
@@ -317,12 +317,12 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("WorkflowService.ListWorkflows answers UNIMPLEMENTED (HTTP 501)", async () => {
+  it("WorkflowService.RunWorkflow answers UNIMPLEMENTED (HTTP 501)", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
-    const outcome = await protocol.call(rpcs.listWorkflows, sent);
+    const outcome = await protocol.call(rpcs.runWorkflow, sent);
     expectFailure(outcome, Code.Unimplemented, 501);
-    expect(outcome.message).toContain("WorkflowService.ListWorkflows is not implemented yet");
+    expect(outcome.message).toContain("WorkflowService.RunWorkflow is not implemented yet");
     expectEchoed(outcome, sent);
   });
 

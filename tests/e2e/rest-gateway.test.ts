@@ -152,10 +152,10 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "GET", path: "/infrastructure/tracing/stats" },
     { method: "GET", path: "/infrastructure/tracing/service/svc" },
     { method: "POST", path: "/infrastructure/tracing/spans", body: '{"resource_spans":[]}' },
-  ];
-  const unimplemented: readonly Call[] = [
     { method: "GET", path: "/workflows" },
     { method: "POST", path: "/ingest", body: '{"source":"github"}' },
+  ];
+  const unimplemented: readonly Call[] = [
     { method: "POST", path: "/workflows/run", body: "{}" },
     { method: "POST", path: "/demo/e2e", body: '{"format":"json","log_limit":50}' },
     { method: "GET", path: "/workflows/history" },

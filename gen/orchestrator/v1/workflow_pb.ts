@@ -14,9 +14,11 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/v1/workflow.proto.
  */
 export const file_orchestrator_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("Ch5vcmNoZXN0cmF0b3IvdjEvd29ya2Zsb3cucHJvdG8SD29yY2hlc3RyYXRvci52MSJXChJXb3JrZmxvd0RlZmluaXRpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRINCgVzdGVwcxgDIAMoCRIPCgdzb3VyY2VzGAQgAygJIvMBCgxXb3JrZmxvd1N0ZXASDAoEbmFtZRgBIAEoCRIqCgZzdGF0dXMYAiABKA4yGi5vcmNoZXN0cmF0b3IudjEuUnVuU3RhdHVzEi4KCnN0YXJ0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhdHRlbXB0cxgFIAEoBRINCgVlcnJvchgGIAEoCRInCgZvdXRwdXQYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Iu0CCgtXb3JrZmxvd1J1bhIOCgZydW5faWQYASABKAkSEAoId29ya2Zsb3cYAiABKAkSKgoGc3RhdHVzGAMgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIPCgdzYWdhX2lkGAQgASgJEhYKDmNvcnJlbGF0aW9uX2lkGAUgASgJEhAKCHRyYWNlX2lkGAYgASgJEg8KB3NvdXJjZXMYByADKAkSLAoFc3RlcHMYCCADKAsyHS5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dTdGVwEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAsgASgJEicKBnBhcmFtcxgMIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiFgoUTGlzdFdvcmtmbG93c1JlcXVlc3QiXgoVTGlzdFdvcmtmbG93c1Jlc3BvbnNlEjYKCXdvcmtmbG93cxgBIAMoCzIjLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd0RlZmluaXRpb24SDQoFY291bnQYAiABKAUijgIKElJ1bldvcmtmbG93UmVxdWVzdBIwCgh3b3JrZmxvdxgBIAEoCUIewvMYGhhkIhZeW2EtejAtOV1bYS16MC05Ll8tXSokEjwKB3NvdXJjZXMYAiADKAlCK8LzGCdIEFIjMgZnaXRodWIyBGppcmEyCmNvbmZsdWVuY2UyB3N3YWdnZXISMQoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIIwvMYBGCAgAQSMwoOY29ycmVsYXRpb25faWQYBCABKAlCG8LzGBcYgAEiEl5bQS1aYS16MC05Ll86LV0qJBIgCg9pZGVtcG90ZW5jeV9rZXkYBSABKAlCB8LzGAMYgAEijAEKE1J1bldvcmtmbG93UmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIPCgdzYWdhX2lkGAMgASgJEhYKDmNvcnJlbGF0aW9uX2lkGAQgASgJEiwKBXN0ZXBzGAUgAygLMh0ub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93U3RlcCKqAQoaTGlzdFdvcmtmbG93SGlzdG9yeVJlcXVlc3QSGAoId29ya2Zsb3cYASABKAlCBsLzGAIYZBIqCgZzdGF0dXMYAiABKA4yGi5vcmNoZXN0cmF0b3IudjEuUnVuU3RhdHVzEikKCXBhZ2Vfc2l6ZRgDIAEoBUIWwvMYEjkAAAAAAAAAAEEAAAAAAECPQBIbCgpwYWdlX3Rva2VuGAQgASgJQgfC8xgDGIAEInIKG0xpc3RXb3JrZmxvd0hpc3RvcnlSZXNwb25zZRIrCgVpdGVtcxgBIAMoCzIcLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd1J1bhINCgVjb3VudBgCIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiMgoVR2V0V29ya2Zsb3dSdW5SZXF1ZXN0EhkKBnJ1bl9pZBgBIAEoCUIJwvMYBQgBGIABIkMKFkdldFdvcmtmbG93UnVuUmVzcG9uc2USKQoDcnVuGAEgASgLMhwub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93UnVuIjQKF1dhdGNoV29ya2Zsb3dSdW5SZXF1ZXN0EhkKBnJ1bl9pZBgBIAEoCUIJwvMYBQgBGIABIkUKGFdhdGNoV29ya2Zsb3dSdW5SZXNwb25zZRIpCgNydW4YASABKAsyHC5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dSdW4isQEKDUluZ2VzdFJlcXVlc3QSOQoGc291cmNlGAEgASgJQinC8xglCAEyBmdpdGh1YjIEamlyYTIKY29uZmx1ZW5jZTIHc3dhZ2dlchIwCgVzY29wZRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEEjMKDmNvcnJlbGF0aW9uX2lkGAMgASgJQhvC8xgXGIABIhJeW0EtWmEtejAtOS5fOi1dKiQiagoOSW5nZXN0UmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgDIAEoCRIQCgh0cmFjZV9pZBgEIAEoCRIOCgZydW5faWQYBSABKAkqvgEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUlVOX1NUQVRVU19QRU5ESU5HEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISGAoUUlVOX1NUQVRVU19TVUNDRUVERUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhoKFlJVTl9TVEFUVVNfQ09NUEVOU0FURUQQBRIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAGMocGCg9Xb3JrZmxvd1NlcnZpY2UScgoNTGlzdFdvcmtmbG93cxIlLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dzUmVxdWVzdBomLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dzUmVzcG9uc2UiEoLT5JMCDBIKL3dvcmtmbG93cxJzCgtSdW5Xb3JrZmxvdxIjLm9yY2hlc3RyYXRvci52MS5SdW5Xb3JrZmxvd1JlcXVlc3QaJC5vcmNoZXN0cmF0b3IudjEuUnVuV29ya2Zsb3dSZXNwb25zZSIZgtPkkwITOgEqIg4vd29ya2Zsb3dzL3J1bhKMAQoTTGlzdFdvcmtmbG93SGlzdG9yeRIrLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dIaXN0b3J5UmVxdWVzdBosLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dIaXN0b3J5UmVzcG9uc2UiGoLT5JMCFBISL3dvcmtmbG93cy9oaXN0b3J5EogBCg5HZXRXb3JrZmxvd1J1bhImLm9yY2hlc3RyYXRvci52MS5HZXRXb3JrZmxvd1J1blJlcXVlc3QaJy5vcmNoZXN0cmF0b3IudjEuR2V0V29ya2Zsb3dSdW5SZXNwb25zZSIlgtPkkwIfYgNydW4SGC93b3JrZmxvd3MvcnVucy97cnVuX2lkfRKRAQoQV2F0Y2hXb3JrZmxvd1J1bhIoLm9yY2hlc3RyYXRvci52MS5XYXRjaFdvcmtmbG93UnVuUmVxdWVzdBopLm9yY2hlc3RyYXRvci52MS5XYXRjaFdvcmtmbG93UnVuUmVzcG9uc2UiJoLT5JMCIBIeL3dvcmtmbG93cy9ydW5zL3tydW5faWR9L3dhdGNoMAESXQoGSW5nZXN0Eh4ub3JjaGVzdHJhdG9yLnYxLkluZ2VzdFJlcXVlc3QaHy5vcmNoZXN0cmF0b3IudjEuSW5nZXN0UmVzcG9uc2UiEoLT5JMCDDoBKiIHL2luZ2VzdGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
+  fileDesc("Ch5vcmNoZXN0cmF0b3IvdjEvd29ya2Zsb3cucHJvdG8SD29yY2hlc3RyYXRvci52MSKAAQoSV29ya2Zsb3dEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSNgoFc3RlcHMYAyADKAsyJy5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dTdGVwRGVmaW5pdGlvbhIPCgdzb3VyY2VzGAQgAygJIqkBChZXb3JrZmxvd1N0ZXBEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSDgoGdGFyZ2V0GAIgASgJEg4KBmFjdGlvbhgDIAEoCRIUCgxjb21wZW5zYXRpb24YBCABKAkSDQoFZ3JvdXAYBSABKAUSEgoKcGVyX3NvdXJjZRgGIAEoCBISCgp0aW1lb3V0X21zGAcgASgFEhQKDG1heF9hdHRlbXB0cxgIIAEoBSLzAQoMV29ya2Zsb3dTdGVwEgwKBG5hbWUYASABKAkSKgoGc3RhdHVzGAIgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIuCgpzdGFydGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXR0ZW1wdHMYBSABKAUSDQoFZXJyb3IYBiABKAkSJwoGb3V0cHV0GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLtAgoLV29ya2Zsb3dSdW4SDgoGcnVuX2lkGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLm9yY2hlc3RyYXRvci52MS5SdW5TdGF0dXMSDwoHc2FnYV9pZBgEIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgFIAEoCRIQCgh0cmFjZV9pZBgGIAEoCRIPCgdzb3VyY2VzGAcgAygJEiwKBXN0ZXBzGAggAygLMh0ub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93U3RlcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgLIAEoCRInCgZwYXJhbXMYDCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IhYKFExpc3RXb3JrZmxvd3NSZXF1ZXN0Il4KFUxpc3RXb3JrZmxvd3NSZXNwb25zZRI2Cgl3b3JrZmxvd3MYASADKAsyIy5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dEZWZpbml0aW9uEg0KBWNvdW50GAIgASgFIo4CChJSdW5Xb3JrZmxvd1JlcXVlc3QSMAoId29ya2Zsb3cYASABKAlCHsLzGBoYZCIWXlthLXowLTldW2EtejAtOS5fLV0qJBI8Cgdzb3VyY2VzGAIgAygJQivC8xgnSBBSIzIGZ2l0aHViMgRqaXJhMgpjb25mbHVlbmNlMgdzd2FnZ2VyEjEKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEEjMKDmNvcnJlbGF0aW9uX2lkGAQgASgJQhvC8xgXGIABIhJeW0EtWmEtejAtOS5fOi1dKiQSIAoPaWRlbXBvdGVuY3lfa2V5GAUgASgJQgfC8xgDGIABIowBChNSdW5Xb3JrZmxvd1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZydW5faWQYAiABKAkSDwoHc2FnYV9pZBgDIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgEIAEoCRIsCgVzdGVwcxgFIAMoCzIdLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd1N0ZXAiqgEKGkxpc3RXb3JrZmxvd0hpc3RvcnlSZXF1ZXN0EhgKCHdvcmtmbG93GAEgASgJQgbC8xgCGGQSKgoGc3RhdHVzGAIgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIpCglwYWdlX3NpemUYAyABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0ASGwoKcGFnZV90b2tlbhgEIAEoCUIHwvMYAxiABCJyChtMaXN0V29ya2Zsb3dIaXN0b3J5UmVzcG9uc2USKwoFaXRlbXMYASADKAsyHC5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dSdW4SDQoFY291bnQYAiABKAUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIjIKFUdldFdvcmtmbG93UnVuUmVxdWVzdBIZCgZydW5faWQYASABKAlCCcLzGAUIARiAASJDChZHZXRXb3JrZmxvd1J1blJlc3BvbnNlEikKA3J1bhgBIAEoCzIcLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd1J1biI0ChdXYXRjaFdvcmtmbG93UnVuUmVxdWVzdBIZCgZydW5faWQYASABKAlCCcLzGAUIARiAASJFChhXYXRjaFdvcmtmbG93UnVuUmVzcG9uc2USKQoDcnVuGAEgASgLMhwub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93UnVuIrEBCg1Jbmdlc3RSZXF1ZXN0EjkKBnNvdXJjZRgBIAEoCUIpwvMYJQgBMgZnaXRodWIyBGppcmEyCmNvbmZsdWVuY2UyB3N3YWdnZXISMAoFc2NvcGUYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgjC8xgEYICABBIzCg5jb3JyZWxhdGlvbl9pZBgDIAEoCUIbwvMYFxiAASISXltBLVphLXowLTkuXzotXSokImoKDkluZ2VzdFJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZzb3VyY2UYAiABKAkSFgoOY29ycmVsYXRpb25faWQYAyABKAkSEAoIdHJhY2VfaWQYBCABKAkSDgoGcnVuX2lkGAUgASgJKr4BCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUEVORElORxABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfU1VDQ0VFREVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIaChZSVU5fU1RBVFVTX0NPTVBFTlNBVEVEEAUSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBjKHBgoPV29ya2Zsb3dTZXJ2aWNlEnIKDUxpc3RXb3JrZmxvd3MSJS5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaJi5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93c1Jlc3BvbnNlIhKC0+STAgwSCi93b3JrZmxvd3MScwoLUnVuV29ya2Zsb3cSIy5vcmNoZXN0cmF0b3IudjEuUnVuV29ya2Zsb3dSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLlJ1bldvcmtmbG93UmVzcG9uc2UiGYLT5JMCEzoBKiIOL3dvcmtmbG93cy9ydW4SjAEKE0xpc3RXb3JrZmxvd0hpc3RvcnkSKy5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93SGlzdG9yeVJlcXVlc3QaLC5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93SGlzdG9yeVJlc3BvbnNlIhqC0+STAhQSEi93b3JrZmxvd3MvaGlzdG9yeRKIAQoOR2V0V29ya2Zsb3dSdW4SJi5vcmNoZXN0cmF0b3IudjEuR2V0V29ya2Zsb3dSdW5SZXF1ZXN0Gicub3JjaGVzdHJhdG9yLnYxLkdldFdvcmtmbG93UnVuUmVzcG9uc2UiJYLT5JMCH2IDcnVuEhgvd29ya2Zsb3dzL3J1bnMve3J1bl9pZH0SkQEKEFdhdGNoV29ya2Zsb3dSdW4SKC5vcmNoZXN0cmF0b3IudjEuV2F0Y2hXb3JrZmxvd1J1blJlcXVlc3QaKS5vcmNoZXN0cmF0b3IudjEuV2F0Y2hXb3JrZmxvd1J1blJlc3BvbnNlIiaC0+STAiASHi93b3JrZmxvd3MvcnVucy97cnVuX2lkfS93YXRjaDABEl0KBkluZ2VzdBIeLm9yY2hlc3RyYXRvci52MS5Jbmdlc3RSZXF1ZXN0Gh8ub3JjaGVzdHJhdG9yLnYxLkluZ2VzdFJlc3BvbnNlIhKC0+STAgw6ASoiBy9pbmdlc3RiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
 
 /**
+ * A workflow: its steps, run group by group (the steps of one group in parallel).
+ *
  * @generated from message orchestrator.v1.WorkflowDefinition
  */
 export type WorkflowDefinition = Message<"orchestrator.v1.WorkflowDefinition"> & {
@@ -31,14 +33,14 @@ export type WorkflowDefinition = Message<"orchestrator.v1.WorkflowDefinition"> &
   description: string;
 
   /**
-   * Step names in execution order.
+   * In execution order: by group, then as declared.
    *
-   * @generated from field: repeated string steps = 3;
+   * @generated from field: repeated orchestrator.v1.WorkflowStepDefinition steps = 3;
    */
-  steps: string[];
+  steps: WorkflowStepDefinition[];
 
   /**
-   * Sources the workflow can ingest from.
+   * Sources the workflow can ingest from (its per-source steps run once for each requested).
    *
    * @generated from field: repeated string sources = 4;
    */
@@ -51,6 +53,77 @@ export type WorkflowDefinition = Message<"orchestrator.v1.WorkflowDefinition"> &
  */
 export const WorkflowDefinitionSchema: GenMessage<WorkflowDefinition> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_workflow, 0);
+
+/**
+ * One step of a workflow definition: a call to a service, and the call that undoes it.
+ *
+ * @generated from message orchestrator.v1.WorkflowStepDefinition
+ */
+export type WorkflowStepDefinition = Message<"orchestrator.v1.WorkflowStepDefinition"> & {
+  /**
+   * Unique in its workflow; a per-source step runs as "<name>:<source>".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The service called, by name (resolved through the registry, then the configuration); for a
+   * per-source step, "{source}" in it is the source (e.g. "{source}-agent").
+   *
+   * @generated from field: string target = 2;
+   */
+  target: string;
+
+  /**
+   * For example "POST /ingest".
+   *
+   * @generated from field: string action = 3;
+   */
+  action: string;
+
+  /**
+   * For example "POST /ingest/rollback"; empty when the step needs no undoing.
+   *
+   * @generated from field: string compensation = 4;
+   */
+  compensation: string;
+
+  /**
+   * Steps of a lower group finish before a higher group starts; one group's steps run at once.
+   *
+   * @generated from field: int32 group = 5;
+   */
+  group: number;
+
+  /**
+   * Runs once for each requested source.
+   *
+   * @generated from field: bool per_source = 6;
+   */
+  perSource: boolean;
+
+  /**
+   * Each attempt's timeout.
+   *
+   * @generated from field: int32 timeout_ms = 7;
+   */
+  timeoutMs: number;
+
+  /**
+   * Attempts before the step fails for good.
+   *
+   * @generated from field: int32 max_attempts = 8;
+   */
+  maxAttempts: number;
+};
+
+/**
+ * Describes the message orchestrator.v1.WorkflowStepDefinition.
+ * Use `create(WorkflowStepDefinitionSchema)` to create a new message.
+ */
+export const WorkflowStepDefinitionSchema: GenMessage<WorkflowStepDefinition> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_workflow, 1);
 
 /**
  * @generated from message orchestrator.v1.WorkflowStep
@@ -99,7 +172,7 @@ export type WorkflowStep = Message<"orchestrator.v1.WorkflowStep"> & {
  * Use `create(WorkflowStepSchema)` to create a new message.
  */
 export const WorkflowStepSchema: GenMessage<WorkflowStep> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 1);
+  messageDesc(file_orchestrator_v1_workflow, 2);
 
 /**
  * @generated from message orchestrator.v1.WorkflowRun
@@ -171,7 +244,7 @@ export type WorkflowRun = Message<"orchestrator.v1.WorkflowRun"> & {
  * Use `create(WorkflowRunSchema)` to create a new message.
  */
 export const WorkflowRunSchema: GenMessage<WorkflowRun> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 2);
+  messageDesc(file_orchestrator_v1_workflow, 3);
 
 /**
  * @generated from message orchestrator.v1.ListWorkflowsRequest
@@ -184,7 +257,7 @@ export type ListWorkflowsRequest = Message<"orchestrator.v1.ListWorkflowsRequest
  * Use `create(ListWorkflowsRequestSchema)` to create a new message.
  */
 export const ListWorkflowsRequestSchema: GenMessage<ListWorkflowsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 3);
+  messageDesc(file_orchestrator_v1_workflow, 4);
 
 /**
  * @generated from message orchestrator.v1.ListWorkflowsResponse
@@ -206,7 +279,7 @@ export type ListWorkflowsResponse = Message<"orchestrator.v1.ListWorkflowsRespon
  * Use `create(ListWorkflowsResponseSchema)` to create a new message.
  */
 export const ListWorkflowsResponseSchema: GenMessage<ListWorkflowsResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 4);
+  messageDesc(file_orchestrator_v1_workflow, 5);
 
 /**
  * @generated from message orchestrator.v1.RunWorkflowRequest
@@ -253,7 +326,7 @@ export type RunWorkflowRequest = Message<"orchestrator.v1.RunWorkflowRequest"> &
  * Use `create(RunWorkflowRequestSchema)` to create a new message.
  */
 export const RunWorkflowRequestSchema: GenMessage<RunWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 5);
+  messageDesc(file_orchestrator_v1_workflow, 6);
 
 /**
  * @generated from message orchestrator.v1.RunWorkflowResponse
@@ -292,7 +365,7 @@ export type RunWorkflowResponse = Message<"orchestrator.v1.RunWorkflowResponse">
  * Use `create(RunWorkflowResponseSchema)` to create a new message.
  */
 export const RunWorkflowResponseSchema: GenMessage<RunWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 6);
+  messageDesc(file_orchestrator_v1_workflow, 7);
 
 /**
  * @generated from message orchestrator.v1.ListWorkflowHistoryRequest
@@ -324,7 +397,7 @@ export type ListWorkflowHistoryRequest = Message<"orchestrator.v1.ListWorkflowHi
  * Use `create(ListWorkflowHistoryRequestSchema)` to create a new message.
  */
 export const ListWorkflowHistoryRequestSchema: GenMessage<ListWorkflowHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 7);
+  messageDesc(file_orchestrator_v1_workflow, 8);
 
 /**
  * @generated from message orchestrator.v1.ListWorkflowHistoryResponse
@@ -351,7 +424,7 @@ export type ListWorkflowHistoryResponse = Message<"orchestrator.v1.ListWorkflowH
  * Use `create(ListWorkflowHistoryResponseSchema)` to create a new message.
  */
 export const ListWorkflowHistoryResponseSchema: GenMessage<ListWorkflowHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 8);
+  messageDesc(file_orchestrator_v1_workflow, 9);
 
 /**
  * @generated from message orchestrator.v1.GetWorkflowRunRequest
@@ -368,7 +441,7 @@ export type GetWorkflowRunRequest = Message<"orchestrator.v1.GetWorkflowRunReque
  * Use `create(GetWorkflowRunRequestSchema)` to create a new message.
  */
 export const GetWorkflowRunRequestSchema: GenMessage<GetWorkflowRunRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 9);
+  messageDesc(file_orchestrator_v1_workflow, 10);
 
 /**
  * @generated from message orchestrator.v1.GetWorkflowRunResponse
@@ -385,7 +458,7 @@ export type GetWorkflowRunResponse = Message<"orchestrator.v1.GetWorkflowRunResp
  * Use `create(GetWorkflowRunResponseSchema)` to create a new message.
  */
 export const GetWorkflowRunResponseSchema: GenMessage<GetWorkflowRunResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 10);
+  messageDesc(file_orchestrator_v1_workflow, 11);
 
 /**
  * @generated from message orchestrator.v1.WatchWorkflowRunRequest
@@ -402,7 +475,7 @@ export type WatchWorkflowRunRequest = Message<"orchestrator.v1.WatchWorkflowRunR
  * Use `create(WatchWorkflowRunRequestSchema)` to create a new message.
  */
 export const WatchWorkflowRunRequestSchema: GenMessage<WatchWorkflowRunRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 11);
+  messageDesc(file_orchestrator_v1_workflow, 12);
 
 /**
  * @generated from message orchestrator.v1.WatchWorkflowRunResponse
@@ -419,7 +492,7 @@ export type WatchWorkflowRunResponse = Message<"orchestrator.v1.WatchWorkflowRun
  * Use `create(WatchWorkflowRunResponseSchema)` to create a new message.
  */
 export const WatchWorkflowRunResponseSchema: GenMessage<WatchWorkflowRunResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 12);
+  messageDesc(file_orchestrator_v1_workflow, 13);
 
 /**
  * @generated from message orchestrator.v1.IngestRequest
@@ -450,7 +523,7 @@ export type IngestRequest = Message<"orchestrator.v1.IngestRequest"> & {
  * Use `create(IngestRequestSchema)` to create a new message.
  */
 export const IngestRequestSchema: GenMessage<IngestRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 13);
+  messageDesc(file_orchestrator_v1_workflow, 14);
 
 /**
  * @generated from message orchestrator.v1.IngestResponse
@@ -489,7 +562,7 @@ export type IngestResponse = Message<"orchestrator.v1.IngestResponse"> & {
  * Use `create(IngestResponseSchema)` to create a new message.
  */
 export const IngestResponseSchema: GenMessage<IngestResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 14);
+  messageDesc(file_orchestrator_v1_workflow, 15);
 
 /**
  * State of a run or of one of its steps.
