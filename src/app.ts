@@ -22,6 +22,7 @@ import {
   createRegistryStore,
 } from "./capabilities/registry.js";
 import { createSagasCapability } from "./capabilities/sagas.js";
+import { createSchedulesCapability } from "./capabilities/schedules.js";
 import { createSystemCapability } from "./capabilities/system.js";
 import { createTracingCapability } from "./capabilities/tracing.js";
 import { createWorkflowsCapability } from "./capabilities/workflows.js";
@@ -50,6 +51,7 @@ import {
 } from "./observability/metrics.js";
 import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
 import type { SagaStore } from "./sagas/saga-store.js";
+import type { ScheduledJob } from "./schedules/scheduler.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
 import { createHttpApp } from "./server/http-app.js";
 import { createOnePortListener } from "./server/one-port-listener.js";
@@ -75,6 +77,11 @@ export interface AppDeps {
   readonly withDeadLetters?: (deadLetters: DeadLetters) => void;
   /** Numbers in [0, 1) for retry jitter. Default `Math.random`. */
   readonly random?: () => number;
+  /**
+   * Test hook: more jobs `SCHEDULED_JOBS` may name, beside the node's own (a test counts the
+   * firings of a job of its own across nodes).
+   */
+  readonly scheduledJobs?: ReadonlyMap<string, ScheduledJob>;
 }
 
 /** A composed orchestrator node, not yet listening. */
@@ -211,8 +218,17 @@ export async function createApp(
   deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
   const workflows = createWorkflowsCapability({ events: events.log });
+  const schedules = createSchedulesCapability({
+    config,
+    nodeId: node.nodeId,
+    logger,
+    redis: redis?.commands,
+    // The jobs a schedule may name (the jobs capability adds recalc-quality and
+    // notify-consolidation when it lands).
+    jobs: new Map([...(deps.scheduledJobs ?? [])]),
+  });
   // Tracing first: it stops last, so the spans of the others' shutdown are still exported.
-  const domain: Capability[] = [tracing, events, registry, sagas, dlq, workflows];
+  const domain: Capability[] = [tracing, events, registry, sagas, dlq, workflows, schedules];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,
@@ -224,6 +240,7 @@ export async function createApp(
     capabilityNames: [...serverCapabilities, ...domain.flatMap((c) => c.names)],
     protocols: [...rpcProtocols, ...(config.tls ? ["http/1.1", "h2"] : ["http/1.1", "h2c"])],
     systemHealth: async () => registry.systemHealth(),
+    scheduledJobs: () => schedules.status(),
   });
   const capabilities = [system, ...domain];
 

@@ -5,6 +5,7 @@ import {
 } from "../../gen/orchestrator/v1/system_pb.js";
 import type { Clock } from "../clock.js";
 import type { EffectiveConfigValue } from "../config/index.js";
+import type { ScheduleStatus } from "../schedules/scheduler.js";
 import { createSystemService } from "../services/system-service.js";
 import type { NodeInfo } from "../system/node-info.js";
 import type { ReadinessCheck } from "../system/readiness.js";
@@ -27,6 +28,7 @@ export function createSystemCapability(deps: {
   /** Every capability name `/info` lists. */
   readonly capabilityNames: readonly string[];
   readonly protocols: readonly string[];
+  readonly scheduledJobs?: () => readonly ScheduleStatus[];
   readonly systemHealth?: () => Promise<MessageInitShape<typeof GetSystemHealthResponseSchema>>;
 }): Capability {
   return {
@@ -43,6 +45,7 @@ export function createSystemCapability(deps: {
           effectiveConfig: deps.effectiveConfig,
           capabilities: ["system", ...deps.capabilityNames],
           protocols: deps.protocols,
+          ...(deps.scheduledJobs ? { scheduledJobs: deps.scheduledJobs } : {}),
           ...(deps.systemHealth ? { systemHealth: deps.systemHealth } : {}),
         }),
       ),

@@ -1,3 +1,4 @@
+import { Cron } from "croner";
 /** Where a configuration value came from; precedence is env > file > default. */
 export type ConfigValueSource = "env" | "file" | "default";
 
@@ -249,6 +250,36 @@ function peerList(input: ConfigInput): ParseResult<readonly string[]> {
     peers.push(parsed.value);
   }
   return ok(Object.freeze(peers));
+}
+
+/** `<job>=<cron>` entries, separated by ";" (a cron expression holds spaces and commas). */
+function scheduleList(input: ConfigInput): ParseResult<readonly { job: string; cron: string }[]> {
+  const entries = (typeof input === "string" ? input.split(";") : input)
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  const schedules: { job: string; cron: string }[] = [];
+  const seen = new Set<string>();
+  for (const entry of entries) {
+    const at = entry.indexOf("=");
+    const job = entry.slice(0, at).trim();
+    const cron = entry.slice(at + 1).trim();
+    if (at < 0 || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(job)) {
+      return reject(
+        echoValue(entry),
+        "is not <job>=<cron expression>, the job 1–64 of [a-z0-9._-]",
+      );
+    }
+    try {
+      new Cron(cron, { paused: true }).stop();
+    } catch (error) {
+      const why = error instanceof Error ? error.message : "invalid";
+      return reject(echoValue(entry), `has an invalid cron expression (${why.slice(0, 120)})`);
+    }
+    if (seen.has(job)) return reject(echoValue(entry), "schedules a job twice");
+    seen.add(job);
+    schedules.push(Object.freeze({ job, cron }));
+  }
+  return ok(Object.freeze(schedules));
 }
 
 function pattern(
@@ -542,6 +573,16 @@ export const configKey = Object.freeze({
     description: "Other orchestrators to replicate with; empty means this one runs alone.",
     parse: peerList,
     show: showList,
+  }),
+  SCHEDULED_JOBS: defineKey({
+    name: "SCHEDULED_JOBS",
+    section: "orchestrator",
+    type: "job=cron entries separated by ; (or a YAML list)",
+    default: "",
+    description:
+      "Jobs run on a schedule (cron: five fields, or six with seconds first), each firing run once across the orchestrators sharing a Redis; shown in /info. Jobs: recalc-quality, notify-consolidation.",
+    parse: scheduleList,
+    show: (value) => value.map((s) => `${s.job}=${s.cron}`).join("; "),
   }),
   NODE_ID: defineKey({
     name: "NODE_ID",

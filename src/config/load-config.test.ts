@@ -50,6 +50,7 @@ const defaultConfig = {
   reportingUrl: "http://reporting:5030",
   notificationUrl: "http://notification-service:5095",
   outboundTimeoutMs: 5000,
+  schedules: [],
   outbound: {
     maxAttempts: 3,
     retryBaseDelayMs: 100,
@@ -242,6 +243,20 @@ describe("loadConfig precedence", () => {
       source: "file",
     });
     expect(effectiveOf(loaded, "SWAGGER_AGENT_URL")).toMatchObject({ value: "", source: "env" });
+  });
+
+  it("reads scheduled jobs from env (; between entries) and from a YAML list", () => {
+    expect(
+      load({ SCHEDULED_JOBS: "recalc-quality=*/15 * * * *; notify-consolidation=0 9 * * 1-5" })
+        .config.schedules,
+    ).toEqual([
+      { job: "recalc-quality", cron: "*/15 * * * *" },
+      { job: "notify-consolidation", cron: "0 9 * * 1-5" },
+    ]);
+    const yaml = "orchestrator:\n  scheduled_jobs:\n    - recalc-quality=0 */6 * * *\n";
+    expect(load({}, yaml).config.schedules).toEqual([
+      { job: "recalc-quality", cron: "0 */6 * * *" },
+    ]);
   });
 
   it("accepts an empty file and empty sections", () => {

@@ -69,6 +69,8 @@ export interface AppConfig {
   readonly peers: readonly string[];
   /** Absent means the app generates one. */
   readonly nodeId?: string;
+  /** Jobs on a schedule (`SCHEDULED_JOBS`), in the order given. */
+  readonly schedules: readonly { readonly job: string; readonly cron: string }[];
   readonly environment: string;
   /** The event store's retention, the outbox and the recent events' bounds. */
   readonly events: EventSettings;
@@ -436,6 +438,7 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     peers: value(k.ORCHESTRATOR_PEERS),
     ...(nodeId === "" ? {} : { nodeId }),
     environment: value(k.ENVIRONMENT),
+    schedules: value(k.SCHEDULED_JOBS),
     events: Object.freeze({
       logSize: value(k.EVENT_LOG_SIZE),
       logBytes: value(k.EVENT_LOG_BYTES),

@@ -9,6 +9,7 @@ import {
 } from "../../gen/orchestrator/v1/system_pb.js";
 import type { Clock } from "../clock.js";
 import type { EffectiveConfigValue } from "../config/index.js";
+import type { ScheduleStatus } from "../schedules/scheduler.js";
 import type { NodeInfo } from "../system/node-info.js";
 import {
   evaluateReadiness,
@@ -32,6 +33,8 @@ export interface SystemServiceDeps {
   readonly capabilities: readonly string[];
   /** Protocols served on the port, shown by Info. */
   readonly protocols: readonly string[];
+  /** The jobs on a schedule, shown by Info. */
+  readonly scheduledJobs?: () => readonly ScheduleStatus[];
   /** The registry's view of the fleet's health; absent until the registry exists. */
   readonly systemHealth?: () => Promise<MessageInitShape<typeof GetSystemHealthResponseSchema>>;
 }
@@ -91,6 +94,15 @@ export function createSystemService(deps: SystemServiceDeps): ServiceImpl<typeof
       protocols: [...deps.protocols],
       environment: deps.node.environment,
       incarnationId: deps.node.incarnationId,
+      scheduledJobs: (deps.scheduledJobs?.() ?? []).map((job) => ({
+        job: job.job,
+        cron: job.cron,
+        ...(job.nextRunAt === undefined ? {} : { nextRunAt: timestampFromMs(job.nextRunAt) }),
+        ...(job.lastRunAt === undefined ? {} : { lastRunAt: timestampFromMs(job.lastRunAt) }),
+        lastOutcome: job.lastOutcome,
+        runs: job.runs,
+        skipped: job.skipped,
+      })),
     }),
 
     getEffectiveConfig: () => ({ values: deps.effectiveConfig.map((value) => ({ ...value })) }),

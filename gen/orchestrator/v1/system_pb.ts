@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/v1/system.proto.
  */
 export const file_orchestrator_v1_system: GenFile = /*@__PURE__*/
-  fileDesc("ChxvcmNoZXN0cmF0b3IvdjEvc3lzdGVtLnByb3RvEg9vcmNoZXN0cmF0b3IudjEiDwoNSGVhbHRoUmVxdWVzdCKaAQoOSGVhbHRoUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB3NlcnZpY2UYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIWCg51cHRpbWVfc2Vjb25kcxgEIAEoARItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB25vZGVfaWQYBiABKAkiGAoWR2V0U3lzdGVtSGVhbHRoUmVxdWVzdCKRAgoXR2V0U3lzdGVtSGVhbHRoUmVzcG9uc2USFgoOb3ZlcmFsbF9zdGF0dXMYASABKAkSFwoPb3ZlcmFsbF9oZWFsdGh5GAIgASgIEhUKDWhlYWx0aHlfY291bnQYAyABKAUSEwoLdG90YWxfY291bnQYBCABKAUSSAoIc2VydmljZXMYBSADKAsyNi5vcmNoZXN0cmF0b3IudjEuR2V0U3lzdGVtSGVhbHRoUmVzcG9uc2UuU2VydmljZXNFbnRyeRpPCg1TZXJ2aWNlc0VudHJ5EgsKA2tleRgBIAEoCRItCgV2YWx1ZRgCIAEoCzIeLm9yY2hlc3RyYXRvci52MS5TZXJ2aWNlSGVhbHRoOgI4ASJyCg1TZXJ2aWNlSGVhbHRoEg4KBnN0YXR1cxgBIAEoCRISCgpsYXRlbmN5X21zGAIgASgBEg0KBWVycm9yGAMgASgJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIg4KDFJlYWR5UmVxdWVzdCJPCg1SZWFkeVJlc3BvbnNlEg0KBXJlYWR5GAEgASgIEi8KBmNoZWNrcxgCIAMoCzIfLm9yY2hlc3RyYXRvci52MS5SZWFkaW5lc3NDaGVjayI6Cg5SZWFkaW5lc3NDaGVjaxIMCgRuYW1lGAEgASgJEgoKAm9rGAIgASgIEg4KBmRldGFpbBgDIAEoCSINCgtJbmZvUmVxdWVzdCLEAQoMSW5mb1Jlc3BvbnNlEg8KB3NlcnZpY2UYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIPCgdub2RlX2lkGAQgASgJEhYKDnVwdGltZV9zZWNvbmRzGAUgASgBEhQKDGNhcGFiaWxpdGllcxgGIAMoCRIRCglwcm90b2NvbHMYByADKAkSEwoLZW52aXJvbm1lbnQYCCABKAkSFgoOaW5jYXJuYXRpb25faWQYCSABKAkiGwoZR2V0RWZmZWN0aXZlQ29uZmlnUmVxdWVzdCJKChpHZXRFZmZlY3RpdmVDb25maWdSZXNwb25zZRIsCgZ2YWx1ZXMYASADKAsyHC5vcmNoZXN0cmF0b3IudjEuQ29uZmlnVmFsdWUiSQoLQ29uZmlnVmFsdWUSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBnNvdXJjZRgDIAEoCRIOCgZzZWNyZXQYBCABKAgiFAoSV2F0Y2hIZWFsdGhSZXF1ZXN0InQKE1dhdGNoSGVhbHRoUmVzcG9uc2USLgoGc3RhdHVzGAEgASgOMh4ub3JjaGVzdHJhdG9yLnYxLlNlcnZpbmdTdGF0dXMSLQoJdGltZXN0YW1wGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCINCgtQaW5nUmVxdWVzdCIOCgxQaW5nUmVzcG9uc2UqawoNU2VydmluZ1N0YXR1cxIeChpTRVJWSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFUlZJTkdfU1RBVFVTX1NFUlZJTkcQARIeChpTRVJWSU5HX1NUQVRVU19OT1RfU0VSVklORxACMtwFCg1TeXN0ZW1TZXJ2aWNlEloKBkhlYWx0aBIeLm9yY2hlc3RyYXRvci52MS5IZWFsdGhSZXF1ZXN0Gh8ub3JjaGVzdHJhdG9yLnYxLkhlYWx0aFJlc3BvbnNlIg+C0+STAgkSBy9oZWFsdGgSfAoPR2V0U3lzdGVtSGVhbHRoEicub3JjaGVzdHJhdG9yLnYxLkdldFN5c3RlbUhlYWx0aFJlcXVlc3QaKC5vcmNoZXN0cmF0b3IudjEuR2V0U3lzdGVtSGVhbHRoUmVzcG9uc2UiFoLT5JMCEBIOL2hlYWx0aC9zeXN0ZW0SVgoFUmVhZHkSHS5vcmNoZXN0cmF0b3IudjEuUmVhZHlSZXF1ZXN0Gh4ub3JjaGVzdHJhdG9yLnYxLlJlYWR5UmVzcG9uc2UiDoLT5JMCCBIGL3JlYWR5ElIKBEluZm8SHC5vcmNoZXN0cmF0b3IudjEuSW5mb1JlcXVlc3QaHS5vcmNoZXN0cmF0b3IudjEuSW5mb1Jlc3BvbnNlIg2C0+STAgcSBS9pbmZvEowBChJHZXRFZmZlY3RpdmVDb25maWcSKi5vcmNoZXN0cmF0b3IudjEuR2V0RWZmZWN0aXZlQ29uZmlnUmVxdWVzdBorLm9yY2hlc3RyYXRvci52MS5HZXRFZmZlY3RpdmVDb25maWdSZXNwb25zZSIdyPMYAoLT5JMCExIRL2NvbmZpZy9lZmZlY3RpdmUScQoLV2F0Y2hIZWFsdGgSIy5vcmNoZXN0cmF0b3IudjEuV2F0Y2hIZWFsdGhSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLldhdGNoSGVhbHRoUmVzcG9uc2UiFYLT5JMCDxINL2hlYWx0aC93YXRjaDABEkMKBFBpbmcSHC5vcmNoZXN0cmF0b3IudjEuUGluZ1JlcXVlc3QaHS5vcmNoZXN0cmF0b3IudjEuUGluZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
+  fileDesc("ChxvcmNoZXN0cmF0b3IvdjEvc3lzdGVtLnByb3RvEg9vcmNoZXN0cmF0b3IudjEiDwoNSGVhbHRoUmVxdWVzdCKaAQoOSGVhbHRoUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB3NlcnZpY2UYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIWCg51cHRpbWVfc2Vjb25kcxgEIAEoARItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB25vZGVfaWQYBiABKAkiGAoWR2V0U3lzdGVtSGVhbHRoUmVxdWVzdCKRAgoXR2V0U3lzdGVtSGVhbHRoUmVzcG9uc2USFgoOb3ZlcmFsbF9zdGF0dXMYASABKAkSFwoPb3ZlcmFsbF9oZWFsdGh5GAIgASgIEhUKDWhlYWx0aHlfY291bnQYAyABKAUSEwoLdG90YWxfY291bnQYBCABKAUSSAoIc2VydmljZXMYBSADKAsyNi5vcmNoZXN0cmF0b3IudjEuR2V0U3lzdGVtSGVhbHRoUmVzcG9uc2UuU2VydmljZXNFbnRyeRpPCg1TZXJ2aWNlc0VudHJ5EgsKA2tleRgBIAEoCRItCgV2YWx1ZRgCIAEoCzIeLm9yY2hlc3RyYXRvci52MS5TZXJ2aWNlSGVhbHRoOgI4ASJyCg1TZXJ2aWNlSGVhbHRoEg4KBnN0YXR1cxgBIAEoCRISCgpsYXRlbmN5X21zGAIgASgBEg0KBWVycm9yGAMgASgJEi4KCmNoZWNrZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIg4KDFJlYWR5UmVxdWVzdCJPCg1SZWFkeVJlc3BvbnNlEg0KBXJlYWR5GAEgASgIEi8KBmNoZWNrcxgCIAMoCzIfLm9yY2hlc3RyYXRvci52MS5SZWFkaW5lc3NDaGVjayI6Cg5SZWFkaW5lc3NDaGVjaxIMCgRuYW1lGAEgASgJEgoKAm9rGAIgASgIEg4KBmRldGFpbBgDIAEoCSINCgtJbmZvUmVxdWVzdCL/AQoMSW5mb1Jlc3BvbnNlEg8KB3NlcnZpY2UYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIPCgdub2RlX2lkGAQgASgJEhYKDnVwdGltZV9zZWNvbmRzGAUgASgBEhQKDGNhcGFiaWxpdGllcxgGIAMoCRIRCglwcm90b2NvbHMYByADKAkSEwoLZW52aXJvbm1lbnQYCCABKAkSFgoOaW5jYXJuYXRpb25faWQYCSABKAkSOQoOc2NoZWR1bGVkX2pvYnMYCiADKAsyIS5vcmNoZXN0cmF0b3IudjEuU2NoZWR1bGVkSm9iSW5mbyLEAQoQU2NoZWR1bGVkSm9iSW5mbxILCgNqb2IYASABKAkSDAoEY3JvbhgCIAEoCRIvCgtuZXh0X3J1bl9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLbGFzdF9ydW5fYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGxhc3Rfb3V0Y29tZRgFIAEoCRIMCgRydW5zGAYgASgFEg8KB3NraXBwZWQYByABKAUiGwoZR2V0RWZmZWN0aXZlQ29uZmlnUmVxdWVzdCJKChpHZXRFZmZlY3RpdmVDb25maWdSZXNwb25zZRIsCgZ2YWx1ZXMYASADKAsyHC5vcmNoZXN0cmF0b3IudjEuQ29uZmlnVmFsdWUiSQoLQ29uZmlnVmFsdWUSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBnNvdXJjZRgDIAEoCRIOCgZzZWNyZXQYBCABKAgiFAoSV2F0Y2hIZWFsdGhSZXF1ZXN0InQKE1dhdGNoSGVhbHRoUmVzcG9uc2USLgoGc3RhdHVzGAEgASgOMh4ub3JjaGVzdHJhdG9yLnYxLlNlcnZpbmdTdGF0dXMSLQoJdGltZXN0YW1wGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCINCgtQaW5nUmVxdWVzdCIOCgxQaW5nUmVzcG9uc2UqawoNU2VydmluZ1N0YXR1cxIeChpTRVJWSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFUlZJTkdfU1RBVFVTX1NFUlZJTkcQARIeChpTRVJWSU5HX1NUQVRVU19OT1RfU0VSVklORxACMtwFCg1TeXN0ZW1TZXJ2aWNlEloKBkhlYWx0aBIeLm9yY2hlc3RyYXRvci52MS5IZWFsdGhSZXF1ZXN0Gh8ub3JjaGVzdHJhdG9yLnYxLkhlYWx0aFJlc3BvbnNlIg+C0+STAgkSBy9oZWFsdGgSfAoPR2V0U3lzdGVtSGVhbHRoEicub3JjaGVzdHJhdG9yLnYxLkdldFN5c3RlbUhlYWx0aFJlcXVlc3QaKC5vcmNoZXN0cmF0b3IudjEuR2V0U3lzdGVtSGVhbHRoUmVzcG9uc2UiFoLT5JMCEBIOL2hlYWx0aC9zeXN0ZW0SVgoFUmVhZHkSHS5vcmNoZXN0cmF0b3IudjEuUmVhZHlSZXF1ZXN0Gh4ub3JjaGVzdHJhdG9yLnYxLlJlYWR5UmVzcG9uc2UiDoLT5JMCCBIGL3JlYWR5ElIKBEluZm8SHC5vcmNoZXN0cmF0b3IudjEuSW5mb1JlcXVlc3QaHS5vcmNoZXN0cmF0b3IudjEuSW5mb1Jlc3BvbnNlIg2C0+STAgcSBS9pbmZvEowBChJHZXRFZmZlY3RpdmVDb25maWcSKi5vcmNoZXN0cmF0b3IudjEuR2V0RWZmZWN0aXZlQ29uZmlnUmVxdWVzdBorLm9yY2hlc3RyYXRvci52MS5HZXRFZmZlY3RpdmVDb25maWdSZXNwb25zZSIdyPMYAoLT5JMCExIRL2NvbmZpZy9lZmZlY3RpdmUScQoLV2F0Y2hIZWFsdGgSIy5vcmNoZXN0cmF0b3IudjEuV2F0Y2hIZWFsdGhSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLldhdGNoSGVhbHRoUmVzcG9uc2UiFYLT5JMCDxINL2hlYWx0aC93YXRjaDABEkMKBFBpbmcSHC5vcmNoZXN0cmF0b3IudjEuUGluZ1JlcXVlc3QaHS5vcmNoZXN0cmF0b3IudjEuUGluZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
 
 /**
  * @generated from message orchestrator.v1.HealthRequest
@@ -302,6 +302,13 @@ export type InfoResponse = Message<"orchestrator.v1.InfoResponse"> & {
    * @generated from field: string incarnation_id = 9;
    */
   incarnationId: string;
+
+  /**
+   * The jobs on a schedule (SCHEDULED_JOBS) and what this node did of them.
+   *
+   * @generated from field: repeated orchestrator.v1.ScheduledJobInfo scheduled_jobs = 10;
+   */
+  scheduledJobs: ScheduledJobInfo[];
 };
 
 /**
@@ -310,6 +317,63 @@ export type InfoResponse = Message<"orchestrator.v1.InfoResponse"> & {
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_system, 9);
+
+/**
+ * One job on a schedule, as this node sees it.
+ *
+ * @generated from message orchestrator.v1.ScheduledJobInfo
+ */
+export type ScheduledJobInfo = Message<"orchestrator.v1.ScheduledJobInfo"> & {
+  /**
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * Absent once the node stopped its schedules.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_at = 3;
+   */
+  nextRunAt?: Timestamp | undefined;
+
+  /**
+   * The last firing this node ran (absent when it ran none).
+   *
+   * @generated from field: google.protobuf.Timestamp last_run_at = 4;
+   */
+  lastRunAt?: Timestamp | undefined;
+
+  /**
+   * "ok", "running", "failed: <why>", or "" before the first run on this node.
+   *
+   * @generated from field: string last_outcome = 5;
+   */
+  lastOutcome: string;
+
+  /**
+   * Firings this node ran, and firings another orchestrator claimed first.
+   *
+   * @generated from field: int32 runs = 6;
+   */
+  runs: number;
+
+  /**
+   * @generated from field: int32 skipped = 7;
+   */
+  skipped: number;
+};
+
+/**
+ * Describes the message orchestrator.v1.ScheduledJobInfo.
+ * Use `create(ScheduledJobInfoSchema)` to create a new message.
+ */
+export const ScheduledJobInfoSchema: GenMessage<ScheduledJobInfo> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_system, 10);
 
 /**
  * @generated from message orchestrator.v1.GetEffectiveConfigRequest
@@ -322,7 +386,7 @@ export type GetEffectiveConfigRequest = Message<"orchestrator.v1.GetEffectiveCon
  * Use `create(GetEffectiveConfigRequestSchema)` to create a new message.
  */
 export const GetEffectiveConfigRequestSchema: GenMessage<GetEffectiveConfigRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 10);
+  messageDesc(file_orchestrator_v1_system, 11);
 
 /**
  * @generated from message orchestrator.v1.GetEffectiveConfigResponse
@@ -339,7 +403,7 @@ export type GetEffectiveConfigResponse = Message<"orchestrator.v1.GetEffectiveCo
  * Use `create(GetEffectiveConfigResponseSchema)` to create a new message.
  */
 export const GetEffectiveConfigResponseSchema: GenMessage<GetEffectiveConfigResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 11);
+  messageDesc(file_orchestrator_v1_system, 12);
 
 /**
  * One configuration key as the node resolved it at start.
@@ -377,7 +441,7 @@ export type ConfigValue = Message<"orchestrator.v1.ConfigValue"> & {
  * Use `create(ConfigValueSchema)` to create a new message.
  */
 export const ConfigValueSchema: GenMessage<ConfigValue> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 12);
+  messageDesc(file_orchestrator_v1_system, 13);
 
 /**
  * @generated from message orchestrator.v1.WatchHealthRequest
@@ -390,7 +454,7 @@ export type WatchHealthRequest = Message<"orchestrator.v1.WatchHealthRequest"> &
  * Use `create(WatchHealthRequestSchema)` to create a new message.
  */
 export const WatchHealthRequestSchema: GenMessage<WatchHealthRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 13);
+  messageDesc(file_orchestrator_v1_system, 14);
 
 /**
  * @generated from message orchestrator.v1.WatchHealthResponse
@@ -412,7 +476,7 @@ export type WatchHealthResponse = Message<"orchestrator.v1.WatchHealthResponse">
  * Use `create(WatchHealthResponseSchema)` to create a new message.
  */
 export const WatchHealthResponseSchema: GenMessage<WatchHealthResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 14);
+  messageDesc(file_orchestrator_v1_system, 15);
 
 /**
  * @generated from message orchestrator.v1.PingRequest
@@ -425,7 +489,7 @@ export type PingRequest = Message<"orchestrator.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 15);
+  messageDesc(file_orchestrator_v1_system, 16);
 
 /**
  * @generated from message orchestrator.v1.PingResponse
@@ -438,7 +502,7 @@ export type PingResponse = Message<"orchestrator.v1.PingResponse"> & {
  * Use `create(PingResponseSchema)` to create a new message.
  */
 export const PingResponseSchema: GenMessage<PingResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_system, 16);
+  messageDesc(file_orchestrator_v1_system, 17);
 
 /**
  * Serving status of this node, as in grpc.health.v1.
