@@ -16,6 +16,7 @@ import { file_health_v1_health, Health } from "../gen/health/v1/health_pb.js";
 import { type Capability, composeServices } from "./capabilities/capability.js";
 import { createDlqCapability } from "./capabilities/dlq.js";
 import { createEventsCapability } from "./capabilities/events.js";
+import { createJobsCapability } from "./capabilities/jobs.js";
 import {
   claimNodeId,
   createRegistryCapability,
@@ -33,6 +34,11 @@ import { createDeadLettersLink } from "./dlq/dead-letters.js";
 import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { createHttpClient } from "./http-client/http-client.js";
+import {
+  configuredTargets,
+  createTargetResolver,
+  registeredTarget,
+} from "./http-client/service-targets.js";
 import { type IdSource, randomIds } from "./ids.js";
 import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
@@ -215,6 +221,12 @@ export async function createApp(
     ...(deps.random ? { random: deps.random } : {}),
   });
   deadLetters.bind(dlq.deadLetters);
+  // Services called by name: a HEALTHY registration first, else the configured URL.
+  const targets = createTargetResolver({
+    registered: (name) => registeredTarget(store.get(name)),
+    configured: configuredTargets(config),
+  });
+  const jobs = createJobsCapability({ http: outbound, targets, clock });
   deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
   const workflows = createWorkflowsCapability({ events: events.log });
@@ -223,12 +235,10 @@ export async function createApp(
     nodeId: node.nodeId,
     logger,
     redis: redis?.commands,
-    // The jobs a schedule may name (the jobs capability adds recalc-quality and
-    // notify-consolidation when it lands).
-    jobs: new Map([...(deps.scheduledJobs ?? [])]),
+    jobs: new Map([...jobs.scheduledJobs, ...(deps.scheduledJobs ?? [])]),
   });
   // Tracing first: it stops last, so the spans of the others' shutdown are still exported.
-  const domain: Capability[] = [tracing, events, registry, sagas, dlq, workflows, schedules];
+  const domain: Capability[] = [tracing, events, registry, sagas, dlq, jobs, workflows, schedules];
   for (const capability of domain) readinessChecks.push(...capability.readiness);
   const system = createSystemCapability({
     node,

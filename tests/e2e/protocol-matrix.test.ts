@@ -276,6 +276,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
       protocols: expect.arrayContaining(["grpc", "grpc-web", "connect", "rest", "http/1.1", "h2c"]),
       environment: "development",
       incarnation_id: node.app.node.incarnationId,
+      scheduled_jobs: [],
     });
     expectEchoed(outcome, sent);
   });

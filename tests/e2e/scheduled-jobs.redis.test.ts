@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ScheduledJob } from "../../src/schedules/scheduler.js";
+import { startDownstream } from "../support/downstream.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 import { expectStatus, type Json, rest, until } from "../support/rest.js";
@@ -95,6 +96,37 @@ describe("scheduled jobs", () => {
     });
     expect(flaky?.job).toBe("flaky");
     expect(Number(flaky?.runs)).toBeGreaterThanOrEqual(1);
+  });
+
+  it("runs the node's own recalc-quality on its schedule against the doc store", async () => {
+    const docStore = await startDownstream();
+    try {
+      docStore.answer("GET", "/documents/quality", {
+        kind: "json",
+        body: {
+          documents: [
+            { id: "a", flagged: true },
+            { id: "b", flagged: false },
+          ],
+        },
+      });
+      const node = await startOrchestrator({
+        env: { DOC_STORE_URL: docStore.url, SCHEDULED_JOBS: "recalc-quality=* * * * * *" },
+      });
+      nodes.push(node);
+      const [first] = await until("the doc store asked for its quality", async () => {
+        const seen = docStore.requestsTo("GET", "/documents/quality");
+        return seen.length > 0 ? seen : undefined;
+      });
+      expect(String(first?.headers["x-correlation-id"])).toMatch(
+        /^schedule:recalc-quality:\d+000$/,
+      );
+      await until("the outcome ok in /info", async () =>
+        (await scheduleOf(node)).last_outcome === "ok" ? true : undefined,
+      );
+    } finally {
+      await docStore.close();
+    }
   });
 
   it("refuses to start with a schedule of a job it does not know", async () => {

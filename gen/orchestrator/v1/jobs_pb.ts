@@ -5,8 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
-import type { Value } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_orchestrator_v1_options } from "./options_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -14,18 +14,14 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/v1/jobs.proto.
  */
 export const file_orchestrator_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChpvcmNoZXN0cmF0b3IvdjEvam9icy5wcm90bxIPb3JjaGVzdHJhdG9yLnYxIjoKFFJlY2FsY1F1YWxpdHlSZXF1ZXN0EiIKDGRvY3VtZW50X2lkcxgBIAMoCUIMwvMYCEjoB1IDGIACImAKFVJlY2FsY1F1YWxpdHlSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSDgoGam9iX2lkGAIgASgJEicKBnJlc3VsdBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QinQEKGk5vdGlmeUNvbnNvbGlkYXRpb25SZXF1ZXN0EhcKB2NoYW5uZWwYASABKAlCBsLzGAIYQBIXCgZ0YXJnZXQYAiABKAlCB8LzGAMYgAQSGAoHbWVzc2FnZRgDIAEoCUIHwvMYAxiAQBIzCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEIlYKG05vdGlmeUNvbnNvbGlkYXRpb25SZXNwb25zZRIOCgZzdGF0dXMYASABKAkSJwoGcmVzdWx0GAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJ+ChVTYXZlVG9Eb2NTdG9yZVJlcXVlc3QSEwoCaWQYASABKAlCB8LzGAMYgAISGwoHY29udGVudBgCIAEoCUIKwvMYBggBGMCEPRIzCghtZXRhZGF0YRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEIl0KFlNhdmVUb0RvY1N0b3JlUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEgoKAmlkGAIgASgJEicKBnJlc3VsdBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiiQEKFFJlcXVlc3RSZXBvcnRSZXF1ZXN0Ej0KBGtpbmQYASABKAlCL8LzGCsIATIIZ2VuZXJhdGUyDmxpZmVfb2ZfdGlja2V0Mg1wcl9jb25maWRlbmNlEjIKB3BheWxvYWQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgjC8xgEYICABCJNChVSZXF1ZXN0UmVwb3J0UmVzcG9uc2USDAoEa2luZBgBIAEoCRImCgZyZXBvcnQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUijQEKG1N1Z2dlc3RTdW1tYXJpemF0aW9uUmVxdWVzdBIbCgdjb250ZW50GAEgASgJQgrC8xgGCAEYwIQ9Eh0KCXByb3ZpZGVycxgCIAMoCUIKwvMYBkgQUgIYQBIyCgdvcHRpb25zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIIwvMYBGCAgAQiSgocU3VnZ2VzdFN1bW1hcml6YXRpb25SZXNwb25zZRIqCgpzdWdnZXN0aW9uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImEKDlJ1bkRlbW9SZXF1ZXN0EiQKBmZvcm1hdBgBIAEoCUIUwvMYEDIEanNvbjIIbWFya2Rvd24SKQoJbG9nX2xpbWl0GAIgASgFQhbC8xgSOQAAAAAAAAAAQQAAAAAAQI9AInQKD1J1bkRlbW9SZXNwb25zZRItCgdzdW1tYXJ5GAEgASgLMhwub3JjaGVzdHJhdG9yLnYxLkRlbW9TdW1tYXJ5EjIKDGxvZ19hbmFseXNpcxgCIAEoCzIcLm9yY2hlc3RyYXRvci52MS5Mb2dBbmFseXNpcyKSAQoLRGVtb1N1bW1hcnkSDQoFdG90YWwYASABKAUSQQoLYnlfc2V2ZXJpdHkYAiADKAsyLC5vcmNoZXN0cmF0b3IudjEuRGVtb1N1bW1hcnkuQnlTZXZlcml0eUVudHJ5GjEKD0J5U2V2ZXJpdHlFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBImkKC0xvZ0FuYWx5c2lzEi4KCG92ZXJ2aWV3GAEgASgLMhwub3JjaGVzdHJhdG9yLnYxLkxvZ092ZXJ2aWV3EioKBnNhbXBsZRgCIAMoCzIaLm9yY2hlc3RyYXRvci52MS5Mb2dTYW1wbGUiiQEKC0xvZ092ZXJ2aWV3Eg0KBWNvdW50GAEgASgFEjsKCGJ5X2xldmVsGAIgAygLMikub3JjaGVzdHJhdG9yLnYxLkxvZ092ZXJ2aWV3LkJ5TGV2ZWxFbnRyeRouCgxCeUxldmVsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASI8CglMb2dTYW1wbGUSDwoHc2VydmljZRgBIAEoCRINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJMqgGCgtKb2JzU2VydmljZRKDAQoNUmVjYWxjUXVhbGl0eRIlLm9yY2hlc3RyYXRvci52MS5SZWNhbGNRdWFsaXR5UmVxdWVzdBomLm9yY2hlc3RyYXRvci52MS5SZWNhbGNRdWFsaXR5UmVzcG9uc2UiI8jzGAKC0+STAhk6ASoiFC9qb2JzL3JlY2FsYy1xdWFsaXR5EpsBChNOb3RpZnlDb25zb2xpZGF0aW9uEisub3JjaGVzdHJhdG9yLnYxLk5vdGlmeUNvbnNvbGlkYXRpb25SZXF1ZXN0Giwub3JjaGVzdHJhdG9yLnYxLk5vdGlmeUNvbnNvbGlkYXRpb25SZXNwb25zZSIpyPMYAoLT5JMCHzoBKiIaL2pvYnMvbm90aWZ5LWNvbnNvbGlkYXRpb24SfAoOU2F2ZVRvRG9jU3RvcmUSJi5vcmNoZXN0cmF0b3IudjEuU2F2ZVRvRG9jU3RvcmVSZXF1ZXN0Gicub3JjaGVzdHJhdG9yLnYxLlNhdmVUb0RvY1N0b3JlUmVzcG9uc2UiGYLT5JMCEzoBKiIOL2RvY3N0b3JlL3NhdmUSegoNUmVxdWVzdFJlcG9ydBIlLm9yY2hlc3RyYXRvci52MS5SZXF1ZXN0UmVwb3J0UmVxdWVzdBomLm9yY2hlc3RyYXRvci52MS5SZXF1ZXN0UmVwb3J0UmVzcG9uc2UiGoLT5JMCFDoBKiIPL3JlcG9ydC9yZXF1ZXN0EpYBChRTdWdnZXN0U3VtbWFyaXphdGlvbhIsLm9yY2hlc3RyYXRvci52MS5TdWdnZXN0U3VtbWFyaXphdGlvblJlcXVlc3QaLS5vcmNoZXN0cmF0b3IudjEuU3VnZ2VzdFN1bW1hcml6YXRpb25SZXNwb25zZSIhgtPkkwIbOgEqIhYvc3VtbWFyaXphdGlvbi9zdWdnZXN0EmIKB1J1bkRlbW8SHy5vcmNoZXN0cmF0b3IudjEuUnVuRGVtb1JlcXVlc3QaIC5vcmNoZXN0cmF0b3IudjEuUnVuRGVtb1Jlc3BvbnNlIhSC0+STAg46ASoiCS9kZW1vL2UyZWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_struct, file_orchestrator_v1_options]);
+  fileDesc("ChpvcmNoZXN0cmF0b3IvdjEvam9icy5wcm90bxIPb3JjaGVzdHJhdG9yLnYxIhYKFFJlY2FsY1F1YWxpdHlSZXF1ZXN0IoYBChVSZWNhbGNRdWFsaXR5UmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB2ZsYWdnZWQYAiABKAUSDQoFdG90YWwYAyABKAUSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBSABKAkikwEKGk5vdGlmeUNvbnNvbGlkYXRpb25SZXF1ZXN0Ei4KDm1pbl9jb25maWRlbmNlGAEgASgBQhbC8xgSOQAAAAAAAAAAQQAAAAAAAPA/EiUKBWxpbWl0GAIgASgFQhbC8xgSOQAAAAAAAAAAQQAAAAAAQI9AEh4KC3dlYmhvb2tfdXJsGAMgASgJQgnC8xgFGIAQKAEiTwobTm90aWZ5Q29uc29saWRhdGlvblJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIMCgRzZW50GAIgASgFEhIKCmNhbmRpZGF0ZXMYAyABKAUiqgEKFVNhdmVUb0RvY1N0b3JlUmVxdWVzdBITCgJpZBgBIAEoCUIHwvMYAxiAAhIbCgdjb250ZW50GAIgASgJQgrC8xgGCAEYwIQ9EioKDGNvbnRlbnRfaGFzaBgDIAEoCUIUwvMYECIOXlswLTlhLWZdezY0fSQSMwoIbWV0YWRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgjC8xgEYICABCJcChZTYXZlVG9Eb2NTdG9yZVJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIKCgJpZBgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiuAEKFFJlcXVlc3RSZXBvcnRSZXF1ZXN0Ej0KBGtpbmQYASABKAlCL8LzGCsIATIIZ2VuZXJhdGUyDmxpZmVfb2ZfdGlja2V0Mg1wcl9jb25maWRlbmNlEi0KBmZvcm1hdBgCIAEoCUIdwvMYGSIXXlthLXpdW2EtejAtOV8tXXswLDMxfSQSMgoHcGF5bG9hZBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEIk0KFVJlcXVlc3RSZXBvcnRSZXNwb25zZRIMCgRraW5kGAEgASgJEiYKBnJlcG9ydBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSKWAQobU3VnZ2VzdFN1bW1hcml6YXRpb25SZXF1ZXN0EhsKB2NvbnRlbnQYASABKAlCCsLzGAYIARjAhD0SHQoIa2V5d29yZHMYAiADKAlCC8LzGAdIZFIDGIABEiIKEGtleXdvcmRfZG9jdW1lbnQYAyABKAlCCMLzGAQYoI0GEhcKD292ZXJyaWRlX3BvbGljeRgEIAEoCCKjAQocU3VnZ2VzdFN1bW1hcml6YXRpb25SZXNwb25zZRIqCgpzdWdnZXN0aW9uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiYKBnJlc3VsdBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIXCg9wb2xpY3lfb3ZlcnJpZGUYAyABKAgSFgoOcHJvdmlkZXJzX3VzZWQYBCADKAki3QEKDlJ1bkRlbW9SZXF1ZXN0EiQKBmZvcm1hdBgBIAEoCUIUwvMYEDIEanNvbjIIbWFya2Rvd24SOgoLbG9nX3NlcnZpY2UYAiABKAlCJcLzGCEYgAEiHF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKiQSPgoJbG9nX2xldmVsGAMgASgJQivC8xgnMgVkZWJ1ZzIEaW5mbzIHd2FybmluZzIFZXJyb3IyCGNyaXRpY2FsEikKCWxvZ19saW1pdBgEIAEoBUIWwvMYEjkAAAAAAAAAAEEAAAAAAECPQCJoCg9SdW5EZW1vUmVzcG9uc2USJwoHc3VtbWFyeRgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIsCgxsb2dfYW5hbHlzaXMYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUyqAYKC0pvYnNTZXJ2aWNlEoMBCg1SZWNhbGNRdWFsaXR5EiUub3JjaGVzdHJhdG9yLnYxLlJlY2FsY1F1YWxpdHlSZXF1ZXN0GiYub3JjaGVzdHJhdG9yLnYxLlJlY2FsY1F1YWxpdHlSZXNwb25zZSIjyPMYAoLT5JMCGToBKiIUL2pvYnMvcmVjYWxjLXF1YWxpdHkSmwEKE05vdGlmeUNvbnNvbGlkYXRpb24SKy5vcmNoZXN0cmF0b3IudjEuTm90aWZ5Q29uc29saWRhdGlvblJlcXVlc3QaLC5vcmNoZXN0cmF0b3IudjEuTm90aWZ5Q29uc29saWRhdGlvblJlc3BvbnNlIinI8xgCgtPkkwIfOgEqIhovam9icy9ub3RpZnktY29uc29saWRhdGlvbhJ8Cg5TYXZlVG9Eb2NTdG9yZRImLm9yY2hlc3RyYXRvci52MS5TYXZlVG9Eb2NTdG9yZVJlcXVlc3QaJy5vcmNoZXN0cmF0b3IudjEuU2F2ZVRvRG9jU3RvcmVSZXNwb25zZSIZgtPkkwITOgEqIg4vZG9jc3RvcmUvc2F2ZRJ6Cg1SZXF1ZXN0UmVwb3J0EiUub3JjaGVzdHJhdG9yLnYxLlJlcXVlc3RSZXBvcnRSZXF1ZXN0GiYub3JjaGVzdHJhdG9yLnYxLlJlcXVlc3RSZXBvcnRSZXNwb25zZSIagtPkkwIUOgEqIg8vcmVwb3J0L3JlcXVlc3QSlgEKFFN1Z2dlc3RTdW1tYXJpemF0aW9uEiwub3JjaGVzdHJhdG9yLnYxLlN1Z2dlc3RTdW1tYXJpemF0aW9uUmVxdWVzdBotLm9yY2hlc3RyYXRvci52MS5TdWdnZXN0U3VtbWFyaXphdGlvblJlc3BvbnNlIiGC0+STAhs6ASoiFi9zdW1tYXJpemF0aW9uL3N1Z2dlc3QSYgoHUnVuRGVtbxIfLm9yY2hlc3RyYXRvci52MS5SdW5EZW1vUmVxdWVzdBogLm9yY2hlc3RyYXRvci52MS5SdW5EZW1vUmVzcG9uc2UiFILT5JMCDjoBKiIJL2RlbW8vZTJlYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
 
 /**
+ * RecalcQualityRequest takes no parameters: the doc store's quality list is read whole.
+ *
  * @generated from message orchestrator.v1.RecalcQualityRequest
  */
 export type RecalcQualityRequest = Message<"orchestrator.v1.RecalcQualityRequest"> & {
-  /**
-   * Limit the recalculation to these document ids; empty means all.
-   *
-   * @generated from field: repeated string document_ids = 1;
-   */
-  documentIds: string[];
 };
 
 /**
@@ -36,27 +32,45 @@ export const RecalcQualityRequestSchema: GenMessage<RecalcQualityRequest> = /*@_
   messageDesc(file_orchestrator_v1_jobs, 0);
 
 /**
+ * RecalcQualityResponse counts the doc store's flagged documents, or says why it did not.
+ *
  * @generated from message orchestrator.v1.RecalcQualityResponse
  */
 export type RecalcQualityResponse = Message<"orchestrator.v1.RecalcQualityResponse"> & {
   /**
-   * "accepted".
+   * "completed", or "skipped" when no doc store is registered or configured.
    *
    * @generated from field: string status = 1;
    */
   status: string;
 
   /**
-   * @generated from field: string job_id = 2;
+   * Documents whose `flagged` is true (0 when skipped).
+   *
+   * @generated from field: int32 flagged = 2;
    */
-  jobId: string;
+  flagged: number;
 
   /**
-   * What the reporting service answered.
+   * Documents the doc store listed (0 when skipped).
    *
-   * @generated from field: google.protobuf.Struct result = 3;
+   * @generated from field: int32 total = 3;
    */
-  result?: JsonObject | undefined;
+  total: number;
+
+  /**
+   * When the count was made; absent when skipped.
+   *
+   * @generated from field: google.protobuf.Timestamp timestamp = 4;
+   */
+  timestamp?: Timestamp | undefined;
+
+  /**
+   * Why the job was skipped (names the setting to configure); empty when completed.
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
 };
 
 /**
@@ -67,30 +81,32 @@ export const RecalcQualityResponseSchema: GenMessage<RecalcQualityResponse> = /*
   messageDesc(file_orchestrator_v1_jobs, 1);
 
 /**
+ * NotifyConsolidationRequest says which consolidation candidates to notify, and where.
+ *
  * @generated from message orchestrator.v1.NotifyConsolidationRequest
  */
 export type NotifyConsolidationRequest = Message<"orchestrator.v1.NotifyConsolidationRequest"> & {
   /**
-   * Notification channel, for example "email", "slack", "webhook".
+   * Lowest confidence of a candidate to notify, in 0..1. Default 0 (every candidate).
    *
-   * @generated from field: string channel = 1;
+   * @generated from field: double min_confidence = 1;
    */
-  channel: string;
+  minConfidence: number;
 
   /**
-   * @generated from field: string target = 2;
+   * Most candidates notified, in 1..1000; 0 means 100.
+   *
+   * @generated from field: int32 limit = 2;
    */
-  target: string;
+  limit: number;
 
   /**
-   * @generated from field: string message = 3;
+   * A webhook the notification service posts to (channel "webhook"); the orchestrator never calls
+   * it itself. Empty: the notification service's default channel.
+   *
+   * @generated from field: string webhook_url = 3;
    */
-  message: string;
-
-  /**
-   * @generated from field: google.protobuf.Struct metadata = 4;
-   */
-  metadata?: JsonObject | undefined;
+  webhookUrl: string;
 };
 
 /**
@@ -101,20 +117,31 @@ export const NotifyConsolidationRequestSchema: GenMessage<NotifyConsolidationReq
   messageDesc(file_orchestrator_v1_jobs, 2);
 
 /**
+ * NotifyConsolidationResponse counts the notices sent.
+ *
  * @generated from message orchestrator.v1.NotifyConsolidationResponse
  */
 export type NotifyConsolidationResponse = Message<"orchestrator.v1.NotifyConsolidationResponse"> & {
   /**
-   * "sent".
+   * "ok".
    *
    * @generated from field: string status = 1;
    */
   status: string;
 
   /**
-   * @generated from field: google.protobuf.Struct result = 2;
+   * Notices the notification service accepted (answered 2xx).
+   *
+   * @generated from field: int32 sent = 2;
    */
-  result?: JsonObject | undefined;
+  sent: number;
+
+  /**
+   * Candidates kept by min_confidence and limit: one notice attempted for each.
+   *
+   * @generated from field: int32 candidates = 3;
+   */
+  candidates: number;
 };
 
 /**
@@ -125,21 +152,37 @@ export const NotifyConsolidationResponseSchema: GenMessage<NotifyConsolidationRe
   messageDesc(file_orchestrator_v1_jobs, 3);
 
 /**
+ * SaveToDocStoreRequest is one document to save.
+ *
  * @generated from message orchestrator.v1.SaveToDocStoreRequest
  */
 export type SaveToDocStoreRequest = Message<"orchestrator.v1.SaveToDocStoreRequest"> & {
   /**
+   * The document's id; also the Idempotency-Key of the save when given.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * The document's text, at most 1,000,000 characters.
+   *
    * @generated from field: string content = 2;
    */
   content: string;
 
   /**
-   * @generated from field: google.protobuf.Struct metadata = 3;
+   * The sha256 of content in lowercase hex: when given, it must match (400 otherwise), and it is
+   * the Idempotency-Key of the save when no id is given.
+   *
+   * @generated from field: string content_hash = 3;
+   */
+  contentHash: string;
+
+  /**
+   * Free-form metadata passed to the doc store, at most 64 KiB encoded.
+   *
+   * @generated from field: google.protobuf.Struct metadata = 4;
    */
   metadata?: JsonObject | undefined;
 };
@@ -152,6 +195,8 @@ export const SaveToDocStoreRequestSchema: GenMessage<SaveToDocStoreRequest> = /*
   messageDesc(file_orchestrator_v1_jobs, 4);
 
 /**
+ * SaveToDocStoreResponse confirms a save the doc store acknowledged.
+ *
  * @generated from message orchestrator.v1.SaveToDocStoreResponse
  */
 export type SaveToDocStoreResponse = Message<"orchestrator.v1.SaveToDocStoreResponse"> & {
@@ -163,14 +208,18 @@ export type SaveToDocStoreResponse = Message<"orchestrator.v1.SaveToDocStoreResp
   status: string;
 
   /**
+   * The document's id: the doc store's when it answered one, else the request's.
+   *
    * @generated from field: string id = 2;
    */
   id: string;
 
   /**
-   * @generated from field: google.protobuf.Struct result = 3;
+   * What the doc store answered, as it answered it.
+   *
+   * @generated from field: google.protobuf.Value result = 3;
    */
-  result?: JsonObject | undefined;
+  result?: Value | undefined;
 };
 
 /**
@@ -181,18 +230,29 @@ export const SaveToDocStoreResponseSchema: GenMessage<SaveToDocStoreResponse> = 
   messageDesc(file_orchestrator_v1_jobs, 5);
 
 /**
+ * RequestReportRequest names a report of the reporting service and its parameters.
+ *
  * @generated from message orchestrator.v1.RequestReportRequest
  */
 export type RequestReportRequest = Message<"orchestrator.v1.RequestReportRequest"> & {
   /**
+   * Which report: generate, life_of_ticket or pr_confidence.
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
 
   /**
-   * Passed to the reporting service as the body of the report request.
+   * The report's format, passed on as `format` (for example "json" or "markdown").
    *
-   * @generated from field: google.protobuf.Struct payload = 2;
+   * @generated from field: string format = 2;
+   */
+  format: string;
+
+  /**
+   * Passed to the reporting service as the body of the report request, at most 64 KiB encoded.
+   *
+   * @generated from field: google.protobuf.Struct payload = 3;
    */
   payload?: JsonObject | undefined;
 };
@@ -205,10 +265,14 @@ export const RequestReportRequestSchema: GenMessage<RequestReportRequest> = /*@_
   messageDesc(file_orchestrator_v1_jobs, 6);
 
 /**
+ * RequestReportResponse is the report as the reporting service made it.
+ *
  * @generated from message orchestrator.v1.RequestReportResponse
  */
 export type RequestReportResponse = Message<"orchestrator.v1.RequestReportResponse"> & {
   /**
+   * The kind requested.
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
@@ -229,23 +293,39 @@ export const RequestReportResponseSchema: GenMessage<RequestReportResponse> = /*
   messageDesc(file_orchestrator_v1_jobs, 7);
 
 /**
+ * SuggestSummarizationRequest is a text to summarize within the secure analyzer's policy.
+ *
  * @generated from message orchestrator.v1.SuggestSummarizationRequest
  */
 export type SuggestSummarizationRequest = Message<"orchestrator.v1.SuggestSummarizationRequest"> & {
   /**
+   * The text to summarize, at most 1,000,000 characters.
+   *
    * @generated from field: string content = 1;
    */
   content: string;
 
   /**
-   * @generated from field: repeated string providers = 2;
+   * Keywords the policy looks for, at most 100 of at most 128 characters each.
+   *
+   * @generated from field: repeated string keywords = 2;
    */
-  providers: string[];
+  keywords: string[];
 
   /**
-   * @generated from field: google.protobuf.Struct options = 3;
+   * A document of keywords the policy reads, at most 100,000 characters.
+   *
+   * @generated from field: string keyword_document = 3;
    */
-  options?: JsonObject | undefined;
+  keywordDocument: string;
+
+  /**
+   * Summarize with every provider, not only those the policy allows (reported as
+   * policy_override).
+   *
+   * @generated from field: bool override_policy = 4;
+   */
+  overridePolicy: boolean;
 };
 
 /**
@@ -256,13 +336,38 @@ export const SuggestSummarizationRequestSchema: GenMessage<SuggestSummarizationR
   messageDesc(file_orchestrator_v1_jobs, 8);
 
 /**
+ * SuggestSummarizationResponse is the analyzer's suggestion and the summary made with it.
+ *
  * @generated from message orchestrator.v1.SuggestSummarizationResponse
  */
 export type SuggestSummarizationResponse = Message<"orchestrator.v1.SuggestSummarizationResponse"> & {
   /**
+   * What the secure analyzer's /suggest answered.
+   *
    * @generated from field: google.protobuf.Value suggestion = 1;
    */
   suggestion?: Value | undefined;
+
+  /**
+   * What the secure analyzer's /summarize answered.
+   *
+   * @generated from field: google.protobuf.Value result = 2;
+   */
+  result?: Value | undefined;
+
+  /**
+   * True when override_policy sent every provider rather than the allowed ones.
+   *
+   * @generated from field: bool policy_override = 3;
+   */
+  policyOverride: boolean;
+
+  /**
+   * The providers the summary was asked of.
+   *
+   * @generated from field: repeated string providers_used = 4;
+   */
+  providersUsed: string[];
 };
 
 /**
@@ -273,6 +378,8 @@ export const SuggestSummarizationResponseSchema: GenMessage<SuggestSummarization
   messageDesc(file_orchestrator_v1_jobs, 9);
 
 /**
+ * RunDemoRequest shapes the demo bundle.
+ *
  * @generated from message orchestrator.v1.RunDemoRequest
  */
 export type RunDemoRequest = Message<"orchestrator.v1.RunDemoRequest"> & {
@@ -284,7 +391,23 @@ export type RunDemoRequest = Message<"orchestrator.v1.RunDemoRequest"> & {
   format: string;
 
   /**
-   * @generated from field: int32 log_limit = 2;
+   * Only the logs of this service; empty means every service.
+   *
+   * @generated from field: string log_service = 2;
+   */
+  logService: string;
+
+  /**
+   * Only logs at this level; empty means every level.
+   *
+   * @generated from field: string log_level = 3;
+   */
+  logLevel: string;
+
+  /**
+   * Most log lines analysed, in 0..1000; 0 lets the reporting service choose.
+   *
+   * @generated from field: int32 log_limit = 4;
    */
   logLimit: number;
 };
@@ -297,18 +420,24 @@ export const RunDemoRequestSchema: GenMessage<RunDemoRequest> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_jobs, 10);
 
 /**
+ * RunDemoResponse bundles two reports of the reporting service.
+ *
  * @generated from message orchestrator.v1.RunDemoResponse
  */
 export type RunDemoResponse = Message<"orchestrator.v1.RunDemoResponse"> & {
   /**
-   * @generated from field: orchestrator.v1.DemoSummary summary = 1;
+   * What /reports/generate answered.
+   *
+   * @generated from field: google.protobuf.Value summary = 1;
    */
-  summary?: DemoSummary | undefined;
+  summary?: Value | undefined;
 
   /**
-   * @generated from field: orchestrator.v1.LogAnalysis log_analysis = 2;
+   * What /reports/log_analysis answered.
+   *
+   * @generated from field: google.protobuf.Value log_analysis = 2;
    */
-  logAnalysis?: LogAnalysis | undefined;
+  logAnalysis?: Value | undefined;
 };
 
 /**
@@ -319,108 +448,16 @@ export const RunDemoResponseSchema: GenMessage<RunDemoResponse> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_jobs, 11);
 
 /**
- * @generated from message orchestrator.v1.DemoSummary
- */
-export type DemoSummary = Message<"orchestrator.v1.DemoSummary"> & {
-  /**
-   * @generated from field: int32 total = 1;
-   */
-  total: number;
-
-  /**
-   * @generated from field: map<string, int32> by_severity = 2;
-   */
-  bySeverity: { [key: string]: number };
-};
-
-/**
- * Describes the message orchestrator.v1.DemoSummary.
- * Use `create(DemoSummarySchema)` to create a new message.
- */
-export const DemoSummarySchema: GenMessage<DemoSummary> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_jobs, 12);
-
-/**
- * @generated from message orchestrator.v1.LogAnalysis
- */
-export type LogAnalysis = Message<"orchestrator.v1.LogAnalysis"> & {
-  /**
-   * @generated from field: orchestrator.v1.LogOverview overview = 1;
-   */
-  overview?: LogOverview | undefined;
-
-  /**
-   * @generated from field: repeated orchestrator.v1.LogSample sample = 2;
-   */
-  sample: LogSample[];
-};
-
-/**
- * Describes the message orchestrator.v1.LogAnalysis.
- * Use `create(LogAnalysisSchema)` to create a new message.
- */
-export const LogAnalysisSchema: GenMessage<LogAnalysis> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_jobs, 13);
-
-/**
- * @generated from message orchestrator.v1.LogOverview
- */
-export type LogOverview = Message<"orchestrator.v1.LogOverview"> & {
-  /**
-   * @generated from field: int32 count = 1;
-   */
-  count: number;
-
-  /**
-   * @generated from field: map<string, int32> by_level = 2;
-   */
-  byLevel: { [key: string]: number };
-};
-
-/**
- * Describes the message orchestrator.v1.LogOverview.
- * Use `create(LogOverviewSchema)` to create a new message.
- */
-export const LogOverviewSchema: GenMessage<LogOverview> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_jobs, 14);
-
-/**
- * @generated from message orchestrator.v1.LogSample
- */
-export type LogSample = Message<"orchestrator.v1.LogSample"> & {
-  /**
-   * @generated from field: string service = 1;
-   */
-  service: string;
-
-  /**
-   * @generated from field: string level = 2;
-   */
-  level: string;
-
-  /**
-   * @generated from field: string message = 3;
-   */
-  message: string;
-};
-
-/**
- * Describes the message orchestrator.v1.LogSample.
- * Use `create(LogSampleSchema)` to create a new message.
- */
-export const LogSampleSchema: GenMessage<LogSample> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_jobs, 15);
-
-/**
- * JobsService starts cross-service operations on the downstream services of the ecosystem
- * (reporting, doc store, notification, secure analyzer). Calls go only to configured services,
- * with timeouts, and carry the correlation id and trace context.
+ * JobsService runs operational jobs on the downstream services of the ecosystem (doc store,
+ * reporting, notification service, secure analyzer). Each service is found by name (a HEALTHY
+ * registration, else its *_URL setting); calls go only there, never to a URL a client sends, with
+ * timeouts, retries where a repeat is safe, and the caller's correlation id and trace context.
  *
  * @generated from service orchestrator.v1.JobsService
  */
 export const JobsService: GenService<{
   /**
-   * Asks the reporting service to recalculate document quality scores.
+   * Counts the documents the doc store flags for quality; skipped when no doc store is set up.
    *
    * @generated from rpc orchestrator.v1.JobsService.RecalcQuality
    */
@@ -430,7 +467,7 @@ export const JobsService: GenService<{
     output: typeof RecalcQualityResponseSchema;
   },
   /**
-   * Sends a consolidation notice through the notification service.
+   * Sends the reporting service's consolidation candidates through the notification service.
    *
    * @generated from rpc orchestrator.v1.JobsService.NotifyConsolidation
    */
@@ -440,7 +477,7 @@ export const JobsService: GenService<{
     output: typeof NotifyConsolidationResponseSchema;
   },
   /**
-   * Saves a document to the doc store.
+   * Saves a document to the doc store; answers only once the doc store has saved it.
    *
    * @generated from rpc orchestrator.v1.JobsService.SaveToDocStore
    */
