@@ -32,6 +32,11 @@ import { createDeadLettersLink } from "./dlq/dead-letters.js";
 import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { createHttpClient } from "./http-client/http-client.js";
+import {
+  configuredTargets,
+  createTargetResolver,
+  registeredTarget,
+} from "./http-client/service-targets.js";
 import { type IdSource, randomIds } from "./ids.js";
 import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
@@ -59,6 +64,7 @@ import { createServerReflectionServices } from "./services/server-reflection-ser
 import { type NodeInfo, packageInfo } from "./system/node-info.js";
 import type { ReadinessCheck } from "./system/readiness.js";
 import { createServingStatus, type ServingStatus } from "./system/serving-status.js";
+import type { WorkflowDefinition } from "./workflows/definitions.js";
 
 /** What tests and embedders may replace. */
 export interface AppDeps {
@@ -75,6 +81,8 @@ export interface AppDeps {
   readonly withDeadLetters?: (deadLetters: DeadLetters) => void;
   /** Numbers in [0, 1) for retry jitter. Default `Math.random`. */
   readonly random?: () => number;
+  /** Test hook: the workflows the node runs instead of the built-in ones (checked the same way). */
+  readonly workflows?: readonly WorkflowDefinition[];
 }
 
 /** A composed orchestrator node, not yet listening. */
@@ -210,7 +218,21 @@ export async function createApp(
   deadLetters.bind(dlq.deadLetters);
   deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
-  const workflows = createWorkflowsCapability({ events: events.log });
+  // Services called by name: a HEALTHY registration, else the configured URL.
+  const targets = createTargetResolver({
+    registered: (name) => registeredTarget(store.get(name)),
+    configured: configuredTargets(config),
+  });
+  const workflows = createWorkflowsCapability({
+    events: events.log,
+    store: sagas.store,
+    http: outbound,
+    targets,
+    deadLetters: dlq.deadLetters,
+    ids,
+    logger,
+    ...(deps.workflows ? { definitions: deps.workflows } : {}),
+  });
   // Tracing first: it stops last, so the spans of the others' shutdown are still exported.
   const domain: Capability[] = [tracing, events, registry, sagas, dlq, workflows];
   for (const capability of domain) readinessChecks.push(...capability.readiness);

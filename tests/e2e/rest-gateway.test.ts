@@ -154,11 +154,11 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "POST", path: "/infrastructure/tracing/spans", body: '{"resource_spans":[]}' },
     { method: "GET", path: "/workflows" },
     { method: "POST", path: "/ingest", body: '{"source":"github"}' },
+    { method: "GET", path: "/workflows/history" },
   ];
   const unimplemented: readonly Call[] = [
-    { method: "POST", path: "/workflows/run", body: "{}" },
+    { method: "POST", path: "/workflows/runs/run-1/cancel", body: "{}" },
     { method: "POST", path: "/demo/e2e", body: '{"format":"json","log_limit":50}' },
-    { method: "GET", path: "/workflows/history" },
     { method: "POST", path: "/jobs/recalc-quality", body: "{}" },
     { method: "POST", path: "/jobs/notify-consolidation", body: "{}" },
     { method: "POST", path: "/docstore/save", body: '{"content":"x"}' },
@@ -185,6 +185,7 @@ describe("REST gateway: every endpoint of the original service", () => {
   // 400 naming the field, not a 501.
   it.each([
     { path: "/ingest", field: "source" },
+    { path: "/workflows/run", field: "sources" },
     { path: "/report/request", field: "kind" },
     { path: "/docstore/save", field: "content" },
     { path: "/registry/register", field: "name" },
