@@ -67,6 +67,7 @@ import { createServerReflectionServices } from "./services/server-reflection-ser
 import { type NodeInfo, packageInfo } from "./system/node-info.js";
 import type { ReadinessCheck } from "./system/readiness.js";
 import { createServingStatus, type ServingStatus } from "./system/serving-status.js";
+import type { WorkflowDefinition } from "./workflows/definitions.js";
 
 /** What tests and embedders may replace. */
 export interface AppDeps {
@@ -88,6 +89,8 @@ export interface AppDeps {
    * firings of a job of its own across nodes).
    */
   readonly scheduledJobs?: ReadonlyMap<string, ScheduledJob>;
+  /** Test hook: the workflows the node runs instead of the built-in ones (checked the same way). */
+  readonly workflows?: readonly WorkflowDefinition[];
 }
 
 /** A composed orchestrator node, not yet listening. */
@@ -229,7 +232,16 @@ export async function createApp(
   const jobs = createJobsCapability({ http: outbound, targets, clock });
   deps.withDeadLetters?.(dlq.deadLetters);
   registerEventMetrics(metrics, () => events.stats());
-  const workflows = createWorkflowsCapability({ events: events.log });
+  const workflows = createWorkflowsCapability({
+    events: events.log,
+    store: sagas.store,
+    http: outbound,
+    targets,
+    deadLetters: dlq.deadLetters,
+    ids,
+    logger,
+    ...(deps.workflows ? { definitions: deps.workflows } : {}),
+  });
   const schedules = createSchedulesCapability({
     config,
     nodeId: node.nodeId,

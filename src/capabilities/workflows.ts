@@ -1,33 +1,79 @@
+import type { Logger } from "pino";
 import { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
+import type { DeadLetters } from "../dlq/dead-letters.js";
 import type { EventLog } from "../events/event-log.js";
+import type { HttpClient } from "../http-client/http-client.js";
+import type { TargetResolver } from "../http-client/service-targets.js";
+import type { IdSource } from "../ids.js";
+import type { SagaStore } from "../sagas/saga-store.js";
 import { createWorkflowService } from "../services/workflow-service.js";
 import {
   builtInWorkflows,
   definitionProblems,
   type WorkflowDefinition,
 } from "../workflows/definitions.js";
+import {
+  createWorkflowEngine,
+  type WorkflowEngineOptions,
+  workflowStepDeadLetter,
+} from "../workflows/engine.js";
 import { type Capability, servicePart } from "./capability.js";
 
+/** What {@link createWorkflowsCapability} is built from. */
+export interface WorkflowsCapabilityDeps {
+  readonly events: EventLog;
+  /** Default: the built-in workflows. */
+  readonly definitions?: readonly WorkflowDefinition[];
+  /** The sagas capability's store: runs are sagas there. */
+  readonly store: SagaStore;
+  /** The node's one outbound client. */
+  readonly http: HttpClient;
+  readonly targets: TargetResolver;
+  /** Failed steps go there; its "workflow.step" entries are retried by this capability. */
+  readonly deadLetters: DeadLetters;
+  readonly ids: IdSource;
+  readonly logger: Logger;
+  readonly engine?: Partial<WorkflowEngineOptions>;
+}
+
 /**
- * Workflows: the definitions (built in, validated when the node is built), ingestion requests,
- * and, next, the durable runs (RunWorkflow and the run routes answer 501 until they land).
+ * Workflows: the definitions (validated when the node is built), ingestion requests, and runs
+ * executed by the engine as sagas (RunWorkflow, GetWorkflowRun, ListWorkflowHistory); a failed
+ * step is dead-lettered as "workflow.step", whose retry re-runs the step. CancelWorkflowRun and
+ * WatchWorkflowRun answer 501 until the next increment (with leases and resume).
  * @throws Error listing every problem when a definition is invalid: a node with a broken
  *   workflow does not start.
  */
-export function createWorkflowsCapability(deps: {
-  readonly events: EventLog;
-  readonly definitions?: readonly WorkflowDefinition[];
-}): Capability {
+export function createWorkflowsCapability(deps: WorkflowsCapabilityDeps): Capability {
   const definitions = deps.definitions ?? builtInWorkflows;
   const problems = definitionProblems(definitions);
   if (problems.length > 0) throw new Error(`invalid workflows: ${problems.join("; ")}`);
+  const engine = createWorkflowEngine(
+    {
+      definitions,
+      store: deps.store,
+      http: deps.http,
+      targets: deps.targets,
+      events: deps.events,
+      deadLetters: deps.deadLetters,
+      ids: deps.ids,
+      logger: deps.logger,
+    },
+    deps.engine,
+  );
+  deps.deadLetters.handle(workflowStepDeadLetter, engine.stepRetry);
   return {
-    names: ["workflows", "ingest"],
+    names: ["workflows", "workflow-runs", "ingest"],
     services: [
-      servicePart(WorkflowService, createWorkflowService({ definitions, events: deps.events })),
+      servicePart(
+        WorkflowService,
+        createWorkflowService({ definitions, events: deps.events, engine, store: deps.store }),
+      ),
     ],
     readiness: [],
     async start() {},
-    async stop() {},
+    async stop() {
+      await engine.stop();
+    },
   };
 }

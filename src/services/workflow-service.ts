@@ -1,14 +1,20 @@
 import type { JsonObject } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
+import { RunStatus, type WorkflowService } from "../../gen/orchestrator/v1/workflow_pb.js";
+import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
-import { callMetaOf } from "../interceptors/call-meta.js";
+import { callMetaOf, traceparentOf } from "../interceptors/call-meta.js";
+import type { SagaStatus, SagaStep, SagaStepStatus } from "../sagas/model.js";
+import type { SagaStore } from "../sagas/saga-store.js";
 import type { StepCall, WorkflowDefinition } from "../workflows/definitions.js";
+import type { WorkflowEngine, WorkflowRunRecord } from "../workflows/engine.js";
+import { runHistory } from "../workflows/run-history.js";
 
-/** The workflow methods served so far: the definitions, and ingestion requests. */
+/** The workflow methods served so far: all but CancelWorkflowRun and WatchWorkflowRun. */
 export type WorkflowServicePart = Pick<
   ServiceImpl<typeof WorkflowService>,
-  "listWorkflows" | "ingest"
+  "listWorkflows" | "ingest" | "runWorkflow" | "getWorkflowRun" | "listWorkflowHistory"
 >;
 
 /** What {@link createWorkflowService} is built from. */
@@ -16,15 +22,70 @@ export interface WorkflowServiceDeps {
   readonly definitions: readonly WorkflowDefinition[];
   /** Where `ingestion.requested` goes (stored, then published to its channel). */
   readonly events: EventLog;
+  readonly engine: WorkflowEngine;
+  /** The saga store the engine runs in: the history is read from it. */
+  readonly store: SagaStore;
 }
 
 /**
  * ListWorkflows answers the definitions with their steps; Ingest records an
  * `ingestion.requested` event (published on its Redis channel for the agents) carrying the
- * source, the scope and the call's correlation and trace ids, and answers at once.
+ * source, the scope and the call's correlation and trace ids, and answers at once. RunWorkflow
+ * starts a run (the engine), GetWorkflowRun reads one (NOT_FOUND when unknown), and
+ * ListWorkflowHistory pages through the saga store.
  */
 export function createWorkflowService(deps: WorkflowServiceDeps): WorkflowServicePart {
   return {
+    async runWorkflow(request, context) {
+      const meta = callMetaOf(context);
+      const record = await deps.engine.start(
+        {
+          workflow: request.workflow,
+          sources: request.sources,
+          scope: request.scope ?? {},
+          correlationId: request.correlationId,
+          idempotencyKey: request.idempotencyKey,
+        },
+        {
+          correlationId: meta.correlationId,
+          traceId: meta.traceId,
+          traceparent: traceparentOf(meta),
+        },
+      );
+      const run = runMessage(record);
+      return {
+        status: "started",
+        runId: run.runId,
+        sagaId: run.sagaId,
+        correlationId: run.correlationId,
+        workflow: run.workflow,
+        steps: run.steps,
+      };
+    },
+
+    async getWorkflowRun(request) {
+      const record = await deps.engine.get(request.runId);
+      if (record === undefined) {
+        throw new DomainError("not_found", `workflow run ${request.runId} not found`);
+      }
+      return { run: runMessage(record) };
+    },
+
+    async listWorkflowHistory(request) {
+      const page = await runHistory(deps.store, {
+        statuses: sagaStatusesOf(request.status),
+        workflow: request.workflow,
+        correlationId: request.correlationId,
+        since: request.since ? timestampDate(request.since).getTime() : 0,
+        pageSize: request.pageSize || 100,
+        pageToken: request.pageToken,
+      });
+      const items = page.runs.map((saga) =>
+        runMessage({ saga, ...deps.engine.remembered(saga.runId) }),
+      );
+      return { items, count: items.length, nextPageToken: page.nextPageToken };
+    },
+
     listWorkflows() {
       return {
         workflows: deps.definitions.map((workflow) => ({
@@ -75,4 +136,71 @@ export function createWorkflowService(deps: WorkflowServiceDeps): WorkflowServic
 
 function callText(call: StepCall): string {
   return `${call.method} ${call.path}`;
+}
+
+/** A run's status from its saga's. */
+const runStatusOf: Readonly<Record<SagaStatus, RunStatus>> = Object.freeze({
+  PENDING: RunStatus.PENDING,
+  RUNNING: RunStatus.RUNNING,
+  COMPENSATING: RunStatus.RUNNING,
+  COMPLETED: RunStatus.SUCCEEDED,
+  FAILED: RunStatus.FAILED,
+  COMPENSATED: RunStatus.COMPENSATED,
+  ABORTED: RunStatus.CANCELLED,
+});
+
+/** A run step's status from its saga step's (an undoing step is still running). */
+const stepStatusOf: Readonly<Record<SagaStepStatus, RunStatus>> = Object.freeze({
+  PENDING: RunStatus.PENDING,
+  RUNNING: RunStatus.RUNNING,
+  COMPENSATING: RunStatus.RUNNING,
+  COMPLETED: RunStatus.SUCCEEDED,
+  FAILED: RunStatus.FAILED,
+  COMPENSATED: RunStatus.COMPENSATED,
+  SKIPPED: RunStatus.SKIPPED,
+});
+
+/** The saga statuses a history status filter walks; every status when unset. */
+function sagaStatusesOf(status: RunStatus): SagaStatus[] {
+  if (status === RunStatus.UNSPECIFIED) return [];
+  const statuses = (Object.keys(runStatusOf) as SagaStatus[]).filter(
+    (saga) => runStatusOf[saga] === status,
+  );
+  if (statuses.length === 0) {
+    throw new DomainError("invalid", `status: no run is ever ${RunStatus[status]}`);
+  }
+  return statuses;
+}
+
+function runMessage(record: WorkflowRunRecord) {
+  const { saga } = record;
+  const sources = [...new Set(saga.steps.flatMap((step) => step.name.split(":").slice(1, 2)))];
+  return {
+    runId: saga.runId,
+    workflow: saga.name,
+    status: runStatusOf[saga.status],
+    sagaId: saga.sagaId,
+    correlationId: saga.correlationId,
+    traceId: record.traceId,
+    sources,
+    steps: saga.steps.map(stepMessage),
+    createdAt: timestampFromMs(saga.createdAt),
+    updatedAt: timestampFromMs(saga.updatedAt),
+    startedAt: timestampFromMs(saga.createdAt),
+    ...(saga.finishedAt === undefined ? {} : { finishedAt: timestampFromMs(saga.finishedAt) }),
+    error: saga.error,
+    ...(record.scope === undefined ? {} : { scope: record.scope }),
+  };
+}
+
+function stepMessage(step: SagaStep) {
+  return {
+    name: step.name,
+    status: stepStatusOf[step.status],
+    attempts: step.attempts,
+    error: step.error,
+    ...(step.startedAt === undefined ? {} : { startedAt: timestampFromMs(step.startedAt) }),
+    ...(step.finishedAt === undefined ? {} : { finishedAt: timestampFromMs(step.finishedAt) }),
+    ...(step.output === undefined ? {} : { output: step.output }),
+  };
 }

@@ -120,10 +120,10 @@ const rpcs = {
   ping: { method: SystemService.method.ping, request: {} },
   ready: { method: SystemService.method.ready, request: {}, rest: { verb: "GET", path: "/ready" } },
   grpcHealthCheck: { method: Health.method.check, request: { service: "" } },
-  runWorkflow: {
-    method: WorkflowService.method.runWorkflow,
-    request: {},
-    rest: { verb: "POST", path: "/workflows/run", body: {} },
+  cancelWorkflowRun: {
+    method: WorkflowService.method.cancelWorkflowRun,
+    request: { runId: "run-1" },
+    rest: { verb: "POST", path: "/workflows/runs/run-1/cancel", body: {} },
   },
   badRegistration: {
     method: RegistryService.method.registerService,
@@ -318,12 +318,12 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("WorkflowService.RunWorkflow answers UNIMPLEMENTED (HTTP 501)", async () => {
+  it("WorkflowService.CancelWorkflowRun answers UNIMPLEMENTED (HTTP 501)", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
-    const outcome = await protocol.call(rpcs.runWorkflow, sent);
+    const outcome = await protocol.call(rpcs.cancelWorkflowRun, sent);
     expectFailure(outcome, Code.Unimplemented, 501);
-    expect(outcome.message).toContain("WorkflowService.RunWorkflow is not implemented yet");
+    expect(outcome.message).toContain("WorkflowService.CancelWorkflowRun is not implemented yet");
     expectEchoed(outcome, sent);
   });
 

@@ -156,10 +156,10 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "POST", path: "/jobs/recalc-quality", body: "{}" },
     { method: "GET", path: "/workflows" },
     { method: "POST", path: "/ingest", body: '{"source":"github"}' },
+    { method: "GET", path: "/workflows/history" },
   ];
   const unimplemented: readonly Call[] = [
-    { method: "POST", path: "/workflows/run", body: "{}" },
-    { method: "GET", path: "/workflows/history" },
+    { method: "POST", path: "/workflows/runs/run-1/cancel", body: "{}" },
   ];
 
   it.each(implemented)("$method $path answers 200", async (request) => {
@@ -181,6 +181,7 @@ describe("REST gateway: every endpoint of the original service", () => {
   // whether the RPC is implemented or not.
   it.each([
     { path: "/ingest", field: "source" },
+    { path: "/workflows/run", field: "sources" },
     { path: "/report/request", field: "kind" },
     { path: "/docstore/save", field: "content" },
     { path: "/registry/register", field: "name" },

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/v1/workflow.proto.
  */
 export const file_orchestrator_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("Ch5vcmNoZXN0cmF0b3IvdjEvd29ya2Zsb3cucHJvdG8SD29yY2hlc3RyYXRvci52MSKAAQoSV29ya2Zsb3dEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSNgoFc3RlcHMYAyADKAsyJy5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dTdGVwRGVmaW5pdGlvbhIPCgdzb3VyY2VzGAQgAygJIqkBChZXb3JrZmxvd1N0ZXBEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSDgoGdGFyZ2V0GAIgASgJEg4KBmFjdGlvbhgDIAEoCRIUCgxjb21wZW5zYXRpb24YBCABKAkSDQoFZ3JvdXAYBSABKAUSEgoKcGVyX3NvdXJjZRgGIAEoCBISCgp0aW1lb3V0X21zGAcgASgFEhQKDG1heF9hdHRlbXB0cxgIIAEoBSLzAQoMV29ya2Zsb3dTdGVwEgwKBG5hbWUYASABKAkSKgoGc3RhdHVzGAIgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIuCgpzdGFydGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXR0ZW1wdHMYBSABKAUSDQoFZXJyb3IYBiABKAkSJwoGb3V0cHV0GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLtAgoLV29ya2Zsb3dSdW4SDgoGcnVuX2lkGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLm9yY2hlc3RyYXRvci52MS5SdW5TdGF0dXMSDwoHc2FnYV9pZBgEIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgFIAEoCRIQCgh0cmFjZV9pZBgGIAEoCRIPCgdzb3VyY2VzGAcgAygJEiwKBXN0ZXBzGAggAygLMh0ub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93U3RlcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgLIAEoCRInCgZwYXJhbXMYDCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IhYKFExpc3RXb3JrZmxvd3NSZXF1ZXN0Il4KFUxpc3RXb3JrZmxvd3NSZXNwb25zZRI2Cgl3b3JrZmxvd3MYASADKAsyIy5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dEZWZpbml0aW9uEg0KBWNvdW50GAIgASgFIo4CChJSdW5Xb3JrZmxvd1JlcXVlc3QSMAoId29ya2Zsb3cYASABKAlCHsLzGBoYZCIWXlthLXowLTldW2EtejAtOS5fLV0qJBI8Cgdzb3VyY2VzGAIgAygJQivC8xgnSBBSIzIGZ2l0aHViMgRqaXJhMgpjb25mbHVlbmNlMgdzd2FnZ2VyEjEKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEEjMKDmNvcnJlbGF0aW9uX2lkGAQgASgJQhvC8xgXGIABIhJeW0EtWmEtejAtOS5fOi1dKiQSIAoPaWRlbXBvdGVuY3lfa2V5GAUgASgJQgfC8xgDGIABIowBChNSdW5Xb3JrZmxvd1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZydW5faWQYAiABKAkSDwoHc2FnYV9pZBgDIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgEIAEoCRIsCgVzdGVwcxgFIAMoCzIdLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd1N0ZXAiqgEKGkxpc3RXb3JrZmxvd0hpc3RvcnlSZXF1ZXN0EhgKCHdvcmtmbG93GAEgASgJQgbC8xgCGGQSKgoGc3RhdHVzGAIgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIpCglwYWdlX3NpemUYAyABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0ASGwoKcGFnZV90b2tlbhgEIAEoCUIHwvMYAxiABCJyChtMaXN0V29ya2Zsb3dIaXN0b3J5UmVzcG9uc2USKwoFaXRlbXMYASADKAsyHC5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dSdW4SDQoFY291bnQYAiABKAUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIjIKFUdldFdvcmtmbG93UnVuUmVxdWVzdBIZCgZydW5faWQYASABKAlCCcLzGAUIARiAASJDChZHZXRXb3JrZmxvd1J1blJlc3BvbnNlEikKA3J1bhgBIAEoCzIcLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd1J1biI0ChdXYXRjaFdvcmtmbG93UnVuUmVxdWVzdBIZCgZydW5faWQYASABKAlCCcLzGAUIARiAASJFChhXYXRjaFdvcmtmbG93UnVuUmVzcG9uc2USKQoDcnVuGAEgASgLMhwub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93UnVuIrEBCg1Jbmdlc3RSZXF1ZXN0EjkKBnNvdXJjZRgBIAEoCUIpwvMYJQgBMgZnaXRodWIyBGppcmEyCmNvbmZsdWVuY2UyB3N3YWdnZXISMAoFc2NvcGUYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgjC8xgEYICABBIzCg5jb3JyZWxhdGlvbl9pZBgDIAEoCUIbwvMYFxiAASISXltBLVphLXowLTkuXzotXSokImoKDkluZ2VzdFJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZzb3VyY2UYAiABKAkSFgoOY29ycmVsYXRpb25faWQYAyABKAkSEAoIdHJhY2VfaWQYBCABKAkSDgoGcnVuX2lkGAUgASgJKr4BCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUEVORElORxABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfU1VDQ0VFREVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIaChZSVU5fU1RBVFVTX0NPTVBFTlNBVEVEEAUSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBjKHBgoPV29ya2Zsb3dTZXJ2aWNlEnIKDUxpc3RXb3JrZmxvd3MSJS5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaJi5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93c1Jlc3BvbnNlIhKC0+STAgwSCi93b3JrZmxvd3MScwoLUnVuV29ya2Zsb3cSIy5vcmNoZXN0cmF0b3IudjEuUnVuV29ya2Zsb3dSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLlJ1bldvcmtmbG93UmVzcG9uc2UiGYLT5JMCEzoBKiIOL3dvcmtmbG93cy9ydW4SjAEKE0xpc3RXb3JrZmxvd0hpc3RvcnkSKy5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93SGlzdG9yeVJlcXVlc3QaLC5vcmNoZXN0cmF0b3IudjEuTGlzdFdvcmtmbG93SGlzdG9yeVJlc3BvbnNlIhqC0+STAhQSEi93b3JrZmxvd3MvaGlzdG9yeRKIAQoOR2V0V29ya2Zsb3dSdW4SJi5vcmNoZXN0cmF0b3IudjEuR2V0V29ya2Zsb3dSdW5SZXF1ZXN0Gicub3JjaGVzdHJhdG9yLnYxLkdldFdvcmtmbG93UnVuUmVzcG9uc2UiJYLT5JMCH2IDcnVuEhgvd29ya2Zsb3dzL3J1bnMve3J1bl9pZH0SkQEKEFdhdGNoV29ya2Zsb3dSdW4SKC5vcmNoZXN0cmF0b3IudjEuV2F0Y2hXb3JrZmxvd1J1blJlcXVlc3QaKS5vcmNoZXN0cmF0b3IudjEuV2F0Y2hXb3JrZmxvd1J1blJlc3BvbnNlIiaC0+STAiASHi93b3JrZmxvd3MvcnVucy97cnVuX2lkfS93YXRjaDABEl0KBkluZ2VzdBIeLm9yY2hlc3RyYXRvci52MS5Jbmdlc3RSZXF1ZXN0Gh8ub3JjaGVzdHJhdG9yLnYxLkluZ2VzdFJlc3BvbnNlIhKC0+STAgw6ASoiBy9pbmdlc3RiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
+  fileDesc("Ch5vcmNoZXN0cmF0b3IvdjEvd29ya2Zsb3cucHJvdG8SD29yY2hlc3RyYXRvci52MSKAAQoSV29ya2Zsb3dEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSNgoFc3RlcHMYAyADKAsyJy5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dTdGVwRGVmaW5pdGlvbhIPCgdzb3VyY2VzGAQgAygJIqkBChZXb3JrZmxvd1N0ZXBEZWZpbml0aW9uEgwKBG5hbWUYASABKAkSDgoGdGFyZ2V0GAIgASgJEg4KBmFjdGlvbhgDIAEoCRIUCgxjb21wZW5zYXRpb24YBCABKAkSDQoFZ3JvdXAYBSABKAUSEgoKcGVyX3NvdXJjZRgGIAEoCBISCgp0aW1lb3V0X21zGAcgASgFEhQKDG1heF9hdHRlbXB0cxgIIAEoBSLzAQoMV29ya2Zsb3dTdGVwEgwKBG5hbWUYASABKAkSKgoGc3RhdHVzGAIgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIuCgpzdGFydGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXR0ZW1wdHMYBSABKAUSDQoFZXJyb3IYBiABKAkSJwoGb3V0cHV0GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLNAwoLV29ya2Zsb3dSdW4SDgoGcnVuX2lkGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLm9yY2hlc3RyYXRvci52MS5SdW5TdGF0dXMSDwoHc2FnYV9pZBgEIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgFIAEoCRIQCgh0cmFjZV9pZBgGIAEoCRIPCgdzb3VyY2VzGAcgAygJEiwKBXN0ZXBzGAggAygLMh0ub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93U3RlcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgLIAEoCRImCgVzY29wZRgMIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKc3RhcnRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhYKFExpc3RXb3JrZmxvd3NSZXF1ZXN0Il4KFUxpc3RXb3JrZmxvd3NSZXNwb25zZRI2Cgl3b3JrZmxvd3MYASADKAsyIy5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dEZWZpbml0aW9uEg0KBWNvdW50GAIgASgFIp0CChJSdW5Xb3JrZmxvd1JlcXVlc3QSMAoId29ya2Zsb3cYASABKAlCHsLzGBoYZCIWXlthLXowLTldW2EtejAtOS5fLV0qJBI8Cgdzb3VyY2VzGAIgAygJQivC8xgnSBBSIzIGZ2l0aHViMgRqaXJhMgpjb25mbHVlbmNlMgdzd2FnZ2VyEjAKBXNjb3BlGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIIwvMYBGCAgAQSMwoOY29ycmVsYXRpb25faWQYBCABKAlCG8LzGBcYgAEiEl5bQS1aYS16MC05Ll86LV0qJBIwCg9pZGVtcG90ZW5jeV9rZXkYBSABKAlCF8LzGBMYgAEiDl5bXHgyMS1ceDdlXSokIp4BChNSdW5Xb3JrZmxvd1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZydW5faWQYAiABKAkSDwoHc2FnYV9pZBgDIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgEIAEoCRIsCgVzdGVwcxgFIAMoCzIdLm9yY2hlc3RyYXRvci52MS5Xb3JrZmxvd1N0ZXASEAoId29ya2Zsb3cYBiABKAki9gEKGkxpc3RXb3JrZmxvd0hpc3RvcnlSZXF1ZXN0EhgKCHdvcmtmbG93GAEgASgJQgbC8xgCGGQSKgoGc3RhdHVzGAIgASgOMhoub3JjaGVzdHJhdG9yLnYxLlJ1blN0YXR1cxIpCglwYWdlX3NpemUYAyABKAVCFsLzGBI5AAAAAAAAAABBAAAAAABAj0ASGwoKcGFnZV90b2tlbhgEIAEoCUIHwvMYAxiABBIfCg5jb3JyZWxhdGlvbl9pZBgFIAEoCUIHwvMYAxiAARIpCgVzaW5jZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgobTGlzdFdvcmtmbG93SGlzdG9yeVJlc3BvbnNlEisKBWl0ZW1zGAEgAygLMhwub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93UnVuEg0KBWNvdW50GAIgASgFEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSIyChVHZXRXb3JrZmxvd1J1blJlcXVlc3QSGQoGcnVuX2lkGAEgASgJQgnC8xgFCAEYgAEiQwoWR2V0V29ya2Zsb3dSdW5SZXNwb25zZRIpCgNydW4YASABKAsyHC5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dSdW4iNQoYQ2FuY2VsV29ya2Zsb3dSdW5SZXF1ZXN0EhkKBnJ1bl9pZBgBIAEoCUIJwvMYBQgBGIABIkYKGUNhbmNlbFdvcmtmbG93UnVuUmVzcG9uc2USKQoDcnVuGAEgASgLMhwub3JjaGVzdHJhdG9yLnYxLldvcmtmbG93UnVuIjQKF1dhdGNoV29ya2Zsb3dSdW5SZXF1ZXN0EhkKBnJ1bl9pZBgBIAEoCUIJwvMYBQgBGIABIkUKGFdhdGNoV29ya2Zsb3dSdW5SZXNwb25zZRIpCgNydW4YASABKAsyHC5vcmNoZXN0cmF0b3IudjEuV29ya2Zsb3dSdW4isQEKDUluZ2VzdFJlcXVlc3QSOQoGc291cmNlGAEgASgJQinC8xglCAEyBmdpdGh1YjIEamlyYTIKY29uZmx1ZW5jZTIHc3dhZ2dlchIwCgVzY29wZRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCCMLzGARggIAEEjMKDmNvcnJlbGF0aW9uX2lkGAMgASgJQhvC8xgXGIABIhJeW0EtWmEtejAtOS5fOi1dKiQiagoOSW5nZXN0UmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgDIAEoCRIQCgh0cmFjZV9pZBgEIAEoCRIOCgZydW5faWQYBSABKAkq1gEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUlVOX1NUQVRVU19QRU5ESU5HEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISGAoUUlVOX1NUQVRVU19TVUNDRUVERUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhoKFlJVTl9TVEFUVVNfQ09NUEVOU0FURUQQBRIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAGEhYKElJVTl9TVEFUVVNfU0tJUFBFRBAHMqAHCg9Xb3JrZmxvd1NlcnZpY2UScgoNTGlzdFdvcmtmbG93cxIlLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dzUmVxdWVzdBomLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dzUmVzcG9uc2UiEoLT5JMCDBIKL3dvcmtmbG93cxJzCgtSdW5Xb3JrZmxvdxIjLm9yY2hlc3RyYXRvci52MS5SdW5Xb3JrZmxvd1JlcXVlc3QaJC5vcmNoZXN0cmF0b3IudjEuUnVuV29ya2Zsb3dSZXNwb25zZSIZgtPkkwITOgEqIg4vd29ya2Zsb3dzL3J1bhKMAQoTTGlzdFdvcmtmbG93SGlzdG9yeRIrLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dIaXN0b3J5UmVxdWVzdBosLm9yY2hlc3RyYXRvci52MS5MaXN0V29ya2Zsb3dIaXN0b3J5UmVzcG9uc2UiGoLT5JMCFBISL3dvcmtmbG93cy9oaXN0b3J5EogBCg5HZXRXb3JrZmxvd1J1bhImLm9yY2hlc3RyYXRvci52MS5HZXRXb3JrZmxvd1J1blJlcXVlc3QaJy5vcmNoZXN0cmF0b3IudjEuR2V0V29ya2Zsb3dSdW5SZXNwb25zZSIlgtPkkwIfYgNydW4SGC93b3JrZmxvd3MvcnVucy97cnVuX2lkfRKWAQoRQ2FuY2VsV29ya2Zsb3dSdW4SKS5vcmNoZXN0cmF0b3IudjEuQ2FuY2VsV29ya2Zsb3dSdW5SZXF1ZXN0Gioub3JjaGVzdHJhdG9yLnYxLkNhbmNlbFdvcmtmbG93UnVuUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3dvcmtmbG93cy9ydW5zL3tydW5faWR9L2NhbmNlbBKRAQoQV2F0Y2hXb3JrZmxvd1J1bhIoLm9yY2hlc3RyYXRvci52MS5XYXRjaFdvcmtmbG93UnVuUmVxdWVzdBopLm9yY2hlc3RyYXRvci52MS5XYXRjaFdvcmtmbG93UnVuUmVzcG9uc2UiJoLT5JMCIBIeL3dvcmtmbG93cy9ydW5zL3tydW5faWR9L3dhdGNoMAESXQoGSW5nZXN0Eh4ub3JjaGVzdHJhdG9yLnYxLkluZ2VzdFJlcXVlc3QaHy5vcmNoZXN0cmF0b3IudjEuSW5nZXN0UmVzcG9uc2UiEoLT5JMCDDoBKiIHL2luZ2VzdGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_orchestrator_v1_options]);
 
 /**
  * A workflow: its steps, run group by group (the steps of one group in parallel).
@@ -234,9 +234,25 @@ export type WorkflowRun = Message<"orchestrator.v1.WorkflowRun"> & {
   error: string;
 
   /**
-   * @generated from field: google.protobuf.Struct params = 12;
+   * The scope the run was started with, while the node that started it remembers it.
+   *
+   * @generated from field: google.protobuf.Struct scope = 12;
    */
-  params?: JsonObject | undefined;
+  scope?: JsonObject | undefined;
+
+  /**
+   * When the run was accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 13;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * When it reached SUCCEEDED, FAILED, COMPENSATED or CANCELLED.
+   *
+   * @generated from field: google.protobuf.Timestamp finished_at = 14;
+   */
+  finishedAt?: Timestamp | undefined;
 };
 
 /**
@@ -293,18 +309,19 @@ export type RunWorkflowRequest = Message<"orchestrator.v1.RunWorkflowRequest"> &
   workflow: string;
 
   /**
-   * Sources to ingest; empty means every source the workflow supports.
+   * Sources to ingest (github, jira, confluence, swagger), each at most once; required by a
+   * workflow with per-source steps, refused by one without.
    *
    * @generated from field: repeated string sources = 2;
    */
   sources: string[];
 
   /**
-   * Workflow parameters, passed to its steps.
+   * What to ingest, in the sources' own terms; passed to every step.
    *
-   * @generated from field: google.protobuf.Struct params = 3;
+   * @generated from field: google.protobuf.Struct scope = 3;
    */
-  params?: JsonObject | undefined;
+  scope?: JsonObject | undefined;
 
   /**
    * Defaults to the request's X-Correlation-ID.
@@ -314,7 +331,8 @@ export type RunWorkflowRequest = Message<"orchestrator.v1.RunWorkflowRequest"> &
   correlationId: string;
 
   /**
-   * A second run with the same key returns the first run instead of starting another.
+   * A second run with the same key (and workflow) returns the first run instead of starting
+   * another.
    *
    * @generated from field: string idempotency_key = 5;
    */
@@ -355,9 +373,16 @@ export type RunWorkflowResponse = Message<"orchestrator.v1.RunWorkflowResponse">
   correlationId: string;
 
   /**
+   * The run's steps, per-source ones as "<name>:<source>", all PENDING.
+   *
    * @generated from field: repeated orchestrator.v1.WorkflowStep steps = 5;
    */
   steps: WorkflowStep[];
+
+  /**
+   * @generated from field: string workflow = 6;
+   */
+  workflow: string;
 };
 
 /**
@@ -372,24 +397,46 @@ export const RunWorkflowResponseSchema: GenMessage<RunWorkflowResponse> = /*@__P
  */
 export type ListWorkflowHistoryRequest = Message<"orchestrator.v1.ListWorkflowHistoryRequest"> & {
   /**
+   * Only runs of this workflow.
+   *
    * @generated from field: string workflow = 1;
    */
   workflow: string;
 
   /**
+   * Only runs in this status; unset for every status.
+   *
    * @generated from field: orchestrator.v1.RunStatus status = 2;
    */
   status: RunStatus;
 
   /**
+   * 1 to 1000; 0 for 100.
+   *
    * @generated from field: int32 page_size = 3;
    */
   pageSize: number;
 
   /**
+   * The previous page's next_page_token.
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
+
+  /**
+   * Only runs with this correlation id.
+   *
+   * @generated from field: string correlation_id = 5;
+   */
+  correlationId: string;
+
+  /**
+   * Only runs started at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 6;
+   */
+  since?: Timestamp | undefined;
 };
 
 /**
@@ -409,11 +456,16 @@ export type ListWorkflowHistoryResponse = Message<"orchestrator.v1.ListWorkflowH
   items: WorkflowRun[];
 
   /**
+   * Items on this page.
+   *
    * @generated from field: int32 count = 2;
    */
   count: number;
 
   /**
+   * Empty on the last page. A page may hold fewer items than asked (one call examines a bounded
+   * number of runs) while this says where to go on.
+   *
    * @generated from field: string next_page_token = 3;
    */
   nextPageToken: string;
@@ -461,6 +513,40 @@ export const GetWorkflowRunResponseSchema: GenMessage<GetWorkflowRunResponse> = 
   messageDesc(file_orchestrator_v1_workflow, 11);
 
 /**
+ * @generated from message orchestrator.v1.CancelWorkflowRunRequest
+ */
+export type CancelWorkflowRunRequest = Message<"orchestrator.v1.CancelWorkflowRunRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message orchestrator.v1.CancelWorkflowRunRequest.
+ * Use `create(CancelWorkflowRunRequestSchema)` to create a new message.
+ */
+export const CancelWorkflowRunRequestSchema: GenMessage<CancelWorkflowRunRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_workflow, 12);
+
+/**
+ * @generated from message orchestrator.v1.CancelWorkflowRunResponse
+ */
+export type CancelWorkflowRunResponse = Message<"orchestrator.v1.CancelWorkflowRunResponse"> & {
+  /**
+   * @generated from field: orchestrator.v1.WorkflowRun run = 1;
+   */
+  run?: WorkflowRun | undefined;
+};
+
+/**
+ * Describes the message orchestrator.v1.CancelWorkflowRunResponse.
+ * Use `create(CancelWorkflowRunResponseSchema)` to create a new message.
+ */
+export const CancelWorkflowRunResponseSchema: GenMessage<CancelWorkflowRunResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_workflow, 13);
+
+/**
  * @generated from message orchestrator.v1.WatchWorkflowRunRequest
  */
 export type WatchWorkflowRunRequest = Message<"orchestrator.v1.WatchWorkflowRunRequest"> & {
@@ -475,7 +561,7 @@ export type WatchWorkflowRunRequest = Message<"orchestrator.v1.WatchWorkflowRunR
  * Use `create(WatchWorkflowRunRequestSchema)` to create a new message.
  */
 export const WatchWorkflowRunRequestSchema: GenMessage<WatchWorkflowRunRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 12);
+  messageDesc(file_orchestrator_v1_workflow, 14);
 
 /**
  * @generated from message orchestrator.v1.WatchWorkflowRunResponse
@@ -492,7 +578,7 @@ export type WatchWorkflowRunResponse = Message<"orchestrator.v1.WatchWorkflowRun
  * Use `create(WatchWorkflowRunResponseSchema)` to create a new message.
  */
 export const WatchWorkflowRunResponseSchema: GenMessage<WatchWorkflowRunResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 13);
+  messageDesc(file_orchestrator_v1_workflow, 15);
 
 /**
  * @generated from message orchestrator.v1.IngestRequest
@@ -523,7 +609,7 @@ export type IngestRequest = Message<"orchestrator.v1.IngestRequest"> & {
  * Use `create(IngestRequestSchema)` to create a new message.
  */
 export const IngestRequestSchema: GenMessage<IngestRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 14);
+  messageDesc(file_orchestrator_v1_workflow, 16);
 
 /**
  * @generated from message orchestrator.v1.IngestResponse
@@ -562,7 +648,7 @@ export type IngestResponse = Message<"orchestrator.v1.IngestResponse"> & {
  * Use `create(IngestResponseSchema)` to create a new message.
  */
 export const IngestResponseSchema: GenMessage<IngestResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_workflow, 15);
+  messageDesc(file_orchestrator_v1_workflow, 17);
 
 /**
  * State of a run or of one of its steps.
@@ -606,6 +692,13 @@ export enum RunStatus {
    * @generated from enum value: RUN_STATUS_CANCELLED = 6;
    */
   CANCELLED = 6,
+
+  /**
+   * A step that was not run (the run failed or was cancelled before it).
+   *
+   * @generated from enum value: RUN_STATUS_SKIPPED = 7;
+   */
+  SKIPPED = 7,
 }
 
 /**
@@ -644,7 +737,7 @@ export const WorkflowService: GenService<{
     output: typeof RunWorkflowResponseSchema;
   },
   /**
-   * Past and current runs, newest first.
+   * Past and current runs from the saga store, by status, oldest created first within a status.
    *
    * @generated from rpc orchestrator.v1.WorkflowService.ListWorkflowHistory
    */
@@ -662,6 +755,16 @@ export const WorkflowService: GenService<{
     methodKind: "unary";
     input: typeof GetWorkflowRunRequestSchema;
     output: typeof GetWorkflowRunResponseSchema;
+  },
+  /**
+   * Cancels a run: stops what runs and compensates what ran (arrives with the next increment).
+   *
+   * @generated from rpc orchestrator.v1.WorkflowService.CancelWorkflowRun
+   */
+  cancelWorkflowRun: {
+    methodKind: "unary";
+    input: typeof CancelWorkflowRunRequestSchema;
+    output: typeof CancelWorkflowRunResponseSchema;
   },
   /**
    * Streams a run's state now and at every change until it finishes.
