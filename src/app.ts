@@ -240,6 +240,8 @@ export async function createApp(
     deadLetters: dlq.deadLetters,
     ids,
     logger,
+    nodeId: node.nodeId,
+    engine: { leaseMs: config.workflowLeaseMs },
     ...(deps.workflows ? { definitions: deps.workflows } : {}),
   });
   const schedules = createSchedulesCapability({

@@ -33,14 +33,17 @@ export interface WorkflowsCapabilityDeps {
   readonly deadLetters: DeadLetters;
   readonly ids: IdSource;
   readonly logger: Logger;
+  /** This node's id: the holder of the run leases it takes. */
+  readonly nodeId: string;
   readonly engine?: Partial<WorkflowEngineOptions>;
 }
 
 /**
  * Workflows: the definitions (validated when the node is built), ingestion requests, and runs
  * executed by the engine as sagas (RunWorkflow, GetWorkflowRun, ListWorkflowHistory); a failed
- * step is dead-lettered as "workflow.step", whose retry re-runs the step. CancelWorkflowRun and
- * WatchWorkflowRun answer 501 until the next increment (with leases and resume).
+ * step is dead-lettered as "workflow.step", whose retry re-runs the step. Runs are leased: once
+ * started, the node scans every lease period for runs whose lease expired and takes them over;
+ * CancelWorkflowRun cancels one. WatchWorkflowRun answers 501 until the next increment.
  * @throws Error listing every problem when a definition is invalid: a node with a broken
  *   workflow does not start.
  */
@@ -58,6 +61,7 @@ export function createWorkflowsCapability(deps: WorkflowsCapabilityDeps): Capabi
       deadLetters: deps.deadLetters,
       ids: deps.ids,
       logger: deps.logger,
+      nodeId: deps.nodeId,
     },
     deps.engine,
   );
@@ -71,7 +75,9 @@ export function createWorkflowsCapability(deps: WorkflowsCapabilityDeps): Capabi
       ),
     ],
     readiness: [],
-    async start() {},
+    async start() {
+      engine.startScans();
+    },
     async stop() {
       await engine.stop();
     },

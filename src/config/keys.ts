@@ -584,6 +584,15 @@ export const configKey = Object.freeze({
     parse: scheduleList,
     show: (value) => value.map((s) => `${s.job}=${s.cron}`).join("; "),
   }),
+  WORKFLOW_LEASE_MS: defineKey({
+    name: "WORKFLOW_LEASE_MS",
+    section: "orchestrator",
+    type: "integer 100..3600000",
+    default: "15000",
+    description:
+      "How long a workflow run's lease lasts, in milliseconds: renewed every third of it while the run executes; every this long a node takes over the unfinished runs whose lease expired.",
+    parse: scalar(integer(100, 3_600_000)),
+  }),
   NODE_ID: defineKey({
     name: "NODE_ID",
     section: "orchestrator",

@@ -51,6 +51,7 @@ const defaultConfig = {
   notificationUrl: "http://notification-service:5095",
   outboundTimeoutMs: 5000,
   schedules: [],
+  workflowLeaseMs: 15_000,
   outbound: {
     maxAttempts: 3,
     retryBaseDelayMs: 100,

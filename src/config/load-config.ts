@@ -71,6 +71,8 @@ export interface AppConfig {
   readonly nodeId?: string;
   /** Jobs on a schedule (`SCHEDULED_JOBS`), in the order given. */
   readonly schedules: readonly { readonly job: string; readonly cron: string }[];
+  /** How long a workflow run's lease lasts (`WORKFLOW_LEASE_MS`), in ms. */
+  readonly workflowLeaseMs: number;
   readonly environment: string;
   /** The event store's retention, the outbox and the recent events' bounds. */
   readonly events: EventSettings;
@@ -439,6 +441,7 @@ function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]
     ...(nodeId === "" ? {} : { nodeId }),
     environment: value(k.ENVIRONMENT),
     schedules: value(k.SCHEDULED_JOBS),
+    workflowLeaseMs: value(k.WORKFLOW_LEASE_MS),
     events: Object.freeze({
       logSize: value(k.EVENT_LOG_SIZE),
       logBytes: value(k.EVENT_LOG_BYTES),

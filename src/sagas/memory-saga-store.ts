@@ -5,11 +5,15 @@ import { checkSagaTransition, checkStepTransition } from "./saga-machine.js";
 import {
   applyStepRule,
   boundedSagaError,
+  checkLease,
   checkVersion,
   draftSaga,
   draftStepChange,
   durationOf,
   finishedKey,
+  leaseHeld,
+  leaseLost,
+  leaseOfFinished,
   listingKey,
   noSuchStep,
   outputNotTaken,
@@ -27,7 +31,7 @@ import {
   summaryOf,
   utf8Bytes,
 } from "./saga-records.js";
-import type { SagaStore } from "./saga-store.js";
+import type { LeaseProof, SagaStore } from "./saga-store.js";
 import { SortedKeys } from "./sorted-keys.js";
 
 /** What the memory saga store works with. */
@@ -124,6 +128,24 @@ export function createMemorySagaStore(
     }
   };
 
+  /** @throws leaseLost unless `proof` (when given) names the saga's lease. */
+  const checkProof = (saga: Saga, proof: LeaseProof | undefined): void => {
+    if (proof === undefined) return;
+    const lease = saga.lease;
+    if (lease === undefined || lease.token !== proof.token || lease.holder !== proof.holder) {
+      throw leaseLost(saga.sagaId, lease?.token ?? 0);
+    }
+  };
+
+  /** Replaces the saga's lease; nothing else changes (not even its version). */
+  const setLease = (held: Held, lease: Saga["lease"]): void => {
+    const next: Saga = {
+      ...held.saga,
+      lease: lease === undefined ? undefined : Object.freeze(lease),
+    };
+    sagas.set(next.sagaId, { saga: freezeSaga(next), weight: held.weight });
+  };
+
   return {
     open: async () => {},
     close: async () => {},
@@ -147,6 +169,7 @@ export function createMemorySagaStore(
       const held = sagas.get(sagaId);
       if (held === undefined) throw sagaNotFound(sagaId);
       const { saga } = held;
+      checkProof(saga, change.lease);
       if (saga.version !== change.expectedVersion) throw sagaChanged(sagaId, saga.version);
       const rule = checkSagaTransition(saga.status, change.to, saga.steps);
       const nextError = error ?? saga.error;
@@ -174,6 +197,7 @@ export function createMemorySagaStore(
       const { saga } = held;
       const step = Number.isInteger(stepIndex) ? saga.steps[stepIndex] : undefined;
       if (step === undefined) throw noSuchStep(sagaId, stepIndex);
+      checkProof(saga, change.lease);
       if (step.version !== change.expectedVersion) {
         throw stepChanged(sagaId, step.name, step.version);
       }
@@ -188,6 +212,42 @@ export function createMemorySagaStore(
       const next: Saga = { ...saga, steps, updatedAt: now, version: saga.version + 1 };
       store({ saga: freezeSaga(next), weight }, held);
       return { saga: summaryOf(next), step: moved };
+    },
+
+    async takeLease(sagaId, request) {
+      checkLease(request.holder, request.ttlMs);
+      const held = sagas.get(sagaId);
+      if (held === undefined) throw sagaNotFound(sagaId);
+      const { saga } = held;
+      if (saga.finishedAt !== undefined) throw leaseOfFinished(sagaId, saga.status);
+      const now = clock.now();
+      const current = saga.lease;
+      if (current !== undefined && current.expiresAt > now && request.force !== true) {
+        throw leaseHeld(sagaId);
+      }
+      const lease = {
+        holder: request.holder,
+        token: (current?.token ?? 0) + 1,
+        expiresAt: Math.floor(now + request.ttlMs),
+      };
+      setLease(held, lease);
+      return lease;
+    },
+
+    async renewLease(sagaId, proof, ttlMs) {
+      checkLease(proof.holder, ttlMs);
+      const held = sagas.get(sagaId);
+      if (held === undefined) throw sagaNotFound(sagaId);
+      const { saga } = held;
+      checkProof(saga, proof);
+      if (saga.finishedAt !== undefined) throw leaseOfFinished(sagaId, saga.status);
+      const lease = {
+        holder: proof.holder,
+        token: proof.token,
+        expiresAt: Math.floor(clock.now() + ttlMs),
+      };
+      setLease(held, lease);
+      return lease;
     },
 
     async list(query) {

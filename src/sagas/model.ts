@@ -71,6 +71,27 @@ export interface Saga {
    * token of a saga transition.
    */
   readonly version: number;
+  /**
+   * What its runner needs to take it over on another node (for a workflow run: sources, scope,
+   * trace), set at creation and never changed; `undefined` when none was given.
+   */
+  readonly context: JsonObject | undefined;
+  /** Who may move it, when a runner took its lease; `undefined` while nobody ever did. */
+  readonly lease: SagaLease | undefined;
+}
+
+/**
+ * The right to run a saga: only its holder's transitions (carrying holder and token) pass.
+ * Taking it over (expired, or forced by a cancel) bumps the token, so that the previous holder's
+ * next transition is refused: a fencing token. Lease changes do not bump the saga's version.
+ */
+export interface SagaLease {
+  /** The node holding it. */
+  readonly holder: string;
+  /** 1 for the first lease, +1 with every take-over. */
+  readonly token: number;
+  /** Unix ms, on the store's clock; after it, another node may take it over. */
+  readonly expiresAt: number;
 }
 
 /** A saga without its steps, as a listing returns it. */
@@ -99,6 +120,8 @@ export interface NewSaga {
   /** At most 128 characters. Default "". */
   readonly correlationId?: string;
   readonly steps: readonly NewSagaStep[];
+  /** At most `maxContextBytes` as JSON. Default: none. */
+  readonly context?: JsonObject;
 }
 
 /** How many stored sagas are in each status, and how long the finished ones took. */

@@ -9,6 +9,7 @@ import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-writ
 import {
   emptyCounts,
   type Saga,
+  type SagaLease,
   type SagaStatus,
   type SagaStep,
   type SagaStepStatus,
@@ -27,10 +28,14 @@ import {
 } from "./saga-machine.js";
 import {
   boundedSagaError,
+  checkLease,
   checkVersion,
   decodeOutput,
   draftSaga,
   draftStepChange,
+  leaseHeld,
+  leaseLost,
+  leaseOfFinished,
   noSuchStep,
   outputNotTaken,
   pageOf,
@@ -187,7 +192,20 @@ const reply = {
   tooLarge: 7,
   noStep: 8,
   outputNotTaken: 9,
+  leaseLost: 10,
+  leaseHeld: 11,
+  finished: 12,
 } as const;
+
+// Checks the lease a transition carries (ARGV[i] its holder, '' for none; ARGV[i + 1] its token).
+const leaseCheckLua = `
+local function leaseLost(key, i)
+  if ARGV[i] == '' then return false end
+  local l = redis.call('HMGET', key, 'leaseHolder', 'leaseToken')
+  if l[1] ~= ARGV[i] or l[2] ~= ARGV[i + 1] then return tonumber(l[2] or '0') or 0 end
+  return false
+end
+`;
 
 // KEYS[1] the saga. ARGV: 1 prefix, 2 deadline, 3 id, 4 weight, 5 max bytes of the store,
 // 6 listing key, 7… the saga's fields and values.
@@ -205,11 +223,14 @@ return {${reply.ok}}
 
 // KEYS[1] the saga. ARGV: 1 prefix, 2 deadline, 3 id, 4 expected version, 5 to, 6 now,
 // 7 '1' when an error is given, 8 the error, 9 max bytes of a saga, 10 of the store,
-// 11 finished sagas kept. Returns {1, the saga's hash} or a code with what explains it.
-const transitionLua = `${preludeLua}${sagaRulesLua}${fenceLua}
+// 11 finished sagas kept, 12 the lease holder ('' unchecked), 13 its token. Returns {1, the saga's
+// hash} or a code with what explains it.
+const transitionLua = `${preludeLua}${sagaRulesLua}${leaseCheckLua}${fenceLua}
 local key = KEYS[1]
 local h = redis.call('HMGET', key, 'status', 'version', 'n', 'bytes', 'error', 'createdAt', 'listing')
 if not h[1] then return {${reply.notFound}} end
+local lost = leaseLost(key, 12)
+if lost then return {${reply.leaseLost}, lost} end
 local from, version = h[1], tonumber(h[2])
 if version ~= tonumber(ARGV[4]) then return {${reply.versionChanged}, version} end
 local to = ARGV[5]
@@ -260,19 +281,26 @@ const summaryFields = [
   "error",
   "version",
   "n",
+  "context",
+  "leaseHolder",
+  "leaseToken",
+  "leaseExpiresAt",
 ] as const;
 const summaryFieldsLua = `{${summaryFields.map((f) => `'${f}'`).join(", ")}}`;
 
 // KEYS[1] the saga. ARGV: 1 prefix, 2 deadline, 3 id, 4 step index (-1: none), 5 expected step
 // version, 6 to, 7 now, 8 '1' when an error is given, 9 the error, 10 '1' when an output is
-// given, 11 the output, 12 max bytes of a saga, 13 of the store. Returns {1, the saga's summary
-// fields, the step's fields} or a code with what explains it.
-const transitionStepLua = `${preludeLua}${stepRulesLua}${fenceLua}
+// given, 11 the output, 12 max bytes of a saga, 13 of the store, 14 the lease holder ('':
+// unchecked), 15 its token. Returns {1, the saga's summary fields, the step's fields} or a code
+// with what explains it.
+const transitionStepLua = `${preludeLua}${stepRulesLua}${leaseCheckLua}${fenceLua}
 local key = KEYS[1]
 local h = redis.call('HMGET', key, 'status', 'version', 'n', 'bytes')
 if not h[1] then return {${reply.notFound}} end
 local index = tonumber(ARGV[4])
 if index < 0 or index >= tonumber(h[3]) then return {${reply.noStep}} end
+local lost = leaseLost(key, 14)
+if lost then return {${reply.leaseLost}, lost} end
 local p = ARGV[4]
 local f = redis.call('HMGET', key, 's' .. p, 'v' .. p, 'a' .. p, 'e' .. p, 'o' .. p)
 local from, version = f[1], tonumber(f[2])
@@ -310,6 +338,29 @@ return {
 }
 `;
 
+// KEYS[1] the saga. ARGV: 1 prefix, 2 deadline, 3 holder, 4 ttl, 5 '1' to force, 6 now, 7 the
+// token of the lease to renew ('' to take one). Returns {1, holder, token, expiresAt} or a code.
+const leaseLua = `${preludeLua}${fenceLua}
+local key = KEYS[1]
+local h = redis.call('HMGET', key, 'status', 'finishedAt', 'leaseHolder', 'leaseToken', 'leaseExpiresAt')
+if not h[1] then return {${reply.notFound}} end
+local now = tonumber(ARGV[6])
+local token = tonumber(h[4] or '0') or 0
+if ARGV[7] ~= '' then
+  if h[3] ~= ARGV[3] or h[4] ~= ARGV[7] then return {${reply.leaseLost}, token} end
+  if h[2] and h[2] ~= '' then return {${reply.finished}, h[1]} end
+else
+  if h[2] and h[2] ~= '' then return {${reply.finished}, h[1]} end
+  if h[3] and h[3] ~= '' and tonumber(h[5]) > now and ARGV[5] ~= '1' then
+    return {${reply.leaseHeld}}
+  end
+  token = token + 1
+end
+local expiresAt = int(now + tonumber(ARGV[4]))
+redis.call('HSET', key, 'leaseHolder', ARGV[3], 'leaseToken', int(token), 'leaseExpiresAt', expiresAt)
+return {${reply.ok}, ARGV[3], int(token), expiresAt}
+`;
+
 // ARGV: 1 prefix, 2 status, 3 the listing key to continue after ('' from the start), 4 how many.
 // Returns {listing key, summary fields, ...}: one consistent page.
 const listLua = `${preludeLua}
@@ -341,6 +392,7 @@ interface SagaScripts {
   readonly transitionStep: ScriptCall;
   readonly list: ScriptCall;
   readonly sweep: ScriptCall;
+  readonly lease: ScriptCall;
 }
 
 // Names are namespaced on the client: other modules define their own scripts on the connection,
@@ -359,6 +411,7 @@ function defineScripts(redis: Redis): SagaScripts {
     transitionStep: define("TransitionStep", transitionStepLua, 1),
     list: define("List", listLua, 0),
     sweep: define("Sweep", sweepLua, 0),
+    lease: define("Lease", leaseLua, 1),
   };
 }
 
@@ -395,6 +448,24 @@ export function createRedisSagaStore(
   const scripts = defineScripts(redis);
   const sagaKey = (sagaId: string) => `${prefix}saga:${sagaId}`;
   const now = () => Math.floor(clock.now());
+
+  const leaseReply = (sagaId: string, answer: unknown): SagaLease => {
+    const [code, ...rest] = codeOf(answer);
+    switch (code) {
+      case reply.ok:
+        return { holder: String(rest[0]), token: Number(rest[1]), expiresAt: Number(rest[2]) };
+      case reply.notFound:
+        throw sagaNotFound(sagaId);
+      case reply.leaseLost:
+        throw leaseLost(sagaId, Number(rest[0]));
+      case reply.leaseHeld:
+        throw leaseHeld(sagaId);
+      case reply.finished:
+        throw leaseOfFinished(sagaId, String(rest[0]));
+      default:
+        throw failure(code);
+    }
+  };
 
   const fenced = (send: (deadline: number) => Promise<unknown>): Promise<unknown> =>
     command(() => fence.send(send), "write");
@@ -463,6 +534,8 @@ export function createRedisSagaStore(
           limits.maxSagaBytes,
           limits.maxBytes,
           limits.maxFinished,
+          change.lease?.holder ?? "",
+          change.lease?.token ?? 0,
         ),
       );
       const [code, ...rest] = codeOf(answer);
@@ -471,6 +544,8 @@ export function createRedisSagaStore(
           return decodeSaga(sagaId, pairs(rest[0]));
         case reply.notFound:
           throw sagaNotFound(sagaId);
+        case reply.leaseLost:
+          throw leaseLost(sagaId, Number(rest[0]));
         case reply.versionChanged:
           throw sagaChanged(sagaId, Number(rest[0]));
         case reply.illegal:
@@ -508,6 +583,8 @@ export function createRedisSagaStore(
           draft.output ?? "",
           limits.maxSagaBytes,
           limits.maxBytes,
+          change.lease?.holder ?? "",
+          change.lease?.token ?? 0,
         ),
       );
       const [code, ...rest] = codeOf(answer);
@@ -518,6 +595,8 @@ export function createRedisSagaStore(
           throw sagaNotFound(sagaId);
         case reply.noStep:
           throw noSuchStep(sagaId, stepIndex);
+        case reply.leaseLost:
+          throw leaseLost(sagaId, Number(rest[0]));
         case reply.versionChanged:
           throw stepChanged(sagaId, String(rest[1]), Number(rest[0]));
         case reply.illegal:
@@ -541,6 +620,44 @@ export function createRedisSagaStore(
         default:
           throw failure(code);
       }
+    },
+
+    async takeLease(sagaId, request) {
+      checkLease(request.holder, request.ttlMs);
+      return leaseReply(
+        sagaId,
+        await fenced((deadline) =>
+          scripts.lease(
+            sagaKey(sagaId),
+            prefix,
+            deadline,
+            request.holder,
+            request.ttlMs,
+            request.force === true ? "1" : "0",
+            now(),
+            "",
+          ),
+        ),
+      );
+    },
+
+    async renewLease(sagaId, proof, ttlMs) {
+      checkLease(proof.holder, ttlMs);
+      return leaseReply(
+        sagaId,
+        await fenced((deadline) =>
+          scripts.lease(
+            sagaKey(sagaId),
+            prefix,
+            deadline,
+            proof.holder,
+            ttlMs,
+            "0",
+            now(),
+            String(proof.token),
+          ),
+        ),
+      );
     },
 
     async list(query) {
@@ -621,6 +738,8 @@ function createdFields(
     String(weight),
     "listing",
     listing,
+    "context",
+    saga.context === undefined ? "" : JSON.stringify(saga.context),
   ];
   for (const step of saga.steps) {
     const i = step.index;
@@ -693,6 +812,27 @@ function decodeSummary(sagaId: string, fields: Map<string, string>): SagaSummary
     error: text(fields, "error"),
     version: integer(fields, "version"),
     stepCount: integer(fields, "n"),
+    context: contextOf(fields.get("context")),
+    lease: leaseOf(fields),
+  };
+}
+
+function contextOf(json: string | undefined) {
+  if (json === undefined || json === "") return undefined;
+  try {
+    return decodeOutput(json);
+  } catch (error) {
+    throw unreadable(error);
+  }
+}
+
+function leaseOf(fields: Map<string, string>): SagaLease | undefined {
+  const holder = fields.get("leaseHolder");
+  if (holder === undefined || holder === "") return undefined;
+  return {
+    holder,
+    token: integer(fields, "leaseToken"),
+    expiresAt: integer(fields, "leaseExpiresAt"),
   };
 }
 

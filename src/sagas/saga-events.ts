@@ -35,6 +35,8 @@ export function withSagaEvents(store: SagaStore, events: EventLog): SagaStore {
       return saga;
     },
     transitionStep: (sagaId, stepIndex, change) => store.transitionStep(sagaId, stepIndex, change),
+    takeLease: (sagaId, request) => store.takeLease(sagaId, request),
+    renewLease: (sagaId, proof, ttlMs) => store.renewLease(sagaId, proof, ttlMs),
     list: (query) => store.list(query),
     counts: () => store.counts(),
     sweep: () => store.sweep(),

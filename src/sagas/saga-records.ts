@@ -19,6 +19,8 @@ export interface SagaStoreLimits {
   readonly maxSteps: number;
   /** Bytes of one step's output, as JSON. Default 64 KiB. */
   readonly maxOutputBytes: number;
+  /** Bytes of a saga's context, as JSON. Default 16 KiB. */
+  readonly maxContextBytes: number;
   /** Ids no saga may take, with the reason (a REST route takes them). Default none. */
   readonly reservedIds: ReadonlyMap<string, string>;
 }
@@ -31,6 +33,7 @@ export const sagaStoreDefaults: Readonly<SagaStoreLimits> = Object.freeze({
   maxSagaBytes: 1024 * 1024,
   maxSteps: 256,
   maxOutputBytes: 64 * 1024,
+  maxContextBytes: 16 * 1024,
   reservedIds: new Map<string, string>(),
 });
 
@@ -47,9 +50,11 @@ export function sagaStoreLimits(options: Partial<SagaStoreLimits> = {}): SagaSto
     "maxSagaBytes",
     "maxSteps",
     "maxOutputBytes",
+    "maxContextBytes",
   ] as const) {
     const value = limits[name];
-    const least = name === "retentionMs" || name === "maxOutputBytes" ? 0 : 1;
+    const least =
+      name === "retentionMs" || name === "maxOutputBytes" || name === "maxContextBytes" ? 0 : 1;
     if (!Number.isSafeInteger(value) || value < least) {
       throw new RangeError(`${name} must be an integer of at least ${least}, not ${value}`);
     }
@@ -88,6 +93,7 @@ export function sagaBaseWeight(saga: Saga, definitions: readonly string[]): numb
     utf8Bytes(saga.name) +
     utf8Bytes(saga.runId) +
     utf8Bytes(saga.correlationId) +
+    (saga.context === undefined ? 0 : utf8Bytes(JSON.stringify(saga.context))) +
     definitions.reduce((sum, d) => sum + utf8Bytes(d), 0) +
     utf8Bytes(saga.error)
   );
@@ -145,6 +151,12 @@ export function draftSaga(
   checkLength("run_id", input.runId ?? "", 0, 128);
   checkLength("correlation_id", input.correlationId ?? "", 0, 128);
   const steps = draftSteps(input, limits);
+  const context = input.context === undefined ? undefined : encodeOutput(input.context);
+  if (context !== undefined && utf8Bytes(context) > limits.maxContextBytes) {
+    invalid(
+      `context would take ${utf8Bytes(context)} bytes, more than the ${limits.maxContextBytes} allowed`,
+    );
+  }
   const saga: Saga = {
     sagaId,
     name: input.name,
@@ -157,6 +169,8 @@ export function draftSaga(
     finishedAt: undefined,
     error: "",
     version: 1,
+    context: context === undefined ? undefined : decodeOutput(context),
+    lease: undefined,
   };
   const definitions = steps.map(encodeStepDefinition);
   const weight = sagaBaseWeight(saga, definitions);
@@ -325,6 +339,41 @@ export function storeFull(limit: number): DomainError {
     "resource_exhausted",
     `the saga store is full: running sagas take its ${limit} bytes`,
   );
+}
+
+/** Why a transition carrying a lease is refused: the saga's lease is another's now. */
+export function leaseLost(sagaId: string, token: number): DomainError {
+  return new DomainError(
+    "failed_precondition",
+    `the lease of saga ${sagaId} is lost: it was taken over (token ${token})`,
+  );
+}
+
+/** Whether `error` is {@link leaseLost}'s. */
+export function isLeaseLost(error: unknown): boolean {
+  return (
+    error instanceof DomainError &&
+    error.kind === "failed_precondition" &&
+    error.message.includes(" is lost: ")
+  );
+}
+
+/** Why a lease cannot be taken: another holder's has not expired. */
+export function leaseHeld(sagaId: string): DomainError {
+  return new DomainError("conflict", `saga ${sagaId} is leased by another node`);
+}
+
+/** Why a finished saga takes no lease. */
+export function leaseOfFinished(sagaId: string, status: string): DomainError {
+  return new DomainError("failed_precondition", `saga ${sagaId} is ${status}: it takes no lease`);
+}
+
+/** @throws DomainError "invalid" for a holder or ttl out of bounds. */
+export function checkLease(holder: string, ttlMs: number): void {
+  checkLength("holder", holder, 1, 128);
+  if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > 3_600_000) {
+    invalid(`ttl_ms must be from 1 to 3600000, not ${ttlMs}`);
+  }
 }
 
 /** Why a saga cannot be created under a taken id. */

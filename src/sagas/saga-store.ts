@@ -3,6 +3,7 @@ import type {
   NewSaga,
   Saga,
   SagaCounts,
+  SagaLease,
   SagaPage,
   SagaStatus,
   SagaStep,
@@ -17,6 +18,24 @@ export interface SagaTransition {
   readonly to: SagaStatus;
   /** Replaces the saga's error (cut to 1,024 characters); absent: kept. */
   readonly error?: string;
+  /** When given, the move passes only while the saga's lease is this one (fencing). */
+  readonly lease?: LeaseProof;
+}
+
+/** The lease a runner believes it holds; its transitions carry it. */
+export interface LeaseProof {
+  readonly holder: string;
+  readonly token: number;
+}
+
+/** How a lease is taken. */
+export interface LeaseRequest {
+  /** The node taking it: 1–128 characters. */
+  readonly holder: string;
+  /** How long it lasts from now, in ms (1 ms to 1 h). */
+  readonly ttlMs: number;
+  /** Take it even while another holds it (a cancel): the holder is fenced out. Default false. */
+  readonly force?: boolean;
 }
 
 /** A step transition: a compare-and-set on the step's own version. */
@@ -28,6 +47,8 @@ export interface StepTransition {
   readonly error?: string;
   /** The step's output, where the rule takes one (to COMPLETED or FAILED); absent: kept. */
   readonly output?: JsonObject;
+  /** When given, the move passes only while the saga's lease is this one (fencing). */
+  readonly lease?: LeaseProof;
 }
 
 /** What a step transition returns: the step as it now is, and its saga without its steps. */
@@ -81,7 +102,7 @@ export interface SagaStore {
    * @returns the saga as it now is.
    * @throws DomainError "not_found", "conflict" (the saga changed meanwhile: read it and decide
    *   again), "failed_precondition" (the table has no such move, or a step is not in a status it
-   *   allows: the message names the states).
+   *   allows: the message names the states; or the lease given is lost, see {@link leaseLost}).
    */
   transition(sagaId: string, change: SagaTransition): Promise<Saga>;
 
@@ -97,6 +118,24 @@ export interface SagaStore {
     stepIndex: number,
     change: StepTransition,
   ): Promise<StepTransitionResult>;
+
+  /**
+   * Takes the saga's lease: when nobody holds it, when it expired, or with `force`; the token
+   * goes up by one (fencing out the previous holder). Its version does not change.
+   * @returns the lease taken.
+   * @throws DomainError "not_found", "invalid" (holder or ttl out of bounds), "conflict" (another
+   *   holder's lease has not expired), "failed_precondition" (the saga is finished).
+   */
+  takeLease(sagaId: string, request: LeaseRequest): Promise<SagaLease>;
+
+  /**
+   * Extends the lease `proof` names to now + `ttlMs`, if it is still the saga's (expired or not:
+   * nobody took it over meanwhile).
+   * @returns the lease as it now is.
+   * @throws DomainError "not_found", "invalid", "failed_precondition" (the lease is lost: another
+   *   holder took it over, or the saga is finished).
+   */
+  renewLease(sagaId: string, proof: LeaseProof, ttlMs: number): Promise<SagaLease>;
 
   /**
    * A page of the sagas in one status (the running ones, to take over), oldest created first.

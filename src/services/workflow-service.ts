@@ -11,10 +11,15 @@ import type { StepCall, WorkflowDefinition } from "../workflows/definitions.js";
 import type { WorkflowEngine, WorkflowRunRecord } from "../workflows/engine.js";
 import { runHistory } from "../workflows/run-history.js";
 
-/** The workflow methods served so far: all but CancelWorkflowRun and WatchWorkflowRun. */
+/** The workflow methods served so far: all but WatchWorkflowRun. */
 export type WorkflowServicePart = Pick<
   ServiceImpl<typeof WorkflowService>,
-  "listWorkflows" | "ingest" | "runWorkflow" | "getWorkflowRun" | "listWorkflowHistory"
+  | "listWorkflows"
+  | "ingest"
+  | "runWorkflow"
+  | "getWorkflowRun"
+  | "listWorkflowHistory"
+  | "cancelWorkflowRun"
 >;
 
 /** What {@link createWorkflowService} is built from. */
@@ -31,7 +36,8 @@ export interface WorkflowServiceDeps {
  * ListWorkflows answers the definitions with their steps; Ingest records an
  * `ingestion.requested` event (published on its Redis channel for the agents) carrying the
  * source, the scope and the call's correlation and trace ids, and answers at once. RunWorkflow
- * starts a run (the engine), GetWorkflowRun reads one (NOT_FOUND when unknown), and
+ * starts a run (the engine), GetWorkflowRun reads one (NOT_FOUND when unknown),
+ * CancelWorkflowRun cancels one (FAILED_PRECONDITION naming the status of a finished one), and
  * ListWorkflowHistory pages through the saga store.
  */
 export function createWorkflowService(deps: WorkflowServiceDeps): WorkflowServicePart {
@@ -71,6 +77,10 @@ export function createWorkflowService(deps: WorkflowServiceDeps): WorkflowServic
       return { run: runMessage(record) };
     },
 
+    async cancelWorkflowRun(request) {
+      return { run: runMessage(await deps.engine.cancel(request.runId)) };
+    },
+
     async listWorkflowHistory(request) {
       const page = await runHistory(deps.store, {
         statuses: sagaStatusesOf(request.status),
@@ -80,9 +90,7 @@ export function createWorkflowService(deps: WorkflowServiceDeps): WorkflowServic
         pageSize: request.pageSize || 100,
         pageToken: request.pageToken,
       });
-      const items = page.runs.map((saga) =>
-        runMessage({ saga, ...deps.engine.remembered(saga.runId) }),
-      );
+      const items = page.runs.map((saga) => runMessage({ saga, ...deps.engine.remembered(saga) }));
       return { items, count: items.length, nextPageToken: page.nextPageToken };
     },
 

@@ -1,14 +1,16 @@
 import { setTimeout as delay } from "node:timers/promises";
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
+import { type Clock, systemClock } from "../clock.js";
 import type { DeadLetterHandler, DeadLetters } from "../dlq/dead-letters.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
 import type { HttpClient, OutboundCall } from "../http-client/http-client.js";
 import type { TargetResolver } from "../http-client/service-targets.js";
 import type { IdSource } from "../ids.js";
-import type { Saga, SagaStatus, SagaStep } from "../sagas/model.js";
-import type { SagaStore } from "../sagas/saga-store.js";
+import type { Saga, SagaStatus, SagaStep, SagaSummary } from "../sagas/model.js";
+import { isLeaseLost } from "../sagas/saga-records.js";
+import type { LeaseProof, SagaStore } from "../sagas/saga-store.js";
 import { type StepCall, stepMethods, type WorkflowDefinition } from "./definitions.js";
 import {
   callText,
@@ -30,8 +32,12 @@ export interface WorkflowEngineOptions {
   retryBaseDelayMs: number;
   /** Longest wait between two attempts of a step, in ms. Default: 2,000. */
   retryMaxDelayMs: number;
-  /** Runs whose trace id and scope this node remembers (for GetWorkflowRun). Default: 10,000. */
-  maxRemembered: number;
+  /**
+   * How long a run's lease lasts, in ms (`WORKFLOW_LEASE_MS`): renewed every third of it while
+   * the run executes; a run whose lease expired is taken over by the next scan (every this
+   * long). Default: 15,000.
+   */
+  leaseMs: number;
 }
 
 /** The defaults {@link createWorkflowEngine} merges its options over. */
@@ -40,7 +46,7 @@ export const workflowEngineDefaults: Readonly<WorkflowEngineOptions> = Object.fr
   maxWaiting: 10_000,
   retryBaseDelayMs: 100,
   retryMaxDelayMs: 2_000,
-  maxRemembered: 10_000,
+  leaseMs: 15_000,
 });
 
 /** What the engine is built from. */
@@ -55,6 +61,10 @@ export interface WorkflowEngineDeps {
   readonly deadLetters: DeadLetters;
   readonly ids: IdSource;
   readonly logger: Logger;
+  /** This node's id: the holder of the leases it takes. */
+  readonly nodeId: string;
+  /** Compared with the leases' expiry (which the store sets on its own clock). Default: system. */
+  readonly clock?: Clock;
 }
 
 /** What a run is started with. */
@@ -77,10 +87,10 @@ export interface RunOrigin {
   readonly traceparent: string;
 }
 
-/** A run as stored (its saga) and what this node remembers of how it was started. */
+/** A run as stored (its saga), with what its context keeps of how it was started. */
 export interface WorkflowRunRecord {
   readonly saga: Saga;
-  /** "" when this node did not start it or no longer remembers it. */
+  /** "" when the run's context has none. */
   readonly traceId: string;
   readonly scope: JsonObject | undefined;
 }
@@ -88,20 +98,39 @@ export interface WorkflowRunRecord {
 /** The DLQ type of a step that failed for good; retrying the entry re-runs the step's action. */
 export const workflowStepDeadLetter = "workflow.step";
 
+/** The error a cancelled run ends with. */
+export const cancelledError = "cancelled";
+
 /** Runs workflows as sagas; see {@link createWorkflowEngine}. */
 export interface WorkflowEngine {
   /**
    * Creates the run's saga and answers at once; the run goes on in the background. The same
    * idempotency key (for the same workflow) answers the run it started first.
    * @throws DomainError "invalid" (an unknown workflow, naming `workflow`; `sources` missing or
-   *   foreign, naming `sources`), "resource_exhausted" (too many runs waiting), and the saga
-   *   store's errors.
+   *   foreign, naming `sources`; a scope too large for the run's context), "resource_exhausted"
+   *   (too many runs waiting), and the saga store's errors.
    */
   start(request: RunRequest, origin: RunOrigin): Promise<WorkflowRunRecord>;
   /** The run, or undefined when no run has that id. */
   get(runId: string): Promise<WorkflowRunRecord | undefined>;
-  /** What this node remembers of a run it started, for listings. */
-  remembered(runId: string): { traceId: string; scope: JsonObject | undefined };
+  /** What a run's context keeps of its start (trace id, scope), for listings. */
+  remembered(saga: Pick<SagaSummary, "context">): {
+    traceId: string;
+    scope: JsonObject | undefined;
+  };
+  /**
+   * Cancels a run: takes its lease over (the holder stops at its next transition, and this node
+   * cuts its own at once), then a PENDING run is ABORTED, a RUNNING one goes COMPENSATING (steps
+   * in flight FAILED "cancelled", completed ones undone in the background, ending COMPENSATED or
+   * FAILED), a COMPENSATING one goes on compensating.
+   * @returns the run as the cancel left it.
+   * @throws DomainError "not_found", "failed_precondition" (finished: names its status).
+   */
+  cancel(runId: string): Promise<WorkflowRunRecord>;
+  /** Scans for runs whose lease expired (or that never had one) and takes them over. */
+  resume(): Promise<number>;
+  /** Starts the resume scans: one now, then every `leaseMs`. */
+  startScans(): void;
   /** Stops: waiting runs are dropped, running ones are cut where they are (left for resume). */
   stop(): Promise<void>;
 }
@@ -115,21 +144,47 @@ interface RunState {
   readonly origin: RunOrigin;
   /** Each step's version, as the last transition this node made left it. */
   readonly versions: number[];
+  /** The lease this node holds; every transition carries it. */
+  readonly lease: LeaseProof;
+  /** Aborted when the lease is lost, the run cancelled, or the node stops. */
+  readonly cut: AbortController;
 }
 
 /** How a step ended. */
 type StepOutcome = { readonly ok: true } | { readonly ok: false; readonly error: string };
 
+/** The context kept with a run's saga: what any node needs to go on with it. */
+function runContext(sources: readonly string[], scope: JsonObject, origin: RunOrigin): JsonObject {
+  return {
+    sources: [...sources],
+    scope,
+    trace_id: origin.traceId,
+    traceparent: origin.traceparent,
+  };
+}
+
+function contextText(context: JsonObject | undefined, name: string): string {
+  const value = context?.[name];
+  return typeof value === "string" ? value : "";
+}
+
+function contextScope(context: JsonObject | undefined): JsonObject | undefined {
+  const scope = context?.scope;
+  return typeof scope === "object" && scope !== null && !Array.isArray(scope) ? scope : undefined;
+}
+
 /**
- * The workflow engine of this increment: a run is a saga in the saga store (saga id = run id),
- * executed by the node that started it, group by group (a group's steps at once). A step moves
- * to RUNNING (compare-and-set), calls its target with `{run_id, step, source, scope,
- * correlation_id}`, the run's correlation id and traceparent, `Idempotency-Key:
- * <run_id>:<step>` and the step's timeout; its answer (a JSON object) is its output. After
- * `maxAttempts` failed attempts (at once for a 4xx refusal) it is FAILED; then the completed
- * steps are compensated in reverse order of completion (`<run_id>:<step>:undo`), the run ends
- * COMPENSATED (FAILED if a compensation failed, or if nothing had completed), and the failure is
- * dead-lettered as "workflow.step". Runs are not resumed after a restart yet (next increment).
+ * The workflow engine: a run is a saga in the saga store (saga id = run id, its context the
+ * sources, scope and trace), executed by the node holding its lease, group by group (a group's
+ * steps at once). Every transition carries the lease (fencing: a node that lost it stops at its
+ * next transition). A step moves to RUNNING (compare-and-set), calls its target with `{run_id,
+ * step, source, scope, correlation_id}`, the run's correlation id and traceparent,
+ * `Idempotency-Key: <run_id>:<step>` and the step's timeout; its answer (a JSON object) is its
+ * output. After `maxAttempts` failed attempts (at once for a 4xx refusal) it is FAILED; then the
+ * completed steps are compensated in reverse order of completion (`<run_id>:<step>:undo`), the
+ * run ends COMPENSATED (FAILED if a compensation failed, or if nothing had completed), and the
+ * failure is dead-lettered as "workflow.step". A run whose lease expired is taken over where it
+ * stands: completed steps stay, a RUNNING step is called again with the same idempotency key.
  */
 export function createWorkflowEngine(
   deps: WorkflowEngineDeps,
@@ -137,20 +192,21 @@ export function createWorkflowEngine(
 ): WorkflowEngine & { readonly stepRetry: DeadLetterHandler } {
   const settings = Object.freeze({ ...workflowEngineDefaults, ...options });
   const { store, logger } = deps;
+  const clock = deps.clock ?? systemClock;
   const stopping = new AbortController();
-  const memory = new Map<string, { traceId: string; scope: JsonObject }>();
+  /** The runs this node executes (or has scheduled), by run id. */
+  const local = new Map<string, RunState | "waiting">();
   const active = new Set<Promise<void>>();
   const waiting: (() => void)[] = [];
   let running = 0;
+  let scanTimer: NodeJS.Timeout | undefined;
+  let scanning: Promise<number> | undefined;
 
-  const remember = (runId: string, traceId: string, scope: JsonObject) => {
-    memory.set(runId, { traceId, scope });
-    if (memory.size > settings.maxRemembered) memory.delete(memory.keys().next().value as string);
-  };
-  const recordOf = (saga: Saga): WorkflowRunRecord => {
-    const known = memory.get(saga.runId);
-    return { saga, traceId: known?.traceId ?? "", scope: known?.scope };
-  };
+  const recordOf = (saga: Saga): WorkflowRunRecord => ({
+    saga,
+    traceId: contextText(saga.context, "trace_id"),
+    scope: contextScope(saga.context),
+  });
 
   const emit = (run: RunState, type: string, saga: Saga) => {
     deps.events.append({
@@ -168,8 +224,13 @@ export function createWorkflowEngine(
     });
   };
 
-  /** Moves the saga to `to`, reading it again when a step moved meanwhile. */
-  const moveSaga = async (runId: string, to: SagaStatus, error?: string): Promise<Saga> => {
+  /** Moves the saga to `to` under `lease`, reading it again when a step moved meanwhile. */
+  const moveSaga = async (
+    runId: string,
+    lease: LeaseProof,
+    to: SagaStatus,
+    error?: string,
+  ): Promise<Saga> => {
     for (let tries = 0; ; tries++) {
       const saga = await store.get(runId);
       if (saga === undefined) throw new DomainError("not_found", `workflow run ${runId} is gone`);
@@ -177,6 +238,7 @@ export function createWorkflowEngine(
         return await store.transition(runId, {
           expectedVersion: saga.version,
           to,
+          lease,
           ...(error === undefined ? {} : { error }),
         });
       } catch (failure) {
@@ -194,14 +256,14 @@ export function createWorkflowEngine(
     origin: outboundCall(run.origin),
     idempotencyKey: `${run.runId}:${step.name}${undo ? ":undo" : ""}`,
     timeoutMs: step.timeoutMs,
-    signal: stopping.signal,
+    signal: run.cut.signal,
   });
 
-  const backoff = (attempt: number) =>
+  const backoff = (run: RunState, attempt: number) =>
     delay(
       Math.min(settings.retryMaxDelayMs, settings.retryBaseDelayMs * 2 ** (attempt - 2)),
       undefined,
-      { signal: stopping.signal },
+      { signal: run.cut.signal },
     );
 
   const transitionStep = async (
@@ -209,9 +271,11 @@ export function createWorkflowEngine(
     step: PlannedStep,
     change: { to: SagaStep["status"]; error?: string; output?: JsonObject },
   ) => {
+    if (run.cut.signal.aborted) throw run.cut.signal.reason;
     const expectedVersion = run.versions[step.index] ?? 1;
     const result = await store.transitionStep(run.runId, step.index, {
       expectedVersion,
+      lease: run.lease,
       ...change,
     });
     run.versions[step.index] = result.step.version;
@@ -232,7 +296,7 @@ export function createWorkflowEngine(
   const runStep = async (run: RunState, step: PlannedStep): Promise<StepOutcome> => {
     let lastError = "";
     for (let attempt = 1; attempt <= step.maxAttempts; attempt++) {
-      if (attempt > 1) await backoff(attempt);
+      if (attempt > 1) await backoff(run, attempt);
       await transitionStep(run, step, {
         to: "RUNNING",
         ...(lastError === "" ? {} : { error: lastError }),
@@ -242,7 +306,7 @@ export function createWorkflowEngine(
         await complete(run, step, output);
         return { ok: true };
       } catch (error) {
-        if (!(error instanceof StepFailure)) throw error;
+        if (!(error instanceof StepFailure) || run.cut.signal.aborted) throw error;
         lastError = error.message;
         if (error.permanent) break;
       }
@@ -260,13 +324,13 @@ export function createWorkflowEngine(
     const compensation = step.compensation;
     let lastError = "";
     for (let attempt = 1; compensation && attempt <= step.maxAttempts; attempt++) {
-      if (attempt > 1) await backoff(attempt);
+      if (attempt > 1) await backoff(run, attempt);
       try {
         await callStep(deps, stepRequest(run, step, compensation, true));
         lastError = "";
         break;
       } catch (error) {
-        if (!(error instanceof StepFailure)) throw error;
+        if (!(error instanceof StepFailure) || run.cut.signal.aborted) throw error;
         lastError = error.message;
         if (error.permanent) break;
       }
@@ -296,62 +360,188 @@ export function createWorkflowEngine(
     }
   };
 
-  /** A step failed for good: undo what completed, finish the saga, dead-letter the step. */
-  const settleFailure = async (run: RunState, failed: PlannedStep, error: string) => {
-    const saga = await store.get(run.runId);
-    const completed = undoOrder(saga?.steps ?? []);
-    if (completed.length === 0) {
-      emit(run, "workflow.run.failed", await moveSaga(run.runId, "FAILED", error));
-    } else {
-      await moveSaga(run.runId, "COMPENSATING", error);
-      let undoError: string | undefined;
-      // Every completed step is undone, even after one compensation failed: best effort.
-      for (const step of completed) {
-        const failure = await undoStep(run, step);
-        undoError ??= failure;
-      }
-      const end = undoError === undefined ? "COMPENSATED" : "FAILED";
-      const finished = await moveSaga(run.runId, end, undoError ?? error);
-      emit(run, end === "FAILED" ? "workflow.run.failed" : "workflow.run.compensated", finished);
+  /**
+   * Undoes what completed, the saga COMPENSATING (moved there from RUNNING if need be), and
+   * finishes it. Steps still RUNNING (a cancel, or a node that died mid-cancel) are FAILED
+   * first: their calls may still land, they are not undone.
+   */
+  const compensate = async (run: RunState, error: string): Promise<void> => {
+    let saga = await store.get(run.runId);
+    if (saga === undefined) return;
+    for (const step of saga.steps) {
+      const planned = run.steps[step.index];
+      if (step.status !== "RUNNING" || planned === undefined) continue;
+      run.versions[step.index] = step.version;
+      await transitionStep(run, planned, { to: "FAILED", error: `${error} while running` });
     }
-    await deadLetter(run, failed, error);
+    saga = await store.get(run.runId);
+    const completed = undoOrder(saga?.steps ?? []);
+    if (saga?.status === "RUNNING" && completed.length === 0) {
+      emit(run, "workflow.run.failed", await moveSaga(run.runId, run.lease, "FAILED", error));
+      return;
+    }
+    if (saga?.status === "RUNNING") await moveSaga(run.runId, run.lease, "COMPENSATING", error);
+    let undoError: string | undefined;
+    // Every completed step is undone, even after one compensation failed: best effort.
+    for (const step of completed) {
+      const failure = await undoStep(run, step);
+      undoError ??= failure;
+    }
+    const end = undoError === undefined ? "COMPENSATED" : "FAILED";
+    const finished = await moveSaga(run.runId, run.lease, end, undoError ?? error);
+    emit(run, end === "FAILED" ? "workflow.run.failed" : "workflow.run.compensated", finished);
   };
 
+  /** Runs (or goes on with) a run whose lease this node holds, from where its saga stands. */
   const execute = async (run: RunState): Promise<void> => {
-    emit(run, "workflow.run.started", await moveSaga(run.runId, "RUNNING"));
+    let saga = await store.get(run.runId);
+    if (saga === undefined || saga.finishedAt !== undefined) return;
+    if (saga.status === "COMPENSATING") return compensate(run, saga.error || "resumed");
+    if (saga.status === "PENDING") {
+      saga = await moveSaga(run.runId, run.lease, "RUNNING");
+      emit(run, "workflow.run.started", saga);
+    }
     for (const group of groupsOf(run.steps)) {
-      const outcomes = await Promise.all(group.map((step) => runStep(run, step)));
+      const stored = group.map((step) => saga?.steps[step.index]);
+      const failedBefore = stored.find((step) => step?.status === "FAILED");
+      if (failedBefore !== undefined) {
+        const error = `step ${failedBefore.name} failed: ${failedBefore.error}`;
+        return compensate(run, error);
+      }
+      const todo = group.filter((step) => saga?.steps[step.index]?.status !== "COMPLETED");
+      const outcomes = await Promise.all(todo.map((step) => runStep(run, step)));
       const index = outcomes.findIndex((outcome) => !outcome.ok);
       const failed = outcomes[index];
-      const step = group[index];
+      const step = todo[index];
       if (failed !== undefined && !failed.ok && step !== undefined) {
-        return settleFailure(run, step, failed.error);
+        await compensate(run, failed.error);
+        await deadLetter(run, step, failed.error);
+        return;
       }
     }
-    emit(run, "workflow.run.completed", await moveSaga(run.runId, "COMPLETED"));
+    emit(run, "workflow.run.completed", await moveSaga(run.runId, run.lease, "COMPLETED"));
   };
 
-  const launch = (run: RunState) => {
+  /** The run's state from its saga and context; undefined when this node cannot plan it. */
+  const stateOf = (saga: Saga, lease: LeaseProof): RunState | undefined => {
+    const definition = deps.definitions.find((workflow) => workflow.name === saga.name);
+    const sources = saga.context?.sources;
+    if (definition === undefined || !Array.isArray(sources)) return undefined;
+    let steps: PlannedStep[];
+    try {
+      steps = planSteps(definition, sources.map(String));
+    } catch {
+      return undefined;
+    }
+    if (steps.length !== saga.steps.length) return undefined;
+    if (steps.some((step, i) => saga.steps[i]?.name !== step.name)) return undefined;
+    return {
+      runId: saga.runId,
+      workflow: saga.name,
+      steps,
+      scope: contextScope(saga.context) ?? {},
+      origin: {
+        correlationId: saga.correlationId,
+        traceId: contextText(saga.context, "trace_id"),
+        traceparent: contextText(saga.context, "traceparent"),
+      },
+      versions: saga.steps.map((step) => step.version),
+      lease,
+      cut: new AbortController(),
+    };
+  };
+
+  /** Renews the run's lease every third of `leaseMs`; a lost lease cuts the run. */
+  const keepLease = (run: RunState): (() => void) => {
+    let expiresAt = clock.now() + settings.leaseMs;
+    const timer = setInterval(
+      () => {
+        store.renewLease(run.runId, run.lease, settings.leaseMs).then(
+          (lease) => {
+            expiresAt = lease.expiresAt;
+          },
+          (error: unknown) => {
+            if (isLeaseLost(error) || clock.now() >= expiresAt) {
+              run.cut.abort(new DomainError("failed_precondition", "the run's lease is lost"));
+            }
+          },
+        );
+      },
+      Math.max(1, Math.floor(settings.leaseMs / 3)),
+    );
+    timer.unref();
+    return () => clearInterval(timer);
+  };
+
+  const onStop = () => {
+    for (const run of local.values()) {
+      if (run !== "waiting") run.cut.abort(stopping.signal.reason);
+    }
+  };
+  stopping.signal.addEventListener("abort", onStop, { once: true });
+
+  /** Takes the run's lease (unless given one) and executes it; quiet when another holds it. */
+  const take = async (runId: string, given?: LeaseProof): Promise<void> => {
+    let lease = given;
+    if (lease === undefined) {
+      try {
+        const taken = await store.takeLease(runId, {
+          holder: deps.nodeId,
+          ttlMs: settings.leaseMs,
+        });
+        lease = { holder: taken.holder, token: taken.token };
+      } catch (error) {
+        if (error instanceof DomainError && error.kind !== "unavailable") return;
+        throw error;
+      }
+    }
+    const saga = await store.get(runId);
+    if (saga === undefined) return;
+    const run = stateOf(saga, lease);
+    if (run === undefined) {
+      logger.error({ run_id: runId }, "workflow run not resumable here: its plan differs");
+      return;
+    }
+    local.set(runId, run);
+    const release = keepLease(run);
+    try {
+      await execute(run);
+    } finally {
+      release();
+      if (local.get(runId) === run) local.delete(runId);
+    }
+  };
+
+  const launch = (runId: string, lease?: LeaseProof) => {
     running++;
-    const task = execute(run)
+    const task = take(runId, lease)
       .catch((error: unknown) => {
         if (stopping.signal.aborted) {
-          logger.info({ run_id: run.runId }, "workflow run cut by shutdown; left for resume");
+          logger.info({ run_id: runId }, "workflow run cut by shutdown; left for resume");
+        } else if (
+          isLeaseLost(error) ||
+          (error instanceof DomainError && /lease/.test(error.message))
+        ) {
+          logger.info({ run_id: runId }, "workflow run's lease lost: another node goes on");
         } else {
-          logger.error({ err: error, run_id: run.runId }, "workflow run stopped by an error");
+          logger.error({ err: error, run_id: runId }, "workflow run stopped by an error");
         }
       })
       .finally(() => {
         running--;
         active.delete(task);
+        if (local.get(runId) === "waiting") local.delete(runId);
         if (!stopping.signal.aborted) waiting.shift()?.();
       });
     active.add(task);
   };
 
-  const schedule = (run: RunState) => {
-    if (running < settings.maxRunning) launch(run);
-    else waiting.push(() => launch(run));
+  const schedule = (runId: string, lease?: LeaseProof) => {
+    if (running < settings.maxRunning) launch(runId, lease);
+    else {
+      local.set(runId, "waiting");
+      waiting.push(() => launch(runId, lease));
+    }
   };
 
   const definitionOf = (name: string): WorkflowDefinition => {
@@ -361,6 +551,33 @@ export function createWorkflowEngine(
       throw new DomainError("invalid", `workflow: no workflow ${JSON.stringify(name)} (${known})`);
     }
     return definition;
+  };
+
+  /** Whether a listed run is free to take: its lease expired, or it never had one for a lease. */
+  const takeable = (saga: SagaSummary, now: number): boolean =>
+    saga.runId !== "" &&
+    !local.has(saga.runId) &&
+    (saga.lease === undefined
+      ? saga.createdAt + settings.leaseMs <= now
+      : saga.lease.expiresAt <= now);
+
+  const scan = async (): Promise<number> => {
+    let taken = 0;
+    for (const status of ["PENDING", "RUNNING", "COMPENSATING"] as const) {
+      let pageToken = "";
+      do {
+        const page = await store.list({ status, pageSize: 100, pageToken });
+        const now = clock.now();
+        for (const saga of page.sagas) {
+          if (stopping.signal.aborted || waiting.length >= settings.maxWaiting) return taken;
+          if (!takeable(saga, now)) continue;
+          schedule(saga.runId);
+          taken++;
+        }
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+    }
+    return taken;
   };
 
   const engine: WorkflowEngine = {
@@ -382,6 +599,11 @@ export function createWorkflowEngine(
           runId,
           name: workflow.name,
           correlationId,
+          context: runContext(
+            steps.some((step) => step.source !== undefined) ? request.sources : [],
+            request.scope,
+            origin,
+          ),
           steps: steps.map((step) => ({
             name: step.name,
             action: callText(step.target, step.action),
@@ -390,21 +612,22 @@ export function createWorkflowEngine(
           })),
         });
       } catch (error) {
+        if (
+          error instanceof DomainError &&
+          error.kind === "invalid" &&
+          /^context/.test(error.message)
+        ) {
+          throw new DomainError(
+            "invalid",
+            `scope: too large to keep with the run (${error.message})`,
+          );
+        }
         if (!(error instanceof DomainError && error.kind === "already_exists")) throw error;
         const existing = await store.get(runId);
         if (existing === undefined) throw error;
         return recordOf(existing);
       }
-      remember(runId, origin.traceId, request.scope);
-      const run: RunState = {
-        runId,
-        workflow: workflow.name,
-        steps,
-        scope: request.scope,
-        origin: { ...origin, correlationId },
-        versions: steps.map(() => 1),
-      };
-      schedule(run);
+      schedule(runId);
       return recordOf(saga);
     },
 
@@ -413,14 +636,84 @@ export function createWorkflowEngine(
       return saga === undefined || saga.runId === "" ? undefined : recordOf(saga);
     },
 
-    remembered(runId) {
-      const known = memory.get(runId);
-      return { traceId: known?.traceId ?? "", scope: known?.scope };
+    remembered(saga) {
+      return { traceId: contextText(saga.context, "trace_id"), scope: contextScope(saga.context) };
+    },
+
+    async cancel(runId) {
+      const saga = await store.get(runId);
+      if (saga === undefined || saga.runId === "") {
+        throw new DomainError("not_found", `workflow run ${runId} not found`);
+      }
+      if (saga.finishedAt !== undefined) {
+        throw new DomainError(
+          "failed_precondition",
+          `workflow run ${runId} is ${saga.status}: only an unfinished run can be cancelled`,
+        );
+      }
+      let taken: LeaseProof;
+      try {
+        const lease = await store.takeLease(runId, {
+          holder: deps.nodeId,
+          ttlMs: settings.leaseMs,
+          force: true,
+        });
+        taken = { holder: lease.holder, token: lease.token };
+      } catch (error) {
+        if (error instanceof DomainError && error.kind === "failed_precondition") {
+          const now = await store.get(runId);
+          throw new DomainError(
+            "failed_precondition",
+            `workflow run ${runId} is ${now?.status ?? "gone"}: only an unfinished run can be cancelled`,
+          );
+        }
+        throw error;
+      }
+      // The holder is fenced out by the new token; if it is this node, cut its calls at once.
+      const mine = local.get(runId);
+      if (mine !== undefined && mine !== "waiting") {
+        mine.cut.abort(new DomainError("unavailable", `workflow run ${runId} was cancelled`));
+      }
+      const current = (await store.get(runId)) ?? saga;
+      if (current.status === "PENDING") {
+        const aborted = await moveSaga(runId, taken, "ABORTED", cancelledError);
+        const run = stateOf(aborted, taken);
+        if (run !== undefined) emit(run, "workflow.run.cancelled", aborted);
+        return recordOf(aborted);
+      }
+      const moved =
+        current.status === "RUNNING"
+          ? await moveSaga(runId, taken, "COMPENSATING", cancelledError)
+          : current;
+      // Compensation goes on in the background, under the lease just taken.
+      schedule(runId, taken);
+      return recordOf(moved);
+    },
+
+    resume() {
+      scanning ??= scan().finally(() => {
+        scanning = undefined;
+      });
+      return scanning;
+    },
+
+    startScans() {
+      if (scanTimer !== undefined || stopping.signal.aborted) return;
+      const tick = () => {
+        engine.resume().catch((error: unknown) => {
+          logger.warn({ err: error }, "workflow resume scan failed; next one later");
+        });
+      };
+      tick();
+      scanTimer = setInterval(tick, settings.leaseMs);
+      scanTimer.unref();
     },
 
     async stop() {
+      clearInterval(scanTimer);
       stopping.abort(new DomainError("unavailable", "the node is stopping"));
       waiting.length = 0;
+      await scanning?.catch(() => 0);
       await Promise.all([...active]);
     },
   };

@@ -79,13 +79,14 @@ export function groupsOf<T extends { readonly group: number }>(steps: readonly T
 }
 
 /**
- * The completed steps of a failed run in the order they are undone: the reverse of the order
+ * The completed steps of a failed run (and those whose undoing a node that died had begun) in
+ * the order they are undone: the reverse of the order
  * they completed (by `finishedAt`; the same instant: the later in the saga first). Undoing the
  * latest first means no step is undone while a step that built on it still stands.
  */
 export function undoOrder(steps: readonly SagaStep[]): SagaStep[] {
   return steps
-    .filter((step) => step.status === "COMPLETED")
+    .filter((step) => step.status === "COMPLETED" || step.status === "COMPENSATING")
     .sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0) || b.index - a.index);
 }
 

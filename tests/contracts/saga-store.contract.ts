@@ -166,6 +166,105 @@ export function sagaStoreContract(name: string, harness: SagaStoreHarness): void
   describe(`SagaStore contract: ${name}`, () => {
     afterEach(() => harness.cleanup());
 
+    describe("context and leases", () => {
+      it("keeps a saga's context, in listings too, and refuses one over maxContextBytes", async () => {
+        const store = await harness.create({ maxContextBytes: 100 });
+        const context = { sources: ["github"], scope: { repo: "a/b" }, trace_id: "t" };
+        expect((await store.create(newSaga("c1", { context }))).context).toEqual(context);
+        expect((await store.get("c1"))?.context).toEqual(context);
+        const page = await store.list({ status: "PENDING" });
+        expect(page.sagas[0]?.context).toEqual(context);
+        const refused = await failureOf(
+          store.create(newSaga("c2", { context: { big: "x".repeat(200) } })),
+        );
+        expect(refused.kind).toBe("invalid");
+        expect(refused.message).toMatch(/^context would take \d+ bytes/);
+      });
+
+      it("gives a lease to one node until it expires, then to another with a higher token", async () => {
+        const clock = createManualClock();
+        const store = await harness.create({}, { clock });
+        await store.create(newSaga("l1"));
+        const first = await store.takeLease("l1", { holder: "a", ttlMs: 1_000 });
+        expect(first).toEqual({ holder: "a", token: 1, expiresAt: clock.now() + 1_000 });
+        expect((await store.get("l1"))?.lease).toEqual(first);
+        expect((await store.get("l1"))?.version).toBe(1);
+        expect((await failureOf(store.takeLease("l1", { holder: "b", ttlMs: 1_000 }))).kind).toBe(
+          "conflict",
+        );
+        clock.advance(500);
+        const renewed = await store.renewLease("l1", { holder: "a", token: 1 }, 1_000);
+        expect(renewed).toEqual({ holder: "a", token: 1, expiresAt: clock.now() + 1_000 });
+        clock.advance(1_001);
+        const second = await store.takeLease("l1", { holder: "b", ttlMs: 1_000 });
+        expect(second.token).toBe(2);
+        const lost = await failureOf(store.renewLease("l1", { holder: "a", token: 1 }, 1_000));
+        expect(lost.kind).toBe("failed_precondition");
+        expect(lost.message).toBe("the lease of saga l1 is lost: it was taken over (token 2)");
+        const forced = await store.takeLease("l1", { holder: "c", ttlMs: 1_000, force: true });
+        expect(forced.token).toBe(3);
+        expect((await store.list({ status: "PENDING" })).sagas[0]?.lease).toEqual(forced);
+      });
+
+      it("passes a transition carrying a lease only while it is the saga's", async () => {
+        const store = await harness.create();
+        await store.create(newSaga("f1"));
+        const a = await store.takeLease("f1", { holder: "a", ttlMs: 60_000 });
+        const proofA = { holder: "a", token: a.token };
+        const running = await store.transition("f1", {
+          expectedVersion: 1,
+          to: "RUNNING",
+          lease: proofA,
+        });
+        const moved = await store.transitionStep("f1", 0, {
+          expectedVersion: 1,
+          to: "RUNNING",
+          lease: proofA,
+        });
+        await store.takeLease("f1", { holder: "b", ttlMs: 60_000, force: true });
+        const refusals = await Promise.all(
+          [
+            store.transitionStep("f1", 0, {
+              expectedVersion: moved.step.version,
+              to: "COMPLETED",
+              lease: proofA,
+            }),
+            store.transition("f1", {
+              expectedVersion: running.version + 1,
+              to: "ABORTED",
+              lease: proofA,
+            }),
+          ].map(failureOf),
+        );
+        for (const refused of refusals) {
+          expect(refused.kind).toBe("failed_precondition");
+          expect(refused.message).toBe("the lease of saga f1 is lost: it was taken over (token 2)");
+        }
+        expect((await store.get("f1"))?.steps[0]?.status).toBe("RUNNING");
+        const done = await store.transitionStep("f1", 0, {
+          expectedVersion: moved.step.version,
+          to: "COMPLETED",
+          lease: { holder: "b", token: 2 },
+        });
+        expect(done.step.status).toBe("COMPLETED");
+      });
+
+      it("refuses a lease on a finished saga, and on an unknown one", async () => {
+        const store = await harness.create();
+        await store.create(newSaga("d1"));
+        await store.transition("d1", { expectedVersion: 1, to: "ABORTED" });
+        const finished = await failureOf(store.takeLease("d1", { holder: "a", ttlMs: 10 }));
+        expect(finished.kind).toBe("failed_precondition");
+        expect(finished.message).toBe("saga d1 is ABORTED: it takes no lease");
+        expect((await failureOf(store.takeLease("nope", { holder: "a", ttlMs: 10 }))).kind).toBe(
+          "not_found",
+        );
+        expect((await failureOf(store.takeLease("d1", { holder: "", ttlMs: 10 }))).kind).toBe(
+          "invalid",
+        );
+      });
+    });
+
     describe("create and get", () => {
       it("stores a new saga PENDING at version 1, each step PENDING at version 1", async () => {
         const clock = createManualClock();
@@ -182,6 +281,8 @@ export function sagaStoreContract(name: string, harness: SagaStoreHarness): void
           finishedAt: undefined,
           error: "",
           version: 1,
+          context: undefined,
+          lease: undefined,
           steps: newSaga("s1").steps.map((s, index) => ({
             index,
             name: s.name,

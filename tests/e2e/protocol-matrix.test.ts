@@ -318,12 +318,12 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expectEchoed(outcome, sent);
   });
 
-  it("WorkflowService.CancelWorkflowRun answers UNIMPLEMENTED (HTTP 501)", async () => {
+  it("WorkflowService.CancelWorkflowRun of an unknown run answers NOT_FOUND (HTTP 404)", async () => {
     const protocol = protocolNamed(name);
     const sent = callHeaders();
     const outcome = await protocol.call(rpcs.cancelWorkflowRun, sent);
-    expectFailure(outcome, Code.Unimplemented, 501);
-    expect(outcome.message).toContain("WorkflowService.CancelWorkflowRun is not implemented yet");
+    expectFailure(outcome, Code.NotFound, 404);
+    expect(outcome.message).toContain("workflow run run-1 not found");
     expectEchoed(outcome, sent);
   });
 

@@ -158,9 +158,7 @@ describe("REST gateway: every endpoint of the original service", () => {
     { method: "POST", path: "/ingest", body: '{"source":"github"}' },
     { method: "GET", path: "/workflows/history" },
   ];
-  const unimplemented: readonly Call[] = [
-    { method: "POST", path: "/workflows/runs/run-1/cancel", body: "{}" },
-  ];
+  const unimplemented: readonly Call[] = [{ method: "GET", path: "/workflows/runs/run-1/watch" }];
 
   it.each(implemented)("$method $path answers 200", async (request) => {
     const reply = await call(node.url, request);

@@ -320,3 +320,35 @@ describe("GET /workflows/runs/{run_id} and /workflows/history", () => {
     expect(String(bad.body.message)).toContain("page_token");
   });
 });
+
+describe("POST /workflows/runs/{run_id}/cancel", () => {
+  it("cancels a run whose agents answered and whose engine step hangs: the agents' steps are undone", async () => {
+    agents.answer("POST", "/github/ingest", { kind: "json", body: { documents: 1 } });
+    agents.answer("POST", "/github/ingest/rollback", { kind: "json", body: {} });
+    engine.answer("POST", "/analyze", { kind: "json", body: {}, delayMs: 60_000 });
+    const started = await startRun({ sources: ["github"], correlation_id: "wf-cancel-1" });
+    const runId = String(started.run_id);
+    await until(`run ${runId}'s analyze is running`, async () => {
+      const reply = await rest(node.url, "GET", `/workflows/runs/${runId}`);
+      const step = stepsByName(reply.body).get("analyze");
+      return step?.status === "RUN_STATUS_RUNNING" ? true : undefined;
+    });
+    const cancelled = await rest(node.url, "POST", `/workflows/runs/${runId}/cancel`, {});
+    expect(cancelled.status, cancelled.text).toBe(200);
+    expect((cancelled.body.run as Json).run_id).toBe(runId);
+    const run = await runInStatus(runId, "RUN_STATUS_COMPENSATED");
+    expect(run.error).toBe("cancelled");
+    const steps = stepsByName(run);
+    expect(steps.get("ingest:github")?.status).toBe("RUN_STATUS_COMPENSATED");
+    expect(steps.get("analyze")?.status).toBe("RUN_STATUS_FAILED");
+    const undo = ofRun(agents.requests, runId).filter((r) => r.path === "/github/ingest/rollback");
+    expect(undo).toHaveLength(1);
+    expect(undo[0]?.headers["idempotency-key"]).toBe(`${runId}:ingest:github:undo`);
+
+    const again = await rest(node.url, "POST", `/workflows/runs/${runId}/cancel`, {});
+    expect(again.status, again.text).toBe(400);
+    expect(again.text).toContain("is COMPENSATED");
+    const unknown = await rest(node.url, "POST", "/workflows/runs/run-nope/cancel", {});
+    expect(unknown.status, unknown.text).toBe(404);
+  });
+});
