@@ -187,8 +187,9 @@ export interface HttpClientDeps {
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
 /**
- * Creates the outbound HTTP client over undici's `request` (the same pool as the global fetch). Its circuit breakers live as
- * long as it does: create one per process and share it.
+ * Creates the outbound HTTP client over undici's `request` (its global dispatcher: a keep-alive
+ * pool per origin). Its circuit breakers live as long as it does: create one per process and
+ * share it.
  * @throws RangeError when an option is out of range: timeoutMs, breakerHalfOpenMs positive;
  *   maxBytes, retry delays non-negative; maxRedirects a non-negative integer; maxAttempts,
  *   breakerThreshold, maxBreakers positive integers.
