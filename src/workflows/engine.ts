@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -447,7 +448,7 @@ export function createWorkflowEngine(
       },
       versions: saga.steps.map((step) => step.version),
       lease,
-      cut: new AbortController(),
+      cut: cutController(),
     };
   };
 
@@ -800,4 +801,14 @@ function createStepRetry(deps: Pick<WorkflowEngineDeps, "http" | "targets">): De
       throw error;
     }
   };
+}
+
+/**
+ * The controller that cuts a run. Every call of every step in flight (and each of their retries)
+ * listens to its signal: many listeners on it are the design, not a leak.
+ */
+function cutController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

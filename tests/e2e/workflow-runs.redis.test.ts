@@ -167,7 +167,11 @@ describe("workflow runs across orchestrator processes on one Redis", () => {
     agents.answer("POST", "/github/ingest", { kind: "json", body: { documents: 1 }, delayMs: 20 });
     agents.answer("POST", "/jira/ingest", { kind: "json", body: { issues: 1 }, delayMs: 20 });
     engine.answer("POST", "/analyze", { kind: "json", body: { findings: 0 }, delayMs: 20 });
-    const nodes = await Promise.all([startNode(env), startNode(env)]);
+    // A longer lease than the other tests: nothing here is taken over, and a node stalled by a
+    // loaded machine must not lose a run (another node would then call a step again, allowed
+    // behaviour, but not what this test counts).
+    const longLease = { ...env, WORKFLOW_LEASE_MS: "10000" };
+    const nodes = await Promise.all([startNode(longLease), startNode(longLease)]);
 
     const runIds: string[] = [];
     for (let i = 0; i < 40; i++) {
