@@ -11,7 +11,7 @@ import type { StepCall, WorkflowDefinition } from "../workflows/definitions.js";
 import type { WorkflowEngine, WorkflowRunRecord } from "../workflows/engine.js";
 import { runHistory } from "../workflows/run-history.js";
 
-/** The workflow methods served so far: all but WatchWorkflowRun. */
+/** The workflow methods. */
 export type WorkflowServicePart = Pick<
   ServiceImpl<typeof WorkflowService>,
   | "listWorkflows"
@@ -20,6 +20,7 @@ export type WorkflowServicePart = Pick<
   | "getWorkflowRun"
   | "listWorkflowHistory"
   | "cancelWorkflowRun"
+  | "watchWorkflowRun"
 >;
 
 /** What {@link createWorkflowService} is built from. */
@@ -75,6 +76,39 @@ export function createWorkflowService(deps: WorkflowServiceDeps): WorkflowServic
         throw new DomainError("not_found", `workflow run ${request.runId} not found`);
       }
       return { run: runMessage(record) };
+    },
+
+    /**
+     * The run now, then again at each change of its saga (woken by the run's events, which any
+     * node sharing the store emits; read again every `watchRecheckMs` in case one was missed),
+     * until it finishes. A state is sent once: an event that changed nothing sends nothing.
+     */
+    async *watchWorkflowRun(request, context) {
+      const { runId } = request;
+      const wakeup = createWakeup();
+      const unsubscribe = deps.events.subscribe((event) => {
+        if (event.subject === runId) wakeup.wake();
+      });
+      const onAbort = () => wakeup.wake();
+      context.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        let sentVersion = -1;
+        for (;;) {
+          const record = await deps.engine.get(runId);
+          if (record === undefined) {
+            throw new DomainError("not_found", `workflow run ${runId} not found`);
+          }
+          if (record.saga.version !== sentVersion) {
+            sentVersion = record.saga.version;
+            yield { run: runMessage(record) };
+          }
+          if (record.saga.finishedAt !== undefined || context.signal.aborted) return;
+          await wakeup.wait(watchRecheckMs);
+        }
+      } finally {
+        unsubscribe();
+        context.signal.removeEventListener("abort", onAbort);
+      }
     },
 
     async cancelWorkflowRun(request) {
@@ -178,6 +212,34 @@ function sagaStatusesOf(status: RunStatus): SagaStatus[] {
     throw new DomainError("invalid", `status: no run is ever ${RunStatus[status]}`);
   }
   return statuses;
+}
+
+/** How long a watch waits for an event of its run before it reads the run again anyway. */
+const watchRecheckMs = 5_000;
+
+/** A wake-up a waiter may have missed while busy: `wait` returns at once if one came since. */
+function createWakeup(): { wake(): void; wait(timeoutMs: number): Promise<void> } {
+  let woken = false;
+  let resolve: (() => void) | undefined;
+  return {
+    wake() {
+      woken = true;
+      resolve?.();
+    },
+    async wait(timeoutMs) {
+      if (!woken) {
+        await new Promise<void>((done) => {
+          const timer = setTimeout(done, timeoutMs);
+          resolve = () => {
+            clearTimeout(timer);
+            done();
+          };
+        });
+      }
+      woken = false;
+      resolve = undefined;
+    },
+  };
 }
 
 function runMessage(record: WorkflowRunRecord) {

@@ -757,7 +757,7 @@ export const WorkflowService: GenService<{
     output: typeof GetWorkflowRunResponseSchema;
   },
   /**
-   * Cancels a run: stops what runs and compensates what ran (arrives with the next increment).
+   * Cancels a run: stops what runs and compensates what ran; FAILED_PRECONDITION for a finished run.
    *
    * @generated from rpc orchestrator.v1.WorkflowService.CancelWorkflowRun
    */
