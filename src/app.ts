@@ -68,6 +68,7 @@ import { type NodeInfo, packageInfo } from "./system/node-info.js";
 import type { ReadinessCheck } from "./system/readiness.js";
 import { createServingStatus, type ServingStatus } from "./system/serving-status.js";
 import type { WorkflowDefinition } from "./workflows/definitions.js";
+import { builtInWorkflows } from "./workflows/definitions.js";
 
 /** What tests and embedders may replace. */
 export interface AppDeps {
@@ -242,7 +243,7 @@ export async function createApp(
     logger,
     nodeId: node.nodeId,
     engine: { leaseMs: config.workflowLeaseMs },
-    ...(deps.workflows ? { definitions: deps.workflows } : {}),
+    definitions: deps.workflows ?? [...builtInWorkflows, ...config.workflows],
   });
   const schedules = createSchedulesCapability({
     config,

@@ -51,6 +51,7 @@ const defaultConfig = {
   notificationUrl: "http://notification-service:5095",
   outboundTimeoutMs: 5000,
   schedules: [],
+  workflows: [],
   workflowLeaseMs: 15_000,
   outbound: {
     maxAttempts: 3,
@@ -258,6 +259,60 @@ describe("loadConfig precedence", () => {
     expect(load({}, yaml).config.schedules).toEqual([
       { job: "recalc-quality", cron: "0 */6 * * *" },
     ]);
+  });
+
+  it("reads workflows from the file, beside the built-in ones", () => {
+    const yaml = [
+      "workflows:",
+      "  - name: security_scan",
+      "    sources: [github]",
+      "    steps:",
+      '      - {name: scan, target: "{source}-agent", action: POST /scan, per_source: true}',
+      "      - {name: report, target: reporting, action: POST /reports/generate, group: 1, max_attempts: 1}",
+      "",
+    ].join("\n");
+    const [workflow] = load({}, yaml).config.workflows;
+    expect(workflow).toMatchObject({
+      name: "security_scan",
+      description: "",
+      sources: ["github"],
+      steps: [
+        {
+          name: "scan",
+          target: "{source}-agent",
+          action: { method: "POST", path: "/scan" },
+          group: 0,
+          perSource: true,
+          timeoutMs: 30000,
+          maxAttempts: 3,
+        },
+        { name: "report", target: "reporting", group: 1, perSource: false, maxAttempts: 1 },
+      ],
+    });
+  });
+
+  it.each([
+    ["workflows: 3\n", "workflows from file (workflows): is not a list of workflows"],
+    [
+      "workflows:\n  - {name: ingestion, steps: [{name: a, target: b, action: POST /a}]}\n",
+      'file (workflows[0].name): "ingestion" is already defined',
+    ],
+    [
+      "workflows:\n  - {name: w, steps: [{name: a, target: b, action: FETCH /a}]}\n",
+      "file (workflows[0].steps[0].action): is not",
+    ],
+    [
+      "workflows:\n  - {name: w, steps: [{name: a, target: b, action: POST /a, retries: 2}]}\n",
+      "file (workflows[0].steps[0].retries): is not a known field",
+    ],
+    [
+      "workflows:\n  - {name: w, steps: [{name: a, target: b, action: POST /a, timeout_ms: 0}]}\n",
+      'step "a": timeout_ms is not 1..3600000',
+    ],
+  ])("refuses the workflows of %j, saying where", (yaml, message) => {
+    const error = loadError({}, yaml);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.message).toContain(message);
   });
 
   it("accepts an empty file and empty sections", () => {

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseDocument, type YAMLError } from "yaml";
+import { DefinitionFileError, workflowsFromFile } from "../workflows/definition-file.js";
+import { builtInWorkflows, type WorkflowDefinition } from "../workflows/definitions.js";
 import {
   ConfigError,
   type ConfigInput,
@@ -69,6 +71,8 @@ export interface AppConfig {
   readonly peers: readonly string[];
   /** Absent means the app generates one. */
   readonly nodeId?: string;
+  /** Workflows the file defines (`workflows:`), beside the built-in ones. */
+  readonly workflows: readonly WorkflowDefinition[];
   /** Jobs on a schedule (`SCHEDULED_JOBS`), in the order given. */
   readonly schedules: readonly { readonly job: string; readonly cron: string }[];
   /** How long a workflow run's lease lasts (`WORKFLOW_LEASE_MS`), in ms. */
@@ -221,7 +225,10 @@ export function loadConfig(sources: Partial<ConfigSources> = {}): LoadedConfig {
   const file = readConfigFile(from, warnings);
   const resolved = new Map<string, Resolved>();
   for (const key of configKeys) resolved.set(key.name, resolveKey(key, from, file));
-  const config = buildConfig(resolved, warnings);
+  const config = Object.freeze({
+    ...buildConfig(resolved, warnings),
+    workflows: workflowsOf(file),
+  });
   const effective = configKeys.map((key) => {
     const { shown, source } = resolvedEntry(resolved, key);
     return Object.freeze({ key: key.name, value: shown, source, secret: key.secret });
@@ -243,6 +250,8 @@ interface ConfigFile {
   readonly path: string;
   readonly source: ConfigValueSource;
   readonly entries: ReadonlyMap<string, FileEntry>;
+  /** The file's `workflows:` list, as written (checked by {@link workflowsOf}). */
+  readonly workflows?: unknown;
 }
 
 interface Resolved<T = unknown> {
@@ -272,7 +281,19 @@ function readConfigFile(from: ConfigSources, warnings: string[]): ConfigFile {
     throw fail(`cannot be read (${code ?? "error"})`);
   }
   const top = parseYaml(text, fail, (warning) => warnings.push(`${path}: ${warning}`));
-  return { path, source, entries: top === undefined ? new Map() : collectEntries(top, warnings) };
+  if (top === undefined) return { path, source, entries: new Map() };
+  const { workflows, ...sections } = top;
+  return { path, source, entries: collectEntries(sections, warnings), workflows };
+}
+
+/** The workflows the file defines, beside the built-in ones. */
+function workflowsOf(file: ConfigFile): readonly WorkflowDefinition[] {
+  try {
+    return Object.freeze(workflowsFromFile(file.workflows, builtInWorkflows));
+  } catch (error) {
+    if (!(error instanceof DefinitionFileError)) throw error;
+    throw new ConfigError("workflows", "file", error.message, `file (${error.location})`);
+  }
 }
 
 /**
@@ -403,7 +424,10 @@ function fileInput(name: string, raw: unknown, where: string): ConfigInput {
   throw new ConfigError(name, "file", `${describe(raw)} was given; expected a value`, where);
 }
 
-function buildConfig(resolved: ReadonlyMap<string, Resolved>, warnings: string[]): AppConfig {
+function buildConfig(
+  resolved: ReadonlyMap<string, Resolved>,
+  warnings: string[],
+): Omit<AppConfig, "workflows"> {
   const value = <T>(key: ConfigKey<T>): T => resolvedEntry(resolved, key).value;
   const k = configKey;
   const tls = tlsFiles(resolved);

@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 import { expectStatus, type Json, patience, rest, until } from "../support/rest.js";
@@ -34,6 +37,42 @@ describe("GET /workflows", () => {
         { name: "analyze", target: "consistency-engine", action: "POST /analyze", group: 1 },
       ],
     });
+  });
+});
+
+describe("workflows from the configuration file", () => {
+  it("lists a workflow written in the file beside the built-in ones", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "workflows-yaml-"));
+    const path = join(dir, "app.yaml");
+    await writeFile(
+      path,
+      [
+        "workflows:",
+        "  - name: security_scan",
+        "    description: Scans, then reports.",
+        "    sources: [github]",
+        "    steps:",
+        '      - {name: scan, target: "{source}-agent", action: POST /scan, per_source: true}',
+        "      - {name: report, target: reporting, action: POST /reports/generate, group: 1}",
+        "",
+      ].join("\n"),
+    );
+    const withFile = await startOrchestrator({ env: { APP_CONFIG_PATH: path } });
+    try {
+      const body = await expectStatus(rest(withFile.url, "GET", "/workflows"), 200);
+      expect(body.count).toBe(5);
+      expect((body.workflows as Json[]).at(-1)).toMatchObject({
+        name: "security_scan",
+        sources: ["github"],
+        steps: [
+          { name: "scan", target: "{source}-agent", action: "POST /scan", per_source: true },
+          { name: "report", target: "reporting", action: "POST /reports/generate", group: 1 },
+        ],
+      });
+    } finally {
+      await withFile.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
