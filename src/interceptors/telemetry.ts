@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Metrics, RpcSeries } from "../observability/metrics.js";
 import { callMetaOf } from "./call-meta.js";
 import type { Interceptor } from "./chain.js";
+import { reportingEnd } from "./stream-end.js";
 
 // Failures that are the server's fault: logged as errors with their cause.
 const serverFaults = new Set([Code.Internal, Code.Unknown, Code.DataLoss]);
@@ -65,25 +66,14 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics): In
           throw finish(context, series, startedAt, error);
         }
       },
-      streaming: (next) =>
-        async function* (requests, context) {
-          const series = seriesOf(context.protocolName);
-          series.started++;
-          const startedAt = performance.now();
-          let recorded = false;
-          try {
-            yield* next(requests, context);
-            recorded = true;
-            finish(context, series, startedAt, abortReasonOf(context));
-          } catch (error) {
-            recorded = true;
-            throw finish(context, series, startedAt, error);
-          } finally {
-            // The transport stopped reading (the client went away) before the stream ended.
-            if (!recorded)
-              finish(context, series, startedAt, abortReasonOf(context) ?? closedEarly);
-          }
-        },
+      streaming: (next) => (requests, context) => {
+        const series = seriesOf(context.protocolName);
+        series.started++;
+        const startedAt = performance.now();
+        return reportingEnd(next(requests, context), context, (error) =>
+          finish(context, series, startedAt, error),
+        );
+      },
     };
   };
 }
@@ -104,18 +94,6 @@ function seriesByProtocol(metrics: Metrics, method: DescMethod): (protocol: stri
     }
     return series;
   };
-}
-
-const closedEarly = new ConnectError("the stream was closed before it ended", Code.Canceled);
-
-/**
- * Why the call was aborted, if it was: a stream whose implementation ends quietly when its signal
- * fires (a deadline, a cancelled client) is recorded with that reason, as the client saw it.
- */
-function abortReasonOf(context: HandlerContext): ConnectError | undefined {
-  if (!context.signal.aborted) return undefined;
-  const reason: unknown = context.signal.reason;
-  return reason instanceof ConnectError ? reason : undefined;
 }
 
 function sanitize(error: unknown): ConnectError | undefined {

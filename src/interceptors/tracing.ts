@@ -2,6 +2,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { ActiveSpan, Tracing } from "../tracing/tracing.js";
 import { callMetaOf } from "./call-meta.js";
 import type { Interceptor } from "./chain.js";
+import { reportingEnd } from "./stream-end.js";
 
 /**
  * Records a server span for every call, on every transport (the chain is the one path all of
@@ -34,28 +35,13 @@ export function createTracingInterceptor(tracing: Tracing): Interceptor {
           throw error;
         }
       },
-      streaming: (next) =>
-        async function* (requests, context) {
-          const span = start(context);
-          let ended = false;
-          try {
-            yield* next(requests, context);
-            ended = true;
-            finish(span, abortReasonOf(context));
-          } catch (error) {
-            ended = true;
-            finish(span, error);
-            throw error;
-          } finally {
-            // The transport stopped reading before the stream ended.
-            if (!ended) finish(span, abortReasonOf(context) ?? closedEarly);
-          }
-        },
+      streaming: (next) => (requests, context) => {
+        const span = start(context);
+        return reportingEnd(next(requests, context), context, (error) => finish(span, error));
+      },
     };
   };
 }
-
-const closedEarly = new ConnectError("the stream was closed before it ended", Code.Canceled);
 
 function finish(span: ActiveSpan, error?: unknown): void {
   if (error === undefined) {
@@ -67,10 +53,4 @@ function finish(span: ActiveSpan, error?: unknown): void {
     error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal);
   span.setAttribute("rpc.grpc.status_code", outcome.code);
   span.end({ message: `${Code[outcome.code]}: ${outcome.rawMessage}` });
-}
-
-function abortReasonOf(context: HandlerContext): ConnectError | undefined {
-  if (!context.signal.aborted) return undefined;
-  const reason: unknown = context.signal.reason;
-  return reason instanceof ConnectError ? reason : undefined;
 }

@@ -7,7 +7,7 @@ import {
   SpanStatusCode,
   trace,
 } from "@opentelemetry/api";
-import { hrTimeToMilliseconds } from "@opentelemetry/core";
+import { hrTimeToMilliseconds, parseTraceParent } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
@@ -171,14 +171,12 @@ function remoteParent(traceId: string, spanId: string, traceFlags: number): Cont
   return trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId, traceFlags, isRemote: true });
 }
 
-const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
-
 /** The context a traceparent names; the root context when it is malformed. */
 function contextOf(traceparent: string): Context {
-  const match = traceparentPattern.exec(traceparent);
-  if (match === null) return ROOT_CONTEXT;
-  const [, traceId, spanId, flags] = match as unknown as [string, string, string, string];
-  return remoteParent(traceId, spanId, Number.parseInt(flags, 16));
+  const parent = parseTraceParent(traceparent);
+  return parent === null
+    ? ROOT_CONTEXT
+    : remoteParent(parent.traceId, parent.spanId, parent.traceFlags);
 }
 
 const statusOk = Object.freeze({ code: SpanStatusCode.OK });

@@ -5,12 +5,7 @@ import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { lineReader } from "../support/line-reader.js";
 import { startOrchestrator } from "../support/orchestrator.js";
 import { type OrchestratorProcess, startOrchestratorProcess } from "../support/process.js";
-import {
-  createTestRedisClient,
-  type RedisServer,
-  startRedisServer,
-  untilRedisReady,
-} from "../support/redis-server.js";
+import { type RedisServer, startRedisServer, subscribeToChannel } from "../support/redis-server.js";
 import { expectStatus, type Json, registration, rest, until } from "../support/rest.js";
 
 // The event store on a real redis-server: several orchestrators sharing one stream (each event
@@ -24,12 +19,7 @@ const published: Json[] = [];
 
 beforeAll(async () => {
   server = await startRedisServer();
-  subscriber = createTestRedisClient(server.url);
-  await untilRedisReady(subscriber);
-  subscriber.on("message", (channel: string, message: string) => {
-    if (channel === "orchestrator.events") published.push(JSON.parse(message) as Json);
-  });
-  await subscriber.subscribe("orchestrator.events");
+  subscriber = await subscribeToChannel(server.url, "orchestrator.events", published);
 });
 afterAll(async () => {
   if (subscriber) await closeRedisClient(subscriber);

@@ -2,12 +2,7 @@ import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
-import {
-  createTestRedisClient,
-  type RedisServer,
-  startRedisServer,
-  untilRedisReady,
-} from "../support/redis-server.js";
+import { type RedisServer, startRedisServer, subscribeToChannel } from "../support/redis-server.js";
 import { expectStatus, type Json, rest, until } from "../support/rest.js";
 
 // POST /ingest on a node with Redis: the agents hear of the request on the
@@ -20,12 +15,7 @@ const heard: Json[] = [];
 
 beforeAll(async () => {
   server = await startRedisServer();
-  subscriber = createTestRedisClient(server.url);
-  await untilRedisReady(subscriber);
-  subscriber.on("message", (channel: string, message: string) => {
-    if (channel === "ingestion.requested") heard.push(JSON.parse(message) as Json);
-  });
-  await subscriber.subscribe("ingestion.requested");
+  subscriber = await subscribeToChannel(server.url, "ingestion.requested", heard);
   node = await startOrchestrator({
     env: {
       REDIS_URL: server.url,

@@ -255,3 +255,22 @@ function ask(port: number, request: string, until: string, timeoutMs: number): P
     socket.on("close", finish);
   });
 }
+
+/**
+ * A connection subscribed to `channel` that pushes every message, parsed as JSON, into
+ * `heard` (the channel is server-wide: every message since the subscription). Close it with
+ * `closeRedisClient`.
+ */
+export async function subscribeToChannel(
+  url: string,
+  channel: string,
+  heard: Record<string, unknown>[],
+): Promise<Redis> {
+  const subscriber = createTestRedisClient(url);
+  await untilRedisReady(subscriber);
+  subscriber.on("message", (from: string, message: string) => {
+    if (from === channel) heard.push(JSON.parse(message) as Record<string, unknown>);
+  });
+  await subscriber.subscribe(channel);
+  return subscriber;
+}
