@@ -4,7 +4,8 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 const closedEarly = new ConnectError("the stream was closed before it ended", Code.Canceled);
 
 /**
- * Passes a streaming call's messages through and tells `onEnd` once how it ended: with
+ * Opens a streaming call (`open`, called here, so that a layer that throws at once is reported
+ * like one that throws later), passes its messages through and tells `onEnd` once how it ended: with
  * `undefined` when it ended normally; with the error it threw; with the reason its call was
  * aborted (a deadline, a cancelled client) when it ended quietly on that signal; or with a
  * CANCELED error when the transport stopped reading before the end (the client went away).
@@ -12,13 +13,13 @@ const closedEarly = new ConnectError("the stream was closed before it ended", Co
  * that an interceptor may replace it.
  */
 export async function* reportingEnd(
-  stream: AsyncIterable<Message>,
+  open: () => AsyncIterable<Message>,
   context: HandlerContext,
   onEnd: (error: unknown) => unknown,
 ): AsyncIterable<Message> {
   let reported = false;
   try {
-    yield* stream;
+    yield* open();
     reported = true;
     onEnd(abortReasonOf(context));
   } catch (error) {

@@ -66,14 +66,17 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics): In
           throw finish(context, series, startedAt, error);
         }
       },
-      streaming: (next) => (requests, context) => {
-        const series = seriesOf(context.protocolName);
-        series.started++;
-        const startedAt = performance.now();
-        return reportingEnd(next(requests, context), context, (error) =>
-          finish(context, series, startedAt, error),
-        );
-      },
+      streaming: (next) =>
+        async function* (requests, context) {
+          const series = seriesOf(context.protocolName);
+          series.started++;
+          const startedAt = performance.now();
+          yield* reportingEnd(
+            () => next(requests, context),
+            context,
+            (error) => finish(context, series, startedAt, error),
+          );
+        },
     };
   };
 }

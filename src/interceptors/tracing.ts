@@ -35,10 +35,15 @@ export function createTracingInterceptor(tracing: Tracing): Interceptor {
           throw error;
         }
       },
-      streaming: (next) => (requests, context) => {
-        const span = start(context);
-        return reportingEnd(next(requests, context), context, (error) => finish(span, error));
-      },
+      streaming: (next) =>
+        async function* (requests, context) {
+          const span = start(context);
+          yield* reportingEnd(
+            () => next(requests, context),
+            context,
+            (error) => finish(span, error),
+          );
+        },
     };
   };
 }
