@@ -242,7 +242,11 @@ export async function createApp(
     ids,
     logger,
     nodeId: node.nodeId,
-    engine: { leaseMs: config.workflowLeaseMs },
+    engine: {
+      leaseMs: config.workflowLeaseMs,
+      maxRunning: config.workflowMaxRunning,
+      maxWaiting: config.workflowMaxWaiting,
+    },
     definitions: deps.workflows ?? [...builtInWorkflows, ...config.workflows],
   });
   const schedules = createSchedulesCapability({

@@ -593,6 +593,24 @@ export const configKey = Object.freeze({
       "How long a workflow run's lease lasts, in milliseconds: renewed every third of it while the run executes; every this long a node takes over the unfinished runs whose lease expired.",
     parse: scalar(integer(100, 3_600_000)),
   }),
+  WORKFLOW_MAX_RUNNING: defineKey({
+    name: "WORKFLOW_MAX_RUNNING",
+    section: "orchestrator",
+    type: "integer 1..100000",
+    default: "256",
+    description:
+      "Workflow runs this node executes at once (their steps in flight); more wait for a slot, in order.",
+    parse: scalar(integer(1, 100_000)),
+  }),
+  WORKFLOW_MAX_WAITING: defineKey({
+    name: "WORKFLOW_MAX_WAITING",
+    section: "orchestrator",
+    type: "integer 0..1000000",
+    default: "10000",
+    description:
+      "Accepted workflow runs waiting for a slot on this node; a start beyond them is 429 / RESOURCE_EXHAUSTED (the run is not created).",
+    parse: scalar(integer(0, 1_000_000)),
+  }),
   NODE_ID: defineKey({
     name: "NODE_ID",
     section: "orchestrator",

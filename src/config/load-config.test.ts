@@ -53,6 +53,8 @@ const defaultConfig = {
   schedules: [],
   workflows: [],
   workflowLeaseMs: 15_000,
+  workflowMaxRunning: 256,
+  workflowMaxWaiting: 10_000,
   outbound: {
     maxAttempts: 3,
     retryBaseDelayMs: 100,

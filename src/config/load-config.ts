@@ -77,6 +77,10 @@ export interface AppConfig {
   readonly schedules: readonly { readonly job: string; readonly cron: string }[];
   /** How long a workflow run's lease lasts (`WORKFLOW_LEASE_MS`), in ms. */
   readonly workflowLeaseMs: number;
+  /** Runs executed at once on this node (`WORKFLOW_MAX_RUNNING`). */
+  readonly workflowMaxRunning: number;
+  /** Runs waiting for a slot on this node (`WORKFLOW_MAX_WAITING`). */
+  readonly workflowMaxWaiting: number;
   readonly environment: string;
   /** The event store's retention, the outbox and the recent events' bounds. */
   readonly events: EventSettings;
@@ -466,6 +470,8 @@ function buildConfig(
     environment: value(k.ENVIRONMENT),
     schedules: value(k.SCHEDULED_JOBS),
     workflowLeaseMs: value(k.WORKFLOW_LEASE_MS),
+    workflowMaxRunning: value(k.WORKFLOW_MAX_RUNNING),
+    workflowMaxWaiting: value(k.WORKFLOW_MAX_WAITING),
     events: Object.freeze({
       logSize: value(k.EVENT_LOG_SIZE),
       logBytes: value(k.EVENT_LOG_BYTES),
