@@ -181,10 +181,10 @@ function contextScope(context: JsonObject | undefined): JsonObject | undefined {
  * next transition). A step moves to RUNNING (compare-and-set), calls its target with `{run_id,
  * step, source, scope, correlation_id}`, the run's correlation id and traceparent,
  * `Idempotency-Key: <run_id>:<step>` and the step's timeout; its answer (a JSON object) is its
- * output. After `maxAttempts` failed attempts (at once for a 4xx refusal) it is FAILED; then the
- * completed steps are compensated in reverse order of completion (`<run_id>:<step>:undo`), the
- * run ends COMPENSATED (FAILED if a compensation failed, or if nothing had completed), and the
- * failure is dead-lettered as "workflow.step". A run whose lease expired is taken over where it
+ * output. After `maxAttempts` failed attempts (at once for a 4xx refusal) the failure is
+ * dead-lettered as "workflow.step" and the step is FAILED (output `{dlq_id}`); then the completed
+ * steps are compensated in reverse order of completion (`<run_id>:<step>:undo`), and the run ends
+ * COMPENSATED (FAILED if a compensation failed, or if nothing had completed). A run whose lease expired is taken over where it
  * stands: completed steps stay, a RUNNING step is called again with the same idempotency key.
  */
 export function createWorkflowEngine(
@@ -312,7 +312,16 @@ export function createWorkflowEngine(
         if (error.permanent) break;
       }
     }
-    await transitionStep(run, step, { to: "FAILED", error: lastError });
+    // Dead-lettered before the step is FAILED, its entry's id kept in the step's output: a run
+    // found with a FAILED step (resumed by another node after a crash) has its entry already.
+    // A crash between the two leaves the step RUNNING, so a resume calls it again (the entry
+    // is then stale, and a retry of it by hand repeats an idempotent call).
+    const dlqId = await deadLetter(run, step, lastError);
+    await transitionStep(run, step, {
+      to: "FAILED",
+      error: lastError,
+      ...(dlqId === undefined ? {} : { output: { dlq_id: dlqId } }),
+    });
     return { ok: false, error: `step ${step.name} failed: ${lastError}` };
   };
 
@@ -344,9 +353,14 @@ export function createWorkflowEngine(
     return `compensation of ${step.name} failed: ${lastError}`;
   };
 
-  const deadLetter = async (run: RunState, step: PlannedStep, error: string) => {
+  /** Adds the step's failure to the DLQ; its entry id, or undefined when the queue refused it. */
+  const deadLetter = async (
+    run: RunState,
+    step: PlannedStep,
+    error: string,
+  ): Promise<string | undefined> => {
     try {
-      await deps.deadLetters.add({
+      return await deps.deadLetters.add({
         eventType: workflowStepDeadLetter,
         payload: stepLetter(run, step),
         failureReason: error,
@@ -358,6 +372,7 @@ export function createWorkflowEngine(
       });
     } catch (failure) {
       logger.warn({ err: failure, run_id: run.runId, step: step.name }, "step not dead-lettered");
+      return undefined;
     }
   };
 
@@ -411,14 +426,8 @@ export function createWorkflowEngine(
       }
       const todo = group.filter((step) => saga?.steps[step.index]?.status !== "COMPLETED");
       const outcomes = await Promise.all(todo.map((step) => runStep(run, step)));
-      const index = outcomes.findIndex((outcome) => !outcome.ok);
-      const failed = outcomes[index];
-      const step = todo[index];
-      if (failed !== undefined && !failed.ok && step !== undefined) {
-        await compensate(run, failed.error);
-        await deadLetter(run, step, failed.error);
-        return;
-      }
+      const failed = outcomes.find((outcome) => !outcome.ok);
+      if (failed !== undefined && !failed.ok) return compensate(run, failed.error);
     }
     emit(run, "workflow.run.completed", await moveSaga(run.runId, run.lease, "COMPLETED"));
   };

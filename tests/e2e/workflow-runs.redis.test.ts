@@ -160,6 +160,46 @@ describe("workflow runs across orchestrator processes on one Redis", () => {
     expect(ofRun(engine.requests, runId)).toHaveLength(2);
   });
 
+  it("keeps a failed step's dead letter when the node dies while compensating: the next node finishes the compensation, one entry", {
+    timeout: 180_000,
+  }, async () => {
+    const { agents, engine, env } = await startStandIns();
+    agents.answer("POST", "/github/ingest", { kind: "json", body: { documents: 1 } });
+    agents.answer("POST", "/github/ingest/rollback", { kind: "hang" });
+    engine.answer("POST", "/analyze", { kind: "fail", status: 400 });
+
+    const first = await startNode(env);
+    const runId = await startRun(first, { sources: ["github"], correlation_id: "wf-dlq-crash" });
+    // The rollback hangs: the step has failed for good and the run is compensating.
+    await until(`run ${runId}'s rollback reached the agent`, async () =>
+      ofRun(agents.requestsTo("POST", "/github/ingest/rollback"), runId).length > 0
+        ? true
+        : undefined,
+    );
+    await first.stop("SIGKILL");
+    agents.answer("POST", "/github/ingest/rollback", { kind: "json", body: { undone: true } });
+    const second = await startNode(env);
+
+    const run = await runInStatus(second, runId, "RUN_STATUS_COMPENSATED");
+    const steps = stepsByName(run);
+    expect(steps.get("ingest:github")?.status).toBe("RUN_STATUS_COMPENSATED");
+    expect(steps.get("analyze")?.status).toBe("RUN_STATUS_FAILED");
+    const listed = await expectStatus(
+      rest(second.url, "GET", "/infrastructure/dlq?event_type=workflow.step&page_size=1000"),
+      200,
+    );
+    const entries = (listed.entries as Json[]).filter((e) => (e.payload as Json).run_id === runId);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({
+      state: "DLQ_STATE_DEAD",
+      correlation_id: "wf-dlq-crash",
+      payload: { step: "analyze" },
+    });
+    expect(steps.get("analyze")?.output).toEqual({ dlq_id: entries[0]?.dlq_id });
+    // The step was refused (400): called once, never again by the second node.
+    expect(ofRun(engine.requestsTo("POST", "/analyze"), runId)).toHaveLength(1);
+  });
+
   it("runs 40 runs started alternately on two live nodes, each step's key reaching its target once", {
     timeout: 180_000,
   }, async () => {

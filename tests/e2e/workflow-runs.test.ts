@@ -229,6 +229,8 @@ describe("POST /workflows/run", () => {
       payload: { step: "analyze", target: "consistency-engine", path: "/analyze" },
     });
     expect(String(entry.failure_reason)).toContain("HTTP 500");
+    // The failed step names its entry, for an operator reading the run.
+    expect(stepsByName(run).get("analyze")?.output).toEqual({ dlq_id: entry.dlq_id });
 
     engine.answer("POST", "/analyze", { kind: "json", body: { findings: 0 } });
     const retried = await expectStatus(
