@@ -106,6 +106,7 @@ export interface PeerSample {
   /** Unix ms of the last message from the peer; 0 before any. */
   readonly lastContact: number;
   readonly appliedChanges: number;
+  readonly receivedChanges: number;
   readonly reconnects: number;
 }
 
@@ -142,6 +143,11 @@ const peerCounters: readonly PeerMetric[] = [
     name: "orchestrator_replication_applied_changes_total",
     help: "Changes received from a peer that changed this node's registry.",
     value: (s) => s.appliedChanges,
+  },
+  {
+    name: "orchestrator_replication_received_changes_total",
+    help: "Changes received from a peer, applied or not: the replication traffic from it.",
+    value: (s) => s.receivedChanges,
   },
   {
     name: "orchestrator_replication_reconnects_total",

@@ -34,6 +34,13 @@ const validName = /^[a-z0-9][a-z0-9._-]{0,99}$/;
  * had for it (or starts UNKNOWN), whatever the origin saw.
  */
 export class ReplicationMerger {
+  /**
+   * For each name, the stamp of the change last merged and the peer it came from, so that the
+   * replication feed does not send it back to that peer. Bounded: the oldest goes beyond
+   * `maxLearned` (a forgotten one costs only an echo, ignored by the peer).
+   */
+  private readonly learned = new Map<string, { readonly hlc: bigint; readonly via: string }>();
+
   constructor(
     private readonly deps: {
       readonly store: RegistryStore;
@@ -45,14 +52,23 @@ export class ReplicationMerger {
       readonly reservedNames?: ReadonlyMap<string, string>;
     },
     private readonly maxAttempts = 8,
+    private readonly maxLearned = 100_000,
   ) {}
 
+  /** The peer this node merged `change` from, if the store's change for its name is that one. */
+  learnedFrom(change: RegistryChange): string | undefined {
+    const stamp = change.type === "put" ? change.entry : change.tombstone;
+    const learned = this.learned.get(nameOf(change));
+    return learned !== undefined && learned.hlc === stamp.hlc ? learned.via : undefined;
+  }
+
   /**
-   * Merges one change (its revision is the origin stream's, not ours).
+   * Merges one change (its revision is the origin stream's, not ours); `via` is the node id of
+   * the peer it came from, when it came on that peer's stream.
    * @throws DomainError "unavailable" when the store cannot take the write; "timeout" when it may
    *   have (the link then resumes from its cursor, and merging the change again is harmless).
    */
-  async merge(change: RegistryChange): Promise<MergeOutcome> {
+  async merge(change: RegistryChange, via?: string): Promise<MergeOutcome> {
     const remote: Stamp = change.type === "put" ? change.entry : change.tombstone;
     const name = nameOf(change);
     const problem = this.problemWith(change, remote, name);
@@ -72,6 +88,9 @@ export class ReplicationMerger {
         if (order < 0 && local.origin !== remote.origin) this.conflict(name, local, remote);
         if (order <= 0) return "ignored";
       }
+      // Noted before the write: the write wakes the replication feeds, which ask at once. A
+      // write that then fails leaves a note for a stamp the store does not hold: never matched.
+      if (via !== undefined && via !== "") this.remember(name, remote.hlc, via);
       try {
         // A tombstone is written as it came: the store replaces its revision (the origin's).
         if (change.type === "put") await store.put(merged(change.entry, live), live?.revision ?? 0);
@@ -88,6 +107,15 @@ export class ReplicationMerger {
         if (attempt >= this.maxAttempts) throw error;
         await store.sync();
       }
+    }
+  }
+
+  private remember(name: string, hlc: bigint, via: string): void {
+    this.learned.delete(name); // re-inserted last: the map's order is the eviction order
+    this.learned.set(name, { hlc, via });
+    if (this.learned.size > this.maxLearned) {
+      const oldest = this.learned.keys().next();
+      if (!oldest.done) this.learned.delete(oldest.value);
     }
   }
 

@@ -68,6 +68,7 @@ function inProcessTransport(
         const feed = replicationFeed(
           { store: node.store, clock: node.clock, nodeId: node.nodeId },
           {
+            peerNodeId: request.nodeId,
             fromHistoryId: request.fromHistoryId,
             fromRevision: request.fromRevision,
             signal: AbortSignal.any([signal, ended.signal]),

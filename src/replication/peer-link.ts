@@ -59,6 +59,8 @@ export interface PeerStatus {
   readonly historyId: string;
   readonly reconnects: number;
   readonly appliedChanges: number;
+  /** Changes received from the peer, applied or not (a measure of the stream's traffic). */
+  readonly receivedChanges: number;
 }
 
 export interface PeerLinkOptions {
@@ -102,6 +104,7 @@ export class PeerLink {
   private reachable: boolean | undefined;
   private reconnects = 0;
   private appliedChanges = 0;
+  private receivedChanges = 0;
   private cursor: ReplicationCursor | undefined;
   private cursorDirty = false;
   private cursorFlushedAt = 0;
@@ -160,6 +163,7 @@ export class PeerLink {
       historyId: this.peerHistoryId,
       reconnects: this.reconnects,
       appliedChanges: this.appliedChanges,
+      receivedChanges: this.receivedChanges,
     };
   }
 
@@ -272,7 +276,9 @@ export class PeerLink {
   private async onMessage(message: Exclude<ReplicationMessage, { kind: "hello" }>): Promise<void> {
     switch (message.kind) {
       case "change": {
-        if ((await this.deps.merger.merge(message.change)) === "applied") this.appliedChanges++;
+        this.receivedChanges++;
+        const outcome = await this.deps.merger.merge(message.change, this.peerNodeId);
+        if (outcome === "applied") this.appliedChanges++;
         this.noteRevision(message.change.revision);
         // During a snapshot the cursor moves only at its end: a snapshot cut short starts over.
         if (this.state !== "SYNCING") this.advance(message.change.revision);
@@ -288,7 +294,9 @@ export class PeerLink {
         });
         break;
       case "keepalive":
+        // Everything up to it we need has come (the peer passes over our own changes).
         this.noteRevision(message.revision);
+        if (this.state === "LIVE") this.advance(message.revision);
         break;
     }
     await this.flushCursor(false);

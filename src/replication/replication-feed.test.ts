@@ -9,6 +9,7 @@ import type { RegistryChange } from "../registry/model.js";
 import { Registry } from "../registry/registry.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { HybridLogicalClock } from "./hybrid-logical-clock.js";
+import { ReplicationMerger } from "./merge.js";
 import {
   coalesce,
   type ReplicationFeedOptions,
@@ -28,10 +29,12 @@ interface ServingNode {
   readonly clock: ManualClock;
   readonly store: RegistryStore;
   readonly registry: Registry;
+  /** Merges changes from other nodes into this one, as its peer links do. */
+  readonly merger: ReplicationMerger;
   readonly subscriptions: () => number;
 }
 
-function createServingNode(changeLogSize?: number): ServingNode {
+function createServingNode(changeLogSize?: number, nodeId = "node-b"): ServingNode {
   const clock = createManualClock();
   const real = createMemoryRegistryStore(changeLogSize === undefined ? {} : { changeLogSize });
   let subscriptions = 0;
@@ -48,9 +51,10 @@ function createServingNode(changeLogSize?: number): ServingNode {
     },
   });
   const hlc = new HybridLogicalClock(clock);
-  const events = createRecordingEventLog({ clock, source: "node-b" });
-  const registry = new Registry({ store, clock, hlc, events, nodeId: "node-b", logger });
-  return { clock, store, registry, subscriptions: () => subscriptions };
+  const events = createRecordingEventLog({ clock, source: nodeId });
+  const registry = new Registry({ store, clock, hlc, events, nodeId, logger });
+  const merger = new ReplicationMerger({ store, hlc, clock, events, nodeId });
+  return { clock, store, registry, merger, subscriptions: () => subscriptions };
 }
 
 const controllers: AbortController[] = [];
@@ -66,8 +70,14 @@ function feedOf(
   const controller = new AbortController();
   controllers.push(controller);
   const feed = replicationFeed(
-    { store: node.store, clock: node.clock, nodeId: "node-b" },
     {
+      store: node.store,
+      clock: node.clock,
+      nodeId: "node-b",
+      learnedFrom: (change) => node.merger.learnedFrom(change),
+    },
+    {
+      peerNodeId: "node-c",
       fromHistoryId: from.historyId ?? "",
       fromRevision: from.revision ?? 0,
       signal: controller.signal,
@@ -112,7 +122,66 @@ async function fiveChanges(node: ServingNode): Promise<void> {
   await node.registry.heartbeat("b", call);
 }
 
+/** Registers `name` on a node of its own (`origin`) and returns that write's change. */
+async function writtenOn(origin: string, name: string): Promise<RegistryChange> {
+  const other = createServingNode(undefined, origin);
+  await other.registry.register(declaredService(name), call);
+  const [change] = other.store.changesSince(0) ?? [];
+  if (change === undefined) throw new Error("no change");
+  return change;
+}
+
 describe("replicationFeed", () => {
+  it("sends the peer (node-c) neither its own changes nor those learned from it, and tells it how far it got", async () => {
+    const node = createServingNode();
+    await node.registry.register(declaredService("local-1"), call);
+    const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 1 });
+    expect(await take(feed, 1)).toEqual(["hello@1"]);
+
+    node.clock.advance(1_000);
+    // c's own write, reaching b from c: c holds it.
+    expect(await node.merger.merge(await writtenOn("node-c", "from-c"), "node-c")).toBe("applied");
+    // a's write, reaching b through c: c holds it too.
+    expect(await node.merger.merge(await writtenOn("node-a", "a-via-c"), "node-c")).toBe("applied");
+    // a's write, reaching b from a: c may not have it (a chain a-b-c), so b relays it.
+    expect(await node.merger.merge(await writtenOn("node-a", "a-direct"), "node-a")).toBe(
+      "applied",
+    );
+    await node.registry.register(declaredService("local-2"), call);
+    expect(await take(feed, 2)).toEqual(["put a-direct@4", "put local-2@5"]);
+
+    // Nothing else to send: the peer is told, after a batch of its own changes, how far it got.
+    const next = take(feed, 1);
+    node.clock.advance(1_000);
+    await node.merger.merge(await writtenOn("node-c", "from-c-2"), "node-c");
+    expect(await next).toEqual(["keepalive@6"]);
+  });
+
+  it("sends a snapshot whole, the peer's own entries included (a peer that restarted empty needs them)", async () => {
+    const node = createServingNode();
+    await node.merger.merge(await writtenOn("node-c", "from-c"), "node-c");
+    await node.registry.register(declaredService("local"), call);
+    const { feed } = feedOf(node);
+    expect(await take(feed, 4)).toEqual([
+      "hello@2 snapshot",
+      "put from-c@1",
+      "put local@2",
+      "end@2",
+    ]);
+  });
+
+  it("relays a change the peer originated no more once a newer one from elsewhere replaced it", async () => {
+    const node = createServingNode();
+    const fromC = await writtenOn("node-c", "shared");
+    await node.merger.merge(fromC, "node-c");
+    const { feed } = feedOf(node, { historyId: node.store.historyId, revision: 1 });
+    expect(await take(feed, 1)).toEqual(["hello@1"]);
+    node.clock.advance(60_000);
+    // b's own newer write of the same name goes to c.
+    await node.registry.register(declaredService("shared"), call);
+    expect(await take(feed, 1)).toEqual(["put shared@2"]);
+  });
+
   it("sends a hello, every entry and tombstone in revision order, the end marker, then live changes", async () => {
     const node = createServingNode();
     await fiveChanges(node);

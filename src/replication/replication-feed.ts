@@ -17,9 +17,16 @@ export type ReplicationMessage =
   /** One change; its revision is the serving node's. */
   | { readonly kind: "change"; readonly change: RegistryChange }
   | { readonly kind: "snapshot_end"; readonly revision: number }
+  /**
+   * Sent when the stream is idle (a dead link then shows), and when changes were passed over as
+   * the peer's own: every change up to `revision` the peer needs has been sent, so it may move
+   * its cursor there.
+   */
   | { readonly kind: "keepalive"; readonly revision: number; readonly timestamp: number };
 
 export interface ReplicationFeedRequest {
+  /** The peer's node id: changes it originated, or that this node learned from it, are not sent. */
+  readonly peerNodeId: string;
   /** The serving node's history the caller's cursor belongs to; "" asks for a snapshot. */
   readonly fromHistoryId: string;
   /** The last revision of that history the caller applied. */
@@ -34,13 +41,28 @@ export interface ReplicationFeedOptions {
   keepaliveMs: number;
   /** Changes sent in one go at most; within one, only a name's latest change is sent. */
   batchSize: number;
+  /**
+   * After changes passed over as the peer's own, a keepalive tells the peer how far the stream
+   * got, at most this often (it moves the peer's cursor and lag). Default: 200 ms.
+   */
+  progressMs: number;
 }
 
 const defaults: ReplicationFeedOptions = Object.freeze({
   maxQueue: 10_000,
   keepaliveMs: 2_000,
   batchSize: 1_000,
+  progressMs: 200,
 });
+
+/** What the feed reads: the store, and who each merged change was learned from. */
+export interface ReplicationFeedDeps {
+  readonly store: RegistryStore;
+  readonly clock: Clock;
+  readonly nodeId: string;
+  /** The peer a change was merged from, when this node learned it from a peer (the merger knows). */
+  readonly learnedFrom?: (change: RegistryChange) => string | undefined;
+}
 
 /**
  * The replication stream a peer pulls from this node: a hello saying whether a snapshot follows,
@@ -52,9 +74,15 @@ const defaults: ReplicationFeedOptions = Object.freeze({
  * behind, or behind what the log holds, is cut off with RESOURCE_EXHAUSTED and resumes from its
  * cursor (with a snapshot when the log cannot serve it). Subscribing and reading the
  * snapshot or log happen in one synchronous step, so no change falls between them.
+ *
+ * No echoes: a change the peer originated, or one this node merged from that peer, is not sent
+ * back (the peer holds it, or something newer); a keepalive then carries the stream's progress.
+ * So in a full mesh a write crosses each directed link at most once, and a chain still relays it
+ * (B sends A's writes on to C). A snapshot is sent whole: a peer that lost its state (a restart
+ * on the memory store) gets its own entries back from it.
  */
 export async function* replicationFeed(
-  deps: { readonly store: RegistryStore; readonly clock: Clock; readonly nodeId: string },
+  deps: ReplicationFeedDeps,
   request: ReplicationFeedRequest,
   options: Partial<ReplicationFeedOptions> = {},
 ): AsyncGenerator<ReplicationMessage> {
@@ -72,6 +100,13 @@ export async function* replicationFeed(
         ? store.changesSince(request.fromRevision)
         : undefined;
     let sent = resumable ? request.fromRevision : store.revision;
+    // The revision the peer last heard of (a change or a keepalive), and when.
+    let told = sent;
+    let toldAt = clock.now();
+    const theirs = (change: RegistryChange): boolean => {
+      const origin = change.type === "put" ? change.entry.origin : change.tombstone.origin;
+      return origin === request.peerNodeId || deps.learnedFrom?.(change) === request.peerNodeId;
+    };
     // Read now, in the same synchronous step as the subscription: nothing falls between them.
     const snapshot = resumable ? [] : snapshotOf(store);
     yield {
@@ -82,22 +117,40 @@ export async function* replicationFeed(
       snapshot: resumable === undefined,
     };
     if (resumable) {
-      for (const change of coalesce(resumable)) yield { kind: "change", change };
+      for (const change of coalesce(resumable)) {
+        if (theirs(change)) continue;
+        yield { kind: "change", change };
+        told = change.revision;
+      }
       sent = resumable.at(-1)?.revision ?? sent;
     } else {
       for (const change of snapshot) yield { kind: "change", change };
       yield { kind: "snapshot_end", revision: sent };
+      told = sent;
     }
     while (!request.signal.aborted) {
       const pending = changes.after(sent, settings.batchSize);
       if (pending.length > 0) {
-        for (const change of coalesce(pending)) yield { kind: "change", change };
+        for (const change of coalesce(pending)) {
+          if (theirs(change)) continue;
+          yield { kind: "change", change };
+          told = change.revision;
+          toldAt = clock.now();
+        }
         sent = pending.at(-1)?.revision ?? sent;
+        if (told < sent && clock.now() - toldAt >= settings.progressMs) {
+          yield { kind: "keepalive", revision: sent, timestamp: clock.now() };
+          told = sent;
+          toldAt = clock.now();
+        }
         continue;
       }
       const woken = await changes.changed(sent, settings.keepaliveMs);
       if (!woken && !request.signal.aborted) {
-        yield { kind: "keepalive", revision: store.revision, timestamp: clock.now() };
+        // `sent`, not the store's revision: changes after it may not have been read yet.
+        yield { kind: "keepalive", revision: sent, timestamp: clock.now() };
+        told = sent;
+        toldAt = clock.now();
       }
     }
   } finally {

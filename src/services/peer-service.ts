@@ -88,8 +88,9 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
 
     async *replicate(request, context) {
       const feed = replicationFeed(
-        deps,
+        { ...deps, learnedFrom: (change) => deps.merger.learnedFrom(change) },
         {
+          peerNodeId: request.nodeId,
           fromHistoryId: request.fromIncarnationId,
           fromRevision: Number(request.fromRevision),
           signal: context.signal,

@@ -52,6 +52,34 @@ import {
 } from "../support/rest.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 
+/**
+ * Changes each node has received from each of its peers (applied or not), by "receiver<-sender"
+ * node id: the traffic of every directed link, from the nodes' own metrics.
+ */
+async function receivedByLink(urls: readonly string[]): Promise<Map<string, number>> {
+  const received = new Map<string, number>();
+  for (const base of urls) {
+    const [self] = await Promise.all([
+      expectStatus(rest(base, "GET", "/info"), 200).then((info) => String(info.node_id)),
+    ]);
+    for (const peer of await listPeers(base)) {
+      const count = await metricValue(
+        { url: base },
+        "orchestrator_replication_received_changes_total",
+        { peer: peer.url },
+      );
+      received.set(`${self}<-${peer.node_id}`, count);
+    }
+  }
+  return received;
+}
+
+function difference(after: Map<string, number>, before: Map<string, number>) {
+  return Object.fromEntries(
+    [...after].map(([link, count]) => [link, count - (before.get(link) ?? 0)]).sort(),
+  );
+}
+
 // In-process nodes on loopback replicating over real HTTP/2 streams: changes made anywhere reach
 // every node, concurrent writes of one name settle on the same winner everywhere, a chain carries
 // changes end to end without echoing them forever, and a peer that refuses us, is down or speaks
@@ -126,6 +154,36 @@ describe("three nodes, full mesh", () => {
       {},
     );
     expect(after - before).toBeGreaterThanOrEqual(2);
+  });
+
+  it("sends each write over each directed link at most once, never back to where it came from", async () => {
+    const before = await receivedByLink(urls());
+    const writes = 20;
+    for (let k = 0; k < writes; k++) await register(url(0), registration(`counted-${k}`));
+    await untilConverged(urls());
+    // A's writes: A sends them to B and C; B relays them to C and C to B (either may be first:
+    // the other copy is ignored); neither sends them back to A. Four messages per write in a
+    // full mesh of three, where every node sending everything to everyone made six.
+    const expected = {
+      "node-a<-node-b": 0,
+      "node-a<-node-c": 0,
+      "node-b<-node-a": writes,
+      "node-b<-node-c": writes,
+      "node-c<-node-a": writes,
+      "node-c<-node-b": writes,
+    };
+    let last: Record<string, number> = {};
+    await until(
+      "every relay counted",
+      async () => {
+        last = difference(await receivedByLink(urls()), before);
+        return JSON.stringify(last) === JSON.stringify(expected) ? true : undefined;
+      },
+      { describe: () => JSON.stringify(last) },
+    );
+    // Nothing more comes (an echo would arrive after the relays).
+    await delay(1_000);
+    expect(difference(await receivedByLink(urls()), before)).toEqual(expected);
   });
 
   it("removes everywhere what is deleted on any node, and a later registration wins over the delete", async () => {
@@ -223,26 +281,38 @@ describe("three nodes in a chain A-B-C (A and C do not list each other)", () => 
           (await listPeers(base)).map((peer) => [peer.node_id, Number(peer.applied_revision)]),
         ),
       );
-    expect(await applied()).toEqual([
+    const caughtUp = [
       [["node-b", changes]],
       [
         ["node-a", changes],
         ["node-c", changes],
       ],
       [["node-b", changes]],
-    ]);
+    ];
+    // A stream passes over the receiver's own changes, and then says how far it got (a
+    // keepalive): the cursors reach the end without any change sent back.
+    let last: unknown;
+    await until(
+      "every cursor at the end",
+      async () => {
+        last = await applied();
+        return JSON.stringify(last) === JSON.stringify(caughtUp) ? true : undefined;
+      },
+      { describe: () => JSON.stringify(last) },
+    );
+    // Each change crossed each link once, towards the end it had not reached: A's 13 changes
+    // (10 writes, 3 deletes) go A->B->C, C's 13 go C->B->A, B's 10 go both ways.
+    expect(difference(await receivedByLink(urls()), new Map())).toEqual({
+      "node-a<-node-b": 23,
+      "node-b<-node-a": 13,
+      "node-b<-node-c": 13,
+      "node-c<-node-b": 23,
+    });
 
     // Quiet: over a few keepalive periods no change circulates (nothing is written anywhere).
     await delay(5_000);
     expect(await revisions()).toEqual([changes, changes, changes]);
-    expect(await applied()).toEqual([
-      [["node-b", changes]],
-      [
-        ["node-a", changes],
-        ["node-c", changes],
-      ],
-      [["node-b", changes]],
-    ]);
+    expect(await applied()).toEqual(caughtUp);
     expect(await Promise.all(urls().map(replicatedRegistry))).toEqual([
       converged,
       converged,
