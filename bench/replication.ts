@@ -27,7 +27,7 @@
 // up to A's revision with no lag; a full listing on D then checks that it holds every entry.
 //
 //   npm run bench:replication [-- --seconds 10 --warmup 2 --rate 1000 --names 1000
-//                                 --entries 10000 --catchup-rounds 3]
+//                                 --entries 10000 --catchup-rounds 3 --cpu-prof-dir /tmp/prof]
 //
 // The etcd anchor (../shared/bench/) is not run here: its published figures are printed beside
 // ours, labelled as such.
@@ -66,6 +66,8 @@ const { values: args } = parseArgs({
     names: { type: "string", default: "1000" },
     drain: { type: "string", default: "5" },
     entries: { type: "string", default: "10000" },
+    // Each orchestrator writes a V8 CPU profile there when it stops (node --cpu-prof).
+    "cpu-prof-dir": { type: "string", default: "" },
     concurrency: { type: "string", default: "64" },
     "catchup-rounds": { type: "string", default: "3" },
   },
@@ -112,7 +114,14 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 function spawnNode(nodeId: string, port: number, peers: readonly string[]): Node {
   const main = new URL("../src/main.js", import.meta.url).pathname;
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [main], {
+  const profile = args["cpu-prof-dir"]
+    ? [
+        "--cpu-prof",
+        `--cpu-prof-dir=${args["cpu-prof-dir"]}`,
+        `--cpu-prof-name=${nodeId}-${port}.cpuprofile`,
+      ]
+    : [];
+  const child = spawn(process.execPath, [...profile, main], {
     env: {
       ...process.env,
       PORT: `${port}`,

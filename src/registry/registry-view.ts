@@ -1,5 +1,6 @@
 import { BoundedLog } from "../changes/bounded-log.js";
 import { DomainError } from "../errors/domain-error.js";
+import { forgetDerived } from "./derived.js";
 import { changeWeight, entryWeight } from "./entry-limits.js";
 import type { EntryWrite, RegistryChange, RegistryEntry, Tombstone } from "./model.js";
 
@@ -126,11 +127,11 @@ export class RegistryView {
     if (change.revision !== this.current + 1) return false;
     if (change.type === "put") {
       this.setLive(change.entry);
-      this.dead.delete(change.entry.name);
+      this.deleteDead(change.entry.name);
     } else {
       this.deleteLive(change.tombstone.name);
       // Re-inserted, so that the map's order stays the order of deletion.
-      this.dead.delete(change.tombstone.name);
+      this.deleteDead(change.tombstone.name);
       this.dead.set(change.tombstone.name, change.tombstone);
     }
     this.current = change.revision;
@@ -142,15 +143,26 @@ export class RegistryView {
 
   private setLive(entry: RegistryEntry): void {
     const previous = this.live.get(entry.name);
-    if (previous !== undefined) this.liveBytes -= entryWeight(previous);
+    if (previous !== undefined) {
+      this.liveBytes -= entryWeight(previous);
+      forgetDerived(previous);
+    }
     this.live.set(entry.name, entry);
     this.liveBytes += entryWeight(entry);
+  }
+
+  private deleteDead(name: string): void {
+    const previous = this.dead.get(name);
+    if (previous === undefined) return;
+    forgetDerived(previous);
+    this.dead.delete(name);
   }
 
   private deleteLive(name: string): void {
     const previous = this.live.get(name);
     if (previous === undefined) return;
     this.liveBytes -= entryWeight(previous);
+    forgetDerived(previous);
     this.live.delete(name);
   }
 

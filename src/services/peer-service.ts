@@ -4,9 +4,13 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type PeerService,
   PeerState as PeerStateMessage,
+  type ReplicateResponse,
   ReplicateResponseSchema,
 } from "../../gen/orchestrator/v1/peer_pb.js";
 import type { Clock } from "../clock.js";
+import { sealMessage } from "../encoding/message-encoding.js";
+import { forgottenWhenSuperseded } from "../registry/derived.js";
+import type { RegistryChange, RegistryEntry, Tombstone } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { changesInBuckets, digestOf, syncWithPeer } from "../replication/anti-entropy.js";
 import type { ReplicationMerger } from "../replication/merge.js";
@@ -138,9 +142,7 @@ function replicateMessage(message: ReplicationMessage, clock: Clock) {
         },
       });
     case "change":
-      return create(ReplicateResponseSchema, {
-        event: { case: "change", value: replicatedEntryMessage(message.change) },
-      });
+      return changeMessage(message.change);
     case "snapshot_end":
       return create(ReplicateResponseSchema, {
         event: { case: "snapshotEnd", value: { revision: BigInt(message.revision) } },
@@ -156,6 +158,28 @@ function replicateMessage(message: ReplicationMessage, clock: Clock) {
         },
       });
   }
+}
+
+// A change goes to every peer's stream as the same message, sealed, so that it is encoded once
+// for all of them (the fast path caches a sealed response's bytes on it). Kept on what the change
+// carries (its entry or tombstone: one change each), and forgotten once a newer change of the
+// name supersedes it.
+const changeMessageKey: unique symbol = Symbol("ReplicateResponse message");
+forgottenWhenSuperseded(changeMessageKey);
+
+function changeMessage(change: RegistryChange): ReplicateResponse {
+  const carrier: (RegistryEntry | Tombstone) & { [changeMessageKey]?: ReplicateResponse } =
+    change.type === "put" ? change.entry : change.tombstone;
+  let message = carrier[changeMessageKey];
+  if (message === undefined) {
+    message = sealMessage(
+      create(ReplicateResponseSchema, {
+        event: { case: "change", value: replicatedEntryMessage(change) },
+      }),
+    );
+    carrier[changeMessageKey] = message;
+  }
+  return message;
 }
 
 function messageOf(error: unknown): string {

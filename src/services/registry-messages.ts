@@ -8,6 +8,7 @@ import {
 } from "../../gen/orchestrator/v1/registry_pb.js";
 import { sealMessage } from "../encoding/message-encoding.js";
 import { DomainError } from "../errors/domain-error.js";
+import { forgottenWhenSuperseded } from "../registry/derived.js";
 import type { RegistryChange, RegistryEntry, ServiceStatus, Tombstone } from "../registry/model.js";
 
 const statusMessages: Readonly<Record<ServiceStatus, ServiceStatusMessage>> = Object.freeze({
@@ -36,7 +37,8 @@ export function statusOf(status: ServiceStatusMessage): ServiceStatus {
 // once, sealed, and shared by every response that shows it: listings of thousands of entries,
 // every watcher. It is kept on the entry under a symbol of this module's: a WeakMap lookup and
 // insertion per registration cost more than the message saves on a single use.
-const messageKey = Symbol("ServiceEntry message");
+const messageKey: unique symbol = Symbol("ServiceEntry message");
+forgottenWhenSuperseded(messageKey);
 
 /** The entry as the API shows it. */
 export function entryMessage(entry: RegistryEntry): ServiceEntry {
