@@ -21,8 +21,12 @@
 //    measured alone (`--sequential` runs one at a time) and under the throughput load.
 // 3. Baseline: the same POST to the stand-in made directly with the node's outbound client
 //    (same body and headers), one at a time and `--concurrency` in flight; ratios to it.
+// 4. Resume (bench/workflows-resume.ts): `--resume-runs` two-step runs on a compiled node on
+//    Redis, SIGKILLed with every run's second step in flight; a second node takes them over.
+//    Checked: every run SUCCEEDED and each step's side effect was applied once downstream; a
+//    failed check makes the bench exit non-zero. `--resume-runs 0` skips it.
 //
-//   npm run bench:workflows [-- --runs 5000 --sequential 500 --concurrency 64]
+//   npm run bench:workflows [-- --runs 5000 --sequential 500 --concurrency 64 --resume-runs 1000]
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -56,6 +60,7 @@ import {
   track,
   writeResults,
 } from "./support.js";
+import { runResumeBenchmark } from "./workflows-resume.js";
 
 /** The one-step workflow the bench runs: one call, one attempt, nothing to undo. */
 const noopWorkflow: WorkflowDefinition = {
@@ -417,13 +422,18 @@ async function measureBaseline(
   };
 }
 
-/** Runs every phase on both stores; returns the printable lines and the JSON to keep. */
+/**
+ * Runs every phase on both stores, then the resume phase unless `resumeRuns` is 0; returns the
+ * printable lines, the JSON to keep and whether the resume phase's checks passed (true when
+ * skipped).
+ */
 export async function runWorkflowBenchmarks(options: {
   runs: number;
   redisRuns: number;
   sequential: number;
   concurrency: number;
-}): Promise<{ lines: string[]; json: Record<string, unknown> }> {
+  resumeRuns: number;
+}): Promise<{ lines: string[]; json: Record<string, unknown>; passed: boolean }> {
   const standIn = await startStandIn();
   const redis = await startBenchRedisServer();
   const rows: StoreRow[] = [];
@@ -496,7 +506,13 @@ export async function runWorkflowBenchmarks(options: {
     rows,
     baseline,
   };
-  return { lines, json };
+  if (options.resumeRuns <= 0) return { lines, json, passed: true };
+  const resume = await runResumeBenchmark({
+    runs: options.resumeRuns,
+    concurrency: options.concurrency,
+  });
+  lines.push("", ...resume.lines);
+  return { lines, json: { ...json, resume: resume.json }, passed: resume.passed };
 }
 
 function isMain(): boolean {
@@ -512,6 +528,7 @@ if (isMain() && process.argv.includes("--stand-in")) {
       "redis-runs": { type: "string", default: "3000" },
       sequential: { type: "string", default: "500" },
       concurrency: { type: "string", default: "64" },
+      "resume-runs": { type: "string", default: "1000" },
     },
   });
   runWorkflowBenchmarks({
@@ -519,11 +536,13 @@ if (isMain() && process.argv.includes("--stand-in")) {
     redisRuns: Number(values["redis-runs"]),
     sequential: Number(values.sequential),
     concurrency: Number(values.concurrency),
+    resumeRuns: Number(values["resume-runs"]),
   }).then(
-    ({ lines, json }) => {
+    ({ lines, json, passed }) => {
       process.stdout.write(`${lines.join("\n")}\n`);
       process.stdout.write(`written ${writeResults("workflows", json)}\n`);
-      process.exit(0);
+      if (!passed) process.stderr.write("workflows: a resume check failed (NO above)\n");
+      process.exit(passed ? 0 : 1);
     },
     (error: unknown) => {
       process.stderr.write(
