@@ -130,7 +130,10 @@ export interface WorkflowEngine {
   cancel(runId: string): Promise<WorkflowRunRecord>;
   /** Scans for runs whose lease expired (or that never had one) and takes them over. */
   resume(): Promise<number>;
-  /** Starts the resume scans: one now, then every `leaseMs`. */
+  /**
+   * Starts the resume scans: one now, then every `leaseMs`, or sooner when a scan saw another
+   * node's lease that expires sooner (a quarter lease apart at least).
+   */
   startScans(): void;
   /** Stops: waiting runs are dropped, running ones are cut where they are (left for resume). */
   stop(): Promise<void>;
@@ -571,7 +574,37 @@ export function createWorkflowEngine(
       ? saga.createdAt + settings.leaseMs <= now
       : saga.lease.expiresAt <= now);
 
+  /** When the next scan is due, and its timer (set once scans started). */
+  let nextScanAt = Number.POSITIVE_INFINITY;
+  let scansStarted = false;
+  let lastScanAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * Brings the next scan forward to `at` (a foreign lease seen expiring then), but never closer
+   * than a quarter lease to the last one: a dead node's runs are taken over soon after their
+   * leases expire, not up to a whole lease later, while live nodes' renewed leases cost at most
+   * four scans a lease.
+   */
+  const scanBy = (at: number) => {
+    if (!scansStarted || stopping.signal.aborted) return;
+    const due = Math.max(at, lastScanAt + settings.leaseMs / 4);
+    if (due >= nextScanAt) return;
+    nextScanAt = due;
+    clearTimeout(scanTimer);
+    scanTimer = setTimeout(scanTick, Math.max(1, due - clock.now()));
+    scanTimer.unref();
+  };
+
+  const scanTick = () => {
+    nextScanAt = Number.POSITIVE_INFINITY;
+    scanBy(clock.now() + settings.leaseMs);
+    engine.resume().catch((error: unknown) => {
+      logger.warn({ err: error }, "workflow resume scan failed; next one later");
+    });
+  };
+
   const scan = async (): Promise<number> => {
+    lastScanAt = clock.now();
     let taken = 0;
     for (const status of ["PENDING", "RUNNING", "COMPENSATING"] as const) {
       let pageToken = "";
@@ -580,7 +613,12 @@ export function createWorkflowEngine(
         const now = clock.now();
         for (const saga of page.sagas) {
           if (stopping.signal.aborted || waiting.length >= settings.maxWaiting) return taken;
-          if (!takeable(saga, now)) continue;
+          if (!takeable(saga, now)) {
+            if (!local.has(saga.runId)) {
+              scanBy(saga.lease?.expiresAt ?? saga.createdAt + settings.leaseMs);
+            }
+            continue;
+          }
           schedule(saga.runId);
           taken++;
         }
@@ -708,19 +746,13 @@ export function createWorkflowEngine(
     },
 
     startScans() {
-      if (scanTimer !== undefined || stopping.signal.aborted) return;
-      const tick = () => {
-        engine.resume().catch((error: unknown) => {
-          logger.warn({ err: error }, "workflow resume scan failed; next one later");
-        });
-      };
-      tick();
-      scanTimer = setInterval(tick, settings.leaseMs);
-      scanTimer.unref();
+      if (scansStarted || stopping.signal.aborted) return;
+      scansStarted = true;
+      scanTick();
     },
 
     async stop() {
-      clearInterval(scanTimer);
+      clearTimeout(scanTimer);
       stopping.abort(new DomainError("unavailable", "the node is stopping"));
       waiting.length = 0;
       await scanning?.catch(() => 0);
