@@ -106,7 +106,10 @@ export async function followStore(
     try {
       from = await store.lastId();
     } catch (error) {
-      if (attempt === 1) logger?.warn({ err: error }, "event store not followed yet; retrying");
+      // A Redis connection still opening at start fails the first tries at once: only a store
+      // still unreachable after a few (about 1.5 s) is worth a warning.
+      if (attempt === 4) logger?.warn({ err: error }, "event store not followed yet; retrying");
+      else if (attempt < 4) logger?.debug({ err: error }, "event store not followed yet; retrying");
       await delay(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)), undefined, { signal }).catch(
         () => undefined,
       );
