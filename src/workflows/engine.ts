@@ -148,6 +148,8 @@ interface RunState {
   readonly origin: RunOrigin;
   /** Each step's version, as the last transition this node made left it. */
   readonly versions: number[];
+  /** The saga's version as the last transition this node made left it (a guess: steps race). */
+  sagaVersion: number;
   /** The lease this node holds; every transition carries it. */
   readonly lease: LeaseProof;
   /** Aborted when the lease is lost, the run cancelled, or the node stops. */
@@ -228,19 +230,28 @@ export function createWorkflowEngine(
     });
   };
 
-  /** Moves the saga to `to` under `lease`, reading it again when a step moved meanwhile. */
+  /**
+   * Moves the saga to `to` under `lease`: first at `knownVersion` when given (the version this
+   * node's last transition left, saving a read), then reading it again whenever a step moved
+   * meanwhile.
+   */
   const moveSaga = async (
     runId: string,
     lease: LeaseProof,
     to: SagaStatus,
     error?: string,
+    knownVersion?: number,
   ): Promise<Saga> => {
     for (let tries = 0; ; tries++) {
-      const saga = await store.get(runId);
-      if (saga === undefined) throw new DomainError("not_found", `workflow run ${runId} is gone`);
+      let version = tries === 0 ? knownVersion : undefined;
+      if (version === undefined) {
+        const saga = await store.get(runId);
+        if (saga === undefined) throw new DomainError("not_found", `workflow run ${runId} is gone`);
+        version = saga.version;
+      }
       try {
         return await store.transition(runId, {
-          expectedVersion: saga.version,
+          expectedVersion: version,
           to,
           lease,
           ...(error === undefined ? {} : { error }),
@@ -251,6 +262,13 @@ export function createWorkflowEngine(
         }
       }
     }
+  };
+
+  /** Moves the run's saga, from the version this node last left it at. */
+  const moveRun = async (run: RunState, to: SagaStatus, error?: string): Promise<Saga> => {
+    const saga = await moveSaga(run.runId, run.lease, to, error, run.sagaVersion);
+    run.sagaVersion = saga.version;
+    return saga;
   };
 
   const stepRequest = (run: RunState, step: PlannedStep, call: StepCall, undo: boolean) => ({
@@ -283,6 +301,7 @@ export function createWorkflowEngine(
       ...change,
     });
     run.versions[step.index] = result.step.version;
+    run.sagaVersion = result.saga.version;
     return result;
   };
 
@@ -394,12 +413,13 @@ export function createWorkflowEngine(
       await transitionStep(run, planned, { to: "FAILED", error: `${error} while running` });
     }
     saga = await store.get(run.runId);
+    if (saga !== undefined) run.sagaVersion = saga.version;
     const completed = undoOrder(saga?.steps ?? []);
     if (saga?.status === "RUNNING" && completed.length === 0) {
-      emit(run, "workflow.run.failed", await moveSaga(run.runId, run.lease, "FAILED", error));
+      emit(run, "workflow.run.failed", await moveRun(run, "FAILED", error));
       return;
     }
-    if (saga?.status === "RUNNING") await moveSaga(run.runId, run.lease, "COMPENSATING", error);
+    if (saga?.status === "RUNNING") await moveRun(run, "COMPENSATING", error);
     let undoError: string | undefined;
     // Every completed step is undone, even after one compensation failed: best effort.
     for (const step of completed) {
@@ -407,17 +427,17 @@ export function createWorkflowEngine(
       undoError ??= failure;
     }
     const end = undoError === undefined ? "COMPENSATED" : "FAILED";
-    const finished = await moveSaga(run.runId, run.lease, end, undoError ?? error);
+    const finished = await moveRun(run, end, undoError ?? error);
     emit(run, end === "FAILED" ? "workflow.run.failed" : "workflow.run.compensated", finished);
   };
 
   /** Runs (or goes on with) a run whose lease this node holds, from where its saga stands. */
-  const execute = async (run: RunState): Promise<void> => {
-    let saga = await store.get(run.runId);
-    if (saga === undefined || saga.finishedAt !== undefined) return;
+  const execute = async (run: RunState, read: Saga): Promise<void> => {
+    let saga: Saga | undefined = read;
+    if (saga.finishedAt !== undefined) return;
     if (saga.status === "COMPENSATING") return compensate(run, saga.error || "resumed");
     if (saga.status === "PENDING") {
-      saga = await moveSaga(run.runId, run.lease, "RUNNING");
+      saga = await moveRun(run, "RUNNING");
       emit(run, "workflow.run.started", saga);
     }
     for (const group of groupsOf(run.steps)) {
@@ -432,7 +452,7 @@ export function createWorkflowEngine(
       const failed = outcomes.find((outcome) => !outcome.ok);
       if (failed !== undefined && !failed.ok) return compensate(run, failed.error);
     }
-    emit(run, "workflow.run.completed", await moveSaga(run.runId, run.lease, "COMPLETED"));
+    emit(run, "workflow.run.completed", await moveRun(run, "COMPLETED"));
   };
 
   /** The run's state from its saga and context; undefined when this node cannot plan it. */
@@ -459,6 +479,7 @@ export function createWorkflowEngine(
         traceparent: contextText(saga.context, "traceparent"),
       },
       versions: saga.steps.map((step) => step.version),
+      sagaVersion: saga.version,
       lease,
       cut: cutController(),
     };
@@ -518,7 +539,7 @@ export function createWorkflowEngine(
     local.set(runId, run);
     const release = keepLease(run);
     try {
-      await execute(run);
+      await execute(run, saga);
     } finally {
       release();
       if (local.get(runId) === run) local.delete(runId);
