@@ -515,7 +515,12 @@ export function createWorkflowEngine(
   stopping.signal.addEventListener("abort", onStop, { once: true });
 
   /** Takes the run's lease (unless given one) and executes it; quiet when another holds it. */
-  const take = async (runId: string, given?: LeaseProof): Promise<void> => {
+  /**
+   * `created` is the saga as this node just created it: taking the lease does not change what
+   * the run needs of it (a lease leaves the version alone), so it is not read again; anything
+   * that moved it meanwhile shows as a conflict at the first transition.
+   */
+  const take = async (runId: string, given?: LeaseProof, created?: Saga): Promise<void> => {
     let lease = given;
     if (lease === undefined) {
       try {
@@ -529,7 +534,7 @@ export function createWorkflowEngine(
         throw error;
       }
     }
-    const saga = await store.get(runId);
+    const saga = created ?? (await store.get(runId));
     if (saga === undefined) return;
     const run = stateOf(saga, lease);
     if (run === undefined) {
@@ -546,9 +551,9 @@ export function createWorkflowEngine(
     }
   };
 
-  const launch = (runId: string, lease?: LeaseProof) => {
+  const launch = (runId: string, lease?: LeaseProof, created?: Saga) => {
     running++;
-    const task = take(runId, lease)
+    const task = take(runId, lease, created)
       .catch((error: unknown) => {
         if (stopping.signal.aborted) {
           logger.info({ run_id: runId }, "workflow run cut by shutdown; left for resume");
@@ -570,10 +575,11 @@ export function createWorkflowEngine(
     active.add(task);
   };
 
-  const schedule = (runId: string, lease?: LeaseProof) => {
-    if (running < settings.maxRunning) launch(runId, lease);
+  const schedule = (runId: string, lease?: LeaseProof, created?: Saga) => {
+    if (running < settings.maxRunning) launch(runId, lease, created);
     else {
       local.set(runId, "waiting");
+      // A run that waited is read again when it starts: another node may have moved it.
       waiting.push(() => launch(runId, lease));
     }
   };
@@ -696,7 +702,7 @@ export function createWorkflowEngine(
         if (existing === undefined) throw error;
         return recordOf(existing);
       }
-      schedule(runId);
+      schedule(runId, undefined, saga);
       return recordOf(saga);
     },
 
