@@ -3,6 +3,7 @@
 // and the results file.
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { type Agent, request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -238,4 +239,33 @@ async function untilReady(port: number, timeoutMs = 30_000): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`the orchestrator on port ${port} was not ready in ${timeoutMs} ms`);
+}
+
+/**
+ * POST /workflows/run with `body` (JSON text) on a bare node:http keep-alive agent (cheaper than
+ * fetch in the process it shares with an orchestrator); resolves with the run id.
+ */
+export function startWorkflowRun(baseUrl: string, agent: Agent, body: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(
+      `${baseUrl}/workflows/run`,
+      {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          const runId = (JSON.parse(text) as { run_id?: string }).run_id;
+          if (response.statusCode === 200 && runId !== undefined) resolve(runId);
+          else reject(new Error(`POST /workflows/run answered ${response.statusCode}: ${text}`));
+        });
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
 }

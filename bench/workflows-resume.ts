@@ -30,13 +30,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import {
-  Agent,
-  createServer,
-  request as httpRequest,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
+import { Agent, createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -47,6 +41,7 @@ import {
   fmt,
   freePorts,
   startBenchRedisServer,
+  startWorkflowRun,
   stop,
   stopBenchRedisServer,
   track,
@@ -353,28 +348,7 @@ const runBody = JSON.stringify({ workflow: workflowName });
 
 /** POST /workflows/run through `agent`; resolves with the run id. */
 function startRun(url: string, agent: Agent): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(
-      `${url}/workflows/run`,
-      {
-        method: "POST",
-        agent,
-        headers: { "content-type": "application/json", "content-length": runBody.length },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          const runId = (JSON.parse(text) as { run_id?: string }).run_id;
-          if (response.statusCode === 200 && runId !== undefined) resolve(runId);
-          else reject(new Error(`POST /workflows/run answered ${response.statusCode}: ${text}`));
-        });
-      },
-    );
-    request.on("error", reject);
-    request.end(runBody);
-  });
+  return startWorkflowRun(url, agent, runBody);
 }
 
 /** Starts `runs` runs, `concurrency` in flight, on a keep-alive node:http agent as bench 1 does. */

@@ -30,13 +30,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import {
-  Agent,
-  createServer,
-  request as httpRequest,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
+import { Agent, createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -55,6 +49,7 @@ import {
   fmt,
   percentile,
   startBenchRedisServer,
+  startWorkflowRun,
   stop,
   stopBenchRedisServer,
   track,
@@ -223,28 +218,7 @@ const runBody = JSON.stringify({ workflow: noopWorkflow.name });
 
 /** POST /workflows/run; resolves with the run id. */
 function startRun(node: BenchNode): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(
-      `${node.url}/workflows/run`,
-      {
-        method: "POST",
-        agent,
-        headers: { "content-type": "application/json", "content-length": runBody.length },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          const runId = (JSON.parse(text) as { run_id?: string }).run_id;
-          if (response.statusCode === 200 && runId !== undefined) resolve(runId);
-          else reject(new Error(`POST /workflows/run answered ${response.statusCode}: ${text}`));
-        });
-      },
-    );
-    request.on("error", reject);
-    request.end(runBody);
-  });
+  return startWorkflowRun(node.url, agent, runBody);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
