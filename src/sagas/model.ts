@@ -122,6 +122,11 @@ export interface NewSaga {
   readonly steps: readonly NewSagaStep[];
   /** At most `maxContextBytes` as JSON. Default: none. */
   readonly context?: JsonObject;
+  /**
+   * A lease taken in the same write (token 1), for the node that creates the saga to execute it
+   * without a separate take. Default: none.
+   */
+  readonly lease?: { readonly holder: string; readonly ttlMs: number };
 }
 
 /** How many stored sagas are in each status, and how long the finished ones took. */

@@ -741,6 +741,17 @@ function createdFields(
     "context",
     saga.context === undefined ? "" : JSON.stringify(saga.context),
   ];
+  if (saga.lease !== undefined) {
+    const { holder, token, expiresAt } = saga.lease;
+    fields.push(
+      "leaseHolder",
+      holder,
+      "leaseToken",
+      String(token),
+      "leaseExpiresAt",
+      String(expiresAt),
+    );
+  }
   for (const step of saga.steps) {
     const i = step.index;
     fields.push(`d${i}`, definitions[i] ?? "", `s${i}`, step.status, `v${i}`, "1", `a${i}`, "0");

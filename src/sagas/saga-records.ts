@@ -151,6 +151,7 @@ export function draftSaga(
   checkLength("run_id", input.runId ?? "", 0, 128);
   checkLength("correlation_id", input.correlationId ?? "", 0, 128);
   const steps = draftSteps(input, limits);
+  if (input.lease !== undefined) checkLease(input.lease.holder, input.lease.ttlMs);
   const context = input.context === undefined ? undefined : encodeOutput(input.context);
   if (context !== undefined && utf8Bytes(context) > limits.maxContextBytes) {
     invalid(
@@ -170,7 +171,14 @@ export function draftSaga(
     error: "",
     version: 1,
     context: context === undefined ? undefined : decodeOutput(context),
-    lease: undefined,
+    lease:
+      input.lease === undefined
+        ? undefined
+        : Object.freeze({
+            holder: input.lease.holder,
+            token: 1,
+            expiresAt: Math.floor(now + input.lease.ttlMs),
+          }),
   };
   const definitions = steps.map(encodeStepDefinition);
   const weight = sagaBaseWeight(saga, definitions);

@@ -685,6 +685,8 @@ export function createWorkflowEngine(
             compensation: callText(step.target, step.compensation),
             group: step.group,
           })),
+          // This node executes what it starts: the lease comes with the create, no take needed.
+          lease: { holder: deps.nodeId, ttlMs: settings.leaseMs },
         });
       } catch (error) {
         if (
@@ -702,7 +704,8 @@ export function createWorkflowEngine(
         if (existing === undefined) throw error;
         return recordOf(existing);
       }
-      schedule(runId, undefined, saga);
+      const lease = saga.lease;
+      schedule(runId, lease && { holder: lease.holder, token: lease.token }, saga);
       return recordOf(saga);
     },
 

@@ -206,6 +206,34 @@ export function sagaStoreContract(name: string, harness: SagaStoreHarness): void
         expect((await store.list({ status: "PENDING" })).sagas[0]?.lease).toEqual(forced);
       });
 
+      it("takes a lease in the create itself when asked: token 1, held against other takers until it expires", async () => {
+        const clock = createManualClock();
+        const store = await harness.create({}, { clock });
+        const created = await store.create(
+          newSaga("lc1", { lease: { holder: "a", ttlMs: 1_000 } }),
+        );
+        const lease = { holder: "a", token: 1, expiresAt: clock.now() + 1_000 };
+        expect(created.lease).toEqual(lease);
+        expect((await store.get("lc1"))?.lease).toEqual(lease);
+        expect((await store.get("lc1"))?.version).toBe(1);
+        expect((await failureOf(store.takeLease("lc1", { holder: "b", ttlMs: 1_000 }))).kind).toBe(
+          "conflict",
+        );
+        const running = await store.transition("lc1", {
+          expectedVersion: 1,
+          to: "RUNNING",
+          lease: { holder: "a", token: 1 },
+        });
+        expect(running.status).toBe("RUNNING");
+        clock.advance(1_001);
+        expect((await store.takeLease("lc1", { holder: "b", ttlMs: 1_000 })).token).toBe(2);
+        const refused = await failureOf(
+          store.create(newSaga("lc2", { lease: { holder: "", ttlMs: 1_000 } })),
+        );
+        expect(refused.kind).toBe("invalid");
+        expect(await store.get("lc2")).toBeUndefined();
+      });
+
       it("passes a transition carrying a lease only while it is the saga's", async () => {
         const store = await harness.create();
         await store.create(newSaga("f1"));
