@@ -67,6 +67,15 @@ export interface RegistryQuery {
   readonly pageToken?: string;
 }
 
+/**
+ * A registration this node took: the entry as written, and the one it replaced (undefined for a
+ * new entry).
+ */
+export interface Registration {
+  readonly entry: RegistryEntry;
+  readonly previous: RegistryEntry | undefined;
+}
+
 /** The event a write reports; its payload gets the change's `service` and `revision`. */
 interface ChangeEvent {
   readonly type: string;
@@ -103,6 +112,7 @@ export class Registry {
   private readonly options: RegistryOptions;
   private sweeper: NodeJS.Timeout | undefined;
   private sweeping = false;
+  private readonly registrations = new Set<(registration: Registration) => void>();
 
   constructor(
     private readonly deps: {
@@ -127,6 +137,16 @@ export class Registry {
   stop(): void {
     clearInterval(this.sweeper);
     this.sweeper = undefined;
+  }
+
+  /**
+   * Calls `listener` after every registration this node takes (not for entries written by another
+   * process sharing the store, nor merged from peers), once it is stored. Returns the function
+   * that unsubscribes.
+   */
+  onRegistered(listener: (registration: Registration) => void): () => void {
+    this.registrations.add(listener);
+    return () => this.registrations.delete(listener);
   }
 
   /** Live entries. */
@@ -156,7 +176,10 @@ export class Registry {
       throw new DomainError("invalid", `the name ${declared.name} is reserved: ${reserved}`);
     }
     checkDeclaredSize(declared);
-    return this.mutate(declared.name, (current) => {
+    // The entry the winning attempt replaced (each retry after a conflict reads it again).
+    let previous: RegistryEntry | undefined;
+    const registered = await this.mutate(declared.name, (current) => {
+      previous = current;
       const now = this.deps.clock.now();
       const write: EntryWrite = {
         name: declared.name,
@@ -189,6 +212,10 @@ export class Registry {
         : undefined;
       return writeEntry(write, event, (entry) => ({ entry, created: current === undefined }));
     });
+    for (const listener of [...this.registrations]) {
+      listener({ entry: registered.entry, previous });
+    }
+    return registered;
   }
 
   /**

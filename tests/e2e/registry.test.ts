@@ -13,6 +13,7 @@ import {
 import { createGrpcJsClient, type GrpcJsClient } from "../../src/clients/grpc-js-client.js";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { type FakeService, startFakeService } from "../support/fake-service.js";
+import { type LoopbackServer, startLoopbackServer } from "../support/loopback-server.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 import {
   createTestRedisClient,
@@ -836,6 +837,84 @@ describe("GET /health/system follows the probes", () => {
     }, waitLong);
     const body = await rest(node, "GET", "/health/system");
     expect(body.text).not.toContain("127.0.0.1");
+  });
+});
+
+describe("a new registration is probed at once, not at the next round", () => {
+  // The longest interval there is: the round at start finds nothing, the next is an hour away, so
+  // whatever status an entry gets here comes from the probe its registration set off.
+  const hourly = { HEALTH_CHECK_INTERVAL_MS: "3600000" };
+
+  async function healthEndpoint(status: number): Promise<LoopbackServer> {
+    const server = await startLoopbackServer((_request, response) => {
+      response.statusCode = status;
+      response.end(status === 200 ? "ok" : "failing");
+    });
+    cleanups.push(() => server.close());
+    return server;
+  }
+
+  const statusOf = async (node: RunningOrchestrator, name: string) =>
+    (await rest(node, "GET", `/registry/${name}`)).body.status;
+
+  it("a health URL answering 200 makes the entry HEALTHY", async () => {
+    const node = await startNode(hourly);
+    const up = await healthEndpoint(200);
+    const reply = await rest(node, "POST", "/registry/register", {
+      name: "fresh",
+      base_url: "http://127.0.0.1:9",
+      health_url: `${up.url}/healthz`,
+    });
+    expect(reply.status, reply.text).toBe(200);
+    expect(record(reply.body.service).status).toBe("SERVICE_STATUS_UNKNOWN");
+    await vi.waitFor(
+      async () => expect(await statusOf(node, "fresh")).toBe("SERVICE_STATUS_HEALTHY"),
+      waitLong,
+    );
+    expect(up.requests.map((request) => request.url)).toEqual(["/healthz"]);
+  });
+
+  it("one answering 500 is a failure at once: UNHEALTHY at a threshold of 1, else still UNKNOWN", async () => {
+    const failing = await healthEndpoint(500);
+    const strict = await startNode({ ...hourly, HEALTH_CHECK_FAILURE_THRESHOLD: "1" });
+    await rest(strict, "POST", "/registry/register", { name: "broken", base_url: failing.url });
+    await vi.waitFor(
+      async () => expect(await statusOf(strict, "broken")).toBe("SERVICE_STATUS_UNHEALTHY"),
+      waitLong,
+    );
+
+    // The default threshold (3 failures in a row): one probe is not enough to say UNHEALTHY, but
+    // it has happened, and /health/system shows its error.
+    const lenient = await startNode(hourly);
+    await rest(lenient, "POST", "/registry/register", { name: "broken", base_url: failing.url });
+    await vi.waitFor(async () => {
+      const body = (await rest(lenient, "GET", "/health/system")).body;
+      expect(record(record(body.services).broken)).toMatchObject({
+        status: "unknown",
+        error: "HTTP 500",
+      });
+    }, waitLong);
+    expect(await statusOf(lenient, "broken")).toBe("SERVICE_STATUS_UNKNOWN");
+  });
+
+  it("a re-registration with a new health URL is probed at once; the same one is not", async () => {
+    const node = await startNode({ ...hourly, HEALTH_CHECK_FAILURE_THRESHOLD: "1" });
+    const [up, failing] = await Promise.all([healthEndpoint(200), healthEndpoint(500)]);
+    const service = { name: "moving", base_url: "http://127.0.0.1:9" };
+    await rest(node, "POST", "/registry/register", { ...service, health_url: failing.url });
+    await vi.waitFor(
+      async () => expect(await statusOf(node, "moving")).toBe("SERVICE_STATUS_UNHEALTHY"),
+      waitLong,
+    );
+    // The same declaration again (a periodic re-registration): no probe.
+    await rest(node, "POST", "/registry/register", { ...service, health_url: failing.url });
+    await rest(node, "POST", "/registry/register", { ...service, health_url: up.url });
+    await vi.waitFor(
+      async () => expect(await statusOf(node, "moving")).toBe("SERVICE_STATUS_HEALTHY"),
+      waitLong,
+    );
+    expect(failing.requests).toHaveLength(1);
+    expect(up.requests).toHaveLength(1);
   });
 });
 
