@@ -192,10 +192,11 @@ local start = from + 1 - first
 return {current, 1, redis.call('LRANGE', KEYS[5], start, start + tonumber(ARGV[2]) - 1), history}
 `;
 
-// Everything at one revision: {revision, entries, revisions, tombstones, history} (hashes
+// Everything at one revision: {revision, entries, revisions, tombstones, history, log} (hashes
 // flattened). The history id is created here, from ARGV[1], when there is none: at the first open
 // of a prefix, and again after Redis lost its data, so that it changes exactly when the revisions
-// start over.
+// start over. With ARGV[2] = '1' the log is the change log's records (the latest changes, up to
+// this revision, bounded as the log is), read in the same step; else it is empty.
 const snapshotScript = `
 redis.call('SET', KEYS[6], ARGV[1], 'NX')
 return {
@@ -203,7 +204,8 @@ return {
   redis.call('HGETALL', KEYS[2]),
   redis.call('HGETALL', KEYS[3]),
   redis.call('HGETALL', KEYS[4]),
-  redis.call('GET', KEYS[6])
+  redis.call('GET', KEYS[6]),
+  ARGV[2] == '1' and redis.call('LRANGE', KEYS[5], 0, -1) or {}
 }
 `;
 
@@ -279,7 +281,8 @@ function defineScripts(redis: Redis): RegistryScripts {
  * The view follows Redis: a write applies its own change; a notification from another process,
  * and every reconnection of either connection, catches up from the change log, or from a full
  * snapshot when the log no longer reaches back far enough (listeners are then told the
- * differences).
+ * differences). `open()` loads the change log with the snapshot, so that a restarted process
+ * serves resumes (watches, peers) from what the log in Redis still holds.
  *
  * Writes answer honestly about their outcome. An entry write carries a deadline on Redis' clock
  * (see `createRedisWriteFence`) that its script checks first. It fails with "unavailable" when it
@@ -559,7 +562,7 @@ interface Follower {
   catchUpTo(revision: number): Promise<void>;
   /** `catchUpTo` (or `sync` without a revision) whose failure is logged, not thrown. */
   inBackground(revision?: number): void;
-  /** Replaces the view with a full snapshot, in turn with catch-ups. */
+  /** Replaces the view with a full snapshot and the change log, in turn with catch-ups. */
   loadSnapshot(): Promise<void>;
   /** Resolves when no catch-up is running or queued. */
   settled(): Promise<void>;
@@ -586,11 +589,16 @@ function createFollower(parts: {
   let target = 0;
   let snapshotWanted = false;
 
-  const snapshot = async (): Promise<void> => {
-    const reply = await command(() => scripts.snapshot(...keys, ids.uuid()));
+  // The snapshot at open also takes the change log Redis holds, so that a watcher or a peer
+  // resuming from a revision of before this process started gets the changes after it, not a
+  // snapshot, as from a process that never stopped. A reload later (this view fell behind what
+  // the log holds, or Redis lost its data) starts the log afresh, as it always did: the readers it
+  // would serve were cut already, and the log's whole length is not worth reading again then.
+  const snapshot = async (withLog = false): Promise<void> => {
+    const reply = await command(() => scripts.snapshot(...keys, ids.uuid(), withLog ? "1" : "0"));
     const state = decodeSnapshot(reply);
     historyId = state.historyId;
-    view.reset(state.revision, state.entries, state.tombstones);
+    view.reset(state.revision, state.entries, state.tombstones, state.log);
     // Should the counter have gone back (Redis lost its data), notified revisions above it mean
     // nothing any more.
     target = Math.min(target, state.revision);
@@ -601,7 +609,7 @@ function createFollower(parts: {
     const wantSnapshot = snapshotWanted;
     forced = false;
     snapshotWanted = false;
-    if (wantSnapshot) return snapshot();
+    if (wantSnapshot) return snapshot(true);
     if (!force && view.revision >= target) return;
     // A page at a time, so that no single reply (nor its decoding) is the whole log.
     for (;;) {
@@ -806,16 +814,24 @@ function decodeSnapshot(reply: unknown): {
   entries: RegistryEntry[];
   tombstones: Tombstone[];
   historyId: string;
+  log: RegistryChange[];
 } {
-  if (!Array.isArray(reply) || reply.length !== 5 || typeof reply[4] !== "string" || !reply[4]) {
+  if (
+    !Array.isArray(reply) ||
+    reply.length !== 6 ||
+    typeof reply[4] !== "string" ||
+    !reply[4] ||
+    !Array.isArray(reply[5])
+  ) {
     throw unreadable(new Error("unexpected reply to the snapshot read"));
   }
-  const [revision, entryPairs, revisionPairs, tombstonePairs, historyId] = reply as [
+  const [revision, entryPairs, revisionPairs, tombstonePairs, historyId, records] = reply as [
     unknown,
     unknown,
     unknown,
     unknown,
     string,
+    unknown[],
   ];
   const entries = pairs(entryPairs);
   const revisions = pairs(revisionPairs);
@@ -829,6 +845,7 @@ function decodeSnapshot(reply: unknown): {
   return {
     revision: Number(revision),
     historyId,
+    log: records.map((record) => decodeChange(String(record))),
     entries: decoded,
     tombstones: [...tombstones.values()].map((json) => {
       const stored = readRecord<{ revision?: unknown }>(json);

@@ -157,9 +157,16 @@ export class RegistryView {
   /**
    * Replaces the whole state with a snapshot at `revision` (a restart, or a gap the log cannot
    * fill). Listeners are told of what changed between the old state and the snapshot as changes
-   * at the snapshot's revision, so that watchers stay correct; the log restarts empty.
+   * at the snapshot's revision, so that watchers stay correct. The log restarts with `log`: the
+   * latest changes up to the snapshot, oldest first, as the backing store's log holds them (kept
+   * within this log's bounds); it restarts empty when `log` is not contiguous up to `revision`.
    */
-  reset(revision: number, entries: Iterable<RegistryEntry>, tombstones: Iterable<Tombstone>): void {
+  reset(
+    revision: number,
+    entries: Iterable<RegistryEntry>,
+    tombstones: Iterable<Tombstone>,
+    log: readonly RegistryChange[] = [],
+  ): void {
     const next = new Map<string, RegistryEntry>();
     for (const entry of entries) next.set(entry.name, entry);
     const differences: RegistryChange[] = [];
@@ -187,6 +194,10 @@ export class RegistryView {
     this.current = revision;
     this.compacted = revision;
     this.log.clear();
+    if (leadsUpTo(log, revision)) {
+      for (const change of log) this.log.push(change);
+      this.compacted = (this.log.first()?.revision ?? revision + 1) - 1;
+    }
     differences.sort((a, b) => a.revision - b.revision);
     for (const change of differences) for (const listener of [...this.listeners]) listener(change);
   }
@@ -242,4 +253,11 @@ export class RegistryView {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
+}
+
+/** Whether `log` is changes of consecutive revisions, the last at `revision` (none: false). */
+function leadsUpTo(log: readonly RegistryChange[], revision: number): boolean {
+  const first = log[0]?.revision;
+  if (first === undefined || log.at(-1)?.revision !== revision) return false;
+  return log.every((change, i) => change.revision === first + i);
 }

@@ -486,6 +486,33 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(seen[1]).toEqual({ type: "delete", revision: 8, tombstone: two.store.tombstone("b") });
   });
 
+  it("opens with the change log Redis holds, so that resumes from before the open are served", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const writer = await processes.open(prefix, { changeLogSize: 5 });
+    for (const name of ["a", "b", "c", "d", "e", "f"]) await writer.store.put(entryWrite(name), 0);
+    await writer.store.put(entryWrite("a", { version: "2" }), 1);
+    await writer.store.remove(tombstoneWrite("b"), 2);
+    // As a restarted process: a new view of the same prefix.
+    const restarted = await processes.open(prefix, { changeLogSize: 5 });
+    expect(stateOf(restarted.store)).toEqual(stateOf(writer.store));
+    // The log in Redis holds the last 5 changes (4 to 8): served as the writer serves them.
+    expect(restarted.store.compactedRevision).toBe(3);
+    expect(restarted.store.changesSince(3)).toEqual(writer.store.changesSince(3));
+    expect(restarted.store.changesSince(3)?.map((c) => c.revision)).toEqual([4, 5, 6, 7, 8]);
+    expect(restarted.store.changesSince(6, 1)).toEqual(writer.store.changesSince(6, 1));
+    expect(restarted.store.changesSince(2)).toBeUndefined();
+    // And it goes on from there as any view does.
+    await writer.store.put(entryWrite("g"), 0);
+    await vi.waitFor(() => expect(restarted.store.revision).toBe(9), waitLong);
+    expect(restarted.store.changesSince(4)).toEqual(writer.store.changesSince(4));
+    // A view with a smaller log keeps only what fits it.
+    const smaller = await processes.open(prefix, { changeLogSize: 3 });
+    expect(smaller.store.compactedRevision).toBe(6);
+    expect(smaller.store.changesSince(6)).toEqual(writer.store.changesSince(6));
+  });
+
   it("bounds the change log in Redis by records and by bytes, counting the bytes exactly", {
     timeout: 60_000,
   }, async () => {
