@@ -216,7 +216,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])
 `;
 
-// Forgets tombstones deleted before ARGV[1] (Unix ms); returns how many.
+// Forgets tombstones deleted before ARGV[1] (Unix ms); returns {how many, the revision it ran at}.
+// When it forgot some it says so on the channel ARGV[2], as "purge:<revision>:<ARGV[1]>:<history>",
+// so that every process sharing the data forgets them too: a purge is not a change (it takes no
+// revision), so nothing in the log tells them. What it forgot is exactly the tombstones of that
+// revision or below deleted before the cut-off: later ones, even deleted earlier (a replicated
+// delete), were written after it.
 const purgeScript = `
 local cutoff = tonumber(ARGV[1])
 local all = redis.call('HGETALL', KEYS[4])
@@ -227,8 +232,28 @@ for i = 1, #all, 2 do
     forgotten = forgotten + 1
   end
 end
-return forgotten
+local revision = redis.call('GET', KEYS[1]) or '0'
+if forgotten > 0 then
+  redis.call('PUBLISH', ARGV[2], 'purge:' .. revision .. ':' .. ARGV[1] .. ':' .. (redis.call('GET', KEYS[6]) or ''))
+end
+return {forgotten, tonumber(revision)}
 `;
+
+/** A purge another process made, as its notification says it (see purgeScript). */
+interface PurgeNotice {
+  readonly revision: number;
+  readonly deletedBefore: number;
+  readonly historyId: string;
+}
+
+function parsePurgeNotice(message: string): PurgeNotice | undefined {
+  const [kind, revision, deletedBefore, historyId] = message.split(":");
+  if (kind !== "purge" || historyId === undefined) return undefined;
+  const notice = { revision: Number(revision), deletedBefore: Number(deletedBefore), historyId };
+  return Number.isInteger(notice.revision) && Number.isFinite(notice.deletedBefore)
+    ? notice
+    : undefined;
+}
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
@@ -272,7 +297,8 @@ function defineScripts(redis: Redis): RegistryScripts {
  * `changeLogBytes` bytes, counted in `registry:changes:bytes`),
  * `registry:history` (the history id), `registry:baselines` (see redis-baselines.ts), `node:id` and
  * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
- * channel `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
+ * channel `<keyPrefix>registry:changes`, and a tombstone purge that forgot some publishes
+ * `purge:<revision>:<deletedBefore>:<history id>` there, so that every process forgets them. Each write is one Lua script: one round trip, atomic.
  *
  * The history id is a random UUID created with the data, at the first `open()`, and read back at
  * every one after, so that it lasts across restarts of the process and changes only when Redis
@@ -360,6 +386,11 @@ export function createRedisRegistryStore(
 
   const onMessage = (from: string, message: string) => {
     if (from !== channel) return;
+    const purge = parsePurgeNotice(message);
+    if (purge !== undefined) {
+      follower.purged(purge);
+      return;
+    }
     const revision = Number(message);
     if (Number.isFinite(revision) && revision > view.revision) follower.inBackground(revision);
   };
@@ -518,10 +549,15 @@ export function createRedisRegistryStore(
       // holds every tombstone it has caught up with, so the only ones skipped here are those it has
       // not seen yet (another process wrote them a moment ago); the process that wrote one holds
       // it in its own view and purges it, and this one does at its first sweep after catching up.
+      // A purge made here is notified to the other processes, which forget the same tombstones
+      // (so their sweeps need not run the script for them); one they missed (a subscription that
+      // was down) their own sweep still forgets, as before.
       if (!view.hasTombstoneBefore(deletedBefore)) return 0;
-      const forgotten = await unfencedWrite(() => scripts.purge(...keys, deletedBefore));
-      view.dropTombstones(deletedBefore);
-      return typeof forgotten === "number" ? forgotten : 0;
+      const [forgotten, revision] = numberPair(
+        await unfencedWrite(() => scripts.purge(...keys, deletedBefore, channel)),
+      );
+      view.dropTombstones(deletedBefore, revision);
+      return forgotten;
     },
 
     sync: () => follower.sync(),
@@ -564,6 +600,11 @@ interface Follower {
   inBackground(revision?: number): void;
   /** Replaces the view with a full snapshot and the change log, in turn with catch-ups. */
   loadSnapshot(): Promise<void>;
+  /**
+   * Forgets the tombstones another process purged, once the view has caught up to the purge's
+   * revision (so that none it purged arrives after); a failure is logged, not thrown.
+   */
+  purged(notice: PurgeNotice): void;
   /** Resolves when no catch-up is running or queued. */
   settled(): Promise<void>;
 }
@@ -674,6 +715,17 @@ function createFollower(parts: {
     loadSnapshot() {
       snapshotWanted = true;
       return request();
+    },
+    purged({ revision, deletedBefore, historyId: purgedIn }) {
+      catchUpTo(revision).then(
+        () => {
+          // Revisions of another history (Redis lost its data since) say nothing about this view.
+          if (purgedIn === historyId) view.dropTombstones(deletedBefore, revision);
+        },
+        (error: unknown) => {
+          logger?.warn({ err: errorSummary(error) }, "registry sync after a purge failed");
+        },
+      );
     },
     async settled() {
       while (running !== undefined || queued !== undefined) {

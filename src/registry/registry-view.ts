@@ -221,11 +221,14 @@ export class RegistryView {
     return (times[excess - 1] as number) + 1;
   }
 
-  /** Forgets tombstones deleted before `deletedBefore`; returns how many. */
-  dropTombstones(deletedBefore: number): number {
+  /**
+   * Forgets tombstones deleted before `deletedBefore`, of revision `upToRevision` or below (a purge
+   * made in a backing store at that revision knew of no later one); returns how many.
+   */
+  dropTombstones(deletedBefore: number, upToRevision = Number.POSITIVE_INFINITY): number {
     let dropped = 0;
     for (const [name, tombstone] of this.dead) {
-      if (tombstone.deletedAt < deletedBefore) {
+      if (tombstone.deletedAt < deletedBefore && tombstone.revision <= upToRevision) {
         this.dead.delete(name);
         dropped++;
       }

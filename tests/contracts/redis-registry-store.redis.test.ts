@@ -620,6 +620,41 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect([...store.tombstones()].map((t) => t.name)).toEqual(["fresh"]);
   });
 
+  it("has every process sharing the Redis forget the tombstones one of them purged", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix);
+    const two = await processes.open(prefix);
+    await one.store.remove(tombstoneWrite("old", 1_000), 0);
+    await one.store.remove(tombstoneWrite("recent", 5_000), 0);
+    await vi.waitFor(() => expect(two.store.tombstone("recent")).toBeDefined(), waitLong);
+    // "late" is written after the purge, although deleted long before its cut-off (a replicated
+    // delete): the purge did not forget it in Redis, and no view must.
+    const names = (store: RegistryStore) => [...store.tombstones()].map((t) => t.name).sort();
+    expect(await one.store.purgeTombstones(2_000)).toBe(1);
+    await one.store.remove(tombstoneWrite("late", 500), 0);
+    await vi.waitFor(() => expect(names(two.store)).toEqual(["late", "recent"]), waitLong);
+    expect(names(one.store)).toEqual(["late", "recent"]);
+    // And the other way round, the notice as it goes over the channel.
+    const notices: string[] = [];
+    const listener = createTestRedisClient(redisServer().url);
+    try {
+      await untilRedisReady(listener);
+      listener.on("message", (_channel: string, message: string) => notices.push(message));
+      await listener.subscribe(`${prefix}registry:changes`);
+      expect(await two.store.purgeTombstones(2_000)).toBe(1);
+      await vi.waitFor(() => expect(names(one.store)).toEqual(["recent"]), waitLong);
+      expect(names(two.store)).toEqual(["recent"]);
+      await vi.waitFor(() => expect(notices).toHaveLength(1), waitLong);
+      expect(notices).toEqual([`purge:3:2000:${two.store.historyId}`]);
+      // Nothing left to forget: no script run, no notice.
+      expect(await one.store.purgeTombstones(2_000)).toBe(0);
+    } finally {
+      await closeRedisClient(listener);
+    }
+  });
+
   it("takes a new history id when Redis loses its data, and keeps it otherwise", {
     timeout: 60_000,
   }, async () => {
