@@ -55,6 +55,8 @@ export interface RegistryPage {
   /** Opaque; empty when this is the last page. */
   readonly nextPageToken: string;
   readonly revision: number;
+  /** Entries matching the filters on all pages together (the page token aside). */
+  readonly totalSize: number;
 }
 
 /** Filters and pagination of a listing. */
@@ -293,21 +295,23 @@ export class Registry {
     const revision = store.revision;
     const after = query.pageToken ? decodePageToken(query.pageToken) : "";
     const matching: RegistryEntry[] = [];
+    let totalSize = 0;
     for (const entry of store.entries()) {
-      if (after && entry.name <= after) continue;
       if (query.namePrefix && !entry.name.startsWith(query.namePrefix)) continue;
       if (query.status && entry.status !== query.status) continue;
       if (query.tag && !entry.tags.includes(query.tag)) continue;
+      totalSize++;
+      if (after && entry.name <= after) continue;
       matching.push(entry);
     }
     matching.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const size = query.pageSize ?? 0;
     if (size <= 0 || matching.length <= size) {
-      return { entries: matching, nextPageToken: "", revision };
+      return { entries: matching, nextPageToken: "", revision, totalSize };
     }
     const page = matching.slice(0, size);
     const last = page[page.length - 1] as RegistryEntry;
-    return { entries: page, nextPageToken: encodePageToken(last.name), revision };
+    return { entries: page, nextPageToken: encodePageToken(last.name), revision, totalSize };
   }
 
   /**

@@ -320,6 +320,7 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
     expect(all.status).toBe(200);
     expect(namesOf(all)).toEqual(["alpha-1", "alpha-2", "alpha-3", "beta-1", "gamma"]);
     expect(all.body.count).toBe(5);
+    expect(all.body.total_size).toBe(5);
     expect(all.body.next_page_token).toBe("");
     const entryRevisions = records(all.body.services).map((s) => BigInt(String(s.revision)));
     for (const revision of entryRevisions) {
@@ -331,6 +332,7 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
       expect(page.status, page.text).toBe(200);
       expect(namesOf(page), query).toEqual(names);
       expect(page.body.count).toBe(names.length);
+      expect(page.body.total_size).toBe(names.length);
       expect(page.body.next_page_token).toBe("");
     };
     await expectNames("tag=blue", ["alpha-1", "alpha-2", "beta-1"]);
@@ -341,7 +343,7 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
     await expectNames("tag=green&status=SERVICE_STATUS_HEALTHY", ["alpha-3"]);
     await expectNames("tag=purple", []);
 
-    const pages: { names: string[]; count: unknown; token: string }[] = [];
+    const pages: { names: string[]; count: unknown; total: unknown; token: string }[] = [];
     let token = "";
     do {
       const page = await rest(
@@ -351,7 +353,12 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
       );
       expect(page.status, page.text).toBe(200);
       token = String(page.body.next_page_token);
-      pages.push({ names: namesOf(page), count: page.body.count, token });
+      pages.push({
+        names: namesOf(page),
+        count: page.body.count,
+        total: page.body.total_size,
+        token,
+      });
     } while (token !== "" && pages.length < 10);
     expect(pages.map((p) => p.names)).toEqual([
       ["alpha-1", "alpha-2"],
@@ -359,16 +366,19 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
       ["gamma"],
     ]);
     expect(pages.map((p) => p.count)).toEqual([2, 2, 1]);
+    // count is the page's; total_size every page's, on each page.
+    expect(pages.map((p) => p.total)).toEqual([5, 5, 5]);
 
     const bluePage = await rest(node, "GET", "/registry?tag=blue&page_size=2");
     expect(namesOf(bluePage)).toEqual(["alpha-1", "alpha-2"]);
+    expect(bluePage.body).toMatchObject({ count: 2, total_size: 3 });
     const blueRest = await rest(
       node,
       "GET",
       `/registry?tag=blue&page_size=2&page_token=${encodeURIComponent(String(bluePage.body.next_page_token))}`,
     );
     expect(namesOf(blueRest)).toEqual(["beta-1"]);
-    expect(blueRest.body.next_page_token).toBe("");
+    expect(blueRest.body).toMatchObject({ count: 1, total_size: 3, next_page_token: "" });
 
     // The listing's revision is the store's: the next write takes the one after it (or later).
     const listed = BigInt(String((await rest(node, "GET", "/registry")).body.revision));
@@ -472,12 +482,17 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
     const restList = await rest(node, "GET", "/registry?tag=shop&page_size=1");
     expect(toJson(ListServicesResponseSchema, grpcList, jsonOptions)).toEqual(restList.body);
     expect(grpcList.services.map((s) => s.name)).toEqual(["orders"]);
+    expect([grpcList.count, grpcList.totalSize]).toEqual([1, 2]);
+    expect(restList.body).toMatchObject({ count: 1, total_size: 2 });
     const grpcNext = await grpc.listServices({
       tag: "shop",
       pageSize: 1,
       pageToken: grpcList.nextPageToken,
     });
     expect(grpcNext.services.map((s) => s.name)).toEqual(["payments"]);
+    expect([grpcNext.count, grpcNext.totalSize, grpcNext.nextPageToken]).toEqual([1, 2, ""]);
+    const grpcNone = await grpc.listServices({ tag: "absent" });
+    expect([grpcNone.count, grpcNone.totalSize]).toEqual([0, 0]);
 
     const beat = await grpc.heartbeat({ name: "orders" });
     expect(beat.status).toBe("ok");
