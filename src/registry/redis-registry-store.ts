@@ -894,17 +894,46 @@ function decodeSnapshot(reply: unknown): {
     if (!Number.isInteger(entryRevision)) throw unreadable(new Error(`${name} has no revision`));
     decoded.push(decodeEntry(readRecord<unknown>(json), entryRevision));
   }
+  const decodedTombstones = [...tombstones.values()].map((json) => {
+    const stored = readRecord<{ revision?: unknown }>(json);
+    return decodeTombstone(stored, Number(stored?.revision));
+  });
   return {
     revision: Number(revision),
     historyId,
-    log: records.map((record) => decodeChange(String(record))),
+    log: decodeLog(records, decoded, decodedTombstones),
     entries: decoded,
-    tombstones: [...tombstones.values()].map((json) => {
-      const stored = readRecord<{ revision?: unknown }>(json);
-      return decodeTombstone(stored, Number(stored?.revision));
-    }),
+    tombstones: decodedTombstones,
   };
 }
+
+/**
+ * The change log's records. A record at the revision of a live entry or tombstone of the same
+ * snapshot is that write (a revision is one change), so it is not decoded again: the change is
+ * built on the object already decoded, which the view then shares between the log and its maps,
+ * as it does for a change it applies. Only superseded versions are parsed.
+ */
+function decodeLog(
+  records: readonly unknown[],
+  entries: readonly RegistryEntry[],
+  tombstones: readonly Tombstone[],
+): RegistryChange[] {
+  if (records.length === 0) return [];
+  const current = new Map<number, RegistryChange>();
+  for (const entry of entries)
+    current.set(entry.revision, { type: "put", revision: entry.revision, entry });
+  for (const tombstone of tombstones) {
+    current.set(tombstone.revision, { type: "delete", revision: tombstone.revision, tombstone });
+  }
+  return records.map((record) => {
+    const json = String(record);
+    // Every record starts {"revision":<n>, (the scripts write it so).
+    const known = current.get(Number(recordRevision.exec(json)?.[1]));
+    return known ?? decodeChange(json);
+  });
+}
+
+const recordRevision = /^\{"revision":(\d+),/;
 
 /** A flattened hash (HGETALL as a script returns it) as a map. */
 function pairs(flat: unknown): Map<string, string> {

@@ -503,6 +503,9 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(restarted.store.changesSince(3)?.map((c) => c.revision)).toEqual([4, 5, 6, 7, 8]);
     expect(restarted.store.changesSince(6, 1)).toEqual(writer.store.changesSince(6, 1));
     expect(restarted.store.changesSince(2)).toBeUndefined();
+    // A change that is the live entry's write holds that very entry, not a copy of it.
+    const [seventh] = restarted.store.changesSince(6, 1) ?? [];
+    expect(seventh?.type === "put" && seventh.entry).toBe(restarted.store.get("a"));
     // And it goes on from there as any view does.
     await writer.store.put(entryWrite("g"), 0);
     await vi.waitFor(() => expect(restarted.store.revision).toBe(9), waitLong);
