@@ -100,6 +100,7 @@ describe("encodeJsonText", () => {
       count: 0,
       next_page_token: "",
       revision: "0",
+      total_size: 0,
     });
     const watch = create(WatchServicesResponseSchema, { service: entry("x", true), revision: 1n });
     const json = JSON.parse(encodeJsonText(WatchServicesResponseSchema, watch)) as Record<

@@ -192,10 +192,11 @@ local start = from + 1 - first
 return {current, 1, redis.call('LRANGE', KEYS[5], start, start + tonumber(ARGV[2]) - 1), history}
 `;
 
-// Everything at one revision: {revision, entries, revisions, tombstones, history} (hashes
+// Everything at one revision: {revision, entries, revisions, tombstones, history, log} (hashes
 // flattened). The history id is created here, from ARGV[1], when there is none: at the first open
 // of a prefix, and again after Redis lost its data, so that it changes exactly when the revisions
-// start over.
+// start over. With ARGV[2] = '1' the log is the change log's records (the latest changes, up to
+// this revision, bounded as the log is), read in the same step; else it is empty.
 const snapshotScript = `
 redis.call('SET', KEYS[6], ARGV[1], 'NX')
 return {
@@ -203,7 +204,8 @@ return {
   redis.call('HGETALL', KEYS[2]),
   redis.call('HGETALL', KEYS[3]),
   redis.call('HGETALL', KEYS[4]),
-  redis.call('GET', KEYS[6])
+  redis.call('GET', KEYS[6]),
+  ARGV[2] == '1' and redis.call('LRANGE', KEYS[5], 0, -1) or {}
 }
 `;
 
@@ -214,7 +216,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])
 `;
 
-// Forgets tombstones deleted before ARGV[1] (Unix ms); returns how many.
+// Forgets tombstones deleted before ARGV[1] (Unix ms); returns {how many, the revision it ran at}.
+// When it forgot some it says so on the channel ARGV[2], as "purge:<revision>:<ARGV[1]>:<history>",
+// so that every process sharing the data forgets them too: a purge is not a change (it takes no
+// revision), so nothing in the log tells them. What it forgot is exactly the tombstones of that
+// revision or below deleted before the cut-off: later ones, even deleted earlier (a replicated
+// delete), were written after it.
 const purgeScript = `
 local cutoff = tonumber(ARGV[1])
 local all = redis.call('HGETALL', KEYS[4])
@@ -225,8 +232,28 @@ for i = 1, #all, 2 do
     forgotten = forgotten + 1
   end
 end
-return forgotten
+local revision = redis.call('GET', KEYS[1]) or '0'
+if forgotten > 0 then
+  redis.call('PUBLISH', ARGV[2], 'purge:' .. revision .. ':' .. ARGV[1] .. ':' .. (redis.call('GET', KEYS[6]) or ''))
+end
+return {forgotten, tonumber(revision)}
 `;
+
+/** A purge another process made, as its notification says it (see purgeScript). */
+interface PurgeNotice {
+  readonly revision: number;
+  readonly deletedBefore: number;
+  readonly historyId: string;
+}
+
+function parsePurgeNotice(message: string): PurgeNotice | undefined {
+  const [kind, revision, deletedBefore, historyId] = message.split(":");
+  if (kind !== "purge" || historyId === undefined) return undefined;
+  const notice = { revision: Number(revision), deletedBefore: Number(deletedBefore), historyId };
+  return Number.isInteger(notice.revision) && Number.isFinite(notice.deletedBefore)
+    ? notice
+    : undefined;
+}
 
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
@@ -270,7 +297,8 @@ function defineScripts(redis: Redis): RegistryScripts {
  * `changeLogBytes` bytes, counted in `registry:changes:bytes`),
  * `registry:history` (the history id), `registry:baselines` (see redis-baselines.ts), `node:id` and
  * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
- * channel `<keyPrefix>registry:changes`. Each write is one Lua script: one round trip, atomic.
+ * channel `<keyPrefix>registry:changes`, and a tombstone purge that forgot some publishes
+ * `purge:<revision>:<deletedBefore>:<history id>` there, so that every process forgets them. Each write is one Lua script: one round trip, atomic.
  *
  * The history id is a random UUID created with the data, at the first `open()`, and read back at
  * every one after, so that it lasts across restarts of the process and changes only when Redis
@@ -279,7 +307,8 @@ function defineScripts(redis: Redis): RegistryScripts {
  * The view follows Redis: a write applies its own change; a notification from another process,
  * and every reconnection of either connection, catches up from the change log, or from a full
  * snapshot when the log no longer reaches back far enough (listeners are then told the
- * differences).
+ * differences). `open()` loads the change log with the snapshot, so that a restarted process
+ * serves resumes (watches, peers) from what the log in Redis still holds.
  *
  * Writes answer honestly about their outcome. An entry write carries a deadline on Redis' clock
  * (see `createRedisWriteFence`) that its script checks first. It fails with "unavailable" when it
@@ -357,6 +386,11 @@ export function createRedisRegistryStore(
 
   const onMessage = (from: string, message: string) => {
     if (from !== channel) return;
+    const purge = parsePurgeNotice(message);
+    if (purge !== undefined) {
+      follower.purged(purge);
+      return;
+    }
     const revision = Number(message);
     if (Number.isFinite(revision) && revision > view.revision) follower.inBackground(revision);
   };
@@ -515,10 +549,15 @@ export function createRedisRegistryStore(
       // holds every tombstone it has caught up with, so the only ones skipped here are those it has
       // not seen yet (another process wrote them a moment ago); the process that wrote one holds
       // it in its own view and purges it, and this one does at its first sweep after catching up.
+      // A purge made here is notified to the other processes, which forget the same tombstones
+      // (so their sweeps need not run the script for them); one they missed (a subscription that
+      // was down) their own sweep still forgets, as before.
       if (!view.hasTombstoneBefore(deletedBefore)) return 0;
-      const forgotten = await unfencedWrite(() => scripts.purge(...keys, deletedBefore));
-      view.dropTombstones(deletedBefore);
-      return typeof forgotten === "number" ? forgotten : 0;
+      const [forgotten, revision] = numberPair(
+        await unfencedWrite(() => scripts.purge(...keys, deletedBefore, channel)),
+      );
+      view.dropTombstones(deletedBefore, revision);
+      return forgotten;
     },
 
     sync: () => follower.sync(),
@@ -559,8 +598,13 @@ interface Follower {
   catchUpTo(revision: number): Promise<void>;
   /** `catchUpTo` (or `sync` without a revision) whose failure is logged, not thrown. */
   inBackground(revision?: number): void;
-  /** Replaces the view with a full snapshot, in turn with catch-ups. */
+  /** Replaces the view with a full snapshot and the change log, in turn with catch-ups. */
   loadSnapshot(): Promise<void>;
+  /**
+   * Forgets the tombstones another process purged, once the view has caught up to the purge's
+   * revision (so that none it purged arrives after); a failure is logged, not thrown.
+   */
+  purged(notice: PurgeNotice): void;
   /** Resolves when no catch-up is running or queued. */
   settled(): Promise<void>;
 }
@@ -586,11 +630,16 @@ function createFollower(parts: {
   let target = 0;
   let snapshotWanted = false;
 
-  const snapshot = async (): Promise<void> => {
-    const reply = await command(() => scripts.snapshot(...keys, ids.uuid()));
+  // The snapshot at open also takes the change log Redis holds, so that a watcher or a peer
+  // resuming from a revision of before this process started gets the changes after it, not a
+  // snapshot, as from a process that never stopped. A reload later (this view fell behind what
+  // the log holds, or Redis lost its data) starts the log afresh, as it always did: the readers it
+  // would serve were cut already, and the log's whole length is not worth reading again then.
+  const snapshot = async (withLog = false): Promise<void> => {
+    const reply = await command(() => scripts.snapshot(...keys, ids.uuid(), withLog ? "1" : "0"));
     const state = decodeSnapshot(reply);
     historyId = state.historyId;
-    view.reset(state.revision, state.entries, state.tombstones);
+    view.reset(state.revision, state.entries, state.tombstones, state.log);
     // Should the counter have gone back (Redis lost its data), notified revisions above it mean
     // nothing any more.
     target = Math.min(target, state.revision);
@@ -601,7 +650,7 @@ function createFollower(parts: {
     const wantSnapshot = snapshotWanted;
     forced = false;
     snapshotWanted = false;
-    if (wantSnapshot) return snapshot();
+    if (wantSnapshot) return snapshot(true);
     if (!force && view.revision >= target) return;
     // A page at a time, so that no single reply (nor its decoding) is the whole log.
     for (;;) {
@@ -666,6 +715,17 @@ function createFollower(parts: {
     loadSnapshot() {
       snapshotWanted = true;
       return request();
+    },
+    purged({ revision, deletedBefore, historyId: purgedIn }) {
+      catchUpTo(revision).then(
+        () => {
+          // Revisions of another history (Redis lost its data since) say nothing about this view.
+          if (purgedIn === historyId) view.dropTombstones(deletedBefore, revision);
+        },
+        (error: unknown) => {
+          logger?.warn({ err: errorSummary(error) }, "registry sync after a purge failed");
+        },
+      );
     },
     async settled() {
       while (running !== undefined || queued !== undefined) {
@@ -806,16 +866,24 @@ function decodeSnapshot(reply: unknown): {
   entries: RegistryEntry[];
   tombstones: Tombstone[];
   historyId: string;
+  log: RegistryChange[];
 } {
-  if (!Array.isArray(reply) || reply.length !== 5 || typeof reply[4] !== "string" || !reply[4]) {
+  if (
+    !Array.isArray(reply) ||
+    reply.length !== 6 ||
+    typeof reply[4] !== "string" ||
+    !reply[4] ||
+    !Array.isArray(reply[5])
+  ) {
     throw unreadable(new Error("unexpected reply to the snapshot read"));
   }
-  const [revision, entryPairs, revisionPairs, tombstonePairs, historyId] = reply as [
+  const [revision, entryPairs, revisionPairs, tombstonePairs, historyId, records] = reply as [
     unknown,
     unknown,
     unknown,
     unknown,
     string,
+    unknown[],
   ];
   const entries = pairs(entryPairs);
   const revisions = pairs(revisionPairs);
@@ -826,16 +894,46 @@ function decodeSnapshot(reply: unknown): {
     if (!Number.isInteger(entryRevision)) throw unreadable(new Error(`${name} has no revision`));
     decoded.push(decodeEntry(readRecord<unknown>(json), entryRevision));
   }
+  const decodedTombstones = [...tombstones.values()].map((json) => {
+    const stored = readRecord<{ revision?: unknown }>(json);
+    return decodeTombstone(stored, Number(stored?.revision));
+  });
   return {
     revision: Number(revision),
     historyId,
+    log: decodeLog(records, decoded, decodedTombstones),
     entries: decoded,
-    tombstones: [...tombstones.values()].map((json) => {
-      const stored = readRecord<{ revision?: unknown }>(json);
-      return decodeTombstone(stored, Number(stored?.revision));
-    }),
+    tombstones: decodedTombstones,
   };
 }
+
+/**
+ * The change log's records. A record at the revision of a live entry or tombstone of the same
+ * snapshot is that write (a revision is one change), so it is not decoded again: the change is
+ * built on the object already decoded, which the view then shares between the log and its maps,
+ * as it does for a change it applies. Only superseded versions are parsed.
+ */
+function decodeLog(
+  records: readonly unknown[],
+  entries: readonly RegistryEntry[],
+  tombstones: readonly Tombstone[],
+): RegistryChange[] {
+  if (records.length === 0) return [];
+  const current = new Map<number, RegistryChange>();
+  for (const entry of entries)
+    current.set(entry.revision, { type: "put", revision: entry.revision, entry });
+  for (const tombstone of tombstones) {
+    current.set(tombstone.revision, { type: "delete", revision: tombstone.revision, tombstone });
+  }
+  return records.map((record) => {
+    const json = String(record);
+    // Every record starts {"revision":<n>, (the scripts write it so).
+    const known = current.get(Number(recordRevision.exec(json)?.[1]));
+    return known ?? decodeChange(json);
+  });
+}
+
+const recordRevision = /^\{"revision":(\d+),/;
 
 /** A flattened hash (HGETALL as a script returns it) as a map. */
 function pairs(flat: unknown): Map<string, string> {

@@ -76,7 +76,8 @@ export interface RegistryStore {
   ): Promise<Tombstone>;
 
   /**
-   * Forgets tombstones deleted before `deletedBefore` (Unix ms). Not a change: no revision.
+   * Forgets tombstones deleted before `deletedBefore` (Unix ms). Not a change: no revision. Every
+   * process sharing the backing store forgets them too (it is told, not sent a change).
    * @returns how many were forgotten.
    */
   purgeTombstones(deletedBefore: number): Promise<number>;

@@ -169,9 +169,16 @@ export class RegistryView {
   /**
    * Replaces the whole state with a snapshot at `revision` (a restart, or a gap the log cannot
    * fill). Listeners are told of what changed between the old state and the snapshot as changes
-   * at the snapshot's revision, so that watchers stay correct; the log restarts empty.
+   * at the snapshot's revision, so that watchers stay correct. The log restarts with `log`: the
+   * latest changes up to the snapshot, oldest first, as the backing store's log holds them (kept
+   * within this log's bounds); it restarts empty when `log` is not contiguous up to `revision`.
    */
-  reset(revision: number, entries: Iterable<RegistryEntry>, tombstones: Iterable<Tombstone>): void {
+  reset(
+    revision: number,
+    entries: Iterable<RegistryEntry>,
+    tombstones: Iterable<Tombstone>,
+    log: readonly RegistryChange[] = [],
+  ): void {
     const next = new Map<string, RegistryEntry>();
     for (const entry of entries) next.set(entry.name, entry);
     const differences: RegistryChange[] = [];
@@ -199,6 +206,10 @@ export class RegistryView {
     this.current = revision;
     this.compacted = revision;
     this.log.clear();
+    if (leadsUpTo(log, revision)) {
+      for (const change of log) this.log.push(change);
+      this.compacted = (this.log.first()?.revision ?? revision + 1) - 1;
+    }
     differences.sort((a, b) => a.revision - b.revision);
     for (const change of differences) for (const listener of [...this.listeners]) listener(change);
   }
@@ -222,11 +233,14 @@ export class RegistryView {
     return (times[excess - 1] as number) + 1;
   }
 
-  /** Forgets tombstones deleted before `deletedBefore`; returns how many. */
-  dropTombstones(deletedBefore: number): number {
+  /**
+   * Forgets tombstones deleted before `deletedBefore`, of revision `upToRevision` or below (a purge
+   * made in a backing store at that revision knew of no later one); returns how many.
+   */
+  dropTombstones(deletedBefore: number, upToRevision = Number.POSITIVE_INFINITY): number {
     let dropped = 0;
     for (const [name, tombstone] of this.dead) {
-      if (tombstone.deletedAt < deletedBefore) {
+      if (tombstone.deletedAt < deletedBefore && tombstone.revision <= upToRevision) {
         this.dead.delete(name);
         dropped++;
       }
@@ -254,4 +268,11 @@ export class RegistryView {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
+}
+
+/** Whether `log` is changes of consecutive revisions, the last at `revision` (none: false). */
+function leadsUpTo(log: readonly RegistryChange[], revision: number): boolean {
+  const first = log[0]?.revision;
+  if (first === undefined || log.at(-1)?.revision !== revision) return false;
+  return log.every((change, i) => change.revision === first + i);
 }

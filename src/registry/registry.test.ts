@@ -251,6 +251,15 @@ describe("list", () => {
     const second = registry.list({ pageSize: 3, pageToken: first.nextPageToken });
     expect(second.entries.map((e) => e.name)).toEqual(["c-1"]);
     expect(second.nextPageToken).toBe("");
+    // The total counts every page's matches, whichever page it comes with.
+    expect([first.totalSize, second.totalSize]).toEqual([4, 4]);
+    const blue = registry.list({ tag: "blue", pageSize: 1 });
+    expect(blue.entries).toHaveLength(1);
+    expect(blue.totalSize).toBe(2);
+    expect(
+      registry.list({ tag: "blue", pageSize: 1, pageToken: blue.nextPageToken }),
+    ).toMatchObject({ totalSize: 2, nextPageToken: "" });
+    expect(registry.list({ status: "DOWN" }).totalSize).toBe(0);
     expect(() => registry.list({ pageToken: "!!not-ours" })).toThrow(DomainError);
   });
 });

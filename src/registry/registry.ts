@@ -55,6 +55,8 @@ export interface RegistryPage {
   /** Opaque; empty when this is the last page. */
   readonly nextPageToken: string;
   readonly revision: number;
+  /** Entries matching the filters on all pages together (the page token aside). */
+  readonly totalSize: number;
 }
 
 /** Filters and pagination of a listing. */
@@ -65,6 +67,15 @@ export interface RegistryQuery {
   /** 0: every matching entry. */
   readonly pageSize?: number;
   readonly pageToken?: string;
+}
+
+/**
+ * A registration this node took: the entry as written, and the one it replaced (undefined for a
+ * new entry).
+ */
+export interface Registration {
+  readonly entry: RegistryEntry;
+  readonly previous: RegistryEntry | undefined;
 }
 
 /** The event a write reports; its payload gets the change's `service` and `revision`. */
@@ -103,6 +114,7 @@ export class Registry {
   private readonly options: RegistryOptions;
   private sweeper: NodeJS.Timeout | undefined;
   private sweeping = false;
+  private readonly registrations = new Set<(registration: Registration) => void>();
 
   constructor(
     private readonly deps: {
@@ -127,6 +139,16 @@ export class Registry {
   stop(): void {
     clearInterval(this.sweeper);
     this.sweeper = undefined;
+  }
+
+  /**
+   * Calls `listener` after every registration this node takes (not for entries written by another
+   * process sharing the store, nor merged from peers), once it is stored. Returns the function
+   * that unsubscribes.
+   */
+  onRegistered(listener: (registration: Registration) => void): () => void {
+    this.registrations.add(listener);
+    return () => this.registrations.delete(listener);
   }
 
   /** Live entries. */
@@ -156,7 +178,10 @@ export class Registry {
       throw new DomainError("invalid", `the name ${declared.name} is reserved: ${reserved}`);
     }
     checkDeclaredSize(declared);
-    return this.mutate(declared.name, (current) => {
+    // The entry the winning attempt replaced (each retry after a conflict reads it again).
+    let previous: RegistryEntry | undefined;
+    const registered = await this.mutate(declared.name, (current) => {
+      previous = current;
       const now = this.deps.clock.now();
       const write: EntryWrite = {
         name: declared.name,
@@ -189,6 +214,10 @@ export class Registry {
         : undefined;
       return writeEntry(write, event, (entry) => ({ entry, created: current === undefined }));
     });
+    for (const listener of [...this.registrations]) {
+      listener({ entry: registered.entry, previous });
+    }
+    return registered;
   }
 
   /**
@@ -266,21 +295,23 @@ export class Registry {
     const revision = store.revision;
     const after = query.pageToken ? decodePageToken(query.pageToken) : "";
     const matching: RegistryEntry[] = [];
+    let totalSize = 0;
     for (const entry of store.entries()) {
-      if (after && entry.name <= after) continue;
       if (query.namePrefix && !entry.name.startsWith(query.namePrefix)) continue;
       if (query.status && entry.status !== query.status) continue;
       if (query.tag && !entry.tags.includes(query.tag)) continue;
+      totalSize++;
+      if (after && entry.name <= after) continue;
       matching.push(entry);
     }
     matching.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const size = query.pageSize ?? 0;
     if (size <= 0 || matching.length <= size) {
-      return { entries: matching, nextPageToken: "", revision };
+      return { entries: matching, nextPageToken: "", revision, totalSize };
     }
     const page = matching.slice(0, size);
     const last = page[page.length - 1] as RegistryEntry;
-    return { entries: page, nextPageToken: encodePageToken(last.name), revision };
+    return { entries: page, nextPageToken: encodePageToken(last.name), revision, totalSize };
   }
 
   /**

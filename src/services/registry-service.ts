@@ -59,6 +59,7 @@ export function createRegistryService(
         count: page.entries.length,
         nextPageToken: page.nextPageToken,
         revision: BigInt(page.revision),
+        totalSize: page.totalSize,
       });
     },
 

@@ -486,6 +486,36 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(seen[1]).toEqual({ type: "delete", revision: 8, tombstone: two.store.tombstone("b") });
   });
 
+  it("opens with the change log Redis holds, so that resumes from before the open are served", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const writer = await processes.open(prefix, { changeLogSize: 5 });
+    for (const name of ["a", "b", "c", "d", "e", "f"]) await writer.store.put(entryWrite(name), 0);
+    await writer.store.put(entryWrite("a", { version: "2" }), 1);
+    await writer.store.remove(tombstoneWrite("b"), 2);
+    // As a restarted process: a new view of the same prefix.
+    const restarted = await processes.open(prefix, { changeLogSize: 5 });
+    expect(stateOf(restarted.store)).toEqual(stateOf(writer.store));
+    // The log in Redis holds the last 5 changes (4 to 8): served as the writer serves them.
+    expect(restarted.store.compactedRevision).toBe(3);
+    expect(restarted.store.changesSince(3)).toEqual(writer.store.changesSince(3));
+    expect(restarted.store.changesSince(3)?.map((c) => c.revision)).toEqual([4, 5, 6, 7, 8]);
+    expect(restarted.store.changesSince(6, 1)).toEqual(writer.store.changesSince(6, 1));
+    expect(restarted.store.changesSince(2)).toBeUndefined();
+    // A change that is the live entry's write holds that very entry, not a copy of it.
+    const [seventh] = restarted.store.changesSince(6, 1) ?? [];
+    expect(seventh?.type === "put" && seventh.entry).toBe(restarted.store.get("a"));
+    // And it goes on from there as any view does.
+    await writer.store.put(entryWrite("g"), 0);
+    await vi.waitFor(() => expect(restarted.store.revision).toBe(9), waitLong);
+    expect(restarted.store.changesSince(4)).toEqual(writer.store.changesSince(4));
+    // A view with a smaller log keeps only what fits it.
+    const smaller = await processes.open(prefix, { changeLogSize: 3 });
+    expect(smaller.store.compactedRevision).toBe(6);
+    expect(smaller.store.changesSince(6)).toEqual(writer.store.changesSince(6));
+  });
+
   it("bounds the change log in Redis by records and by bytes, counting the bytes exactly", {
     timeout: 60_000,
   }, async () => {
@@ -591,6 +621,41 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     expect(await store.purgeTombstones(2_000)).toBe(2);
     expect(await redis.hkeys(tombstones)).toEqual(["fresh"]);
     expect([...store.tombstones()].map((t) => t.name)).toEqual(["fresh"]);
+  });
+
+  it("has every process sharing the Redis forget the tombstones one of them purged", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = newPrefix();
+    const one = await processes.open(prefix);
+    const two = await processes.open(prefix);
+    await one.store.remove(tombstoneWrite("old", 1_000), 0);
+    await one.store.remove(tombstoneWrite("recent", 5_000), 0);
+    await vi.waitFor(() => expect(two.store.tombstone("recent")).toBeDefined(), waitLong);
+    // "late" is written after the purge, although deleted long before its cut-off (a replicated
+    // delete): the purge did not forget it in Redis, and no view must.
+    const names = (store: RegistryStore) => [...store.tombstones()].map((t) => t.name).sort();
+    expect(await one.store.purgeTombstones(2_000)).toBe(1);
+    await one.store.remove(tombstoneWrite("late", 500), 0);
+    await vi.waitFor(() => expect(names(two.store)).toEqual(["late", "recent"]), waitLong);
+    expect(names(one.store)).toEqual(["late", "recent"]);
+    // And the other way round, the notice as it goes over the channel.
+    const notices: string[] = [];
+    const listener = createTestRedisClient(redisServer().url);
+    try {
+      await untilRedisReady(listener);
+      listener.on("message", (_channel: string, message: string) => notices.push(message));
+      await listener.subscribe(`${prefix}registry:changes`);
+      expect(await two.store.purgeTombstones(2_000)).toBe(1);
+      await vi.waitFor(() => expect(names(one.store)).toEqual(["recent"]), waitLong);
+      expect(names(two.store)).toEqual(["recent"]);
+      await vi.waitFor(() => expect(notices).toHaveLength(1), waitLong);
+      expect(notices).toEqual([`purge:3:2000:${two.store.historyId}`]);
+      // Nothing left to forget: no script run, no notice.
+      expect(await one.store.purgeTombstones(2_000)).toBe(0);
+    } finally {
+      await closeRedisClient(listener);
+    }
   });
 
   it("takes a new history id when Redis loses its data, and keeps it otherwise", {

@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PeerService } from "../../gen/orchestrator/v1/peer_pb.js";
+import { createGrpcJsClient } from "../../src/clients/grpc-js-client.js";
 import { type OrchestratorProcess, startOrchestratorProcess } from "../support/process.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 import {
   expectStatus,
   openWatch,
+  patience,
   register,
   registration,
   rest,
@@ -244,5 +247,81 @@ describe("two orchestrator processes sharing one Redis", () => {
       },
     });
     expect(await onB.next()).toMatchObject({ type: "WATCH_EVENT_TYPE_PUT", service: fromB });
+  });
+});
+
+// A purge of tombstones is not a change (no revision), so a process learns of one only if it is
+// told: A forgets a tombstone on the shared Redis, and B, whose own sweep would keep it for an
+// hour, forgets it too. Tombstones are read where a peer reads them (PeerService.GetEntries).
+describe("tombstones purged by one process sharing a Redis are forgotten by the other", () => {
+  let redis: RedisServer | undefined;
+  const nodes: OrchestratorProcess[] = [];
+  afterAll(async () => {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redis?.stop();
+  });
+
+  /** The names of the tombstones `node` holds in its view. */
+  async function tombstonesOn(node: OrchestratorProcess): Promise<string[]> {
+    const client = createGrpcJsClient(PeerService, `127.0.0.1:${node.port}`);
+    try {
+      const reply = await client.getEntries(
+        { bucketCount: 1, buckets: [0] },
+        { deadline: new Date(Date.now() + patience) },
+      );
+      return reply.entries
+        .filter((entry) => entry.deleted)
+        .map((entry) => entry.entry?.name ?? "")
+        .sort();
+    } finally {
+      client.close();
+    }
+  }
+
+  const untilTombstones = (node: OrchestratorProcess, expected: string[]) => {
+    let last: string[] = [];
+    return until(
+      `${node.url} holds the tombstones ${expected.join(", ")}`,
+      async () => {
+        last = await tombstonesOn(node);
+        return JSON.stringify(last) === JSON.stringify(expected) ? last : undefined;
+      },
+      { describe: () => last.join(", ") },
+    );
+  };
+
+  it("drops from B's view the tombstone A's sweep forgot", { timeout: 120_000 }, async () => {
+    const server = await startRedisServer();
+    redis = server;
+    const shared = {
+      REDIS_URL: server.url,
+      REDIS_KEY_PREFIX: `test-${randomUUID()}:`,
+      HEALTH_CHECK_INTERVAL_MS: "3600000",
+    };
+    // A keeps one tombstone at most: its sweep (every second) forgets the older one as soon as
+    // there are two. B keeps them all, for an hour: its own sweep forgets nothing here.
+    const [a, b] = await Promise.all([
+      startOrchestratorProcess({
+        env: { ...shared, NODE_ID: "node-a", REGISTRY_MAX_TOMBSTONES: "1" },
+      }),
+      startOrchestratorProcess({ env: { ...shared, NODE_ID: "node-b" } }),
+    ]);
+    nodes.push(a, b);
+    await Promise.all([untilStatus(a.url, "/ready", 200), untilStatus(b.url, "/ready", 200)]);
+
+    for (const name of ["first-gone", "second-gone", "alive"]) {
+      await register(a.url, registration(name));
+    }
+    await expectStatus(rest(a.url, "DELETE", "/registry/first-gone"), 200);
+    await untilTombstones(b, ["first-gone"]);
+    await untilTombstones(a, ["first-gone"]);
+
+    await expectStatus(rest(a.url, "DELETE", "/registry/second-gone"), 200);
+    // A's sweep forgets "first-gone" in Redis and in its view; B is told and forgets it too.
+    await untilTombstones(a, ["second-gone"]);
+    await untilTombstones(b, ["second-gone"]);
+    // Nothing else changed: the live entry is still on both.
+    await untilStatus(b.url, "/registry/alive", 200);
+    await untilStatus(a.url, "/registry/alive", 200);
   });
 });

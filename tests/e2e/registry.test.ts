@@ -13,6 +13,7 @@ import {
 import { createGrpcJsClient, type GrpcJsClient } from "../../src/clients/grpc-js-client.js";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { type FakeService, startFakeService } from "../support/fake-service.js";
+import { type LoopbackServer, startLoopbackServer } from "../support/loopback-server.js";
 import { type RunningOrchestrator, startOrchestrator } from "../support/orchestrator.js";
 import {
   createTestRedisClient,
@@ -319,6 +320,7 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
     expect(all.status).toBe(200);
     expect(namesOf(all)).toEqual(["alpha-1", "alpha-2", "alpha-3", "beta-1", "gamma"]);
     expect(all.body.count).toBe(5);
+    expect(all.body.total_size).toBe(5);
     expect(all.body.next_page_token).toBe("");
     const entryRevisions = records(all.body.services).map((s) => BigInt(String(s.revision)));
     for (const revision of entryRevisions) {
@@ -330,6 +332,7 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
       expect(page.status, page.text).toBe(200);
       expect(namesOf(page), query).toEqual(names);
       expect(page.body.count).toBe(names.length);
+      expect(page.body.total_size).toBe(names.length);
       expect(page.body.next_page_token).toBe("");
     };
     await expectNames("tag=blue", ["alpha-1", "alpha-2", "beta-1"]);
@@ -340,7 +343,7 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
     await expectNames("tag=green&status=SERVICE_STATUS_HEALTHY", ["alpha-3"]);
     await expectNames("tag=purple", []);
 
-    const pages: { names: string[]; count: unknown; token: string }[] = [];
+    const pages: { names: string[]; count: unknown; total: unknown; token: string }[] = [];
     let token = "";
     do {
       const page = await rest(
@@ -350,7 +353,12 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
       );
       expect(page.status, page.text).toBe(200);
       token = String(page.body.next_page_token);
-      pages.push({ names: namesOf(page), count: page.body.count, token });
+      pages.push({
+        names: namesOf(page),
+        count: page.body.count,
+        total: page.body.total_size,
+        token,
+      });
     } while (token !== "" && pages.length < 10);
     expect(pages.map((p) => p.names)).toEqual([
       ["alpha-1", "alpha-2"],
@@ -358,16 +366,19 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
       ["gamma"],
     ]);
     expect(pages.map((p) => p.count)).toEqual([2, 2, 1]);
+    // count is the page's; total_size every page's, on each page.
+    expect(pages.map((p) => p.total)).toEqual([5, 5, 5]);
 
     const bluePage = await rest(node, "GET", "/registry?tag=blue&page_size=2");
     expect(namesOf(bluePage)).toEqual(["alpha-1", "alpha-2"]);
+    expect(bluePage.body).toMatchObject({ count: 2, total_size: 3 });
     const blueRest = await rest(
       node,
       "GET",
       `/registry?tag=blue&page_size=2&page_token=${encodeURIComponent(String(bluePage.body.next_page_token))}`,
     );
     expect(namesOf(blueRest)).toEqual(["beta-1"]);
-    expect(blueRest.body.next_page_token).toBe("");
+    expect(blueRest.body).toMatchObject({ count: 1, total_size: 3, next_page_token: "" });
 
     // The listing's revision is the store's: the next write takes the one after it (or later).
     const listed = BigInt(String((await rest(node, "GET", "/registry")).body.revision));
@@ -471,12 +482,17 @@ describe.each(stores)("registry on the $store store", ({ env: storeEnv }) => {
     const restList = await rest(node, "GET", "/registry?tag=shop&page_size=1");
     expect(toJson(ListServicesResponseSchema, grpcList, jsonOptions)).toEqual(restList.body);
     expect(grpcList.services.map((s) => s.name)).toEqual(["orders"]);
+    expect([grpcList.count, grpcList.totalSize]).toEqual([1, 2]);
+    expect(restList.body).toMatchObject({ count: 1, total_size: 2 });
     const grpcNext = await grpc.listServices({
       tag: "shop",
       pageSize: 1,
       pageToken: grpcList.nextPageToken,
     });
     expect(grpcNext.services.map((s) => s.name)).toEqual(["payments"]);
+    expect([grpcNext.count, grpcNext.totalSize, grpcNext.nextPageToken]).toEqual([1, 2, ""]);
+    const grpcNone = await grpc.listServices({ tag: "absent" });
+    expect([grpcNone.count, grpcNone.totalSize]).toEqual([0, 0]);
 
     const beat = await grpc.heartbeat({ name: "orders" });
     expect(beat.status).toBe("ok");
@@ -836,6 +852,84 @@ describe("GET /health/system follows the probes", () => {
     }, waitLong);
     const body = await rest(node, "GET", "/health/system");
     expect(body.text).not.toContain("127.0.0.1");
+  });
+});
+
+describe("a new registration is probed at once, not at the next round", () => {
+  // The longest interval there is: the round at start finds nothing, the next is an hour away, so
+  // whatever status an entry gets here comes from the probe its registration set off.
+  const hourly = { HEALTH_CHECK_INTERVAL_MS: "3600000" };
+
+  async function healthEndpoint(status: number): Promise<LoopbackServer> {
+    const server = await startLoopbackServer((_request, response) => {
+      response.statusCode = status;
+      response.end(status === 200 ? "ok" : "failing");
+    });
+    cleanups.push(() => server.close());
+    return server;
+  }
+
+  const statusOf = async (node: RunningOrchestrator, name: string) =>
+    (await rest(node, "GET", `/registry/${name}`)).body.status;
+
+  it("a health URL answering 200 makes the entry HEALTHY", async () => {
+    const node = await startNode(hourly);
+    const up = await healthEndpoint(200);
+    const reply = await rest(node, "POST", "/registry/register", {
+      name: "fresh",
+      base_url: "http://127.0.0.1:9",
+      health_url: `${up.url}/healthz`,
+    });
+    expect(reply.status, reply.text).toBe(200);
+    expect(record(reply.body.service).status).toBe("SERVICE_STATUS_UNKNOWN");
+    await vi.waitFor(
+      async () => expect(await statusOf(node, "fresh")).toBe("SERVICE_STATUS_HEALTHY"),
+      waitLong,
+    );
+    expect(up.requests.map((request) => request.url)).toEqual(["/healthz"]);
+  });
+
+  it("one answering 500 is a failure at once: UNHEALTHY at a threshold of 1, else still UNKNOWN", async () => {
+    const failing = await healthEndpoint(500);
+    const strict = await startNode({ ...hourly, HEALTH_CHECK_FAILURE_THRESHOLD: "1" });
+    await rest(strict, "POST", "/registry/register", { name: "broken", base_url: failing.url });
+    await vi.waitFor(
+      async () => expect(await statusOf(strict, "broken")).toBe("SERVICE_STATUS_UNHEALTHY"),
+      waitLong,
+    );
+
+    // The default threshold (3 failures in a row): one probe is not enough to say UNHEALTHY, but
+    // it has happened, and /health/system shows its error.
+    const lenient = await startNode(hourly);
+    await rest(lenient, "POST", "/registry/register", { name: "broken", base_url: failing.url });
+    await vi.waitFor(async () => {
+      const body = (await rest(lenient, "GET", "/health/system")).body;
+      expect(record(record(body.services).broken)).toMatchObject({
+        status: "unknown",
+        error: "HTTP 500",
+      });
+    }, waitLong);
+    expect(await statusOf(lenient, "broken")).toBe("SERVICE_STATUS_UNKNOWN");
+  });
+
+  it("a re-registration with a new health URL is probed at once; the same one is not", async () => {
+    const node = await startNode({ ...hourly, HEALTH_CHECK_FAILURE_THRESHOLD: "1" });
+    const [up, failing] = await Promise.all([healthEndpoint(200), healthEndpoint(500)]);
+    const service = { name: "moving", base_url: "http://127.0.0.1:9" };
+    await rest(node, "POST", "/registry/register", { ...service, health_url: failing.url });
+    await vi.waitFor(
+      async () => expect(await statusOf(node, "moving")).toBe("SERVICE_STATUS_UNHEALTHY"),
+      waitLong,
+    );
+    // The same declaration again (a periodic re-registration): no probe.
+    await rest(node, "POST", "/registry/register", { ...service, health_url: failing.url });
+    await rest(node, "POST", "/registry/register", { ...service, health_url: up.url });
+    await vi.waitFor(
+      async () => expect(await statusOf(node, "moving")).toBe("SERVICE_STATUS_HEALTHY"),
+      waitLong,
+    );
+    expect(failing.requests).toHaveLength(1);
+    expect(up.requests).toHaveLength(1);
   });
 });
 
