@@ -303,7 +303,8 @@ export class PeerLink {
         if (this.state === "LIVE") this.advance(message.revision);
         break;
     }
-    await this.flushCursor(false);
+    // Nothing to write during a snapshot (the cursor moves at its end): no call, no await.
+    if (this.cursorDirty) await this.flushCursor(false);
   }
 
   private noteRevision(revision: number): void {
