@@ -18,7 +18,8 @@ import { createEventOutbox } from "../src/events/event-outbox.js";
 import type { EventStore } from "../src/events/event-store.js";
 import { createMemoryEventStore } from "../src/events/memory-event-store.js";
 import { createRedisEventStore } from "../src/events/redis-event-store.js";
-import { closeRedisClient, createRedisClient, untilReady } from "../src/redis/redis-client.js";
+import { closeRedisClient, createRedisClient } from "../src/redis/redis-client.js";
+import { untilReady } from "../src/redis/redis-connection.js";
 import {
   count,
   fmt,

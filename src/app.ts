@@ -55,7 +55,6 @@ import {
   registerEventMetrics,
   registerPeerMetrics,
 } from "./observability/metrics.js";
-import { closeRedisClient, createRedisClient, redisReadinessCheck } from "./redis/redis-client.js";
 import type { SagaStore } from "./sagas/saga-store.js";
 import type { ScheduledJob } from "./schedules/scheduler.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
@@ -160,8 +159,8 @@ export async function createApp(
   // Every call on the Connect router listens on it: many calls in flight are normal, not a leak.
   setMaxListeners(0, kill.signal);
   const readinessChecks: ReadinessCheck[] = [...(deps.readinessChecks ?? [])];
-  const redis = config.redis ? openRedis(config.redis, rootLogger) : undefined;
-  if (redis) readinessChecks.push(redisReadinessCheck(redis.commands));
+  const redis = config.redis ? await openRedis(config.redis, rootLogger) : undefined;
+  if (redis) readinessChecks.push(redis.readiness);
 
   // The registry's store first: it keeps the node id, which every event and log line carries.
   const store = createRegistryStore(config, { clock, logger: rootLogger }, redis);
@@ -176,7 +175,7 @@ export async function createApp(
     environment: config.environment,
   };
   const shadowedValues = shadowedPathValues(apiServices);
-  const tracing = createTracingCapability({ config, node });
+  const tracing = await createTracingCapability({ config, node });
   // One outbound client for the node: its circuit breakers (one per origin) are shared by every
   // capability that calls the same service.
   const outbound = createHttpClient(
@@ -334,10 +333,7 @@ export async function createApp(
         kill.abort(new ConnectError("the server is shutting down", Code.Unavailable));
         await http.fastify.close();
         for (const capability of [...capabilities].reverse()) await capability.stop();
-        if (redis) {
-          await closeRedisClient(redis.subscriber);
-          await closeRedisClient(redis.commands);
-        }
+        await redis?.close();
         logger.info("shut down");
         await flushLogger(logger);
         await shipper?.close();
@@ -347,12 +343,25 @@ export async function createApp(
   };
 }
 
-/** The node's two Redis connections: one for commands, one subscribed to notifications. */
-function openRedis(options: NonNullable<AppConfig["redis"]>, logger: Logger) {
+/**
+ * The node's two Redis connections: one for commands, one subscribed to notifications. The
+ * driver is loaded here, only when Redis is configured.
+ */
+async function openRedis(options: NonNullable<AppConfig["redis"]>, logger: Logger) {
+  const { closeRedisClient, createRedisClient, redisReadinessCheck } = await import(
+    "./redis/redis-client.js"
+  );
   // A subscribed connection takes no other command: notifications get their own.
+  const commands = createRedisClient(options, logger);
+  const subscriber = createRedisClient(options, logger);
   return {
-    commands: createRedisClient(options, logger),
-    subscriber: createRedisClient(options, logger),
+    commands,
+    subscriber,
+    readiness: redisReadinessCheck(commands),
+    async close() {
+      await closeRedisClient(subscriber);
+      await closeRedisClient(commands);
+    },
   };
 }
 

@@ -24,10 +24,10 @@ export interface TracingCapability extends Capability {
  * InfrastructureService. Stopped last, so that the spans of every other capability's shutdown
  * are exported.
  */
-export function createTracingCapability(deps: {
+export async function createTracingCapability(deps: {
   readonly config: AppConfig;
   readonly node: NodeInfo;
-}): TracingCapability {
+}): Promise<TracingCapability> {
   const settings = deps.config.tracing;
   const store = createMemoryTraceStore({
     maxTraces: settings.maxTraces,
@@ -35,7 +35,7 @@ export function createTracingCapability(deps: {
     maxSpansPerTrace: settings.maxSpansPerTrace,
   });
   const tracing = settings.enabled
-    ? createTracing({
+    ? await createTracing({
         store,
         serviceName: deps.node.service,
         instanceId: deps.node.nodeId,

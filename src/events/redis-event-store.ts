@@ -3,7 +3,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
-import { untilReady } from "../redis/redis-client.js";
+import { untilReady } from "../redis/redis-connection.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import {
   type AppendKey,

@@ -526,9 +526,9 @@ describe("request", () => {
 describe("client spans", () => {
   // The tracing capability's tracer over the real SDK and a memory trace store: what a call
   // records, found by the trace id the server received.
-  function tracedClient() {
+  async function tracedClient() {
     const store = createMemoryTraceStore();
-    const tracing = createTracing({
+    const tracing = await createTracing({
       store,
       serviceName: "orchestrator",
       instanceId: "n",
@@ -547,7 +547,7 @@ describe("client spans", () => {
     const server = await startServer((_request, response) => {
       response.writeHead(server.requests.length === 1 ? 503 : 201).end();
     });
-    const { store, client } = tracedClient();
+    const { store, client } = await tracedClient();
     const caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     const response = await client.request({
@@ -573,7 +573,7 @@ describe("client spans", () => {
 
   it("sends its own span as traceparent, the child of the caller's, and records the status", async () => {
     const server = await startServer((_request, response) => response.writeHead(404).end());
-    const { store, client } = tracedClient();
+    const { store, client } = await tracedClient();
     const caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const response = await client.get(`${server.url}/openapi.json?token=secret`, {
       headers: { traceparent: caller },
@@ -603,7 +603,7 @@ describe("client spans", () => {
 
   it("starts a trace for a call made outside any call, and records a failure's reason", async () => {
     const server = await startServer(() => {});
-    const { store, client } = tracedClient();
+    const { store, client } = await tracedClient();
     const failure = await rejection(client.get(`${server.url}/health`, { timeoutMs: 200 }));
     expect(failure.kind).toBe("timeout");
     const [, traceId] =

@@ -1,9 +1,8 @@
 import type { Readable, Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
-import { request as undiciRequest } from "undici";
 import { type Clock, systemClock } from "../clock.js";
 import { isOutboundError, OutboundError } from "./outbound-errors.js";
-import { createOutboundPolicy, type OutboundPolicy } from "./outbound-policy.js";
+import type { OutboundPolicy } from "./outbound-policy.js";
 
 export {
   isOutboundError,
@@ -186,6 +185,11 @@ export interface HttpClientDeps {
 
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
+// undici (about a hundred modules) and the retry and breaker policies (cockatiel) are loaded with
+// a process's first outbound call, not when it starts: many nodes make none for a long while.
+let undici: Promise<typeof import("undici")> | undefined;
+const loadUndici = () => (undici ??= import("undici"));
+
 /**
  * Creates the outbound HTTP client over undici's `request` (its global dispatcher: a keep-alive
  * pool per origin). Its circuit breakers live as long as it does: create one per process and
@@ -208,11 +212,17 @@ export function createHttpClient(
     tracer: deps.tracer,
     maxRedirects: settings.maxRedirects,
   };
-  const policy: OutboundPolicy = createOutboundPolicy(settings, deps.random ?? Math.random);
+  const random = deps.random ?? Math.random;
+  let policy: Promise<OutboundPolicy> | undefined;
+  const policyOf = () =>
+    (policy ??= import("./outbound-policy.js").then(({ createOutboundPolicy }) =>
+      createOutboundPolicy(settings, random),
+    ));
 
   const client: HttpClient = {
     async request(request) {
       const plan = planCall(settings, request);
+      const policy = await policyOf();
       request.signal?.throwIfAborted();
       return policy.run(plan.target.origin, () => attempt(plan, context), {
         retry: plan.retry,
@@ -316,6 +326,8 @@ interface Hop {
 
 /** One attempt: one exchange (redirects included) under its own deadline and client span. */
 async function attempt(plan: CallPlan, context: AttemptContext): Promise<HttpResponse> {
+  // Before the exchange's deadline starts: loading undici is no part of the call's time.
+  const { request } = await loadUndici();
   // A caller who aborted during a backoff gets no further request sent on their behalf.
   plan.signal?.throwIfAborted();
   const headers = new Headers(plan.headers);
@@ -335,7 +347,7 @@ async function attempt(plan: CallPlan, context: AttemptContext): Promise<HttpRes
       // undici's request, not fetch: fetch's WHATWG streams cost about a millisecond of CPU per
       // call (bench:workflows' profile), request a fraction of it. Redirects are not followed
       // by it, and content codings are decoded below, as fetch would.
-      const response = await undiciRequest(hop.target, {
+      const response = await request(hop.target, {
         method: hop.method,
         headers: headerRecord(headers),
         body: hop.body ?? null,

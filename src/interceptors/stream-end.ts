@@ -1,7 +1,11 @@
 import type { Message } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 
-const closedEarly = new ConnectError("the stream was closed before it ended", Code.Canceled);
+// Built when first needed: the process's first ConnectError loads Node's fetch implementation (its
+// Headers), which a node's start does not otherwise need.
+let closedEarlyError: ConnectError | undefined;
+const closedEarly = () =>
+  (closedEarlyError ??= new ConnectError("the stream was closed before it ended", Code.Canceled));
 
 /**
  * Opens a streaming call (`open`, called here, so that a layer that throws at once is reported
@@ -26,7 +30,7 @@ export async function* reportingEnd(
     reported = true;
     throw onEnd(error) ?? error;
   } finally {
-    if (!reported) onEnd(abortReasonOf(context) ?? closedEarly);
+    if (!reported) onEnd(abortReasonOf(context) ?? closedEarly());
   }
 }
 

@@ -1,6 +1,10 @@
+// Loads the Redis driver (ioredis: some 50 modules): import this module only when Redis is
+// configured (the app does so dynamically). What the stores need of an open connection is in
+// redis-connection.ts, which loads no driver.
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { ReadinessCheck } from "../system/readiness.js";
+import { redisCommandTimeoutMs } from "./redis-connection.js";
 
 /** Where Redis is, as configuration gives it. */
 export interface RedisConnectionOptions {
@@ -10,9 +14,6 @@ export interface RedisConnectionOptions {
   readonly url?: string | undefined;
   readonly password?: string | undefined;
 }
-
-/** How long a command may wait for its reply before ioredis fails it. */
-export const redisCommandTimeoutMs = 5_000;
 
 /**
  * Connects to Redis for durable state and events. Commands fail fast while Redis is unreachable
@@ -81,29 +82,4 @@ export async function closeRedisClient(client: Redis, timeoutMs = 2_000): Promis
     clearTimeout(timer);
     client.disconnect();
   }
-}
-
-/**
- * Waits until `client` is ready: commands sent before would fail at once (no offline queue).
- * @throws Error when it is not ready within `timeoutMs`, or its connection ends first.
- */
-export function untilReady(client: Redis, timeoutMs: number): Promise<void> {
-  if (client.status === "ready") return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const finish = (error?: Error) => {
-      clearTimeout(timer);
-      client.off("ready", onReady);
-      client.off("end", onEnd);
-      if (error) reject(error);
-      else resolve();
-    };
-    const onReady = () => finish();
-    const onEnd = () => finish(new Error("the connection has ended"));
-    const timer = setTimeout(
-      () => finish(new Error("the connection was not ready in time")),
-      timeoutMs,
-    );
-    client.on("ready", onReady);
-    client.on("end", onEnd);
-  });
 }

@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { type Clock, systemClock } from "../clock.js";
-import { redisCommandTimeoutMs } from "./redis-client.js";
+import { redisCommandTimeoutMs } from "./redis-connection.js";
 
 /**
  * How a fenced write failed without an answer from Redis:

@@ -121,3 +121,57 @@ describe("problemWithDeclaration", () => {
     );
   });
 });
+
+describe("problemWithDeclaration's URL check", () => {
+  // The check as it was, building a URL for every one: the quick path must agree with it.
+  const reference = (text: string) => {
+    if (text.length > entryLimits.urlLength) return false;
+    try {
+      const url = new URL(text);
+      return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
+    } catch {
+      return false;
+    }
+  };
+  const urls = [
+    "http://billing:8080",
+    "https://billing.example.com/openapi.json?x=1#f",
+    "http://",
+    "https://",
+    "http:///path",
+    "http://:80",
+    "http://[::1]:8080/",
+    "http://[::1",
+    "http://a b",
+    "http://a\tb",
+    "http://a%20b",
+    "http://xn--nxasmq6b",
+    "http://ex ample.com",
+    "http://exa%mple.com",
+    "http://@host",
+    "http://user:pass@host/",
+    "http://host:99999",
+    "http://1.2.3.4.5",
+    "http://0x7f.1",
+    "http://256.256.256.256",
+    "http://host/\u0000",
+    "http://\u00e9xample.com",
+    "http://\ud800.com",
+    "https://host\\path",
+    "HTTP://billing",
+    " http://billing",
+    "http:billing",
+    "ftp://billing",
+    "file:///etc/passwd",
+    "billing:8080",
+    "",
+    `http://${"a".repeat(entryLimits.urlLength)}`,
+    `http://${"a".repeat(entryLimits.urlLength - 7)}`,
+  ];
+  it("agrees with parsing each URL", () => {
+    for (const url of urls) {
+      const problem = problemWithDeclaration(declared({ baseUrl: url }));
+      expect(problem === undefined, JSON.stringify(url)).toBe(reference(url));
+    }
+  });
+});

@@ -100,6 +100,10 @@ function tooLong(text: string, max: number): boolean {
 
 function isHttpUrl(text: string): boolean {
   if (text.length > entryLimits.urlLength) return false;
+  // The common case, checked without building a URL (half the cost; a snapshot from a peer checks
+  // two per entry): text that starts with the scheme as written here has that scheme once parsed,
+  // and an http(s) URL that parses has a host (WHATWG: a special URL without one fails).
+  if (text.startsWith("http://") || text.startsWith("https://")) return URL.canParse(text);
   try {
     const url = new URL(text);
     return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";

@@ -1,4 +1,4 @@
-import { Piscina } from "piscina";
+import type { Piscina } from "piscina";
 import { DomainError } from "../errors/domain-error.js";
 import type { OpenApiBaseline } from "./model.js";
 import type { OpenApiAnalysis, OpenApiAnalysisTask } from "./openapi-analysis.js";
@@ -77,22 +77,30 @@ export function createOpenApiAnalyzer(
     maxOperations: settings.maxOperations,
     maxBaselineBytes: settings.maxBaselineBytes,
   };
-  let pool: Piscina<OpenApiAnalysisTask, OpenApiWorkerReply> | undefined;
+  type Pool = Piscina<OpenApiAnalysisTask, OpenApiWorkerReply>;
+  // The pool, and piscina itself, come with the first analysis: a node may never make one.
+  let starting: Promise<Pool> | undefined;
+  let started: Pool | undefined;
   let closed = false;
 
-  const start = () =>
-    new Piscina<OpenApiAnalysisTask, OpenApiWorkerReply>({
+  const start = async (): Promise<Pool> => {
+    const { Piscina } = await import("piscina");
+    started = new Piscina<OpenApiAnalysisTask, OpenApiWorkerReply>({
       filename: workerFile.url,
       ...(workerFile.execArgv ? { execArgv: workerFile.execArgv } : {}),
       minThreads: 0,
       maxThreads: settings.workers,
       idleTimeout: settings.idleTimeoutMs,
     });
+    return started;
+  };
 
   return {
     async analyze(input) {
       if (closed) throw shutDown();
-      pool ??= start();
+      starting ??= start();
+      const pool = await starting;
+      if (closed) throw shutDown();
       const body = ownedBytes(input.body);
       const summary = input.baseline && ownedBytes(input.baseline.summary);
       const task: OpenApiAnalysisTask = {
@@ -115,11 +123,12 @@ export function createOpenApiAnalyzer(
       return reply.analysis;
     },
     get threads() {
-      return pool?.threads.length ?? 0;
+      return started?.threads.length ?? 0;
     },
     async close() {
       closed = true;
-      await pool?.destroy();
+      // A pool still starting is destroyed once started: its analyses then reject as closed.
+      await (await starting)?.destroy();
     },
   };
 }

@@ -9,7 +9,7 @@ import {
   storeEventLua,
 } from "../events/redis-event-scripts.js";
 import { type IdSource, randomIds } from "../ids.js";
-import { untilReady } from "../redis/redis-client.js";
+import { untilReady } from "../redis/redis-connection.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {

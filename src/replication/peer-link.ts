@@ -197,9 +197,13 @@ export class PeerLink {
     let helloSeen = false;
     let silence: NodeJS.Timeout | undefined;
     // Armed before the first message too: a peer that accepts the connection and never answers
-    // (stopped, overloaded) is given up on like one that goes quiet later.
+    // (stopped, overloaded) is given up on like one that goes quiet later. One timer per stream,
+    // pushed back by every message (a snapshot is thousands of them: no new timer for each).
     const expectWithinSilence = () => {
-      clearTimeout(silence);
+      if (silence !== undefined) {
+        silence.refresh();
+        return;
+      }
       silence = setTimeout(
         () => abort.abort(new PeerCallError("unavailable", "the peer went silent")),
         this.options.silenceTimeoutMs,
@@ -299,7 +303,8 @@ export class PeerLink {
         if (this.state === "LIVE") this.advance(message.revision);
         break;
     }
-    await this.flushCursor(false);
+    // Nothing to write during a snapshot (the cursor moves at its end): no call, no await.
+    if (this.cursorDirty) await this.flushCursor(false);
   }
 
   private noteRevision(revision: number): void {

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { type Clock, systemClock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
-import { untilReady } from "../redis/redis-client.js";
+import { untilReady } from "../redis/redis-connection.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {

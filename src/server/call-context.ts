@@ -33,8 +33,14 @@ export interface CallContextInit {
 }
 
 // One shared reason for calls that simply ended: aborting without a reason would make Node build
-// a DOMException (with its stack) for every call.
-const callEnded = new ConnectError("the call has ended", Code.Canceled);
+// a DOMException (with its stack) for every call. Built when first needed, which a call that hands
+// out no signal never is: a ConnectError carries Headers, and the process's first Headers loads
+// Node's fetch implementation (~80 ms), which nothing else on a node's start needs.
+let callEndedError: ConnectError | undefined;
+const callEnded = () => (callEndedError ??= new ConnectError("the call has ended", Code.Canceled));
+/** The reason of a call that simply ended, until someone asks for it. */
+const ended: unique symbol = Symbol("the call has ended");
+const reasonOf = (reason: ConnectError | typeof ended) => (reason === ended ? callEnded() : reason);
 
 /**
  * The HandlerContext our own transports (the gRPC fast path, the REST gateway) hand to wrapped
@@ -60,7 +66,7 @@ export class CallContext implements HandlerContext, CarriesCallMeta {
   private readonly deadline: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private controller: AbortController | undefined;
-  private abortReason: ConnectError | undefined;
+  private abortReason: ConnectError | typeof ended | undefined;
   private lazyValues: ContextValues | undefined;
   private lazyRequestHeader: Headers | undefined;
   private lazyResponseHeader: Headers | undefined;
@@ -88,7 +94,7 @@ export class CallContext implements HandlerContext, CarriesCallMeta {
   get signal(): AbortSignal {
     if (this.controller === undefined) {
       this.controller = new AbortController();
-      if (this.abortReason !== undefined) this.controller.abort(this.abortReason);
+      if (this.abortReason !== undefined) this.controller.abort(reasonOf(this.abortReason));
     }
     return this.controller.signal;
   }
@@ -134,7 +140,7 @@ export class CallContext implements HandlerContext, CarriesCallMeta {
 
   /** Releases the call once it is over: its timer, its place among active calls, its signal. */
   end(): void {
-    if (this.abortReason === undefined) this.release(callEnded);
+    if (this.abortReason === undefined) this.release(ended);
   }
 
   /** Copies the response headers the implementation set, if any, into `to`. */
@@ -147,11 +153,11 @@ export class CallContext implements HandlerContext, CarriesCallMeta {
     return this.lazyResponseTrailer;
   }
 
-  private release(reason: ConnectError): void {
+  private release(reason: ConnectError | typeof ended): void {
     this.abortReason = reason;
     clearTimeout(this.timer);
     this.activeCalls.delete(this);
-    this.controller?.abort(reason);
+    this.controller?.abort(reasonOf(reason));
   }
 }
 

@@ -8,7 +8,6 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { hrTimeToMilliseconds, parseTraceParent } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   AlwaysOnSampler,
@@ -82,12 +81,14 @@ export interface Tracing {
  * Builds the OpenTelemetry SDK's tracer for the node: a span processor writes each ended span into
  * the trace store, and a batch processor exports it over OTLP when an endpoint is configured. The
  * SDK is used without a global registration or a context manager: spans are parented explicitly
- * from the call's meta, which costs nothing per call and cannot leak between calls.
+ * from the call's meta, which costs nothing per call and cannot leak between calls. The OTLP
+ * exporter (with the transformer and metrics SDK it pulls in) is loaded only when configured.
  */
-export function createTracing(options: TracingOptions): Tracing {
+export async function createTracing(options: TracingOptions): Promise<Tracing> {
   const ids = new PresetIds();
   const processors: SpanProcessor[] = [storeProcessor(options.store, options.serviceName)];
   if (options.otlp) {
+    const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
     const exporter = new OTLPTraceExporter({
       url: `${options.otlp.endpoint.replace(/\/+$/, "")}/v1/traces`,
       timeoutMillis: options.otlp.timeoutMs,
