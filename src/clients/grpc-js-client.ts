@@ -41,19 +41,6 @@ export type GrpcJsClient<S extends DescService> = {
 } & { close(): void; readonly raw: grpc.Client };
 
 /**
- * Decoders of some methods' responses, in place of protobuf-es' `fromBinary`: for a stream hot
- * enough that a decoder of its own pays (see `decodeReplicateResponse`). Each must decode exactly
- * as `fromBinary` does, and throw on what it refuses.
- */
-export type GrpcJsDecoders<S extends DescService> = {
-  readonly [K in keyof S["method"]]?: S["method"][K] extends { readonly output: infer O }
-    ? O extends DescMessage
-      ? (bytes: Uint8Array) => MessageShape<O>
-      : never
-    : never;
-};
-
-/**
  * The grpc-js service definition of a protobuf-es service descriptor: paths and (de)serializers
  * from the same generated code the server uses, so no .proto file is loaded at run time.
  */
@@ -77,27 +64,22 @@ export function grpcJsServiceDefinition(service: DescService): grpc.ServiceDefin
 
 /**
  * Creates a typed grpc-js client of `service` at `address` (host:port). Unary and server-streaming
- * methods are typed; use `raw` for the others. Responses are decoded with protobuf-es, or with the
- * method's entry in `decoders`.
+ * methods are typed; use `raw` for the others.
  */
 export function createGrpcJsClient<S extends DescService>(
   service: S,
   address: string,
   credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
   options?: grpc.ClientOptions,
-  decoders: GrpcJsDecoders<S> = {},
 ): GrpcJsClient<S> {
   const Client = grpc.makeGenericClientConstructor(grpcJsServiceDefinition(service), service.name);
   const raw = new Client(address, credentials, options);
   const client: Record<string, unknown> = { raw, close: () => raw.close() };
-  const decoderOf = (method: DescMethod) =>
-    ((decoders as Record<string, ((bytes: Buffer) => unknown) | undefined>)[method.localName] ??
-      deserializer(method.output)) as (bytes: Buffer) => unknown;
   for (const method of service.methods) {
     if (method.methodKind === "unary")
-      client[method.localName] = unary(raw, method, decoderOf(method));
+      client[method.localName] = unary(raw, method, deserializer(method.output));
     if (method.methodKind === "server_streaming") {
-      client[method.localName] = serverStreaming(raw, method, decoderOf(method));
+      client[method.localName] = serverStreaming(raw, method, deserializer(method.output));
     }
   }
   return client as GrpcJsClient<S>;

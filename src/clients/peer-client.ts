@@ -6,7 +6,6 @@ import { PeerCallError, type PeerTransport } from "../replication/peer-link.js";
 import type { ReplicationMessage } from "../replication/replication-feed.js";
 import { changeOfReplicated, replicatedEntryMessage } from "../services/registry-messages.js";
 import { createGrpcJsClient } from "./grpc-js-client.js";
-import { decodeReplicateResponse } from "./replicate-response-decoder.js";
 
 export interface PeerClientOptions {
   /** Sent as a bearer token on every call (PEER_TOKEN). Default: none. */
@@ -42,9 +41,6 @@ export function createPeerClient(url: string, options: PeerClientOptions = {}): 
       "grpc.max_receive_message_length": 64 * 1024 * 1024,
       "grpc-node.flow_control_window": 1024 * 1024,
     },
-    // A new node receives every entry of its peer on this stream: protobuf-es' reflective reader
-    // was half of its catch-up.
-    { replicate: decodeReplicateResponse },
   );
   const metadata: Record<string, string> = options.token
     ? { authorization: `Bearer ${options.token}` }
