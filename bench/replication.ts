@@ -53,8 +53,9 @@
 // - heap used at the end (nodejs_heap_size_used_bytes from GET /metrics, after the drain).
 //
 // --heap-seconds N (default 0: skipped): 3 nodes at the rate for N s (after the warm-up), heap of
-// each node read before the first write, every 5 s and after the drain: start, max and end,
-// against a stated bound.
+// each node read every 5 s and after the drain (max, end), and read after a full garbage
+// collection (the nodes get --expose-gc and bench/gc-on-signal.ts: SIGUSR2 collects) before the
+// first write and after the drain: what each node retains, against a stated bound.
 //
 //   npm run bench:replication [-- --seconds 10 --warmup 2 --rate 1000 --names 1000
 //                                 --entries 10000 --catchup-rounds 3 --heap-seconds 0
@@ -158,10 +159,16 @@ interface Node extends Measured {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Spawns the orchestrator exactly as `npm start` runs it, on `port`, replicating with `peers`.
- * `listening` resolves when its "orchestrator listening" line names that port.
+ * Spawns the orchestrator exactly as `npm start` runs it, on `port`, replicating with `peers`;
+ * `nodeArgs` go to node before the script. `listening` resolves when its "orchestrator
+ * listening" line names that port.
  */
-function spawnNode(nodeId: string, port: number, peers: readonly string[]): Node {
+function spawnNode(
+  nodeId: string,
+  port: number,
+  peers: readonly string[],
+  nodeArgs: readonly string[] = [],
+): Node {
   const main = new URL("../src/main.js", import.meta.url).pathname;
   const spawnedAt = performance.now();
   const profile = args["cpu-prof-dir"]
@@ -171,7 +178,7 @@ function spawnNode(nodeId: string, port: number, peers: readonly string[]): Node
         `--cpu-prof-name=${nodeId}-${port}.cpuprofile`,
       ]
     : [];
-  const child = spawn(process.execPath, [...profile, main], {
+  const child = spawn(process.execPath, [...profile, ...nodeArgs, main], {
     env: {
       ...process.env,
       PORT: `${port}`,
@@ -243,8 +250,11 @@ async function allLinksLive(node: Node, peerCount: number): Promise<boolean> {
   return peers?.length === peerCount && peers.every((p) => p.state === "PEER_STATE_LIVE");
 }
 
-/** Starts `count` nodes in a full mesh and waits until every link of every node is LIVE. */
-async function startCluster(count: number): Promise<Node[]> {
+/**
+ * Starts `count` nodes in a full mesh (`nodeArgs` to each node) and waits until every link of
+ * every node is LIVE.
+ */
+async function startCluster(count: number, nodeArgs: readonly string[] = []): Promise<Node[]> {
   const ports = await freePorts(count);
   const urls = ports.map((port) => `http://127.0.0.1:${port}`);
   const nodes = ports.map((port, index) =>
@@ -252,6 +262,7 @@ async function startCluster(count: number): Promise<Node[]> {
       String.fromCharCode(97 + index),
       port,
       urls.filter((_, other) => other !== index),
+      nodeArgs,
     ),
   );
   await Promise.all(nodes.map((node) => node.listening));
@@ -721,6 +732,8 @@ interface LagRun {
   readonly costs: NodeCost[];
   /** Before the first write, every `heapSampleMs` when asked, and after the drain. */
   readonly heap: HeapSample[];
+  /** With `retainedHeap`: after a full collection, before the first write and after the drain. */
+  readonly retainedMb: { start: Record<string, number>; end: Record<string, number> } | undefined;
 }
 
 /** Options of {@link measureLag}. */
@@ -729,6 +742,27 @@ interface LagOptions {
   seconds: number;
   /** Reads every node's heap this often during the writes; 0: only before and after. */
   heapSampleMs: number;
+  /**
+   * Nodes collect their garbage on SIGUSR2 (--expose-gc and a bench-only preload), and the heap
+   * they retain is read after a full collection before the first write and after the drain.
+   * Default false.
+   */
+  retainedHeap: boolean;
+}
+
+/** Node flags that make SIGUSR2 run a full garbage collection (bench/gc-on-signal.ts). */
+const collectOnSignal = [
+  "--expose-gc",
+  "--import",
+  new URL("./gc-on-signal.js", import.meta.url).pathname,
+];
+
+/** Heap used (MB) per node id after each node has run a full garbage collection. */
+async function retainedHeapMb(nodes: readonly Node[]): Promise<Record<string, number>> {
+  for (const node of nodes) node.child.kill("SIGUSR2");
+  // The collection runs on the node's event loop: give it time before reading.
+  await sleep(1_000);
+  return heapUsedMb(await scrapeNodes(nodes));
 }
 
 /**
@@ -736,8 +770,12 @@ interface LagOptions {
  * node has only that one).
  */
 async function measureLag(count: number, options: Partial<LagOptions> = {}): Promise<LagRun> {
-  const { seconds: runSeconds, heapSampleMs: sampleMs } = { seconds, heapSampleMs: 0, ...options };
-  const nodes = await startCluster(count);
+  const {
+    seconds: runSeconds,
+    heapSampleMs: sampleMs,
+    retainedHeap,
+  } = { seconds, heapSampleMs: 0, retainedHeap: false, ...options };
+  const nodes = await startCluster(count, retainedHeap ? collectOnSignal : []);
   try {
     const [a, b] = nodes;
     if (a === undefined) throw new Error("a cluster needs a node");
@@ -749,6 +787,7 @@ async function measureLag(count: number, options: Partial<LagOptions> = {}): Pro
     const local = openWatch(b === undefined ? "A (lone node)" : "A (same node)", a, total);
     const watches = b === undefined ? [local] : [openWatch("B (replicated)", b, total), local];
     await Promise.all(watches.map((w) => w.live));
+    const retainedAtStart = retainedHeap ? await retainedHeapMb(nodes) : undefined;
     const before = await scrapeNodes(nodes);
     const heap: HeapSample[] = [{ atSeconds: 0, usedMb: heapUsedMb(before) }];
     process.stderr.write(`${count} node(s): ${total} writes on A at ${rate}/s\n`);
@@ -768,6 +807,7 @@ async function measureLag(count: number, options: Partial<LagOptions> = {}): Pro
     await stopSampling();
     const after = await scrapeNodes(nodes);
     heap.push({ atSeconds: (performance.now() - startedAt) / 1000, usedMb: heapUsedMb(after) });
+    const retainedAtEnd = retainedHeap ? await retainedHeapMb(nodes) : undefined;
     await Promise.all(watches.map((w) => w.stop()));
     const percent = cpuPercent(cpu.before, cpu.after, cpu.wallMs);
     const perWrite = cpuPerWrite(cpu.before, cpu.after, pids, total - warmupWrites);
@@ -788,6 +828,10 @@ async function measureLag(count: number, options: Partial<LagOptions> = {}): Pro
         heapUsedMb: heapAtEnd[node.nodeId] ?? Number.NaN,
       })),
       heap,
+      retainedMb:
+        retainedAtStart && retainedAtEnd
+          ? { start: retainedAtStart, end: retainedAtEnd }
+          : undefined,
     };
   } finally {
     await Promise.all(nodes.map((node) => stop(node.child)));
@@ -1055,12 +1099,12 @@ function targetLines(rows: readonly LagRow[], etcd: readonly EtcdRun[]): string[
 }
 
 /**
- * "yes" when a link carried what the design expects; fewer when a slow link coalesced a backlog
- * per name (the lag table counts those writes as superseded); "NO" for more.
+ * "yes" when a link carried exactly the changes the design expects; fewer when a slow link
+ * coalesced a backlog per name (the lag table counts those writes as superseded); "NO" for more.
  */
-function asDesigned(perWrite: number, expected: number): string {
-  if (Math.abs(perWrite - expected) <= 0.001) return "yes";
-  return perWrite < expected ? "fewer (coalesced)" : "NO";
+function asDesigned(changes: number, expected: number): string {
+  if (changes === expected) return "yes";
+  return changes < expected ? `fewer (${count(expected - changes)} coalesced)` : "NO";
 }
 
 function trafficTable(runs: readonly LagRun[]): string[] {
@@ -1077,9 +1121,9 @@ function trafficTable(runs: readonly LagRun[]): string[] {
       return [
         ...run.links.map(
           (l) =>
-            `| ${run.nodes} | ${l.from} → ${l.to} | ${count(l.changes)} | ${count(l.applied)} | ${fmt(l.perWrite, 3)} | ${fmt(l.expectedPerWrite, 3)} | ${asDesigned(l.perWrite, l.expectedPerWrite)} |`,
+            `| ${run.nodes} | ${l.from} → ${l.to} | ${count(l.changes)} | ${count(l.applied)} | ${fmt(l.perWrite, 3)} | ${fmt(l.expectedPerWrite, 3)} | ${asDesigned(l.changes, Math.round(l.expectedPerWrite * run.writes))} |`,
         ),
-        `| ${run.nodes} | all links | ${count(changes)} | ${count(sum((l) => l.applied))} | ${fmt(changes / run.writes, 3)} | ${fmt(expected, 3)} | ${asDesigned(changes / run.writes, expected)} |`,
+        `| ${run.nodes} | all links | ${count(changes)} | ${count(sum((l) => l.applied))} | ${fmt(changes / run.writes, 3)} | ${fmt(expected, 3)} | ${asDesigned(changes, Math.round(expected * run.writes))} |`,
       ];
     }),
   ];
@@ -1122,15 +1166,17 @@ function heapTable(run: LagRun): string[] {
   const nodes = run.costs.map((c) => c.node);
   const remote = run.rows.find((r) => r.watch.startsWith("B"));
   const samplesOf = (node: string) => run.heap.map((s) => s.usedMb[node] ?? Number.NaN);
+  const retained = (at: "start" | "end", node: string) => run.retainedMb?.[at][node] ?? Number.NaN;
   return [
-    `Heap over a ${heapSeconds} s run: ${run.nodes} nodes, writes on A at ${count(rate)}/s after a ${warmupSeconds} s warm-up, rotating over ${count(nameCount)} names; nodejs_heap_size_used_bytes of each node read before the first write, every ${heapSampleMs / 1000} s, and after the drain (${run.heap.length} readings). Bound: under ${heapBoundMb} MB.`,
+    `Heap over a ${heapSeconds} s run: ${run.nodes} nodes, writes on A at ${count(rate)}/s after a ${warmupSeconds} s warm-up, rotating over ${count(nameCount)} names; nodejs_heap_size_used_bytes of each node as read before the first write, every ${heapSampleMs / 1000} s and after the drain (${run.heap.length} readings: max, end), and after a full garbage collection (SIGUSR2 to a bench-only preload) before the first write and after the drain (retained). Bound: the heap retained at the end under ${heapBoundMb} MB.`,
     "",
-    "| node | role | heap MB at start | max MB | at end | under the bound |",
-    "|---|---|---:|---:|---:|---|",
+    "| node | role | retained MB at start | max MB read | MB read at end | retained MB at end | under the bound |",
+    "|---|---|---:|---:|---:|---:|---|",
     ...nodes.map((node) => {
       const samples = samplesOf(node);
       const max = Math.max(...samples.filter(Number.isFinite));
-      return `| ${node} | ${role(run.nodes, node)} | ${fmt(samples[0] ?? Number.NaN, 1)} | ${fmt(max, 1)} | ${fmt(samples[samples.length - 1] ?? Number.NaN, 1)} | ${max < heapBoundMb ? "yes" : "NO"} |`;
+      const end = retained("end", node);
+      return `| ${node} | ${role(run.nodes, node)} | ${fmt(retained("start", node), 1)} | ${fmt(max, 1)} | ${fmt(samples[samples.length - 1] ?? Number.NaN, 1)} | ${fmt(end, 1)} | ${end < heapBoundMb ? "yes" : "NO"} |`;
     }),
     remote === undefined
       ? ""
@@ -1187,7 +1233,9 @@ async function run(): Promise<void> {
   const increments = runs.flatMap((r) => (r.increment ? [r.increment] : []));
   const catchUp = await measureCatchUp();
   const heapRun =
-    heapSeconds > 0 ? await measureLag(3, { seconds: heapSeconds, heapSampleMs }) : undefined;
+    heapSeconds > 0
+      ? await measureLag(3, { seconds: heapSeconds, heapSampleMs, retainedHeap: true })
+      : undefined;
   const anchor = readAnchorSentence();
   const lines = [
     ...lagTable(lagRows, etcd),
@@ -1231,7 +1279,13 @@ async function run(): Promise<void> {
     })),
     catchUp,
     heap: heapRun
-      ? { seconds: heapSeconds, boundMb: heapBoundMb, samples: heapRun.heap, lag: heapRun.rows }
+      ? {
+          seconds: heapSeconds,
+          boundMb: heapBoundMb,
+          samples: heapRun.heap,
+          retainedMb: heapRun.retainedMb,
+          lag: heapRun.rows,
+        }
       : null,
     publishedAnchor: anchor ?? null,
   });
