@@ -132,7 +132,7 @@ const clusterSizes = [2, 3] as const;
 const pollMs = 20;
 const heapSampleMs = 5000;
 /** The bound the README states for each node's heap during a --heap-seconds run. */
-const heapBoundMb = 200;
+const heapBoundMb = 150;
 // Leases outlast the run: the sweeper marking entries DOWN would add changes that are not ours.
 const ttlSeconds = 300;
 const cores = availableParallelism();
