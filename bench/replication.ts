@@ -26,17 +26,49 @@
 // listening" line, to the first GET /peers on D (polled every 20 ms) showing the link LIVE, applied
 // up to A's revision with no lag; a full listing on D then checks that it holds every entry.
 //
-//   npm run bench:replication [-- --seconds 10 --warmup 2 --rate 1000 --names 1000
-//                                 --entries 10000 --catchup-rounds 3 --cpu-prof-dir /tmp/prof]
+// etcd, measured in the same run (when `etcd` is on PATH; else the bench says so and goes on):
+// before the 2-node run a one-member etcd (puts and a prefix watch on the same member), before the
+// 3-node run a 3-member cluster (Raft; puts on member 1, the watch on member 2), each a throwaway
+// on free loopback ports with its data on /dev/shm, spoken to over its gRPC API (bench/etcd.ts).
+// The same open-loop writer puts the same rotating names at the same rate, for the same warm-up
+// and duration, each value the write's sequence number and the registration as JSON; lag = the
+// watch's event − the put's send time, on this process's clock. The issue's targets: 2 nodes, p99
+// on B ≤ 3 × etcd one-member p99; 3 nodes, p99 on B ≤ 3 × the etcd cluster's p99.
 //
-// The etcd anchor (../shared/bench/) is not run here: its published figures are printed beside
-// ours, labelled as such.
+// Per node, for each run (a lone node too: no peers, the same writes and same-node watch, whose
+// CPU per register is the baseline):
+// - messages per write per directed link: each node's
+//   orchestrator_replication_received_changes_total{peer} from GET /metrics, read before the
+//   first write (warm-up included) and after the watches have drained, ÷ every write of the run.
+//   The echo-free design expects 1 on each link from A, 0 towards A, and between two other nodes
+//   every write but those the sender learned from the receiver first (it does not send them
+//   back; orchestrator_replication_applied_changes_total on the opposite link counts them); a
+//   link that falls behind carries fewer, its backlog coalesced per name (superseded writes):
+//   (N-1)² per write in all, 1 with 2 nodes and 4 with 3, less the writes that reached a node
+//   through the other receiver before A's own message.
+// - CPU per write, in µs: each process's CPU (from /proc) over the measured window ÷ the writes of
+//   the window, and its ratio to the lone node's µs per register. The issue's targets: the writer
+//   with 2 peers ≤ 2x, a receiver ≤ 1x. The writer and B also serve a watch, as the lone node does;
+//   C serves none.
+// - heap used at the end (nodejs_heap_size_used_bytes from GET /metrics, after the drain).
+//
+// --heap-seconds N (default 0: skipped): 3 nodes at the rate for N s (after the warm-up), heap of
+// each node read every 5 s and after the drain (max, end), and read after a full garbage
+// collection (the nodes get --expose-gc and bench/gc-on-signal.ts: SIGUSR2 collects) before the
+// first write and after the drain: what each node retains, against a stated bound.
+//
+//   npm run bench:replication [-- --seconds 10 --warmup 2 --rate 1000 --names 1000
+//                                 --entries 10000 --catchup-rounds 3 --heap-seconds 0
+//                                 --cpu-prof-dir /tmp/prof]
+//
+// The published etcd figures of ../shared/bench/README.md (another sitting) are printed as a
+// footnote.
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import { create } from "@bufbuild/protobuf";
+import { create, toJsonString } from "@bufbuild/protobuf";
 import {
   type RegisterServiceRequest,
   RegisterServiceRequestSchema,
@@ -44,15 +76,28 @@ import {
   WatchEventType,
 } from "../gen/orchestrator/v1/registry_pb.js";
 import { createGrpcJsClient } from "../src/clients/grpc-js-client.js";
+import {
+  createEtcdKv,
+  type EtcdMember,
+  etcdLeader,
+  etcdMissing,
+  etcdVersion,
+  findEtcd,
+  startEtcd,
+  stopEtcd,
+  watchEtcdPrefix,
+} from "./etcd.js";
 import { processCpuMicros } from "./process-cpu.js";
 import {
   count,
   fmt,
   freePorts,
+  type MetricSample,
   median,
   parseLogLine,
   percentile,
   readAnchorSentence,
+  scrapeMetrics,
   stop,
   track,
   writeResults,
@@ -70,6 +115,8 @@ const { values: args } = parseArgs({
     "cpu-prof-dir": { type: "string", default: "" },
     concurrency: { type: "string", default: "64" },
     "catchup-rounds": { type: "string", default: "3" },
+    // 0 skips the long run that reads each node's heap.
+    "heap-seconds": { type: "string", default: "0" },
   },
 });
 const seconds = Number(args.seconds);
@@ -80,8 +127,12 @@ const drainSeconds = Number(args.drain);
 const entryCount = Number(args.entries);
 const concurrency = Number(args.concurrency);
 const catchUpRounds = Number(args["catchup-rounds"]);
+const heapSeconds = Number(args["heap-seconds"]);
 const clusterSizes = [2, 3] as const;
 const pollMs = 20;
+const heapSampleMs = 5000;
+/** The bound the README states for each node's heap during a --heap-seconds run. */
+const heapBoundMb = 150;
 // Leases outlast the run: the sweeper marking entries DOWN would add changes that are not ours.
 const ttlSeconds = 300;
 const cores = availableParallelism();
@@ -108,10 +159,16 @@ interface Node extends Measured {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Spawns the orchestrator exactly as `npm start` runs it, on `port`, replicating with `peers`.
- * `listening` resolves when its "orchestrator listening" line names that port.
+ * Spawns the orchestrator exactly as `npm start` runs it, on `port`, replicating with `peers`;
+ * `nodeArgs` go to node before the script. `listening` resolves when its "orchestrator
+ * listening" line names that port.
  */
-function spawnNode(nodeId: string, port: number, peers: readonly string[]): Node {
+function spawnNode(
+  nodeId: string,
+  port: number,
+  peers: readonly string[],
+  nodeArgs: readonly string[] = [],
+): Node {
   const main = new URL("../src/main.js", import.meta.url).pathname;
   const spawnedAt = performance.now();
   const profile = args["cpu-prof-dir"]
@@ -121,7 +178,7 @@ function spawnNode(nodeId: string, port: number, peers: readonly string[]): Node
         `--cpu-prof-name=${nodeId}-${port}.cpuprofile`,
       ]
     : [];
-  const child = spawn(process.execPath, [...profile, main], {
+  const child = spawn(process.execPath, [...profile, ...nodeArgs, main], {
     env: {
       ...process.env,
       PORT: `${port}`,
@@ -193,8 +250,11 @@ async function allLinksLive(node: Node, peerCount: number): Promise<boolean> {
   return peers?.length === peerCount && peers.every((p) => p.state === "PEER_STATE_LIVE");
 }
 
-/** Starts `count` nodes in a full mesh and waits until every link of every node is LIVE. */
-async function startCluster(count: number): Promise<Node[]> {
+/**
+ * Starts `count` nodes in a full mesh (`nodeArgs` to each node) and waits until every link of
+ * every node is LIVE.
+ */
+async function startCluster(count: number, nodeArgs: readonly string[] = []): Promise<Node[]> {
   const ports = await freePorts(count);
   const urls = ports.map((port) => `http://127.0.0.1:${port}`);
   const nodes = ports.map((port, index) =>
@@ -202,6 +262,7 @@ async function startCluster(count: number): Promise<Node[]> {
       String.fromCharCode(97 + index),
       port,
       urls.filter((_, other) => other !== index),
+      nodeArgs,
     ),
   );
   await Promise.all(nodes.map((node) => node.listening));
@@ -229,16 +290,28 @@ function registration(name: string, version: string): RegisterServiceRequest {
 
 const lagName = (seq: number) => `lag-${String(seq % nameCount).padStart(5, "0")}`;
 
-/** A gRPC watch on one node, recording when each write's event arrived (NaN: never). */
+/** A watch (on a node, or on an etcd member), recording when each write's event arrived. */
 interface Watch {
   readonly label: string;
+  /** By sequence number; NaN: never. */
   readonly seenAt: Float64Array;
-  /** Resolves once the (empty) snapshot has ended: live changes follow. */
+  /** Resolves once the watch is live: changes made from then on are delivered. */
   readonly live: Promise<void>;
   received: number;
   /** PUT events that name no write of this run (none expected). */
   unexpected: number;
   stop(): Promise<void>;
+}
+
+/** Records that `watch` delivered `name` at `version` (a write's sequence number) at `at`. */
+function noteEvent(watch: Watch, name: string, version: string, at: number): void {
+  const seq = version === "" ? Number.NaN : Number(version);
+  const known = Number.isInteger(seq) && seq >= 0 && seq < watch.seenAt.length;
+  if (!known || name !== lagName(seq)) watch.unexpected++;
+  else if (Number.isNaN(watch.seenAt[seq])) {
+    watch.seenAt[seq] = at;
+    watch.received++;
+  }
 }
 
 function openWatch(label: string, node: Node, writes: number): Watch {
@@ -259,13 +332,7 @@ function openWatch(label: string, node: Node, writes: number): Watch {
       const at = performance.now();
       if (event.type === WatchEventType.SNAPSHOT_END) markLive();
       if (event.type !== WatchEventType.PUT || event.snapshot || !event.service) continue;
-      const seq = Number(event.service.version);
-      const known = Number.isInteger(seq) && seq >= 0 && seq < writes;
-      if (!known || event.service.name !== lagName(seq)) watch.unexpected++;
-      else if (Number.isNaN(seenAt[seq])) {
-        seenAt[seq] = at;
-        watch.received++;
-      }
+      noteEvent(watch, event.service.name, event.service.version, at);
     }
   })().catch((error: unknown) => {
     if (!abort.signal.aborted) throw error;
@@ -282,24 +349,22 @@ function openWatch(label: string, node: Node, writes: number): Watch {
 interface WriteLog {
   readonly dueAt: Float64Array;
   readonly sentAt: Float64Array;
-  /** Until the register's answer; NaN when it failed. */
+  /** Until the write's answer; NaN when it failed. */
   readonly ackMs: Float64Array;
   failures: number;
 }
 
 /**
- * Sends `requests` to `node` open loop at `rate` per second: write i is due at start + i / rate
- * and is sent as soon as it is due, never waiting for answers. `onMeasuring` runs when the write
- * `measuredFrom` goes out.
+ * Calls `send` for writes 0 to `total` − 1 open loop at `rate` per second: write i is due at
+ * start + i / rate and is sent as soon as it is due, never waiting for answers. `onMeasuring`
+ * runs when the write `measuredFrom` goes out. Resolves once every write is answered.
  */
 async function writeOpenLoop(
-  node: Node,
-  requests: readonly RegisterServiceRequest[],
+  send: (seq: number) => Promise<unknown>,
+  total: number,
   measuredFrom: number,
   onMeasuring: () => void,
 ): Promise<WriteLog> {
-  const registry = createGrpcJsClient(RegistryService, `127.0.0.1:${node.port}`);
-  const total = requests.length;
   const log: WriteLog = {
     dueAt: new Float64Array(total),
     sentAt: new Float64Array(total),
@@ -318,7 +383,7 @@ async function writeOpenLoop(
       log.sentAt[seq] = sent;
       const index = seq;
       answers.push(
-        registry.registerService(requests[seq] ?? {}).then(
+        send(seq).then(
           () => {
             log.ackMs[index] = performance.now() - sent;
           },
@@ -331,7 +396,6 @@ async function writeOpenLoop(
     if (seq < total) await sleep(Math.max(0, start + seq * gapMs - performance.now()));
   }
   await Promise.all(answers);
-  registry.close();
   return log;
 }
 
@@ -339,16 +403,23 @@ function sortedFinite(values: Iterable<number>): Float64Array {
   return Float64Array.from([...values].filter(Number.isFinite)).sort();
 }
 
+/** The processes whose CPU a run reads, by label (a node id, an etcd member's name). */
+type Pids = Readonly<Record<string, number>>;
+
+const pidsOf = (nodes: readonly Node[]): Pids =>
+  Object.fromEntries(nodes.map((node) => [node.nodeId, node.pid]));
+
 /**
- * CPU time, in µs: of every node, of this process ("bench"), and of the whole machine ("machine",
- * every core, from /proc/stat), so that what other processes took in the window shows as "other".
+ * CPU time, in µs: of every process of `pids`, of this process ("bench"), and of the whole
+ * machine ("machine", every core, from /proc/stat), so that what other processes took in the
+ * window shows as "other".
  */
 type CpuReading = Record<string, number>;
 
-function readCpu(nodes: readonly Node[]): CpuReading {
+function readCpu(pids: Pids): CpuReading {
   const usage = process.cpuUsage();
   const reading: CpuReading = { machine: machineBusyMicros(), bench: usage.user + usage.system };
-  for (const node of nodes) reading[node.nodeId] = processCpuMicros(node.pid);
+  for (const [label, pid] of Object.entries(pids)) reading[label] = processCpuMicros(pid);
   return reading;
 }
 
@@ -379,7 +450,50 @@ function cpuPercent(before: CpuReading, after: CpuReading, wallMs: number): CpuR
   return percent;
 }
 
+/** CPU µs each process of `pids` spent per write over the window of `writes` writes. */
+function cpuPerWrite(
+  before: CpuReading,
+  after: CpuReading,
+  pids: Pids,
+  writes: number,
+): Record<string, number> {
+  return Object.fromEntries(
+    Object.keys(pids).map((label) => [
+      label,
+      ((after[label] ?? Number.NaN) - (before[label] ?? Number.NaN)) / writes,
+    ]),
+  );
+}
+
+/** The CPU of one measured window: readings at its two ends and its wall time. */
+interface CpuWindow {
+  readonly before: CpuReading;
+  readonly after: CpuReading;
+  readonly wallMs: number;
+}
+
+/**
+ * Writes `total` times with `send` open loop (see {@link writeOpenLoop}), reading the CPU of
+ * `pids` when write `measuredFrom` goes out and once every write is answered.
+ */
+async function measuredWrites(
+  send: (seq: number) => Promise<unknown>,
+  total: number,
+  measuredFrom: number,
+  pids: Pids,
+): Promise<{ log: WriteLog; cpu: CpuWindow }> {
+  let before: CpuReading = {};
+  let measuredAt = 0;
+  const log = await writeOpenLoop(send, total, measuredFrom, () => {
+    before = readCpu(pids);
+    measuredAt = performance.now();
+  });
+  const after = readCpu(pids);
+  return { log, cpu: { before, after, wallMs: performance.now() - measuredAt } };
+}
+
 interface LagRow {
+  /** Orchestrator nodes, or etcd members. */
   readonly nodes: number;
   readonly watch: string;
   readonly writes: number;
@@ -400,19 +514,10 @@ interface LagRow {
   readonly sendSlipMaxMs: number;
   /** Share of one core per process over the measured window, in percent. */
   readonly cpuPercent: CpuReading;
-  /** p99 over 3 × etcd's put-to-watch p99: at most 1 meets the target. */
-  readonly targetRatio: number;
 }
 
 /** The lag of one watch over the measured writes, `from` to the end of the log. */
-function lagRow(
-  nodes: number,
-  watch: Watch,
-  log: WriteLog,
-  from: number,
-  cpu: CpuReading,
-  anchorP99Ms: number,
-): LagRow {
+function lagRow(nodes: number, watch: Watch, log: WriteLog, from: number, cpu: CpuReading): LagRow {
   const total = log.sentAt.length;
   // The latest version of each name this watch saw: a missing earlier one was superseded.
   const latestSeen = new Map<string, number>();
@@ -434,7 +539,6 @@ function lagRow(
   const slips = sortedFinite(
     log.sentAt.subarray(from).map((sent, i) => sent - (log.dueAt[from + i] ?? 0)),
   );
-  const p99Ms = percentile(sortedLags, 99);
   return {
     nodes,
     watch: watch.label,
@@ -442,7 +546,7 @@ function lagRow(
     writesPerSecond: ((total - from - 1) / sentSpanMs) * 1000,
     p50Ms: percentile(sortedLags, 50),
     p90Ms: percentile(sortedLags, 90),
-    p99Ms,
+    p99Ms: percentile(sortedLags, 99),
     maxMs: sortedLags[sortedLags.length - 1] ?? Number.NaN,
     seen: sortedLags.length,
     lost,
@@ -454,7 +558,6 @@ function lagRow(
     sendSlipP99Ms: percentile(slips, 99),
     sendSlipMaxMs: slips[slips.length - 1] ?? Number.NaN,
     cpuPercent: cpu,
-    targetRatio: p99Ms / (3 * anchorP99Ms),
   };
 }
 
@@ -466,7 +569,6 @@ async function drained(watches: readonly Watch[], writes: number): Promise<void>
   }
 }
 
-/** One lag run: a fresh cluster of `count` nodes, writes on A, a watch on B (and one on A). */
 /**
  * What replication adds to the same writes: B's receive time − A's own watch's receive time, per
  * write both watches delivered (negative when B's event happened to be read first).
@@ -501,41 +603,322 @@ function replicationIncrement(
   };
 }
 
-interface LagRun {
-  readonly rows: LagRow[];
-  readonly increment: ReplicationIncrement;
+/** Every node's GET /metrics samples, by node id. */
+type Scrape = ReadonlyMap<string, readonly MetricSample[]>;
+
+async function scrapeNodes(nodes: readonly Node[]): Promise<Scrape> {
+  const scrapes = await Promise.all(nodes.map((node) => scrapeMetrics(node.url)));
+  return new Map(nodes.map((node, i) => [node.nodeId, scrapes[i] ?? []]));
 }
 
-async function measureLag(count: number, anchorP99Ms: number): Promise<LagRun> {
-  const nodes = await startCluster(count);
+const heapMetric = "nodejs_heap_size_used_bytes";
+const receivedMetric = "orchestrator_replication_received_changes_total";
+const appliedMetric = "orchestrator_replication_applied_changes_total";
+
+/** Heap used (MB) per node id, from a scrape. */
+function heapUsedMb(scrape: Scrape): Record<string, number> {
+  return Object.fromEntries(
+    [...scrape].map(([nodeId, samples]) => [
+      nodeId,
+      (samples.find((s) => s.name === heapMetric)?.value ?? Number.NaN) / 1e6,
+    ]),
+  );
+}
+
+/** Each node's heap at one moment of a run, `atSeconds` after the first write. */
+interface HeapSample {
+  readonly atSeconds: number;
+  readonly usedMb: Record<string, number>;
+}
+
+/**
+ * Reads every node's heap each `everyMs` into `samples` (a failed read is skipped); the returned
+ * function stops it and waits for the reads under way.
+ */
+function sampleHeap(
+  nodes: readonly Node[],
+  everyMs: number,
+  startedAt: number,
+  samples: HeapSample[],
+): () => Promise<void> {
+  const pending: Promise<void>[] = [];
+  const timer = setInterval(() => {
+    pending.push(
+      scrapeNodes(nodes).then(
+        (scrape) => {
+          const atSeconds = (performance.now() - startedAt) / 1000;
+          samples.push({ atSeconds, usedMb: heapUsedMb(scrape) });
+        },
+        () => {},
+      ),
+    );
+  }, everyMs);
+  return async () => {
+    clearInterval(timer);
+    await Promise.all(pending);
+  };
+}
+
+/** The replication changes one directed link carried over a run. */
+interface LinkTraffic {
+  readonly from: string;
+  readonly to: string;
+  /** Received by `to` from `from`, applied or not. */
+  readonly changes: number;
+  /** Of those, the ones that changed `to`'s registry: `to` learned them on this link first. */
+  readonly applied: number;
+  readonly perWrite: number;
+  /**
+   * Per write, what the echo-free design sends with every write made on A: 1 from A, 0 towards
+   * A, and between two receivers every write but those the sender learned from the receiver
+   * first (it does not send them back).
+   */
+  readonly expectedPerWrite: number;
+  /** A link between two receivers: it relays A's writes. */
+  readonly relay: boolean;
+}
+
+/** Each link's received and applied counters between two scrapes, ÷ `writes`. */
+function linkTraffic(
+  nodes: readonly Node[],
+  before: Scrape,
+  after: Scrape,
+  writes: number,
+): LinkTraffic[] {
+  const writer = nodes[0]?.nodeId;
+  const counter = (scrape: Scrape, metric: string, receiver: Node, sender: Node) =>
+    scrape.get(receiver.nodeId)?.find((s) => s.name === metric && s.labels.peer === sender.url)
+      ?.value ?? 0;
+  const delta = (metric: string, receiver: Node, sender: Node) =>
+    counter(after, metric, receiver, sender) - counter(before, metric, receiver, sender);
+  const links: LinkTraffic[] = [];
+  for (const sender of nodes) {
+    for (const receiver of nodes) {
+      if (receiver === sender) continue;
+      const changes = delta(receivedMetric, receiver, sender);
+      const relay = sender.nodeId !== writer && receiver.nodeId !== writer;
+      const learnedFromReceiver = relay ? delta(appliedMetric, sender, receiver) : 0;
+      links.push({
+        from: sender.nodeId,
+        to: receiver.nodeId,
+        changes,
+        applied: delta(appliedMetric, receiver, sender),
+        perWrite: changes / writes,
+        expectedPerWrite: receiver.nodeId === writer ? 0 : (writes - learnedFromReceiver) / writes,
+        relay,
+      });
+    }
+  }
+  return links;
+}
+
+/** One node's cost over a run. */
+interface NodeCost {
+  readonly node: string;
+  /** CPU over the measured window ÷ its writes, in µs. */
+  readonly cpuMicrosPerWrite: number;
+  /** Heap used after the drain. */
+  readonly heapUsedMb: number;
+}
+
+interface LagRun {
+  readonly nodes: number;
+  readonly rows: LagRow[];
+  /** Undefined for a lone node. */
+  readonly increment: ReplicationIncrement | undefined;
+  /** Over every write of the run, warm-up included. */
+  readonly writes: number;
+  readonly links: LinkTraffic[];
+  readonly costs: NodeCost[];
+  /** Before the first write, every `heapSampleMs` when asked, and after the drain. */
+  readonly heap: HeapSample[];
+  /** With `retainedHeap`: after a full collection, before the first write and after the drain. */
+  readonly retainedMb: { start: Record<string, number>; end: Record<string, number> } | undefined;
+}
+
+/** Options of {@link measureLag}. */
+interface LagOptions {
+  /** Measured seconds after the warm-up. Default: --seconds. */
+  seconds: number;
+  /** Reads every node's heap this often during the writes; 0: only before and after. */
+  heapSampleMs: number;
+  /**
+   * Nodes collect their garbage on SIGUSR2 (--expose-gc and a bench-only preload), and the heap
+   * they retain is read after a full collection before the first write and after the drain.
+   * Default false.
+   */
+  retainedHeap: boolean;
+}
+
+/** Node flags that make SIGUSR2 run a full garbage collection (bench/gc-on-signal.ts). */
+const collectOnSignal = [
+  "--expose-gc",
+  "--import",
+  new URL("./gc-on-signal.js", import.meta.url).pathname,
+];
+
+/** Heap used (MB) per node id after each node has run a full garbage collection. */
+async function retainedHeapMb(nodes: readonly Node[]): Promise<Record<string, number>> {
+  for (const node of nodes) node.child.kill("SIGUSR2");
+  // The collection runs on the node's event loop: give it time before reading.
+  await sleep(1_000);
+  return heapUsedMb(await scrapeNodes(nodes));
+}
+
+/**
+ * One lag run: a fresh cluster of `count` nodes, writes on A, a watch on B (and one on A; a lone
+ * node has only that one).
+ */
+async function measureLag(count: number, options: Partial<LagOptions> = {}): Promise<LagRun> {
+  const {
+    seconds: runSeconds,
+    heapSampleMs: sampleMs,
+    retainedHeap,
+  } = { seconds, heapSampleMs: 0, retainedHeap: false, ...options };
+  const nodes = await startCluster(count, retainedHeap ? collectOnSignal : []);
   try {
     const [a, b] = nodes;
-    if (a === undefined || b === undefined) throw new Error("a cluster needs two nodes");
+    if (a === undefined) throw new Error("a cluster needs a node");
     const warmupWrites = Math.round(warmupSeconds * rate);
-    const total = warmupWrites + Math.round(seconds * rate);
+    const total = warmupWrites + Math.round(runSeconds * rate);
     const requests = Array.from({ length: total }, (_, seq) =>
       registration(lagName(seq), `${seq}`),
     );
-    const remote = openWatch("B (replicated)", b, total);
-    const local = openWatch("A (same node)", a, total);
-    const watches = [remote, local];
+    const local = openWatch(b === undefined ? "A (lone node)" : "A (same node)", a, total);
+    const watches = b === undefined ? [local] : [openWatch("B (replicated)", b, total), local];
     await Promise.all(watches.map((w) => w.live));
-    process.stderr.write(`${count} nodes: ${total} writes on A at ${rate}/s\n`);
-    let cpuBefore: CpuReading = {};
-    let measuredAt = 0;
-    const log = await writeOpenLoop(a, requests, warmupWrites, () => {
-      cpuBefore = readCpu(nodes);
-      measuredAt = performance.now();
-    });
-    const cpu = cpuPercent(cpuBefore, readCpu(nodes), performance.now() - measuredAt);
+    const retainedAtStart = retainedHeap ? await retainedHeapMb(nodes) : undefined;
+    const before = await scrapeNodes(nodes);
+    const heap: HeapSample[] = [{ atSeconds: 0, usedMb: heapUsedMb(before) }];
+    process.stderr.write(`${count} node(s): ${total} writes on A at ${rate}/s\n`);
+    const registry = createGrpcJsClient(RegistryService, `127.0.0.1:${a.port}`);
+    const startedAt = performance.now();
+    const stopSampling =
+      sampleMs > 0 ? sampleHeap(nodes, sampleMs, startedAt, heap) : async () => {};
+    const pids = pidsOf(nodes);
+    const { log, cpu } = await measuredWrites(
+      (seq) => registry.registerService(requests[seq] ?? {}),
+      total,
+      warmupWrites,
+      pids,
+    );
+    registry.close();
     await drained(watches, total);
+    await stopSampling();
+    const after = await scrapeNodes(nodes);
+    heap.push({ atSeconds: (performance.now() - startedAt) / 1000, usedMb: heapUsedMb(after) });
+    const retainedAtEnd = retainedHeap ? await retainedHeapMb(nodes) : undefined;
     await Promise.all(watches.map((w) => w.stop()));
+    const percent = cpuPercent(cpu.before, cpu.after, cpu.wallMs);
+    const perWrite = cpuPerWrite(cpu.before, cpu.after, pids, total - warmupWrites);
+    const heapAtEnd = heapUsedMb(after);
+    const [remote] = watches;
     return {
-      rows: watches.map((w) => lagRow(count, w, log, warmupWrites, cpu, anchorP99Ms)),
-      increment: replicationIncrement(count, remote, local, warmupWrites),
+      nodes: count,
+      rows: watches.map((w) => lagRow(count, w, log, warmupWrites, percent)),
+      increment:
+        b === undefined || remote === undefined
+          ? undefined
+          : replicationIncrement(count, remote, local, warmupWrites),
+      writes: total,
+      links: linkTraffic(nodes, before, after, total),
+      costs: nodes.map((node) => ({
+        node: node.nodeId,
+        cpuMicrosPerWrite: perWrite[node.nodeId] ?? Number.NaN,
+        heapUsedMb: heapAtEnd[node.nodeId] ?? Number.NaN,
+      })),
+      heap,
+      retainedMb:
+        retainedAtStart && retainedAtEnd
+          ? { start: retainedAtStart, end: retainedAtEnd }
+          : undefined,
     };
   } finally {
     await Promise.all(nodes.map((node) => stop(node.child)));
+  }
+}
+
+const etcdPrefix = "/bench/";
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/**
+ * etcd's counterpart of write `seq`: the same name, under a prefix; its value the sequence number
+ * and, after a newline, the registration as JSON.
+ */
+function etcdPut(seq: number): { key: Uint8Array; value: Uint8Array } {
+  const name = lagName(seq);
+  const json = toJsonString(RegisterServiceRequestSchema, registration(name, `${seq}`));
+  return { key: utf8.encode(`${etcdPrefix}${name}`), value: utf8.encode(`${seq}\n${json}`) };
+}
+
+function openEtcdWatch(label: string, member: EtcdMember, writes: number): Watch {
+  const prefix = utf8.encode(etcdPrefix);
+  const seenAt = new Float64Array(writes).fill(Number.NaN);
+  const etcdWatch = watchEtcdPrefix(member.endpoint, prefix, (key, value) => {
+    const at = performance.now();
+    const name = fromUtf8.decode(key.subarray(prefix.length));
+    const newline = value.indexOf(10);
+    noteEvent(watch, name, fromUtf8.decode(value.subarray(0, Math.max(0, newline))), at);
+  });
+  const watch: Watch = {
+    label,
+    seenAt,
+    live: etcdWatch.created,
+    received: 0,
+    unexpected: 0,
+    stop: async () => etcdWatch.stop(),
+  };
+  return watch;
+}
+
+/** One etcd run: its lag row, its leader, and each member's CPU per put. */
+interface EtcdRun {
+  readonly members: number;
+  readonly leader: string;
+  readonly row: LagRow;
+  readonly cpuMicrosPerPut: Record<string, number>;
+}
+
+/**
+ * A throwaway etcd of `members`, the same writes as {@link measureLag} put open loop on member 1,
+ * the watch on member 1 (one member) or member 2 (a cluster).
+ */
+async function measureEtcd(binary: string, members: number): Promise<EtcdRun> {
+  const cluster = await startEtcd(binary, { members });
+  try {
+    const [writer, second] = cluster.members;
+    const watched = members === 1 ? writer : second;
+    if (writer === undefined || watched === undefined) throw new Error("etcd has too few members");
+    const warmupWrites = Math.round(warmupSeconds * rate);
+    const total = warmupWrites + Math.round(seconds * rate);
+    const puts = Array.from({ length: total }, (_, seq) => etcdPut(seq));
+    const label = members === 1 ? "m1 (same member)" : "m2 (puts on m1)";
+    const watch = openEtcdWatch(label, watched, total);
+    await watch.live;
+    process.stderr.write(`etcd, ${members} member(s): ${total} puts on m1 at ${rate}/s\n`);
+    const kv = createEtcdKv(writer.endpoint);
+    const pids = Object.fromEntries(cluster.members.map((m) => [m.name, m.pid]));
+    const { log, cpu } = await measuredWrites(
+      (seq) => {
+        const put = puts[seq] ?? etcdPut(seq);
+        return kv.put(put.key, put.value);
+      },
+      total,
+      warmupWrites,
+      pids,
+    );
+    kv.close();
+    await drained([watch], total);
+    await watch.stop();
+    return {
+      members,
+      leader: await etcdLeader(cluster),
+      row: lagRow(members, watch, log, warmupWrites, cpuPercent(cpu.before, cpu.after, cpu.wallMs)),
+      cpuMicrosPerPut: cpuPerWrite(cpu.before, cpu.after, pids, total - warmupWrites),
+    };
+  } finally {
+    await stopEtcd(cluster);
   }
 }
 
@@ -637,36 +1020,35 @@ async function measureCatchUp(): Promise<{ fillSeconds: number; rows: CatchUpRow
   }
 }
 
-/** The etcd anchor as ../shared/bench/README.md gives it: not measured by this bench. */
-interface Anchor {
-  readonly sentence: string;
-  readonly watchP50Ms: number;
-  readonly watchP99Ms: number;
-}
-
-function readAnchor(): Anchor | undefined {
-  const sentence = readAnchorSentence();
-  const figures = /put-to-watch p50 ([\d.]+) ms, p99 ([\d.]+) ms/.exec(sentence ?? "");
-  if (sentence === undefined || figures === null) return undefined;
-  return { sentence, watchP50Ms: Number(figures[1]), watchP99Ms: Number(figures[2]) };
-}
-
 function cpuCell(cpu: CpuReading): string {
-  const nodes = Object.keys(cpu).filter((name) => name !== "bench" && name !== "other");
-  return [...nodes, "bench", "other"]
+  const processes = Object.keys(cpu).filter((name) => name !== "bench" && name !== "other");
+  return [...processes, "bench", "other"]
     .map((name) => `${name} ${fmt(cpu[name] ?? Number.NaN, 0)}`)
     .join(" / ");
 }
 
-function lagTable(rows: readonly LagRow[], anchorP99Ms: number): string[] {
+/** The etcd run `nodes` orchestrators are judged by: one member for 1 or 2, else the cluster. */
+function etcdReference(etcd: readonly EtcdRun[], nodes: number): EtcdRun | undefined {
+  return etcd.find((run) => run.members === (nodes <= 2 ? 1 : 3));
+}
+
+/** p99 over 3 × the etcd reference's p99: at most 1 meets the target. */
+function targetRatio(row: LagRow, etcd: readonly EtcdRun[]): number {
+  return row.p99Ms / (3 * (etcdReference(etcd, row.nodes)?.row.p99Ms ?? Number.NaN));
+}
+
+const verdict = (ratio: number, limit: number) =>
+  Number.isFinite(ratio) ? `${fmt(ratio, 2)}x ${ratio <= limit ? "(met)" : "(missed)"}` : "–";
+
+function lagTable(rows: readonly LagRow[], etcd: readonly EtcdRun[]): string[] {
   return [
-    `bench:replication — open-loop RegisterService on node A at ${count(rate)}/s for ${seconds} s after a ${warmupSeconds} s warm-up, rotating over ${count(nameCount)} names; lag = watch event received − register sent, both timed in this process. The writer, both watches and every orchestrator share this machine's ${cores} cores.`,
+    `bench:replication — open-loop RegisterService on node A at ${count(rate)}/s for ${seconds} s after a ${warmupSeconds} s warm-up, rotating over ${count(nameCount)} names; lag = watch event received − register sent, both timed in this process. The writer, both watches and every orchestrator share this machine's ${cores} cores. 1 node: the lone baseline (no peers). Last column: p99 ÷ 3 × etcd's p99 measured in this run (one member for 1 and 2 nodes, the 3-member cluster for 3).`,
     "",
-    `| nodes | watch on | writes | writes/s | p50 ms | p90 ms | p99 ms | max ms | seen | lost | superseded | register p50 / p99 ms | send slip p99 / max ms | CPU % of one core (other: rest of the machine) | p99 / (3 × ${anchorP99Ms} ms) |`,
+    "| nodes | watch on | writes | writes/s | p50 ms | p90 ms | p99 ms | max ms | seen | lost | superseded | register p50 / p99 ms | send slip p99 / max ms | CPU % of one core (other: rest of the machine) | p99 / (3 × etcd p99) |",
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ...rows.map(
       (r) =>
-        `| ${r.nodes} | ${r.watch} | ${count(r.writes)} | ${fmt(r.writesPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p90Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.maxMs, 2)} | ${count(r.seen)} | ${count(r.lost)} | ${count(r.superseded)} | ${fmt(r.registerP50Ms, 2)} / ${fmt(r.registerP99Ms, 2)} | ${fmt(r.sendSlipP99Ms, 2)} / ${fmt(r.sendSlipMaxMs, 1)} | ${cpuCell(r.cpuPercent)} | ${fmt(r.targetRatio, 2)}x ${r.targetRatio <= 1 ? "(met)" : "(missed)"} |`,
+        `| ${r.nodes} | ${r.watch} | ${count(r.writes)} | ${fmt(r.writesPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p90Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.maxMs, 2)} | ${count(r.seen)} | ${count(r.lost)} | ${count(r.superseded)} | ${fmt(r.registerP50Ms, 2)} / ${fmt(r.registerP99Ms, 2)} | ${fmt(r.sendSlipP99Ms, 2)} / ${fmt(r.sendSlipMaxMs, 1)} | ${cpuCell(r.cpuPercent)} | ${verdict(targetRatio(r, etcd), 1)} |`,
     ),
   ];
 }
@@ -681,6 +1063,124 @@ function incrementTable(rows: readonly ReplicationIncrement[]): string[] {
       (r) =>
         `| ${r.nodes} | ${count(r.pairs)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p90Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.maxMs, 2)} |`,
     ),
+  ];
+}
+
+function etcdTable(etcd: readonly EtcdRun[], version: string | undefined): string[] {
+  if (version === undefined) return [`etcd: ${etcdMissing}; no etcd figures, no ratios.`];
+  const perPut = (run: EtcdRun) =>
+    Object.entries(run.cpuMicrosPerPut)
+      .map(([member, micros]) => `${member} ${fmt(micros, 0)}`)
+      .join(" / ");
+  return [
+    `etcd ${version}, measured in this run: a throwaway one-member etcd (before the 2-node run) and a 3-member cluster (Raft, before the 3-node run), data on tmpfs, loopback. The same open-loop writer puts the same ${count(nameCount)} rotating names on m1 at ${count(rate)}/s for ${seconds} s after a ${warmupSeconds} s warm-up (value: the sequence number and the registration as JSON); lag = watch event received − put sent, both timed in this process.`,
+    "",
+    "| members | watch on | leader | writes | writes/s | p50 ms | p90 ms | p99 ms | max ms | seen | missing | put p50 / p99 ms | send slip p99 / max ms | CPU µs per put | CPU % of one core |",
+    "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ...etcd.map((run) => {
+      const r = run.row;
+      return `| ${run.members} | ${r.watch} | ${run.leader} | ${count(r.writes)} | ${fmt(r.writesPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p90Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.maxMs, 2)} | ${count(r.seen)} | ${count(r.lost + r.superseded)} | ${fmt(r.registerP50Ms, 2)} / ${fmt(r.registerP99Ms, 2)} | ${fmt(r.sendSlipP99Ms, 2)} / ${fmt(r.sendSlipMaxMs, 1)} | ${perPut(run)} | ${cpuCell(r.cpuPercent)} |`;
+    }),
+  ];
+}
+
+function targetLines(rows: readonly LagRow[], etcd: readonly EtcdRun[]): string[] {
+  const judged = rows.filter((r) => r.nodes >= 2 && r.watch.startsWith("B"));
+  return [
+    "Tail targets (issue 10), against etcd measured in this run:",
+    ...judged.map((r) => {
+      const reference = etcdReference(etcd, r.nodes);
+      const name = r.nodes === 2 ? "etcd one member" : "the etcd cluster";
+      if (reference === undefined) return `- ${r.nodes} nodes, watch on B: no etcd figures`;
+      const p99 = reference.row.p99Ms;
+      return `- ${r.nodes} nodes, watch on B: p99 ${fmt(r.p99Ms, 2)} ms ≤ 3 × ${name}'s p99 ${fmt(p99, 2)} ms = ${fmt(3 * p99, 2)} ms: ${verdict(targetRatio(r, etcd), 1)}; p50 ${fmt(r.p50Ms, 2)} ms (etcd ${fmt(reference.row.p50Ms, 2)} ms), max ${fmt(r.maxMs, 1)} ms (etcd ${fmt(reference.row.maxMs, 1)} ms), lost ${count(r.lost)} (etcd ${count(reference.row.lost)})`;
+    }),
+  ];
+}
+
+/**
+ * "yes" when a link carried exactly the changes the design expects; fewer when a slow link
+ * coalesced a backlog per name (the lag table counts those writes as superseded); "NO" for more.
+ */
+function asDesigned(changes: number, expected: number): string {
+  if (changes === expected) return "yes";
+  return changes < expected ? `fewer (${count(expected - changes)} coalesced)` : "NO";
+}
+
+function trafficTable(runs: readonly LagRun[]): string[] {
+  return [
+    "Messages per write per directed link: orchestrator_replication_received_changes_total{peer} on the receiving node (GET /metrics), read before the first write and after the drain, ÷ every write of the run (warm-up included); applied: orchestrator_replication_applied_changes_total, the changes the receiver learned on that link first. The echo-free design: 1 on each link from A, 0 towards A, and between two other nodes every write but those the sender learned from the receiver first (the applied count of the opposite link); any link carries fewer when it falls behind and coalesces its backlog per name (the lag table's superseded writes). So (N-1)² per write in all, 1 with 2 nodes and 4 with 3, less the writes that reached a node through the other receiver before A's own message.",
+    "",
+    "| nodes | link | changes received | applied | per write | expected per write | as designed |",
+    "|---:|---|---:|---:|---:|---:|---|",
+    ...runs.flatMap((run) => {
+      const sum = (pick: (l: LinkTraffic) => number) =>
+        run.links.reduce((total, l) => total + pick(l), 0);
+      const changes = sum((l) => l.changes);
+      const expected = sum((l) => l.expectedPerWrite);
+      return [
+        ...run.links.map(
+          (l) =>
+            `| ${run.nodes} | ${l.from} → ${l.to} | ${count(l.changes)} | ${count(l.applied)} | ${fmt(l.perWrite, 3)} | ${fmt(l.expectedPerWrite, 3)} | ${asDesigned(l.changes, Math.round(l.expectedPerWrite * run.writes))} |`,
+        ),
+        `| ${run.nodes} | all links | ${count(changes)} | ${count(sum((l) => l.applied))} | ${fmt(changes / run.writes, 3)} | ${fmt(expected, 3)} | ${asDesigned(changes, Math.round(expected * run.writes))} |`,
+      ];
+    }),
+  ];
+}
+
+/** What a node does in a run with every write on A, B watched (and A too). */
+function role(nodes: number, node: string): string {
+  if (nodes === 1) return "lone node: registers, serves a watch";
+  if (node === "a") return `writer, ${nodes - 1} peer${nodes > 2 ? "s" : ""}, serves a watch`;
+  return node === "b" ? "receiver, serves the watch" : "receiver";
+}
+
+/** The issue's bound on a node's CPU per write over the lone register, if it sets one. */
+function cpuLimit(nodes: number, node: string): number | undefined {
+  if (nodes === 1) return undefined;
+  if (node !== "a") return 1;
+  return nodes === 3 ? 2 : undefined;
+}
+
+function costTable(lone: LagRun, runs: readonly LagRun[]): string[] {
+  const baseline = lone.costs[0]?.cpuMicrosPerWrite ?? Number.NaN;
+  const measured = Math.round(seconds * rate);
+  return [
+    `Per node: CPU per write (its CPU from /proc over the measured window ÷ the window's ${count(measured)} writes) and its ratio to the lone node's CPU per register (${fmt(baseline, 0)} µs, this run); heap used after the drain (nodejs_heap_size_used_bytes). Targets (issue 10): the writer with 2 peers ≤ 2x the lone register, a receiver ≤ 1x.`,
+    "",
+    "| nodes | node | role | CPU µs per write | × lone register | target | heap used MB at end |",
+    "|---:|---|---|---:|---:|---|---:|",
+    ...[lone, ...runs].flatMap((run) =>
+      run.costs.map((c) => {
+        const ratio = c.cpuMicrosPerWrite / baseline;
+        const limit = cpuLimit(run.nodes, c.node);
+        const target = limit === undefined ? "" : `≤ ${limit}x: ${verdict(ratio, limit)}`;
+        return `| ${run.nodes} | ${c.node} | ${role(run.nodes, c.node)} | ${fmt(c.cpuMicrosPerWrite, 0)} | ${fmt(ratio, 2)}x | ${target} | ${fmt(c.heapUsedMb, 1)} |`;
+      }),
+    ),
+  ];
+}
+
+function heapTable(run: LagRun): string[] {
+  const nodes = run.costs.map((c) => c.node);
+  const remote = run.rows.find((r) => r.watch.startsWith("B"));
+  const samplesOf = (node: string) => run.heap.map((s) => s.usedMb[node] ?? Number.NaN);
+  const retained = (at: "start" | "end", node: string) => run.retainedMb?.[at][node] ?? Number.NaN;
+  return [
+    `Heap over a ${heapSeconds} s run: ${run.nodes} nodes, writes on A at ${count(rate)}/s after a ${warmupSeconds} s warm-up, rotating over ${count(nameCount)} names; nodejs_heap_size_used_bytes of each node as read before the first write, every ${heapSampleMs / 1000} s and after the drain (${run.heap.length} readings: max, end), and after a full garbage collection (SIGUSR2 to a bench-only preload) before the first write and after the drain (retained). Bound: the heap retained at the end under ${heapBoundMb} MB.`,
+    "",
+    "| node | role | retained MB at start | max MB read | MB read at end | retained MB at end | under the bound |",
+    "|---|---|---:|---:|---:|---:|---|",
+    ...nodes.map((node) => {
+      const samples = samplesOf(node);
+      const max = Math.max(...samples.filter(Number.isFinite));
+      const end = retained("end", node);
+      return `| ${node} | ${role(run.nodes, node)} | ${fmt(retained("start", node), 1)} | ${fmt(max, 1)} | ${fmt(samples[samples.length - 1] ?? Number.NaN, 1)} | ${fmt(end, 1)} | ${end < heapBoundMb ? "yes" : "NO"} |`;
+    }),
+    remote === undefined
+      ? ""
+      : `Lag over that run, watch on B: p50 ${fmt(remote.p50Ms, 2)} ms, p99 ${fmt(remote.p99Ms, 2)} ms, max ${fmt(remote.maxMs, 1)} ms, ${count(remote.seen)} seen, ${count(remote.lost)} lost, ${count(remote.superseded)} superseded.`,
   ];
 }
 
@@ -709,37 +1209,51 @@ function catchUpTable(rows: readonly CatchUpRow[], fillSeconds: number): string[
   ];
 }
 
-function anchorLines(anchor: Anchor | undefined, rows: readonly LagRow[]): string[] {
-  if (anchor === undefined)
-    return ["Anchor: ../shared/bench/README.md not found; no etcd figures."];
-  const limit = 3 * anchor.watchP99Ms;
+function anchorFootnote(sentence: string | undefined): string[] {
+  if (sentence === undefined)
+    return ["Published etcd figures: ../shared/bench/README.md not found."];
   return [
-    "Anchor (etcd, from ../shared/bench/README.md — NOT measured in this run; machines are noisy):",
-    `> ${anchor.sentence}`,
-    `Target: lag p99 ≤ 3 × ${anchor.watchP99Ms} ms = ${fmt(limit, 2)} ms (etcd's figure is single-node put-to-watch: compare the "A (same node)" rows like for like).`,
-    ...rows.map(
-      (r) =>
-        `- ${r.nodes} nodes, watch on ${r.watch}: p99 ${fmt(r.p99Ms, 2)} ms / ${fmt(limit, 2)} ms = ${fmt(r.targetRatio, 2)}x; p50 ${fmt(r.p50Ms / anchor.watchP50Ms, 1)}x etcd's p50`,
-    ),
+    "Published etcd figures (../shared/bench/README.md, another sitting; not this run's):",
+    `> ${sentence}`,
   ];
 }
 
 async function run(): Promise<void> {
-  const anchor = readAnchor();
-  const anchorP99Ms = anchor?.watchP99Ms ?? Number.NaN;
+  const etcdBinary = findEtcd();
+  if (etcdBinary === undefined) process.stderr.write(`${etcdMissing}\n`);
+  const version = etcdBinary === undefined ? undefined : etcdVersion(etcdBinary);
+  const lone = await measureLag(1);
+  const etcd: EtcdRun[] = [];
   const runs: LagRun[] = [];
-  for (const size of clusterSizes) runs.push(await measureLag(size, anchorP99Ms));
-  const lagRows = runs.flatMap((r) => r.rows);
-  const increments = runs.map((r) => r.increment);
+  for (const size of clusterSizes) {
+    if (etcdBinary !== undefined) etcd.push(await measureEtcd(etcdBinary, size === 2 ? 1 : 3));
+    runs.push(await measureLag(size));
+  }
+  const lagRows = [lone, ...runs].flatMap((r) => r.rows);
+  const increments = runs.flatMap((r) => (r.increment ? [r.increment] : []));
   const catchUp = await measureCatchUp();
+  const heapRun =
+    heapSeconds > 0
+      ? await measureLag(3, { seconds: heapSeconds, heapSampleMs, retainedHeap: true })
+      : undefined;
+  const anchor = readAnchorSentence();
   const lines = [
-    ...lagTable(lagRows, anchorP99Ms),
+    ...lagTable(lagRows, etcd),
     "",
     ...incrementTable(increments),
     "",
-    ...catchUpTable(catchUp.rows, catchUp.fillSeconds),
+    ...etcdTable(etcd, version),
     "",
-    ...anchorLines(anchor, lagRows),
+    ...targetLines(lagRows, etcd),
+    "",
+    ...trafficTable(runs),
+    "",
+    ...costTable(lone, runs),
+    "",
+    ...catchUpTable(catchUp.rows, catchUp.fillSeconds),
+    ...(heapRun ? ["", ...heapTable(heapRun)] : []),
+    "",
+    ...anchorFootnote(anchor),
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
   const file = writeResults("replication", {
@@ -754,10 +1268,26 @@ async function run(): Promise<void> {
     ttlSeconds,
     entries: entryCount,
     concurrency,
-    lag: lagRows,
+    lag: lagRows.map((row) => ({ ...row, targetRatio: targetRatio(row, etcd) })),
     replicationIncrement: increments,
+    etcd: { version: version ?? null, runs: etcd },
+    runs: [lone, ...runs].map(({ nodes, writes, links, costs }) => ({
+      nodes,
+      writes,
+      links,
+      costs,
+    })),
     catchUp,
-    anchor: anchor ? { measuredInThisRun: false, ...anchor } : null,
+    heap: heapRun
+      ? {
+          seconds: heapSeconds,
+          boundMb: heapBoundMb,
+          samples: heapRun.heap,
+          retainedMb: heapRun.retainedMb,
+          lag: heapRun.rows,
+        }
+      : null,
+    publishedAnchor: anchor ?? null,
   });
   process.stdout.write(`written ${file}\n`);
 }

@@ -2,7 +2,7 @@
 // redis-server, compiled orchestrators, their log lines, percentiles, the etcd anchor sentence,
 // and the results file.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type Agent, request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -73,15 +73,21 @@ export function median(values: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
-/** The "Measured here on …" sentence of ../shared/bench/README.md, if it can be read. */
+/**
+ * The "Measured here on …" sentence of the team's shared/bench/README.md, if it can be read: up
+ * to its first full stop, its line breaks made spaces. The shared folder sits beside the checkout
+ * (../shared), or beside the folder of worktrees it is in (../../shared).
+ */
 export function readAnchorSentence(): string | undefined {
-  // Compiled into dist/bench/: the shared folder is three levels up.
-  const readme = new URL("../../../shared/bench/README.md", import.meta.url);
-  try {
-    return /^Measured here on [^\n]*$/m.exec(readFileSync(readme, "utf8"))?.[0];
-  } catch {
-    return undefined;
+  // Compiled into dist/bench/: the checkout is two levels up.
+  for (const up of ["../../../", "../../../../"]) {
+    const readme = new URL(`${up}shared/bench/README.md`, import.meta.url);
+    if (!existsSync(readme)) continue;
+    const text = readFileSync(readme, "utf8");
+    const sentence = /^Measured here on [\s\S]*?\.(?=\s|$)/m.exec(text)?.[0];
+    return sentence?.replace(/\s*\n\s*/g, " ");
   }
+  return undefined;
 }
 
 /** Writes `results` to bench/results/<name>-<time>.json in the source tree; returns the path. */
@@ -92,6 +98,34 @@ export function writeResults(name: string, results: Record<string, unknown>): st
   const file = new URL(`${name}-${stamp}.json`, resultsDir);
   writeFileSync(file, JSON.stringify(results, null, 2));
   return file.pathname;
+}
+
+/** One sample of a Prometheus text exposition. */
+export interface MetricSample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/**
+ * Every sample GET `baseUrl`/metrics answers (an orchestrator's, or an etcd member's).
+ * @throws Error when it does not answer 200.
+ */
+export async function scrapeMetrics(baseUrl: string): Promise<MetricSample[]> {
+  const response = await fetch(`${baseUrl}/metrics`);
+  const text = await response.text();
+  if (response.status !== 200) throw new Error(`GET /metrics answered ${response.status}: ${text}`);
+  const samples: MetricSample[] = [];
+  for (const line of text.split("\n")) {
+    const sample = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (sample?.[1] === undefined) continue;
+    const labels: Record<string, string> = {};
+    for (const [, label, value] of (sample[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      if (label !== undefined && value !== undefined) labels[label] = value;
+    }
+    samples.push({ name: sample[1], labels, value: Number(sample[3]) });
+  }
+  return samples;
 }
 
 export const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "–");
