@@ -76,23 +76,22 @@ export function createGrpcJsClient<S extends DescService>(
   const raw = new Client(address, credentials, options);
   const client: Record<string, unknown> = { raw, close: () => raw.close() };
   for (const method of service.methods) {
-    if (method.methodKind === "unary")
-      client[method.localName] = unary(raw, method, deserializer(method.output));
+    if (method.methodKind === "unary") client[method.localName] = unary(raw, method);
     if (method.methodKind === "server_streaming") {
-      client[method.localName] = serverStreaming(raw, method, deserializer(method.output));
+      client[method.localName] = serverStreaming(raw, method);
     }
   }
   return client as GrpcJsClient<S>;
 }
 
-function unary(raw: grpc.Client, method: DescMethod, decode: (bytes: Buffer) => unknown) {
+function unary(raw: grpc.Client, method: DescMethod) {
   const path = `/${method.parent.typeName}/${method.name}`;
   return (request: MessageInitShape<DescMessage>, options: GrpcJsCallOptions = {}) =>
     new Promise((resolve, reject) => {
       const call = raw.makeUnaryRequest(
         path,
         serializer(method.input),
-        decode,
+        deserializer(method.output),
         create(method.input, request),
         metadataOf(options),
         callOptionsOf(options),
@@ -102,13 +101,13 @@ function unary(raw: grpc.Client, method: DescMethod, decode: (bytes: Buffer) => 
     });
 }
 
-function serverStreaming(raw: grpc.Client, method: DescMethod, decode: (bytes: Buffer) => unknown) {
+function serverStreaming(raw: grpc.Client, method: DescMethod) {
   const path = `/${method.parent.typeName}/${method.name}`;
   return (request: MessageInitShape<DescMessage>, options: GrpcJsCallOptions = {}) => {
     const call = raw.makeServerStreamRequest(
       path,
       serializer(method.input),
-      decode,
+      deserializer(method.output),
       create(method.input, request),
       metadataOf(options),
       callOptionsOf(options),

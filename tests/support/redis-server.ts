@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { pino } from "pino";
 import { createRedisClient } from "../../src/redis/redis-client.js";
+import { untilReady } from "../../src/redis/redis-connection.js";
 import { freePort } from "./process.js";
 
 /** What {@link startRedisServer} takes. */
@@ -127,21 +128,7 @@ export function createTestRedisClient(url: string, logger = pino({ level: "silen
  * @throws Error when it is not within `timeoutMs` (default 30000 ms) or its connection ended.
  */
 export function untilRedisReady(client: Redis, timeoutMs = 30_000): Promise<void> {
-  if (client.status === "ready") return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const finish = (error?: Error) => {
-      clearTimeout(timer);
-      client.off("ready", onReady);
-      client.off("end", onEnd);
-      if (error) reject(error);
-      else resolve();
-    };
-    const onReady = () => finish();
-    const onEnd = () => finish(new Error("the redis connection ended"));
-    const timer = setTimeout(() => finish(new Error("redis was not ready in time")), timeoutMs);
-    client.on("ready", onReady);
-    client.on("end", onEnd);
-  });
+  return untilReady(client, timeoutMs);
 }
 
 function serverArgs(port: number, dir: string, persistent: boolean): string[] {
