@@ -106,6 +106,10 @@ describe("two orchestrator processes on one Redis", () => {
       rest(a.url, "POST", "/infrastructure/events/clear", { correlation_id: "nothing-here" }),
       200,
     );
+    // The outbox stores its event after the answer: wait for it, so B's write comes after it.
+    await until("the clearing event stored", async () =>
+      (await history(a.url)).length >= 2 ? true : undefined,
+    );
     await expectStatus(rest(b.url, "POST", "/registry/register", registration("from-b")), 200);
     const seen: Json[] = [];
     for (let i = 0; i < 3; i++) seen.push((await next()).event as Json);
