@@ -94,6 +94,28 @@ describe("register", () => {
     });
     expect(entry.hlc).toBeGreaterThan(first.entry.hlc);
   });
+
+  it("keeps one copy of what a registration repeats: the new entry shares it with the old", async () => {
+    const first = await registry.register(
+      declared("svc", { endpoints: ["/a"], tags: ["t"], metadata: { team: "x" } }),
+      call,
+    );
+    // A fresh request: equal values, other objects, as decoding one gives.
+    const { entry } = await registry.register(
+      declared("svc", {
+        endpoints: ["/a"],
+        tags: ["t", "u"],
+        metadata: { team: "x" },
+        version: "2",
+      }),
+      call,
+    );
+    expect(entry.endpoints).toBe(first.entry.endpoints);
+    expect(entry.metadata).toBe(first.entry.metadata);
+    expect(entry.tags).toEqual(["t", "u"]);
+    expect(entry.tags).not.toBe(first.entry.tags);
+    expect(entry.version).toBe("2");
+  });
 });
 
 describe("leases", () => {

@@ -11,6 +11,9 @@ import {
   patchEntry,
   type RegistryEntry,
   type ServiceStatus,
+  sameList,
+  sameMap,
+  sharingUnchanged,
   type Tombstone,
   type TombstoneWrite,
 } from "./model.js";
@@ -183,7 +186,7 @@ export class Registry {
     const registered = await this.mutate(declared.name, (current) => {
       previous = current;
       const now = this.deps.clock.now();
-      const write: EntryWrite = {
+      const write = sharingUnchanged(current, {
         name: declared.name,
         baseUrl: declared.baseUrl,
         openapiUrl: declared.openapiUrl,
@@ -200,7 +203,7 @@ export class Registry {
         leaseExpiresAt: leaseEnd(now, declared.ttlSeconds),
         origin: this.deps.nodeId,
         hlc: this.deps.hlc.now(),
-      };
+      });
       // A service that registers again with the same declaration (many do so periodically,
       // as a heartbeat) renews its lease without an event: events say what changed.
       const changed =
@@ -492,18 +495,6 @@ function sameDeclaration(a: DeclaredService, b: DeclaredService): boolean {
     sameList(a.tags, b.tags) &&
     sameMap(a.metadata, b.metadata)
   );
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((value, i) => value === b[i]);
-}
-
-function sameMap(
-  a: Readonly<Record<string, string>>,
-  b: Readonly<Record<string, string>>,
-): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
 }
 
 function leaseEnd(now: number, ttlSeconds: number): number {

@@ -8,6 +8,7 @@ import {
   patchEntry,
   type RegistryChange,
   type RegistryEntry,
+  sharingUnchanged,
 } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import { HybridLogicalClock } from "./hybrid-logical-clock.js";
@@ -155,7 +156,6 @@ export class ReplicationMerger {
 }
 
 function merged(remote: RegistryEntry, local: RegistryEntry | undefined): EntryWrite {
-  return patchEntry(remote, {
-    status: local && local.status !== "DOWN" ? local.status : "UNKNOWN",
-  });
+  const status = local && local.status !== "DOWN" ? local.status : "UNKNOWN";
+  return sharingUnchanged(local, patchEntry(remote, { status }));
 }
