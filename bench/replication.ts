@@ -10,7 +10,8 @@
 // Lag: once every node's GET /peers shows every link PEER_STATE_LIVE, a gRPC watch opens on B (and,
 // for reference, one on A itself: the same-node figure etcd's put-to-watch anchor measures), and a
 // grpc-js client registers on A open loop: each write is due at a fixed time (1 ms apart at
-// 1,000/s) and sent then, whether or not earlier ones have been answered. The writes rotate over a
+// 1,000/s; during the warm-up, at a rate ramping up to it: see dueTimes) and sent then, whether or
+// not earlier ones have been answered. The writes rotate over a
 // set of names; each carries its sequence number as `version`, and the client records when it sent
 // it. Lag = when the watch delivered that name at that version − when it was sent, both read on
 // this process's clock. A write a watch never delivered is lost, unless a later version of the
@@ -57,7 +58,7 @@
 // collection (the nodes get --expose-gc and bench/gc-on-signal.ts: SIGUSR2 collects) before the
 // first write and after the drain: what each node retains, against a stated bound.
 //
-//   npm run bench:replication [-- --seconds 10 --warmup 2 --rate 1000 --names 1000
+//   npm run bench:replication [-- --seconds 10 --warmup 5 --rate 1000 --names 1000
 //                                 --entries 10000 --catchup-rounds 3 --heap-seconds 0
 //                                 --cpu-prof-dir /tmp/prof]
 //
@@ -106,7 +107,8 @@ import {
 const { values: args } = parseArgs({
   options: {
     seconds: { type: "string", default: "10" },
-    warmup: { type: "string", default: "2" },
+    // Writes ramped up to the rate (see dueTimes), shown apart in the warm-up table.
+    warmup: { type: "string", default: "5" },
     rate: { type: "string", default: "1000" },
     names: { type: "string", default: "1000" },
     drain: { type: "string", default: "5" },
@@ -372,14 +374,13 @@ async function writeOpenLoop(
     failures: 0,
   };
   const answers: Promise<void>[] = [];
-  const gapMs = 1000 / rate;
-  const start = performance.now() + 10;
+  const due = dueTimes(total, measuredFrom, performance.now() + 10);
   let seq = 0;
   while (seq < total) {
-    for (const now = performance.now(); seq < total && start + seq * gapMs <= now; seq++) {
+    for (const now = performance.now(); seq < total && (due[seq] ?? 0) <= now; seq++) {
       if (seq === measuredFrom) onMeasuring();
       const sent = performance.now();
-      log.dueAt[seq] = start + seq * gapMs;
+      log.dueAt[seq] = due[seq] ?? 0;
       log.sentAt[seq] = sent;
       const index = seq;
       answers.push(
@@ -393,10 +394,36 @@ async function writeOpenLoop(
         ),
       );
     }
-    if (seq < total) await sleep(Math.max(0, start + seq * gapMs - performance.now()));
+    if (seq < total) await sleep(Math.max(0, (due[seq] ?? 0) - performance.now()));
   }
   await Promise.all(answers);
   return log;
+}
+
+/** The warm-up's rate starts at this share of `rate` and rises linearly to `rate`. */
+const rampFrom = 0.1;
+
+/**
+ * When each write is due: the `warmup` first ones at a rate ramping up linearly from
+ * `rampFrom` × `rate` to `rate` (so the warm-up takes 2 / (1 + rampFrom) times its nominal
+ * seconds), then every 1 / `rate` s. A process fresh from its start runs about twice as slowly
+ * until V8 has compiled its hot paths (some thousands of calls: a node warmed on other names takes
+ * new ones at its steady speed), and at the full rate from the first write builds a backlog that
+ * a node busy at half a core takes seconds to drain; the ramp lets every process warm up, etcd's
+ * too, before the measured writes. The warm-up's lag is reported apart.
+ */
+function dueTimes(total: number, warmup: number, start: number): Float64Array {
+  const due = new Float64Array(total);
+  const [from, to] = [(rampFrom * rate) / 1000, rate / 1000]; // writes per ms
+  const rampMs = (2 * warmup) / (from + to);
+  const slope = (to - from) / rampMs;
+  for (let seq = 0; seq < Math.min(warmup, total); seq++) {
+    // Solves from·t + slope·t²/2 = seq: the time the ramp's cumulative writes reach seq.
+    due[seq] = start + (-from + Math.sqrt(from * from + 2 * slope * seq)) / slope;
+  }
+  const steadyFrom = start + (warmup > 0 ? rampMs : 0);
+  for (let seq = warmup; seq < total; seq++) due[seq] = steadyFrom + ((seq - warmup) * 1000) / rate;
+  return due;
 }
 
 function sortedFinite(values: Iterable<number>): Float64Array {
@@ -558,6 +585,30 @@ function lagRow(nodes: number, watch: Watch, log: WriteLog, from: number, cpu: C
     sendSlipP99Ms: percentile(slips, 99),
     sendSlipMaxMs: slips[slips.length - 1] ?? Number.NaN,
     cpuPercent: cpu,
+  };
+}
+
+/** A watch's lag over the warm-up's writes: the cold start the measured window leaves out. */
+interface WarmupLag {
+  readonly label: string;
+  readonly writes: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+}
+
+function warmupLag(label: string, watch: Watch, log: WriteLog, writes: number): WarmupLag {
+  const lags: number[] = [];
+  for (let seq = 0; seq < writes; seq++) {
+    lags.push((watch.seenAt[seq] ?? Number.NaN) - (log.sentAt[seq] ?? Number.NaN));
+  }
+  const sorted = sortedFinite(lags);
+  return {
+    label,
+    writes,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    maxMs: sorted[sorted.length - 1] ?? Number.NaN,
   };
 }
 
@@ -724,6 +775,8 @@ interface NodeCost {
 interface LagRun {
   readonly nodes: number;
   readonly rows: LagRow[];
+  /** The first watch's lag over the warm-up's writes (not in `rows`). */
+  readonly warmup: WarmupLag;
   /** Undefined for a lone node. */
   readonly increment: ReplicationIncrement | undefined;
   /** Over every write of the run, warm-up included. */
@@ -816,6 +869,12 @@ async function measureLag(count: number, options: Partial<LagOptions> = {}): Pro
     return {
       nodes: count,
       rows: watches.map((w) => lagRow(count, w, log, warmupWrites, percent)),
+      warmup: warmupLag(
+        `${count} node(s), watch on ${remote?.label ?? local.label}`,
+        remote ?? local,
+        log,
+        warmupWrites,
+      ),
       increment:
         b === undefined || remote === undefined
           ? undefined
@@ -877,6 +936,7 @@ interface EtcdRun {
   readonly members: number;
   readonly leader: string;
   readonly row: LagRow;
+  readonly warmup: WarmupLag;
   readonly cpuMicrosPerPut: Record<string, number>;
 }
 
@@ -915,6 +975,7 @@ async function measureEtcd(binary: string, members: number): Promise<EtcdRun> {
       members,
       leader: await etcdLeader(cluster),
       row: lagRow(members, watch, log, warmupWrites, cpuPercent(cpu.before, cpu.after, cpu.wallMs)),
+      warmup: warmupLag(`etcd ${members} member(s), watch on ${label}`, watch, log, warmupWrites),
       cpuMicrosPerPut: cpuPerWrite(cpu.before, cpu.after, pids, total - warmupWrites),
     };
   } finally {
@@ -1049,6 +1110,19 @@ function lagTable(rows: readonly LagRow[], etcd: readonly EtcdRun[]): string[] {
     ...rows.map(
       (r) =>
         `| ${r.nodes} | ${r.watch} | ${count(r.writes)} | ${fmt(r.writesPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p90Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.maxMs, 2)} | ${count(r.seen)} | ${count(r.lost)} | ${count(r.superseded)} | ${fmt(r.registerP50Ms, 2)} / ${fmt(r.registerP99Ms, 2)} | ${fmt(r.sendSlipP99Ms, 2)} / ${fmt(r.sendSlipMaxMs, 1)} | ${cpuCell(r.cpuPercent)} | ${verdict(targetRatio(r, etcd), 1)} |`,
+    ),
+  ];
+}
+
+function warmupTable(nodes: readonly WarmupLag[], etcd: readonly WarmupLag[]): string[] {
+  return [
+    `Warm-up, left out of the tables above: the first ${count(Math.round(warmupSeconds * rate))} writes, from each process's start, at a rate ramping up from ${count(rampFrom * rate)}/s to ${count(rate)}/s (${fmt((2 * warmupSeconds) / (1 + rampFrom), 1)} s): cold code, and every name's first write.`,
+    "",
+    "| run | writes | p50 ms | p99 ms | max ms |",
+    "|---|---:|---:|---:|---:|",
+    ...[...nodes, ...etcd].map(
+      (w) =>
+        `| ${w.label} | ${count(w.writes)} | ${fmt(w.p50Ms, 2)} | ${fmt(w.p99Ms, 2)} | ${fmt(w.maxMs, 1)} |`,
     ),
   ];
 }
@@ -1244,6 +1318,11 @@ async function run(): Promise<void> {
     "",
     ...etcdTable(etcd, version),
     "",
+    ...warmupTable(
+      [lone, ...runs].map((r) => r.warmup),
+      etcd.map((r) => r.warmup),
+    ),
+    "",
     ...targetLines(lagRows, etcd),
     "",
     ...trafficTable(runs),
@@ -1271,8 +1350,9 @@ async function run(): Promise<void> {
     lag: lagRows.map((row) => ({ ...row, targetRatio: targetRatio(row, etcd) })),
     replicationIncrement: increments,
     etcd: { version: version ?? null, runs: etcd },
-    runs: [lone, ...runs].map(({ nodes, writes, links, costs }) => ({
+    runs: [lone, ...runs].map(({ nodes, writes, links, costs, warmup }) => ({
       nodes,
+      warmup,
       writes,
       links,
       costs,
