@@ -1,8 +1,17 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { PeerService, type ReplicateResponse } from "../../gen/orchestrator/v1/peer_pb.js";
+import {
+  PeerService,
+  type ReplicatedBatch,
+  type ReplicateResponse,
+} from "../../gen/orchestrator/v1/peer_pb.js";
 import { DomainError } from "../errors/domain-error.js";
-import { PeerCallError, type PeerTransport } from "../replication/peer-link.js";
+import type { RegistryChange } from "../registry/model.js";
+import {
+  maxReceivedBatchChanges,
+  PeerCallError,
+  type PeerTransport,
+} from "../replication/peer-link.js";
 import type { ReplicationMessage } from "../replication/replication-feed.js";
 import { changeOfReplicated, replicatedEntryMessage } from "../services/registry-messages.js";
 import { createGrpcJsClient } from "./grpc-js-client.js";
@@ -63,10 +72,15 @@ export function createPeerClient(url: string, options: PeerClientOptions = {}): 
             incarnationId: request.incarnationId,
             fromIncarnationId: request.fromHistoryId,
             fromRevision: BigInt(request.fromRevision),
+            acceptsBatches: true,
           },
           { metadata, signal },
         );
         for await (const response of stream) {
+          if (response.event.case === "batch") {
+            yield* batchMessages(response.event.value);
+            continue;
+          }
           const message = messageOf(response);
           if (message) yield message;
         }
@@ -135,6 +149,33 @@ function classify(error: unknown): PeerCallError {
         { cause: error },
       );
   }
+}
+
+/**
+ * A batch from the peer as the link takes it. A malformed change fails the stream as it would
+ * alone: after the changes before it are handed on, with the same error.
+ * @throws PeerCallError "invalid" for a batch of more than `maxReceivedBatchChanges` changes;
+ *   DomainError "invalid" for a malformed change.
+ */
+function* batchMessages(batch: ReplicatedBatch): Generator<ReplicationMessage> {
+  if (batch.changes.length > maxReceivedBatchChanges) {
+    throw new PeerCallError(
+      "invalid",
+      `the peer sent a batch of ${batch.changes.length} changes, more than the ${maxReceivedBatchChanges} accepted`,
+    );
+  }
+  const changes: RegistryChange[] = [];
+  let malformed: unknown;
+  for (const entry of batch.changes) {
+    try {
+      changes.push(changeOfReplicated(entry));
+    } catch (error) {
+      malformed = error;
+      break;
+    }
+  }
+  if (changes.length > 0 || malformed === undefined) yield { kind: "batch", changes };
+  if (malformed !== undefined) throw malformed;
 }
 
 function messageOf(response: ReplicateResponse): ReplicationMessage | undefined {

@@ -6,6 +6,7 @@ import {
   type ReplicaNode,
 } from "../../tests/support/replica-node.js";
 import { DomainError } from "../errors/domain-error.js";
+import type { RegistryChange } from "../registry/model.js";
 import { changesInBuckets, digestOf } from "./anti-entropy.js";
 import { PeerCallError, PeerLink, type PeerLinkOptions, type PeerTransport } from "./peer-link.js";
 import { type ReplicationMessage, replicationFeed } from "./replication-feed.js";
@@ -22,7 +23,8 @@ type Hello = Extract<ReplicationMessage, { kind: "hello" }>;
  * replication stream is the peer node's real `replicationFeed` over the peer's real store, and its
  * anti-entropy calls go to the peer's real store and merger, as PeerService does over gRPC. It
  * records what the link asked for and the hellos it got, and can fail, end its streams (a peer
- * that drains) or hold a snapshot's end marker, as a network would.
+ * that drains) or hold a snapshot's end marker, as a network would. Like the gRPC transport, it
+ * takes batches (of two changes at most here, so that a few changes make several).
  */
 interface InProcessTransport extends PeerTransport {
   /** The node served; replace it to play a peer that restarted. */
@@ -38,6 +40,8 @@ interface InProcessTransport extends PeerTransport {
   beforeSnapshotEnd: (() => Promise<boolean>) | undefined;
   readonly requests: ReplicateRequest[];
   readonly hellos: Hello[];
+  /** The number of changes in each batch sent, in order. */
+  readonly batches: number[];
   readonly closes: () => number;
   /** Ends every open stream cleanly. */
   endStreams(): void;
@@ -56,6 +60,7 @@ function inProcessTransport(
     beforeSnapshotEnd: undefined,
     requests: [],
     hellos: [],
+    batches: [],
     closes: () => closes,
     async *replicate(request, signal) {
       transport.requests.push(request);
@@ -71,12 +76,14 @@ function inProcessTransport(
             peerNodeId: request.nodeId,
             fromHistoryId: request.fromHistoryId,
             fromRevision: request.fromRevision,
+            acceptsBatches: true,
             signal: AbortSignal.any([signal, ended.signal]),
           },
-          { keepaliveMs: options.keepaliveMs ?? 1_000 },
+          { keepaliveMs: options.keepaliveMs ?? 1_000, maxBatchChanges: 2 },
         );
         for await (const message of feed) {
           if (message.kind === "hello") transport.hellos.push(message);
+          if (message.kind === "batch") transport.batches.push(message.changes.length);
           if (transport.frozen) await hangUntilAborted(signal);
           const hold = transport.beforeSnapshotEnd;
           if (message.kind === "snapshot_end" && hold && !(await hold())) return;
@@ -198,6 +205,44 @@ describe("PeerLink between two in-process nodes", () => {
       appliedChanges: 3,
       lastContact: a.clock.now(),
     });
+  });
+
+  it("merges a batch change by change: counts changes, not messages, and moves to the last one", async () => {
+    const a = createReplicaNode("node-a");
+    const b = createReplicaNode("node-b");
+    for (const name of ["s1", "s2", "s3", "s4", "s5"]) {
+      await b.registry.register(declaredService(name), call);
+    }
+    // One of them is a's already, as new as b's: received, not applied.
+    await a.merger.merge(b.store.changesSince(2)?.[0] as RegistryChange);
+    const transport = inProcessTransport(b);
+    const link = linkFrom(a, transport);
+    link.start();
+    await waitFor(() => expect(link.status().state).toBe("LIVE"));
+    expect(transport.batches).toEqual([2, 2]); // and s5 alone
+    expect(link.status()).toMatchObject({ receivedChanges: 5, appliedChanges: 4 });
+    expect([...a.store.entries()].map((e) => e.name).sort()).toEqual([
+      "s1",
+      "s2",
+      "s3",
+      "s4",
+      "s5",
+    ]);
+
+    // Changes made while the link is away come back as a backlog of batches.
+    await link.stop();
+    for (const name of ["t1", "t2", "t3"]) await b.registry.register(declaredService(name), call);
+    await b.registry.deregister("s1", call);
+    const again = linkFrom(a, transport);
+    again.start();
+    await waitFor(() => expect(again.status().appliedRevision).toBe(9));
+    expect(transport.batches).toEqual([2, 2, 2, 2]);
+    expect(again.status()).toMatchObject({ state: "LIVE", receivedChanges: 4, appliedChanges: 4 });
+    expect(a.store.get("s1")).toBeUndefined();
+    expect(a.store.get("t3")).toBeDefined();
+    expect(await a.store.getCursor(peerUrl)).toBeDefined();
+    await again.stop();
+    expect(await a.store.getCursor(peerUrl)).toEqual({ historyId: b.store.historyId, revision: 9 });
   });
 
   it("persists its cursor at most every cursorFlushMs while changes stream in, and on stop", async () => {

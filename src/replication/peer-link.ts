@@ -2,18 +2,29 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import type { EventLog } from "../events/event-log.js";
-import type { ReplicationCursor } from "../registry/model.js";
+import type { RegistryChange, ReplicationCursor } from "../registry/model.js";
 import type { RegistryStore } from "../registry/registry-store.js";
 import type { AntiEntropyPeer } from "./anti-entropy.js";
 import type { ReplicationMerger } from "./merge.js";
 import type { ReplicationMessage } from "./replication-feed.js";
+
+/**
+ * The most changes a node accepts in one batch from a peer: a larger batch is refused as a
+ * malformed message is (the stream fails, and resumes from the cursor). Eight times what this
+ * version sends, so that a later version may send larger batches to this one.
+ */
+export const maxReceivedBatchChanges = 4_096;
 
 /** State of the link to one peer, as /peers shows it. */
 export type PeerState = "CONNECTING" | "SYNCING" | "LIVE" | "BACKOFF" | "UNAUTHENTICATED";
 
 /** Everything a link needs from a peer, whatever carries the calls (gRPC in production). */
 export interface PeerTransport extends AntiEntropyPeer {
-  /** Opens the peer's replication stream; ends or throws when the link breaks. */
+  /**
+   * Opens the peer's replication stream, asking for batches; ends or throws when the link breaks.
+   * A batch of more than {@link maxReceivedBatchChanges} fails the stream (kind "invalid"), and a
+   * malformed change in a batch fails it after the changes before it, as it would alone.
+   */
   replicate(
     request: {
       readonly nodeId: string;
@@ -279,15 +290,12 @@ export class PeerLink {
 
   private async onMessage(message: Exclude<ReplicationMessage, { kind: "hello" }>): Promise<void> {
     switch (message.kind) {
-      case "change": {
-        this.receivedChanges++;
-        const outcome = await this.deps.merger.merge(message.change, this.peerNodeId);
-        if (outcome === "applied") this.appliedChanges++;
-        this.noteRevision(message.change.revision);
-        // During a snapshot the cursor moves only at its end: a snapshot cut short starts over.
-        if (this.state !== "SYNCING") this.advance(message.change.revision);
+      case "change":
+        await this.onChanges([message.change]);
         break;
-      }
+      case "batch":
+        await this.onChanges(message.changes);
+        break;
       case "snapshot_end":
         this.advance(message.revision);
         this.state = "LIVE";
@@ -305,6 +313,29 @@ export class PeerLink {
     }
     // Nothing to write during a snapshot (the cursor moves at its end): no call, no await.
     if (this.cursorDirty) await this.flushCursor(false);
+  }
+
+  /**
+   * Merges changes in order, each counted as received and, if so, applied; the cursor and lag
+   * then move once, to the last change merged (also when a later one fails to merge: the link
+   * resumes after the last one merged).
+   */
+  private async onChanges(changes: readonly RegistryChange[]): Promise<void> {
+    let merged: number | undefined;
+    try {
+      for (const change of changes) {
+        this.receivedChanges++;
+        const outcome = await this.deps.merger.merge(change, this.peerNodeId);
+        if (outcome === "applied") this.appliedChanges++;
+        merged = change.revision;
+      }
+    } finally {
+      if (merged !== undefined) {
+        this.noteRevision(merged);
+        // During a snapshot the cursor moves only at its end: a snapshot cut short starts over.
+        if (this.state !== "SYNCING") this.advance(merged);
+      }
+    }
   }
 
   private noteRevision(revision: number): void {

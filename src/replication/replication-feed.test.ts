@@ -4,6 +4,7 @@ import { createManualClock, type ManualClock } from "../../tests/support/manual-
 import { createRecordingEventLog } from "../../tests/support/recording-event-log.js";
 import { declaredService } from "../../tests/support/replica-node.js";
 import { DomainError } from "../errors/domain-error.js";
+import { changeWeight } from "../registry/entry-limits.js";
 import { createMemoryRegistryStore } from "../registry/memory-registry-store.js";
 import type { RegistryChange } from "../registry/model.js";
 import { Registry } from "../registry/registry.js";
@@ -11,7 +12,10 @@ import type { RegistryStore } from "../registry/registry-store.js";
 import { HybridLogicalClock } from "./hybrid-logical-clock.js";
 import { ReplicationMerger } from "./merge.js";
 import {
+  batchesOf,
   coalesce,
+  maxBatchBytes,
+  maxBatchChanges,
   type ReplicationFeedOptions,
   type ReplicationMessage,
   replicationFeed,
@@ -64,7 +68,7 @@ afterEach(() => {
 
 function feedOf(
   node: ServingNode,
-  from: { historyId?: string; revision?: number } = {},
+  from: { historyId?: string; revision?: number; acceptsBatches?: boolean } = {},
   options: Partial<ReplicationFeedOptions> = {},
 ): { feed: AsyncGenerator<ReplicationMessage>; controller: AbortController } {
   const controller = new AbortController();
@@ -80,6 +84,7 @@ function feedOf(
       peerNodeId: "node-c",
       fromHistoryId: from.historyId ?? "",
       fromRevision: from.revision ?? 0,
+      acceptsBatches: from.acceptsBatches ?? false,
       signal: controller.signal,
     },
     { keepaliveMs: 60_000, ...options },
@@ -87,14 +92,20 @@ function feedOf(
   return { feed, controller };
 }
 
+function changeSummary(change: RegistryChange): string {
+  return change.type === "put"
+    ? `put ${change.entry.name}@${change.revision}`
+    : `delete ${change.tombstone.name}@${change.revision}`;
+}
+
 function summary(message: ReplicationMessage): string {
   switch (message.kind) {
     case "hello":
       return `hello@${message.revision}${message.snapshot ? " snapshot" : ""}`;
     case "change":
-      return message.change.type === "put"
-        ? `put ${message.change.entry.name}@${message.change.revision}`
-        : `delete ${message.change.tombstone.name}@${message.change.revision}`;
+      return changeSummary(message.change);
+    case "batch":
+      return `batch[${message.changes.map(changeSummary).join(", ")}]`;
     case "snapshot_end":
       return `end@${message.revision}`;
     case "keepalive":
@@ -393,8 +404,145 @@ describe("replicationFeed", () => {
   });
 });
 
-describe("coalesce", () => {
-  const put = (name: string, revision: number): RegistryChange => ({
+describe("replicationFeed to a peer that accepts batches", () => {
+  const batched = (node: ServingNode, from: { historyId?: string; revision?: number } = {}) =>
+    feedOf(node, { ...from, acceptsBatches: true }, { maxBatchChanges: 2 });
+
+  it("sends a snapshot in batches of at most maxBatchChanges, in revision order", async () => {
+    const node = createServingNode();
+    for (const name of ["a", "b", "c", "d", "e"]) {
+      await node.registry.register(declaredService(name), call);
+    }
+    const { feed } = batched(node);
+    expect(await take(feed, 5)).toEqual([
+      "hello@5 snapshot",
+      "batch[put a@1, put b@2]",
+      "batch[put c@3, put d@4]",
+      "put e@5",
+      "end@5",
+    ]);
+  });
+
+  it("sends the same changes as to a peer that takes none, only fewer messages", async () => {
+    const node = createServingNode();
+    await fiveChanges(node);
+    const single = feedOf(node, {}, { maxBatchChanges: 2 });
+    const batches = batched(node);
+    const changesIn = (messages: ReplicationMessage[]) =>
+      messages.flatMap((m) =>
+        m.kind === "batch" ? m.changes : m.kind === "change" ? [m.change] : [],
+      );
+    const singleMessages = await messagesUntilEnd(single.feed);
+    const batchMessages = await messagesUntilEnd(batches.feed);
+    expect(singleMessages.some((m) => m.kind === "batch")).toBe(false);
+    expect(changesIn(batchMessages)).toEqual(changesIn(singleMessages));
+    expect(batchMessages.length).toBeLessThan(singleMessages.length);
+  });
+
+  it("keeps the peer's own changes and those learned from it out of a resumed backlog's batches, and tells it how far it got", async () => {
+    const node = createServingNode();
+    await node.registry.register(declaredService("local-1"), call); // 1
+    node.clock.advance(1_000);
+    await node.merger.merge(await writtenOn("node-c", "from-c"), "node-c"); // 2
+    await node.merger.merge(await writtenOn("node-a", "a-via-c"), "node-c"); // 3
+    await node.merger.merge(await writtenOn("node-a", "a-direct"), "node-a"); // 4
+    await node.registry.register(declaredService("local-2"), call); // 5
+    await node.registry.register(declaredService("local-3"), call); // 6
+    const { feed } = batched(node, { historyId: node.store.historyId, revision: 0 });
+    expect(await take(feed, 3)).toEqual([
+      "hello@6",
+      "batch[put local-1@1, put a-direct@4]",
+      "batch[put local-2@5, put local-3@6]",
+    ]);
+
+    // A burst of the peer's own changes and one of ours: ours alone goes, and then nothing.
+    node.clock.advance(1_000);
+    await node.merger.merge(await writtenOn("node-c", "from-c-2"), "node-c"); // 7
+    await node.registry.register(declaredService("local-4"), call); // 8
+    await node.merger.merge(await writtenOn("node-c", "from-c-3"), "node-c"); // 9
+    expect(await take(feed, 1)).toEqual(["put local-4@8"]);
+    // Nothing else to send: after the changes passed over, the peer is told how far it got.
+    const next = take(feed, 1);
+    node.clock.advance(1_000);
+    await node.merger.merge(await writtenOn("node-c", "from-c-4"), "node-c"); // 10
+    expect(await next).toEqual(["keepalive@10"]);
+  });
+
+  it("sends a lone live change as a change, and changes that piled up as a batch", async () => {
+    const node = createServingNode();
+    const { feed } = batched(node);
+    expect(await take(feed, 2)).toEqual(["hello@0 snapshot", "end@0"]);
+    const next = take(feed, 1);
+    await node.registry.register(declaredService("a"), call);
+    expect(await next).toEqual(["put a@1"]);
+    await node.registry.register(declaredService("b"), call);
+    await node.registry.register(declaredService("c"), call);
+    await node.registry.deregister("a", call);
+    expect(await take(feed, 2)).toEqual(["batch[put b@2, put c@3]", "delete a@4"]);
+  });
+});
+
+/** The feed's messages up to and including the snapshot's end. */
+async function messagesUntilEnd(
+  feed: AsyncGenerator<ReplicationMessage>,
+): Promise<ReplicationMessage[]> {
+  const messages: ReplicationMessage[] = [];
+  for await (const message of feed) {
+    messages.push(message);
+    if (message.kind === "snapshot_end") return messages;
+  }
+  throw new Error("the feed ended before the snapshot's end");
+}
+
+describe("batchesOf", () => {
+  const put = changeOf;
+  const runs = (changes: RegistryChange[], limits: { changes: number; bytes: number }) =>
+    [...batchesOf(changes, { maxBatchChanges: limits.changes, maxBatchBytes: limits.bytes })].map(
+      (batch) => batch.map((change) => change.revision),
+    );
+
+  it("cuts runs of at most maxBatchChanges, in order, the last one shorter", () => {
+    const changes = [1, 2, 3, 4, 5, 6, 7].map((r) => put(`s${r}`, r));
+    expect(runs(changes, { changes: 3, bytes: 1 << 30 })).toEqual([[1, 2, 3], [4, 5, 6], [7]]);
+    expect(runs(changes, { changes: 7, bytes: 1 << 30 })).toEqual([[1, 2, 3, 4, 5, 6, 7]]);
+    expect(runs([], { changes: 3, bytes: 1 << 30 })).toEqual([]);
+  });
+
+  it("cuts runs of at most maxBatchBytes as changeWeight counts them, a heavier change alone", () => {
+    const small = [1, 2, 3, 4].map((r) => put(`s${r}`, r));
+    const weight = changeWeight(small[0] as RegistryChange);
+    // Room for two small changes, not three.
+    expect(runs(small, { changes: 100, bytes: 3 * weight - 1 })).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
+    const heavy = put("heavy", 3, { blob: "x".repeat(500) });
+    const mixed = [small[0], small[1], heavy, small[3]] as RegistryChange[];
+    expect(runs(mixed, { changes: 100, bytes: 2 * weight })).toEqual([[1, 2], [3], [4]]);
+  });
+
+  it("keeps a snapshot of typical entries within both default bounds", () => {
+    const changes = Array.from({ length: 2_000 }, (_, i) =>
+      put(`service-${i}`, i + 1, { zone: "eu-west-1", team: "payments" }),
+    );
+    const batches = [...batchesOf(changes, { maxBatchChanges, maxBatchBytes })];
+    expect(batches.flat()).toEqual(changes);
+    for (const batch of batches) {
+      expect(batch.length).toBeLessThanOrEqual(maxBatchChanges);
+      expect(batch.reduce((sum, change) => sum + changeWeight(change), 0)).toBeLessThanOrEqual(
+        maxBatchBytes,
+      );
+    }
+  });
+});
+
+/** A put of `name` at `revision`, stamped by node-b. */
+function changeOf(
+  name: string,
+  revision: number,
+  metadata: Record<string, string> = {},
+): RegistryChange {
+  return {
     type: "put",
     revision,
     entry: {
@@ -403,7 +551,7 @@ describe("coalesce", () => {
       openapiUrl: "",
       healthUrl: "",
       endpoints: [],
-      metadata: {},
+      metadata,
       tags: [],
       version: "",
       ttlSeconds: 0,
@@ -416,7 +564,11 @@ describe("coalesce", () => {
       hlc: BigInt(revision),
       revision,
     },
-  });
+  };
+}
+
+describe("coalesce", () => {
+  const put = (name: string, revision: number) => changeOf(name, revision);
   const del = (name: string, revision: number): RegistryChange => ({
     type: "delete",
     revision,

@@ -97,6 +97,7 @@ export function createPeerService(deps: PeerServiceDeps): ServiceImpl<typeof Pee
           peerNodeId: request.nodeId,
           fromHistoryId: request.fromIncarnationId,
           fromRevision: Number(request.fromRevision),
+          acceptsBatches: request.acceptsBatches,
           signal: context.signal,
         },
         { maxQueue: deps.maxQueue },
@@ -143,6 +144,11 @@ function replicateMessage(message: ReplicationMessage, clock: Clock) {
       });
     case "change":
       return changeMessage(message.change);
+    case "batch":
+      // Built for this stream alone (its echo-free filtering is its own): not sealed, not shared.
+      return create(ReplicateResponseSchema, {
+        event: { case: "batch", value: { changes: message.changes.map(replicatedEntryMessage) } },
+      });
     case "snapshot_end":
       return create(ReplicateResponseSchema, {
         event: { case: "snapshotEnd", value: { revision: BigInt(message.revision) } },

@@ -6,7 +6,10 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { PeerService, type ReplicateResponse } from "../../gen/orchestrator/v1/peer_pb.js";
+import { createGrpcJsClient } from "../../src/clients/grpc-js-client.js";
 import {
+  batchMessage,
   changeMessage,
   type GarbageKind,
   type GarbagePeer,
@@ -654,6 +657,60 @@ describe("peers that send garbage", () => {
     expect(entryNamed(await replicatedRegistry(base), "Not A/Valid Name")).toBeUndefined();
   });
 
+  it("merges a batch's changes up to a malformed one, then fails the link as for a single change", async () => {
+    const stamp = { origin: "garbage-node", hlc: BigInt(Date.now()) << 16n };
+    const peers = await startGarbage([
+      {
+        kind: "bad-entries",
+        messages: [
+          helloMessage("garbage-node", 3),
+          batchMessage([
+            changeMessage("before-unstamped", stamp, 1),
+            changeMessage("unstamped", { origin: "", hlc: 0n }, 2),
+            changeMessage("after-unstamped", stamp, 3),
+          ]),
+          snapshotEndMessage(3),
+        ],
+      },
+    ]);
+    const peerUrl = peers[0]?.url ?? expect.fail("no garbage peer");
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "sane", ORCHESTRATOR_PEERS: peerUrl },
+    });
+    const base = node.url;
+    const peer = await untilPeer(base, peerUrl, (p) => (p.last_error ?? "") !== "");
+    expect(peer.last_error).toMatch(/lacks its name or stamp/);
+    expect(peer.state).not.toBe("PEER_STATE_LIVE");
+    const registry = await replicatedRegistry(base);
+    expect(registry.map((entry) => entry.name)).toEqual(["before-unstamped"]);
+  });
+
+  it("refuses a batch of more than 4,096 changes whole, failing the link", async () => {
+    const stamp = { origin: "garbage-node", hlc: BigInt(Date.now()) << 16n };
+    const changes = Array.from({ length: 4_097 }, (_, i) =>
+      changeMessage(`oversized-${i}`, stamp, i + 1),
+    );
+    const peers = await startGarbage([
+      {
+        kind: "bad-entries",
+        messages: [
+          helloMessage("garbage-node", 4_097),
+          batchMessage(changes),
+          snapshotEndMessage(4_097),
+        ],
+      },
+    ]);
+    const peerUrl = peers[0]?.url ?? expect.fail("no garbage peer");
+    node = await startOrchestrator({
+      env: { ...quietEnv, NODE_ID: "sane", ORCHESTRATOR_PEERS: peerUrl },
+    });
+    const base = node.url;
+    const peer = await untilPeer(base, peerUrl, (p) => (p.last_error ?? "") !== "");
+    expect(peer.last_error).toMatch(/batch of 4097 changes, more than the 4096 accepted/);
+    expect(peer.state).not.toBe("PEER_STATE_LIVE");
+    expect(await replicatedRegistry(base)).toEqual([]);
+  });
+
   // GET /registry/watch is the watch stream: a service named "watch" could never be read over
   // REST, so the name is reserved, and a peer cannot plant it either.
   it("does not merge a replicated entry whose name is reserved", async () => {
@@ -683,6 +740,89 @@ describe("peers that send garbage", () => {
       return entryNamed(entries, "after-watch") ? entries : undefined;
     });
     expect(entryNamed(registry, "watch")).toBeUndefined();
+  });
+});
+
+// A node of the previous version asks for no batches (its ReplicateRequest has no
+// accepts_batches): it must get every change as its own message, and a node of this version
+// asking for batches gets the same changes in fewer messages.
+describe("the Replicate stream to callers with and without accepts_batches", () => {
+  let node: RunningOrchestrator | undefined;
+  const names = Array.from({ length: 40 }, (_, i) => `listed-${String(i).padStart(2, "0")}`);
+
+  beforeAll(async () => {
+    node = await startOrchestrator({ env: { ...quietEnv, NODE_ID: "server" } });
+    for (const name of names) await register(node.url, registration(name));
+  });
+
+  afterAll(async () => {
+    await node?.close();
+  });
+
+  /**
+   * A Replicate stream's messages from a snapshot to its end, then those up to the first change
+   * written after it (`writeAfter` is registered once the snapshot has ended); keepalives left out.
+   */
+  async function replicate(acceptsBatches: boolean | undefined, writeAfter: string) {
+    const running = node ?? expect.fail("the node did not start");
+    const client = createGrpcJsClient(PeerService, running.address);
+    const controller = new AbortController();
+    try {
+      const stream = client.replicate(
+        {
+          nodeId: "a-peer",
+          incarnationId: "a-peer-incarnation",
+          ...(acceptsBatches === undefined ? {} : { acceptsBatches }),
+        },
+        { signal: controller.signal },
+      );
+      const events: ReplicateResponse["event"][] = [];
+      for await (const message of stream) {
+        if (message.event.case === "keepalive") continue;
+        events.push(message.event);
+        if (message.event.case === "snapshotEnd")
+          await register(running.url, registration(writeAfter));
+        if (
+          events.some((e) => e.case === "snapshotEnd") &&
+          namesIn([message.event]).includes(writeAfter)
+        ) {
+          return events;
+        }
+      }
+      throw new Error("the Replicate stream ended");
+    } finally {
+      controller.abort();
+      client.close();
+    }
+  }
+
+  /** The names the change and batch events carry, in order. */
+  function namesIn(events: readonly ReplicateResponse["event"][]): string[] {
+    return events.flatMap((event) => {
+      if (event.case === "change") return [event.value.entry?.name ?? ""];
+      if (event.case === "batch") return event.value.changes.map((c) => c.entry?.name ?? "");
+      return [];
+    });
+  }
+
+  it("sends a caller without the flag every change as its own message", async () => {
+    const events = await replicate(undefined, "late-for-old");
+    expect(events.map((e) => e.case)).toEqual([
+      "hello",
+      ...names.map(() => "change"),
+      "snapshotEnd",
+      "change",
+    ]);
+    expect(namesIn(events)).toEqual([...names, "late-for-old"]);
+  });
+
+  it("sends a caller that accepts batches the same snapshot in one batch, and a lone change alone", async () => {
+    const events = await replicate(true, "late-for-new");
+    expect(events.map((e) => e.case)).toEqual(["hello", "batch", "snapshotEnd", "change"]);
+    // The snapshot has every entry, in revision order (after them, what another test wrote).
+    const carried = namesIn(events);
+    expect(carried.filter((name) => names.includes(name))).toEqual(names);
+    expect(carried.at(-1)).toBe("late-for-new");
   });
 });
 

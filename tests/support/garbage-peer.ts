@@ -162,3 +162,15 @@ export function snapshotEndMessage(revision: number): ReplicateResponse {
     event: { case: "snapshotEnd", value: { revision: BigInt(revision) } },
   });
 }
+
+/** The changes of `changes` (built by {@link changeMessage}) as one batch, in the order given. */
+export function batchMessage(changes: readonly ReplicateResponse[]): ReplicateResponse {
+  return create(ReplicateResponseSchema, {
+    event: {
+      case: "batch",
+      value: {
+        changes: changes.flatMap((m) => (m.event.case === "change" ? [m.event.value] : [])),
+      },
+    },
+  });
+}

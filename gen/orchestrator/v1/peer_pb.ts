@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/v1/peer.proto.
  */
 export const file_orchestrator_v1_peer: GenFile = /*@__PURE__*/
-  fileDesc("ChpvcmNoZXN0cmF0b3IvdjEvcGVlci5wcm90bxIPb3JjaGVzdHJhdG9yLnYxIuwBCgRQZWVyEgsKA3VybBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEikKBXN0YXRlGAMgASgOMhoub3JjaGVzdHJhdG9yLnYxLlBlZXJTdGF0ZRIwCgxsYXN0X2NvbnRhY3QYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGFwcGxpZWRfcmV2aXNpb24YBSABKAQSEwoLbGFnX2NoYW5nZXMYBiABKAQSDgoGbGFnX21zGAcgASgBEhIKCmxhc3RfZXJyb3IYCCABKAkSFgoOaW5jYXJuYXRpb25faWQYCSABKAkiEgoQTGlzdFBlZXJzUmVxdWVzdCJIChFMaXN0UGVlcnNSZXNwb25zZRIkCgVwZWVycxgBIAMoCzIVLm9yY2hlc3RyYXRvci52MS5QZWVyEg0KBWNvdW50GAIgASgFIhIKEFN5bmNQZWVyc1JlcXVlc3QiYwoRU3luY1BlZXJzUmVzcG9uc2USDAoEc2VudBgBIAEoBRIQCghyZWNlaXZlZBgCIAEoBRIuCgVwZWVycxgDIAMoCzIfLm9yY2hlc3RyYXRvci52MS5QZWVyU3luY1Jlc3VsdCJpCg5QZWVyU3luY1Jlc3VsdBILCgN1cmwYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIKCgJvaxgDIAEoCBIMCgRzZW50GAQgASgFEhAKCHJlY2VpdmVkGAUgASgFEg0KBWVycm9yGAYgASgJIowBChBSZXBsaWNhdGVSZXF1ZXN0EhoKB25vZGVfaWQYASABKAlCCcLzGAUIARiAARIfCg5pbmNhcm5hdGlvbl9pZBgCIAEoCUIHwvMYAxiAARIkChNmcm9tX2luY2FybmF0aW9uX2lkGAMgASgJQgfC8xgDGIABEhUKDWZyb21fcmV2aXNpb24YBCABKAQigQIKEVJlcGxpY2F0ZVJlc3BvbnNlEjIKBWhlbGxvGAEgASgLMiEub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0aW9uSGVsbG9IABIyCgZjaGFuZ2UYAiABKAsyIC5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRlZEVudHJ5SAASPwoMc25hcHNob3RfZW5kGAMgASgLMicub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0aW9uU25hcHNob3RFbmRIABI6CglrZWVwYWxpdmUYBCABKAsyJS5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRpb25LZWVwYWxpdmVIAEIHCgVldmVudCJfChBSZXBsaWNhdGlvbkhlbGxvEg8KB25vZGVfaWQYASABKAkSFgoOaW5jYXJuYXRpb25faWQYAiABKAkSEAoIcmV2aXNpb24YAyABKAQSEAoIc25hcHNob3QYBCABKAgiYgoPUmVwbGljYXRlZEVudHJ5EiwKBWVudHJ5GAEgASgLMh0ub3JjaGVzdHJhdG9yLnYxLlNlcnZpY2VFbnRyeRIPCgdkZWxldGVkGAIgASgIEhAKCHJldmlzaW9uGAMgASgEIioKFlJlcGxpY2F0aW9uU25hcHNob3RFbmQSEAoIcmV2aXNpb24YASABKAQiVwoUUmVwbGljYXRpb25LZWVwYWxpdmUSEAoIcmV2aXNpb24YASABKAQSLQoJdGltZXN0YW1wGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI7ChBHZXREaWdlc3RSZXF1ZXN0EicKB2J1Y2tldHMYASABKA1CFsLzGBI5AAAAAAAA8D9BAAAAAAAAsEAiOwoRR2V0RGlnZXN0UmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIVCg1idWNrZXRfaGFzaGVzGAIgAygJIlsKEUdldEVudHJpZXNSZXF1ZXN0EhgKB2J1Y2tldHMYASADKA1CB8LzGANIgCASLAoMYnVja2V0X2NvdW50GAIgASgNQhbC8xgSOQAAAAAAAPA/QQAAAAAAALBAIkcKEkdldEVudHJpZXNSZXNwb25zZRIxCgdlbnRyaWVzGAEgAygLMiAub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0ZWRFbnRyeSJsChJQdXNoRW50cmllc1JlcXVlc3QSGgoHbm9kZV9pZBgBIAEoCUIJwvMYBQgBGIABEjoKB2VudHJpZXMYAiADKAsyIC5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRlZEVudHJ5QgfC8xgDSJBOIiYKE1B1c2hFbnRyaWVzUmVzcG9uc2USDwoHYXBwbGllZBgBIAEoBSqnAQoJUGVlclN0YXRlEhoKFlBFRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVQRUVSX1NUQVRFX0NPTk5FQ1RJTkcQARIWChJQRUVSX1NUQVRFX1NZTkNJTkcQAhITCg9QRUVSX1NUQVRFX0xJVkUQAxIWChJQRUVSX1NUQVRFX0JBQ0tPRkYQBBIeChpQRUVSX1NUQVRFX1VOQVVUSEVOVElDQVRFRBAFMt0ECgtQZWVyU2VydmljZRJiCglMaXN0UGVlcnMSIS5vcmNoZXN0cmF0b3IudjEuTGlzdFBlZXJzUmVxdWVzdBoiLm9yY2hlc3RyYXRvci52MS5MaXN0UGVlcnNSZXNwb25zZSIOgtPkkwIIEgYvcGVlcnMSdwoJU3luY1BlZXJzEiEub3JjaGVzdHJhdG9yLnYxLlN5bmNQZWVyc1JlcXVlc3QaIi5vcmNoZXN0cmF0b3IudjEuU3luY1BlZXJzUmVzcG9uc2UiI8jzGAKC0+STAhk6ASoiFC9yZWdpc3RyeS9zeW5jLXBlZXJzEloKCVJlcGxpY2F0ZRIhLm9yY2hlc3RyYXRvci52MS5SZXBsaWNhdGVSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0ZVJlc3BvbnNlIgTI8xgDMAESWAoJR2V0RGlnZXN0EiEub3JjaGVzdHJhdG9yLnYxLkdldERpZ2VzdFJlcXVlc3QaIi5vcmNoZXN0cmF0b3IudjEuR2V0RGlnZXN0UmVzcG9uc2UiBMjzGAMSWwoKR2V0RW50cmllcxIiLm9yY2hlc3RyYXRvci52MS5HZXRFbnRyaWVzUmVxdWVzdBojLm9yY2hlc3RyYXRvci52MS5HZXRFbnRyaWVzUmVzcG9uc2UiBMjzGAMSXgoLUHVzaEVudHJpZXMSIy5vcmNoZXN0cmF0b3IudjEuUHVzaEVudHJpZXNSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLnYxLlB1c2hFbnRyaWVzUmVzcG9uc2UiBMjzGANiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_orchestrator_v1_options, file_orchestrator_v1_registry]);
+  fileDesc("ChpvcmNoZXN0cmF0b3IvdjEvcGVlci5wcm90bxIPb3JjaGVzdHJhdG9yLnYxIuwBCgRQZWVyEgsKA3VybBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEikKBXN0YXRlGAMgASgOMhoub3JjaGVzdHJhdG9yLnYxLlBlZXJTdGF0ZRIwCgxsYXN0X2NvbnRhY3QYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGFwcGxpZWRfcmV2aXNpb24YBSABKAQSEwoLbGFnX2NoYW5nZXMYBiABKAQSDgoGbGFnX21zGAcgASgBEhIKCmxhc3RfZXJyb3IYCCABKAkSFgoOaW5jYXJuYXRpb25faWQYCSABKAkiEgoQTGlzdFBlZXJzUmVxdWVzdCJIChFMaXN0UGVlcnNSZXNwb25zZRIkCgVwZWVycxgBIAMoCzIVLm9yY2hlc3RyYXRvci52MS5QZWVyEg0KBWNvdW50GAIgASgFIhIKEFN5bmNQZWVyc1JlcXVlc3QiYwoRU3luY1BlZXJzUmVzcG9uc2USDAoEc2VudBgBIAEoBRIQCghyZWNlaXZlZBgCIAEoBRIuCgVwZWVycxgDIAMoCzIfLm9yY2hlc3RyYXRvci52MS5QZWVyU3luY1Jlc3VsdCJpCg5QZWVyU3luY1Jlc3VsdBILCgN1cmwYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIKCgJvaxgDIAEoCBIMCgRzZW50GAQgASgFEhAKCHJlY2VpdmVkGAUgASgFEg0KBWVycm9yGAYgASgJIqUBChBSZXBsaWNhdGVSZXF1ZXN0EhoKB25vZGVfaWQYASABKAlCCcLzGAUIARiAARIfCg5pbmNhcm5hdGlvbl9pZBgCIAEoCUIHwvMYAxiAARIkChNmcm9tX2luY2FybmF0aW9uX2lkGAMgASgJQgfC8xgDGIABEhUKDWZyb21fcmV2aXNpb24YBCABKAQSFwoPYWNjZXB0c19iYXRjaGVzGAUgASgIIrQCChFSZXBsaWNhdGVSZXNwb25zZRIyCgVoZWxsbxgBIAEoCzIhLm9yY2hlc3RyYXRvci52MS5SZXBsaWNhdGlvbkhlbGxvSAASMgoGY2hhbmdlGAIgASgLMiAub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0ZWRFbnRyeUgAEj8KDHNuYXBzaG90X2VuZBgDIAEoCzInLm9yY2hlc3RyYXRvci52MS5SZXBsaWNhdGlvblNuYXBzaG90RW5kSAASOgoJa2VlcGFsaXZlGAQgASgLMiUub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0aW9uS2VlcGFsaXZlSAASMQoFYmF0Y2gYBSABKAsyIC5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRlZEJhdGNoSABCBwoFZXZlbnQiRAoPUmVwbGljYXRlZEJhdGNoEjEKB2NoYW5nZXMYASADKAsyIC5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRlZEVudHJ5Il8KEFJlcGxpY2F0aW9uSGVsbG8SDwoHbm9kZV9pZBgBIAEoCRIWCg5pbmNhcm5hdGlvbl9pZBgCIAEoCRIQCghyZXZpc2lvbhgDIAEoBBIQCghzbmFwc2hvdBgEIAEoCCJiCg9SZXBsaWNhdGVkRW50cnkSLAoFZW50cnkYASABKAsyHS5vcmNoZXN0cmF0b3IudjEuU2VydmljZUVudHJ5Eg8KB2RlbGV0ZWQYAiABKAgSEAoIcmV2aXNpb24YAyABKAQiKgoWUmVwbGljYXRpb25TbmFwc2hvdEVuZBIQCghyZXZpc2lvbhgBIAEoBCJXChRSZXBsaWNhdGlvbktlZXBhbGl2ZRIQCghyZXZpc2lvbhgBIAEoBBItCgl0aW1lc3RhbXAYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjsKEEdldERpZ2VzdFJlcXVlc3QSJwoHYnVja2V0cxgBIAEoDUIWwvMYEjkAAAAAAADwP0EAAAAAAACwQCI7ChFHZXREaWdlc3RSZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEhUKDWJ1Y2tldF9oYXNoZXMYAiADKAkiWwoRR2V0RW50cmllc1JlcXVlc3QSGAoHYnVja2V0cxgBIAMoDUIHwvMYA0iAIBIsCgxidWNrZXRfY291bnQYAiABKA1CFsLzGBI5AAAAAAAA8D9BAAAAAAAAsEAiRwoSR2V0RW50cmllc1Jlc3BvbnNlEjEKB2VudHJpZXMYASADKAsyIC5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRlZEVudHJ5ImwKElB1c2hFbnRyaWVzUmVxdWVzdBIaCgdub2RlX2lkGAEgASgJQgnC8xgFCAEYgAESOgoHZW50cmllcxgCIAMoCzIgLm9yY2hlc3RyYXRvci52MS5SZXBsaWNhdGVkRW50cnlCB8LzGANIkE4iJgoTUHVzaEVudHJpZXNSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgFKqcBCglQZWVyU3RhdGUSGgoWUEVFUl9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVBFRVJfU1RBVEVfQ09OTkVDVElORxABEhYKElBFRVJfU1RBVEVfU1lOQ0lORxACEhMKD1BFRVJfU1RBVEVfTElWRRADEhYKElBFRVJfU1RBVEVfQkFDS09GRhAEEh4KGlBFRVJfU1RBVEVfVU5BVVRIRU5USUNBVEVEEAUy3QQKC1BlZXJTZXJ2aWNlEmIKCUxpc3RQZWVycxIhLm9yY2hlc3RyYXRvci52MS5MaXN0UGVlcnNSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLnYxLkxpc3RQZWVyc1Jlc3BvbnNlIg6C0+STAggSBi9wZWVycxJ3CglTeW5jUGVlcnMSIS5vcmNoZXN0cmF0b3IudjEuU3luY1BlZXJzUmVxdWVzdBoiLm9yY2hlc3RyYXRvci52MS5TeW5jUGVlcnNSZXNwb25zZSIjyPMYAoLT5JMCGToBKiIUL3JlZ2lzdHJ5L3N5bmMtcGVlcnMSWgoJUmVwbGljYXRlEiEub3JjaGVzdHJhdG9yLnYxLlJlcGxpY2F0ZVJlcXVlc3QaIi5vcmNoZXN0cmF0b3IudjEuUmVwbGljYXRlUmVzcG9uc2UiBMjzGAMwARJYCglHZXREaWdlc3QSIS5vcmNoZXN0cmF0b3IudjEuR2V0RGlnZXN0UmVxdWVzdBoiLm9yY2hlc3RyYXRvci52MS5HZXREaWdlc3RSZXNwb25zZSIEyPMYAxJbCgpHZXRFbnRyaWVzEiIub3JjaGVzdHJhdG9yLnYxLkdldEVudHJpZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLnYxLkdldEVudHJpZXNSZXNwb25zZSIEyPMYAxJeCgtQdXNoRW50cmllcxIjLm9yY2hlc3RyYXRvci52MS5QdXNoRW50cmllc1JlcXVlc3QaJC5vcmNoZXN0cmF0b3IudjEuUHVzaEVudHJpZXNSZXNwb25zZSIEyPMYA2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_orchestrator_v1_options, file_orchestrator_v1_registry]);
 
 /**
  * @generated from message orchestrator.v1.Peer
@@ -236,6 +236,15 @@ export type ReplicateRequest = Message<"orchestrator.v1.ReplicateRequest"> & {
    * @generated from field: uint64 from_revision = 4;
    */
   fromRevision: bigint;
+
+  /**
+   * The caller merges `batch` messages. A server sends batches only to callers that say so, so
+   * that a node of a version without them still replicates both ways: it gets every change as
+   * its own `change` message, and its own requests, without the field, ask for no batches.
+   *
+   * @generated from field: bool accepts_batches = 5;
+   */
+  acceptsBatches: boolean;
 };
 
 /**
@@ -284,6 +293,16 @@ export type ReplicateResponse = Message<"orchestrator.v1.ReplicateResponse"> & {
      */
     value: ReplicationKeepalive;
     case: "keepalive";
+  } | {
+    /**
+     * Several changes at once, only to a caller that set `accepts_batches`: a snapshot, a backlog
+     * after a reconnect, a burst. One frame for hundreds of changes spares the per-message cost
+     * of the HTTP/2 and gRPC layers on both sides; a lone change still goes as `change`.
+     *
+     * @generated from field: orchestrator.v1.ReplicatedBatch batch = 5;
+     */
+    value: ReplicatedBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -293,6 +312,29 @@ export type ReplicateResponse = Message<"orchestrator.v1.ReplicateResponse"> & {
  */
 export const ReplicateResponseSchema: GenMessage<ReplicateResponse> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_peer, 7);
+
+/**
+ * Changes in revision order, each exactly as a `change` message would carry it (the same rules
+ * hold for each: a malformed one fails the stream after those before it, as it would alone).
+ * A sender keeps a batch to at most 512 changes and about 512 KiB (typical entries: ~200 KiB).
+ * A receiver refuses a batch of more than 4,096 changes (the stream then fails and resumes from
+ * the cursor); the gRPC maximum message size bounds its bytes.
+ *
+ * @generated from message orchestrator.v1.ReplicatedBatch
+ */
+export type ReplicatedBatch = Message<"orchestrator.v1.ReplicatedBatch"> & {
+  /**
+   * @generated from field: repeated orchestrator.v1.ReplicatedEntry changes = 1;
+   */
+  changes: ReplicatedEntry[];
+};
+
+/**
+ * Describes the message orchestrator.v1.ReplicatedBatch.
+ * Use `create(ReplicatedBatchSchema)` to create a new message.
+ */
+export const ReplicatedBatchSchema: GenMessage<ReplicatedBatch> = /*@__PURE__*/
+  messageDesc(file_orchestrator_v1_peer, 8);
 
 /**
  * @generated from message orchestrator.v1.ReplicationHello
@@ -328,7 +370,7 @@ export type ReplicationHello = Message<"orchestrator.v1.ReplicationHello"> & {
  * Use `create(ReplicationHelloSchema)` to create a new message.
  */
 export const ReplicationHelloSchema: GenMessage<ReplicationHello> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 8);
+  messageDesc(file_orchestrator_v1_peer, 9);
 
 /**
  * An entry as replicated: the entry, its tombstone flag, and the revision on the serving node.
@@ -357,7 +399,7 @@ export type ReplicatedEntry = Message<"orchestrator.v1.ReplicatedEntry"> & {
  * Use `create(ReplicatedEntrySchema)` to create a new message.
  */
 export const ReplicatedEntrySchema: GenMessage<ReplicatedEntry> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 9);
+  messageDesc(file_orchestrator_v1_peer, 10);
 
 /**
  * @generated from message orchestrator.v1.ReplicationSnapshotEnd
@@ -374,7 +416,7 @@ export type ReplicationSnapshotEnd = Message<"orchestrator.v1.ReplicationSnapsho
  * Use `create(ReplicationSnapshotEndSchema)` to create a new message.
  */
 export const ReplicationSnapshotEndSchema: GenMessage<ReplicationSnapshotEnd> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 10);
+  messageDesc(file_orchestrator_v1_peer, 11);
 
 /**
  * @generated from message orchestrator.v1.ReplicationKeepalive
@@ -396,7 +438,7 @@ export type ReplicationKeepalive = Message<"orchestrator.v1.ReplicationKeepalive
  * Use `create(ReplicationKeepaliveSchema)` to create a new message.
  */
 export const ReplicationKeepaliveSchema: GenMessage<ReplicationKeepalive> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 11);
+  messageDesc(file_orchestrator_v1_peer, 12);
 
 /**
  * @generated from message orchestrator.v1.GetDigestRequest
@@ -415,7 +457,7 @@ export type GetDigestRequest = Message<"orchestrator.v1.GetDigestRequest"> & {
  * Use `create(GetDigestRequestSchema)` to create a new message.
  */
 export const GetDigestRequestSchema: GenMessage<GetDigestRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 12);
+  messageDesc(file_orchestrator_v1_peer, 13);
 
 /**
  * @generated from message orchestrator.v1.GetDigestResponse
@@ -439,7 +481,7 @@ export type GetDigestResponse = Message<"orchestrator.v1.GetDigestResponse"> & {
  * Use `create(GetDigestResponseSchema)` to create a new message.
  */
 export const GetDigestResponseSchema: GenMessage<GetDigestResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 13);
+  messageDesc(file_orchestrator_v1_peer, 14);
 
 /**
  * @generated from message orchestrator.v1.GetEntriesRequest
@@ -461,7 +503,7 @@ export type GetEntriesRequest = Message<"orchestrator.v1.GetEntriesRequest"> & {
  * Use `create(GetEntriesRequestSchema)` to create a new message.
  */
 export const GetEntriesRequestSchema: GenMessage<GetEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 14);
+  messageDesc(file_orchestrator_v1_peer, 15);
 
 /**
  * @generated from message orchestrator.v1.GetEntriesResponse
@@ -478,7 +520,7 @@ export type GetEntriesResponse = Message<"orchestrator.v1.GetEntriesResponse"> &
  * Use `create(GetEntriesResponseSchema)` to create a new message.
  */
 export const GetEntriesResponseSchema: GenMessage<GetEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 15);
+  messageDesc(file_orchestrator_v1_peer, 16);
 
 /**
  * @generated from message orchestrator.v1.PushEntriesRequest
@@ -502,7 +544,7 @@ export type PushEntriesRequest = Message<"orchestrator.v1.PushEntriesRequest"> &
  * Use `create(PushEntriesRequestSchema)` to create a new message.
  */
 export const PushEntriesRequestSchema: GenMessage<PushEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 16);
+  messageDesc(file_orchestrator_v1_peer, 17);
 
 /**
  * @generated from message orchestrator.v1.PushEntriesResponse
@@ -521,7 +563,7 @@ export type PushEntriesResponse = Message<"orchestrator.v1.PushEntriesResponse">
  * Use `create(PushEntriesResponseSchema)` to create a new message.
  */
 export const PushEntriesResponseSchema: GenMessage<PushEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_v1_peer, 17);
+  messageDesc(file_orchestrator_v1_peer, 18);
 
 /**
  * State of the replication link to one peer.
