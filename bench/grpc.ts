@@ -8,7 +8,8 @@
 //
 //   npm run bench:grpc [-- --seconds 5 --rounds 3 --concurrency 64]
 //
-// Both servers run compiled (dist/), as production does; server CPU is read from /proc (Linux).
+// Both servers run compiled, as production does (the orchestrator as `npm start` runs it: the
+// bundle, dist/bundle/main.js); server CPU is read from /proc (Linux).
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
@@ -22,6 +23,7 @@ import {
   fmt,
   type LoopResult,
   median,
+  orchestratorArgv,
   percentile,
   stop,
   track,
@@ -50,8 +52,9 @@ interface Server {
  * Starts a compiled server (npm run bench:grpc builds first) and waits for the line that gives its
  * port: `{"ready": port}` from the bare server, the "orchestrator listening" log line from ours.
  */
-function start(script: string, env: Record<string, string> = {}): Promise<Server> {
-  const child = spawn(process.execPath, [new URL(script, import.meta.url).pathname], {
+function start(argv: readonly string[], env: Record<string, string> = {}): Promise<Server> {
+  const script = argv.at(-1);
+  const child = spawn(process.execPath, argv, {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -110,9 +113,9 @@ async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   return { ...loop, cpuMicros: cpuMicros(target.server) - cpuBefore };
 }
 
-const bare = await start("./servers/bare-grpc-server.js");
+const bare = await start([new URL("./servers/bare-grpc-server.js", import.meta.url).pathname]);
 // The orchestrator exactly as `npm start` runs it, on a free loopback port.
-const ours = await start("../src/main.js", {
+const ours = await start(orchestratorArgv, {
   PORT: "0",
   HOST: "127.0.0.1",
   LOG_LEVEL: "info",

@@ -95,6 +95,7 @@ import {
   freePorts,
   type MetricSample,
   median,
+  orchestratorArgv,
   parseLogLine,
   percentile,
   readAnchorSentence,
@@ -171,7 +172,6 @@ function spawnNode(
   peers: readonly string[],
   nodeArgs: readonly string[] = [],
 ): Node {
-  const main = new URL("../src/main.js", import.meta.url).pathname;
   const spawnedAt = performance.now();
   const profile = args["cpu-prof-dir"]
     ? [
@@ -180,7 +180,7 @@ function spawnNode(
         `--cpu-prof-name=${nodeId}-${port}.cpuprofile`,
       ]
     : [];
-  const child = spawn(process.execPath, [...profile, ...nodeArgs, main], {
+  const child = spawn(process.execPath, [...profile, ...nodeArgs, ...orchestratorArgv], {
     env: {
       ...process.env,
       PORT: `${port}`,

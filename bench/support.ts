@@ -216,13 +216,22 @@ export async function stopBenchRedisServer(redis: BenchRedisServer): Promise<voi
   rmSync(redis.dir, { recursive: true, force: true });
 }
 
+/**
+ * The orchestrator as `npm start` runs it: node's flags and the production bundle,
+ * dist/bundle/main.js (built by `npm run build`, which every bench script runs first).
+ */
+export const orchestratorArgv: readonly string[] = [
+  "--enable-source-maps",
+  new URL("../bundle/main.js", import.meta.url).pathname,
+];
+
 /** An orchestrator started by {@link startBenchOrchestrator}. */
 export interface BenchOrchestrator extends Measured {
   readonly port: number;
 }
 
 /**
- * Starts the orchestrator exactly as `npm start` runs it (compiled, `dist/src/main.js`), on a free
+ * Starts the orchestrator exactly as `npm start` runs it ({@link orchestratorArgv}), on a free
  * loopback port, on the memory store unless `env` names a Redis, and waits for the "orchestrator
  * listening" log line, then for GET /ready (the store has loaded its state). `nodeArgs` go to node
  * before the script (flags, a preload).
@@ -233,8 +242,7 @@ export async function startBenchOrchestrator(
   env: Record<string, string>,
   nodeArgs: readonly string[] = [],
 ): Promise<BenchOrchestrator> {
-  const main = new URL("../src/main.js", import.meta.url).pathname;
-  const child = spawn(process.execPath, [...nodeArgs, main], {
+  const child = spawn(process.execPath, [...nodeArgs, ...orchestratorArgv], {
     env: {
       ...process.env,
       PORT: "0",

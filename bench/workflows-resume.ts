@@ -4,7 +4,7 @@
 //
 // What runs, all on loopback: a throwaway redis-server (never the shared one on 6379); a
 // downstream stand-in, this file run with `--resume-stand-in` in a child process; and two
-// orchestrators run compiled (`dist/src/main.js`, as `npm start` runs them) from a temp dir whose
+// orchestrators run as `npm start` runs them (the bundle, dist/bundle/main.js) from a temp dir whose
 // `config/app.yaml` defines the one workflow, both on that Redis under one random key prefix:
 //
 //   bench_resume: step `first` (POST consistency-engine /first), then, group 1, step `second`
@@ -40,6 +40,7 @@ import {
   count,
   fmt,
   freePorts,
+  orchestratorArgv,
   startBenchRedisServer,
   startWorkflowRun,
   stop,
@@ -280,7 +281,8 @@ interface ResumeNode {
 }
 
 /**
- * Spawns `node dist/src/main.js` in `dir` (so it reads dir/config/app.yaml) on a free port and
+ * Spawns the orchestrator as `npm start` runs it (the bundle) in `dir` (so it reads
+ * dir/config/app.yaml) on a free port and
  * adds it to `nodes` (whatever happens next, the caller stops it), then waits for GET /ready.
  */
 async function startNode(
@@ -300,8 +302,7 @@ async function startNode(
   };
   // The node must read the temp dir's config/app.yaml, not a file named by the caller's env.
   delete childEnv.APP_CONFIG_PATH;
-  const main = new URL("../src/main.js", import.meta.url).pathname;
-  const child = spawn(process.execPath, [main], {
+  const child = spawn(process.execPath, orchestratorArgv, {
     cwd: dir,
     env: childEnv,
     stdio: ["ignore", "pipe", "inherit"],
@@ -671,7 +672,7 @@ export async function runResumeBenchmark(
     return {
       lines: tableOf(row, settings.deadlineMs),
       json: {
-        how: "two orchestrators run compiled (dist/src/main.js) on one throwaway redis-server; node A SIGKILLed with every run's step 2 held by a node:http stand-in that applies each Idempotency-Key once; node B takes over; times from the kill (wall clock)",
+        how: "two orchestrators run as npm start runs them (dist/bundle/main.js) on one throwaway redis-server; node A SIGKILLed with every run's step 2 held by a node:http stand-in that applies each Idempotency-Key once; node B takes over; times from the kill (wall clock)",
         ...row,
       },
       passed: row.passed,

@@ -25,14 +25,29 @@ export interface HttpBinding {
  * none when it has no rule.
  * @throws Error when a rule has no verb the gateway serves (get, put, post, delete, patch).
  */
-export function httpBindingsOf(method: DescMethod): HttpBinding[] {
+export function httpBindingsOf(method: DescMethod): readonly HttpBinding[] {
+  let bindings = bindingsByMethod.get(method);
+  if (bindings === undefined) {
+    bindings = readHttpBindings(method);
+    bindingsByMethod.set(method, bindings);
+  }
+  return bindings;
+}
+
+// Read once per method: decoding a rule from the method's options is a start-up cost (the gateway
+// and shadowedPathValues both need every rule), and descriptors never change.
+const bindingsByMethod = new WeakMap<DescMethod, readonly HttpBinding[]>();
+
+function readHttpBindings(method: DescMethod): readonly HttpBinding[] {
   if (!hasOption(method, http)) return [];
   const rule = getOption(method, http);
-  return [rule, ...rule.additionalBindings].map((binding) => ({
-    method,
-    ...verbAndTemplate(binding, method),
-    rule: binding,
-  }));
+  return Object.freeze(
+    [rule, ...rule.additionalBindings].map((binding) => ({
+      method,
+      ...verbAndTemplate(binding, method),
+      rule: binding,
+    })),
+  );
 }
 
 function verbAndTemplate(rule: HttpRule, method: DescMethod) {
@@ -74,13 +89,16 @@ export interface ShadowedValue {
  * side). Derived from the rules, so that a new route cannot silently shadow values.
  */
 export function shadowedPathValues(services: readonly DescService[]): ShadowedValue[] {
-  const bindings = services.flatMap((service) => service.methods.flatMap(httpBindingsOf));
+  // Each template is split once: every pair of routes is compared, at every start.
+  const bindings = services
+    .flatMap((service) => service.methods.flatMap(httpBindingsOf))
+    .map((binding) => ({ ...binding, segments: segmentsOf(binding.template) }));
   const shadowed: ShadowedValue[] = [];
   for (const variable of bindings) {
-    const segments = segmentsOf(variable.template);
+    const segments = variable.segments;
     for (const literal of bindings) {
       if (literal.verb !== variable.verb || literal === variable) continue;
-      const others = segmentsOf(literal.template);
+      const others = literal.segments;
       if (others.length !== segments.length) continue;
       segments.forEach((segment, i) => {
         const other = others[i];

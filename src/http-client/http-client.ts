@@ -187,8 +187,8 @@ const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
 // undici (about a hundred modules) and the retry and breaker policies (cockatiel) are loaded with
 // a process's first outbound call, not when it starts: many nodes make none for a long while.
-let undici: Promise<typeof import("undici")> | undefined;
-const loadUndici = () => (undici ??= import("undici"));
+let undici: Promise<typeof import("./undici-request.js")> | undefined;
+const loadUndici = () => (undici ??= import("./undici-request.js"));
 
 /**
  * Creates the outbound HTTP client over undici's `request` (its global dispatcher: a keep-alive

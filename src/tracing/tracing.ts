@@ -88,7 +88,7 @@ export async function createTracing(options: TracingOptions): Promise<Tracing> {
   const ids = new PresetIds();
   const processors: SpanProcessor[] = [storeProcessor(options.store, options.serviceName)];
   if (options.otlp) {
-    const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
+    const { OTLPTraceExporter } = await import("./otlp-trace-exporter.js");
     const exporter = new OTLPTraceExporter({
       url: `${options.otlp.endpoint.replace(/\/+$/, "")}/v1/traces`,
       timeoutMillis: options.otlp.timeoutMs,

@@ -39,12 +39,19 @@ export interface OrchestratorProcessOptions {
   nodeArgs?: readonly string[];
   /**
    * The script run instead of `src/main.ts`, by absolute path: one that builds the app as main.ts
-   * does with test parts added (e.g. `tests/support/dlq-node.ts`). Default `src/main.ts`.
+   * does with test parts added (e.g. `tests/support/dlq-node.ts`), or the production bundle
+   * (`dist/bundle/main.js`), which runs as `npm start` runs it: without the TypeScript loader
+   * unless a module of `imports` needs it. Default `src/main.ts`.
    */
   script?: string;
+  /**
+   * Modules evaluated before the script (`node --import`), by absolute path, e.g.
+   * `tests/support/loads-recorder.mjs`. Default none.
+   */
+  imports?: readonly string[];
 }
 
-/** A running `src/main.ts`. */
+/** A running `src/main.ts` (or the script of {@link OrchestratorProcessOptions.script}). */
 export interface OrchestratorProcess {
   readonly child: ChildProcess;
   readonly port: number;
@@ -87,7 +94,7 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * Starts `node --import tsx src/main.ts` (what `npm start` runs) on a free loopback port and
+ * Starts `node --import tsx src/main.ts` (the code `npm start` bundles) on a free loopback port and
  * waits until `GET /health` answers 200. Retries with another port, up to three times, when the
  * chosen port was taken in the meantime.
  *
@@ -138,7 +145,15 @@ async function spawnOrchestrator(
 ): Promise<OrchestratorProcess> {
   const ownDir = options.cwd === undefined;
   const cwd = options.cwd ?? (await mkdtemp(join(tmpdir(), "orchestrator-process-")));
-  const args = [...(options.nodeArgs ?? []), "--import", tsxLoader, options.script ?? mainScript];
+  const script = options.script ?? mainScript;
+  const imports = options.imports ?? [];
+  const typescript = [script, ...imports].some((file) => file.endsWith(".ts"));
+  const args = [
+    ...(options.nodeArgs ?? []),
+    ...(typescript ? ["--import", tsxLoader] : []),
+    ...imports.flatMap((file) => ["--import", pathToFileURL(file).href]),
+    script,
+  ];
   const child = spawn(process.execPath, args, {
     cwd,
     env: { ...baseEnv(), HOST: "127.0.0.1", PORT: String(port), ...options.env },
