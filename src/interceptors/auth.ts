@@ -207,9 +207,14 @@ export const externalAccess: ReadonlyMap<string, Access> = new Map([
  */
 export function createAuthInterceptor(options: AuthOptions): Interceptor {
   const check = createAccessCheck(options);
+  const authEnabled = (options.tokens ?? []).length > 0;
+  const peerRequired = options.peerToken !== undefined && options.peerToken !== "";
   return (method) => {
     const level = accessOf(method, options.externalAccess);
-    if (level === Access.PUBLIC) return undefined;
+    // An open method costs nothing: not even reading the headers (on REST that builds a Headers,
+    // which loads Node's fetch).
+    const open = level === Access.PEER ? !peerRequired && !authEnabled : !authEnabled;
+    if (level === Access.PUBLIC || open) return undefined;
     const what = method.name;
     return {
       unary: (next) => (request, context) => {
