@@ -41,6 +41,7 @@ import {
 } from "./http-client/service-targets.js";
 import { type IdSource, randomIds } from "./ids.js";
 import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
+import { createDenialRecorder } from "./interceptors/auth-denials.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
 import { type Interceptor, wrapService } from "./interceptors/chain.js";
 import { createDrainInterceptor } from "./interceptors/drain.js";
@@ -269,14 +270,19 @@ export async function createApp(
     protocols: [...rpcProtocols, ...(config.tls ? ["http/1.1", "h2"] : ["http/1.1", "h2c"])],
     systemHealth: async () => registry.systemHealth(),
     scheduledJobs: () => schedules.status(),
+    authEnabled: config.authTokens.length > 0,
   });
   const capabilities = [system, ...domain];
 
-  const tokens = { operatorToken: config.operatorToken, peerToken: config.peerToken };
+  const auth = {
+    tokens: config.authTokens,
+    peerToken: config.peerToken,
+    onDenied: createDenialRecorder({ events: events.log, failures: metrics.authFailures, clock }),
+  };
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
     ...(tracing.tracing ? [createTracingInterceptor(tracing.tracing)] : []),
-    createAuthInterceptor(tokens),
+    createAuthInterceptor(auth),
     createValidationInterceptor({ refusedValues: shadowedValues }),
     createDrainInterceptor(status.drainSignal),
   ];
@@ -305,7 +311,7 @@ export async function createApp(
     server: listener.server,
     bodyLimitBytes: config.bodyLimitBytes,
     shutdownSignal: kill.signal,
-    checkAccess: createAccessCheck(tokens),
+    checkAccess: createAccessCheck(auth),
   });
 
   let closing: Promise<void> | undefined;
@@ -365,6 +371,17 @@ async function openRedis(options: NonNullable<AppConfig["redis"]>, logger: Logge
   };
 }
 
+/**
+ * Every service the node serves through the interceptor chain, in order: the API's, then gRPC
+ * health and reflection. Tests derive their coverage (the auth matrix) from this list.
+ */
+export const servedServiceTypes: readonly DescService[] = [
+  ...apiServices,
+  Health,
+  ServerReflectionV1,
+  ServerReflectionV1alpha,
+];
+
 interface ServedService {
   readonly service: DescService;
   readonly impl: ServiceImpl<DescService>;
@@ -385,12 +402,7 @@ function servedServices(
     impl: composed.get(service) as ServiceImpl<DescService>,
     file: apiFiles[index] as DescFile,
   }));
-  const names = [
-    ...api.map((s) => s.service.typeName),
-    Health.typeName,
-    ServerReflectionV1.typeName,
-    ServerReflectionV1alpha.typeName,
-  ];
+  const names = servedServiceTypes.map((s) => s.typeName);
   const reflection = createServerReflectionServices(
     [
       ...api.map((s) => s.file),

@@ -28,6 +28,8 @@ export function createSystemCapability(deps: {
   /** Every capability name `/info` lists. */
   readonly capabilityNames: readonly string[];
   readonly protocols: readonly string[];
+  /** Whether calls need a bearer token, as `/info` reports it. */
+  readonly authEnabled: boolean;
   readonly scheduledJobs?: () => readonly ScheduleStatus[];
   readonly systemHealth?: () => Promise<MessageInitShape<typeof GetSystemHealthResponseSchema>>;
 }): Capability {
@@ -45,6 +47,7 @@ export function createSystemCapability(deps: {
           effectiveConfig: deps.effectiveConfig,
           capabilities: ["system", ...deps.capabilityNames],
           protocols: deps.protocols,
+          authEnabled: deps.authEnabled,
           ...(deps.scheduledJobs ? { scheduledJobs: deps.scheduledJobs } : {}),
           ...(deps.systemHealth ? { systemHealth: deps.systemHealth } : {}),
         }),

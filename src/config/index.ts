@@ -1,3 +1,4 @@
+export { type AuthRole, type AuthToken, describeRole, parseAuthTokens } from "./auth-tokens.js";
 export {
   ConfigError,
   type ConfigInput,

@@ -1058,13 +1058,23 @@ export const configKey = Object.freeze({
     description: "Least severe level logged (any case accepted).",
     parse: scalar(logLevel),
   }),
+  AUTH_TOKENS: defineKey({
+    name: "AUTH_TOKENS",
+    section: "security",
+    type: "secret: role:token pairs",
+    default: "",
+    secret: true,
+    description:
+      "Bearer tokens and their roles, comma-separated `role:token` pairs; a role is viewer, operator, admin or service/<name>. Set (or OPERATOR_TOKEN set): every RPC but health and readiness needs a token.",
+    parse: secretText,
+  }),
   OPERATOR_TOKEN: defineKey({
     name: "OPERATOR_TOKEN",
     section: "security",
     type: "secret",
     default: "",
     secret: true,
-    description: "When set, operator endpoints require it as a bearer token.",
+    description: "A token of role operator, beside AUTH_TOKENS (the older way to turn auth on).",
     parse: secretText,
   }),
   PEER_TOKEN: defineKey({

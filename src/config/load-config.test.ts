@@ -42,7 +42,8 @@ function effectiveOf(loaded: LoadedConfig, key: string) {
 
 const defaultConfig = {
   port: 5099,
-  host: "0.0.0.0",
+  host: "127.0.0.1",
+  authTokens: [],
   bodyLimitBytes: 1048576,
   shutdownTimeoutMs: 10000,
   keepAliveTimeoutMs: 5000,
@@ -125,6 +126,56 @@ const defaultConfig = {
   },
 };
 
+const protectedModeWarning =
+  "auth is off (neither AUTH_TOKENS nor OPERATOR_TOKEN is set): listening on 127.0.0.1 only; set HOST to listen elsewhere, and tokens to protect the API";
+
+describe("protected mode", () => {
+  it("listens on loopback only when no token is set and HOST is not", () => {
+    const loaded = load();
+    expect(loaded.config.host).toBe("127.0.0.1");
+    expect(loaded.config.authTokens).toEqual([]);
+    expect(loaded.warnings).toContain(protectedModeWarning);
+  });
+
+  it.each([
+    ["HOST in env", { HOST: "0.0.0.0" }, undefined],
+    ["HOST in the file", {}, "server:\n  host: 0.0.0.0\n"],
+  ])("listens where %s says, even without tokens", (_, env, yaml) => {
+    const loaded = load(env, yaml);
+    expect(loaded.config.host).toBe("0.0.0.0");
+    expect(loaded.warnings).not.toContain(protectedModeWarning);
+  });
+
+  it.each([
+    ["AUTH_TOKENS", { AUTH_TOKENS: "viewer:v-s3cret" }],
+    ["OPERATOR_TOKEN", { OPERATOR_TOKEN: "op-s3cret" }],
+  ])("listens on the default HOST when %s is set", (_, env) => {
+    const loaded = load(env);
+    expect(loaded.config.host).toBe("0.0.0.0");
+    expect(loaded.warnings).toEqual([]);
+  });
+});
+
+describe("AUTH_TOKENS", () => {
+  it.each([
+    [{ AUTH_TOKENS: "admin:s3cret-a", OPERATOR_TOKEN: "s3cret-a" }, "OPERATOR_TOKEN"],
+    [{ AUTH_TOKENS: "admin:s3cret-a", PEER_TOKEN: "s3cret-a" }, "PEER_TOKEN"],
+    [{ OPERATOR_TOKEN: "s3cret-a", PEER_TOKEN: "s3cret-a" }, "PEER_TOKEN"],
+    [{ AUTH_TOKENS: "boss:s3cret-a" }, "AUTH_TOKENS"],
+  ])("refuses %j naming %s, without the token", (env, key) => {
+    const error = loadError(env);
+    expect(error.key).toBe(key);
+    expect(error.message).not.toContain("s3cret");
+  });
+
+  it("reads AUTH_TOKENS_FILE", () => {
+    writeFileSync(join(dir, "tokens"), "viewer:v1\n");
+    expect(load({ AUTH_TOKENS_FILE: join(dir, "tokens") }).config.authTokens).toEqual([
+      { role: { kind: "viewer" }, token: "v1" },
+    ]);
+  });
+});
+
 describe("loadConfig defaults", () => {
   it("uses every default when there is no env and no file", () => {
     const loaded = load();
@@ -132,7 +183,7 @@ describe("loadConfig defaults", () => {
       ...defaultConfig,
       configPath: join(dir, "config", "app.yaml"),
     });
-    expect(loaded.warnings).toEqual([]);
+    expect(loaded.warnings).toEqual([protectedModeWarning]);
     expect(loaded.effective.map((entry) => entry.key)).toEqual(configKeys.map((key) => key.name));
     expect(new Set(loaded.effective.map((entry) => entry.source))).toEqual(new Set(["default"]));
     expect(effectiveOf(loaded, "PORT")).toEqual({
@@ -512,11 +563,22 @@ describe("invalid values", () => {
 });
 
 describe("secrets", () => {
-  const secretValues = ["op-s3cret-env", "peer-s3cret-file", "redis-s3cret-dir", "url-s3cret"];
+  const secretValues = [
+    "op-s3cret-env",
+    "peer-s3cret-file",
+    "redis-s3cret-dir",
+    "url-s3cret",
+    "adm-s3cret-dir",
+    "bill-s3cret-dir",
+  ];
 
   function loadWithSecrets(): LoadedConfig {
     writeFileSync(join(dir, "peer-token"), "peer-s3cret-file\n");
     writeFileSync(join(dir, "secrets", "redis_password"), "redis-s3cret-dir\n");
+    writeFileSync(
+      join(dir, "secrets", "auth_tokens"),
+      "admin:adm-s3cret-dir, service/billing:bill-s3cret-dir\n",
+    );
     return load({
       OPERATOR_TOKEN: "op-s3cret-env",
       PEER_TOKEN_FILE: join(dir, "peer-token"),
@@ -527,7 +589,11 @@ describe("secrets", () => {
 
   it("reads each secret from env, NAME_FILE or the secrets directory into the config", () => {
     const { config } = loadWithSecrets();
-    expect(config.operatorToken).toBe("op-s3cret-env");
+    expect(config.authTokens).toEqual([
+      { role: { kind: "admin" }, token: "adm-s3cret-dir" },
+      { role: { kind: "service", service: "billing" }, token: "bill-s3cret-dir" },
+      { role: { kind: "operator" }, token: "op-s3cret-env" },
+    ]);
     expect(config.peerToken).toBe("peer-s3cret-file");
     expect(config.redis).toEqual({
       keyPrefix: "orchestrator:",
@@ -602,7 +668,10 @@ describe("secrets", () => {
   it("warns when REDIS_PASSWORD is set but there is no Redis to use it", () => {
     const loaded = load({ REDIS_PASSWORD: "redis-s3cret-dir" });
     expect(loaded.config.redis).toBeUndefined();
-    expect(loaded.warnings).toEqual(["REDIS_PASSWORD is set, but no REDIS_HOST or REDIS_URL"]);
+    expect(loaded.warnings).toEqual([
+      protectedModeWarning,
+      "REDIS_PASSWORD is set, but no REDIS_HOST or REDIS_URL",
+    ]);
   });
 });
 
@@ -626,6 +695,7 @@ describe("warnings", () => {
       "server.redis_host: REDIS_HOST belongs in section redis; ignored",
       "extras: unknown key in the config file; ignored",
       "APP_CONFIG_PATH: APP_CONFIG_PATH is read from the environment only; ignored",
+      protectedModeWarning,
     ]);
   });
 });
@@ -636,14 +706,16 @@ describe("config/app.yaml", () => {
   it("loads cleanly and equals the defaults, except that values come from the file", () => {
     const fromFile = loadConfig({ env: {}, cwd: repoRoot, secretsDir: join(dir, "secrets") });
     const defaults = load();
-    expect(fromFile.warnings).toEqual([]);
+    expect(fromFile.warnings).toEqual([protectedModeWarning]);
     expect(fromFile.config).toEqual({
       ...defaults.config,
       configPath: join(repoRoot, "config", "app.yaml"),
     });
     for (const key of configKeys) {
       const entry = effectiveOf(fromFile, key.name);
-      const expectedSource = key.secret || key.section === undefined || key.default === "";
+      // HOST is left unset in the file so that protected mode applies (see its comment there).
+      const expectedSource =
+        key.secret || key.section === undefined || key.default === "" || key.name === "HOST";
       expect(entry, key.name).toEqual({
         ...effectiveOf(defaults, key.name),
         ...(key.name === "APP_CONFIG_PATH" ? { value: fromFile.config.configPath } : {}),

@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { parseDocument, type YAMLError } from "yaml";
 import { DefinitionFileError, workflowsFromFile } from "../workflows/definition-file.js";
 import { builtInWorkflows, type WorkflowDefinition } from "../workflows/definitions.js";
+import { type AuthToken, parseAuthTokens } from "./auth-tokens.js";
 import {
   ConfigError,
   type ConfigInput,
@@ -93,7 +94,8 @@ export interface AppConfig {
   readonly dlq: DlqSettings;
   /** Spans recorded, kept and exported. */
   readonly tracing: TracingSettings;
-  readonly operatorToken?: string;
+  /** Bearer tokens and their roles: AUTH_TOKENS, then OPERATOR_TOKEN as an operator token. */
+  readonly authTokens: readonly AuthToken[];
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
   readonly configPath: string;
@@ -229,6 +231,7 @@ export function loadConfig(sources: Partial<ConfigSources> = {}): LoadedConfig {
   const file = readConfigFile(from, warnings);
   const resolved = new Map<string, Resolved>();
   for (const key of configKeys) resolved.set(key.name, resolveKey(key, from, file));
+  protectLoopback(resolved, warnings);
   const config = Object.freeze({
     ...buildConfig(resolved, warnings),
     workflows: workflowsOf(file),
@@ -428,6 +431,60 @@ function fileInput(name: string, raw: unknown, where: string): ConfigInput {
   throw new ConfigError(name, "file", `${describe(raw)} was given; expected a value`, where);
 }
 
+/**
+ * AUTH_TOKENS parsed, with OPERATOR_TOKEN as one more operator token.
+ * @throws ConfigError on a malformed AUTH_TOKENS, or when OPERATOR_TOKEN repeats one of its tokens.
+ */
+function authTokensOf(resolved: ReadonlyMap<string, Resolved>): readonly AuthToken[] {
+  const listed = resolvedEntry(resolved, configKey.AUTH_TOKENS);
+  const tokens = parseAuthTokens(listed.value, listed.source);
+  const operator = resolvedEntry(resolved, configKey.OPERATOR_TOKEN);
+  refuseRepeatedToken(configKey.OPERATOR_TOKEN.name, operator, tokens);
+  const all =
+    operator.value === ""
+      ? tokens
+      : [...tokens, Object.freeze({ role: { kind: "operator" }, token: operator.value } as const)];
+  // A token must name one caller: the peers' credential may not also be a role's.
+  refuseRepeatedToken(
+    configKey.PEER_TOKEN.name,
+    resolvedEntry(resolved, configKey.PEER_TOKEN),
+    all,
+  );
+  return Object.freeze(all);
+}
+
+function refuseRepeatedToken(
+  name: string,
+  secret: Resolved<string>,
+  tokens: readonly AuthToken[],
+): void {
+  if (secret.value === "" || !tokens.some((t) => t.token === secret.value)) return;
+  const detail = "repeats a token of AUTH_TOKENS or OPERATOR_TOKEN; each token must be unique";
+  throw new ConfigError(name, secret.source, detail);
+}
+
+/**
+ * Protected mode, as in Redis: with no token configured every RPC is open, so unless HOST was
+ * set on purpose the node listens on loopback only, and says so.
+ */
+function protectLoopback(resolved: Map<string, Resolved>, warnings: string[]): void {
+  const noTokens = [configKey.AUTH_TOKENS, configKey.OPERATOR_TOKEN].every(
+    (key) => resolvedEntry(resolved, key).value === "",
+  );
+  if (!noTokens || resolvedEntry(resolved, configKey.HOST).source !== "default") return;
+  resolved.set(configKey.HOST.name, {
+    value: loopbackHost,
+    source: "default",
+    shown: loopbackHost,
+  });
+  warnings.push(
+    `auth is off (neither AUTH_TOKENS nor OPERATOR_TOKEN is set): listening on ${loopbackHost} only; set HOST to listen elsewhere, and tokens to protect the API`,
+  );
+}
+
+/** Where a node without tokens listens when HOST is not set. */
+const loopbackHost = "127.0.0.1";
+
 function buildConfig(
   resolved: ReadonlyMap<string, Resolved>,
   warnings: string[],
@@ -440,7 +497,7 @@ function buildConfig(
   const secureAnalyzerUrl = value(k.SECURE_ANALYZER_URL);
   const logCollectorUrl = value(k.LOG_COLLECTOR_URL);
   const nodeId = value(k.NODE_ID);
-  const operatorToken = value(k.OPERATOR_TOKEN);
+  const authTokens = authTokensOf(resolved);
   const peerToken = value(k.PEER_TOKEN);
   return Object.freeze({
     port: value(k.PORT),
@@ -531,7 +588,7 @@ function buildConfig(
       maxBytes: value(k.TRACE_STORE_MAX_BYTES),
       maxSpansPerTrace: value(k.TRACE_MAX_SPANS),
     }),
-    ...(operatorToken === "" ? {} : { operatorToken }),
+    authTokens,
     ...(peerToken === "" ? {} : { peerToken }),
     configPath: value(k.APP_CONFIG_PATH),
   });

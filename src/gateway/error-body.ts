@@ -13,8 +13,13 @@ import { codeName, httpStatusOfCode } from "./http-status.js";
 /** The JSON body of every REST error: `{code, message, details}`. */
 export interface ErrorResponse {
   readonly status: number;
+  /** Headers the status calls for: `WWW-Authenticate: Bearer` on a 401 (RFC 6750). */
+  readonly headers: Readonly<Record<string, string>>;
   readonly body: JsonObject;
 }
+
+const bearerChallenge = Object.freeze({ "www-authenticate": "Bearer" });
+const noHeaders = Object.freeze({});
 
 /**
  * Renders a ConnectError for HTTP: the status from the one code table, a bounded message, and each
@@ -44,7 +49,8 @@ export function errorResponseOf(error: ConnectError, output?: DescMessage): Erro
   body.code = codeName(error.code);
   body.message = boundedMessage(error.rawMessage);
   body.details = details;
-  return { status: httpStatusOfCode[error.code] ?? httpStatusOfCode[Code.Internal], body };
+  const status = httpStatusOfCode[error.code] ?? httpStatusOfCode[Code.Internal];
+  return { status, headers: status === 401 ? bearerChallenge : noHeaders, body };
 }
 
 /**
@@ -69,6 +75,7 @@ export class HttpRefusal extends Error {
 export function refusalResponseOf(refusal: HttpRefusal): ErrorResponse {
   return {
     status: refusal.status,
+    headers: noHeaders,
     body: { code: codeName(refusal.code), message: boundedMessage(refusal.message), details: [] },
   };
 }

@@ -240,8 +240,11 @@ function bodyTextOf(route: RestRoute, response: Message): string {
 }
 
 async function sendError(reply: FastifyReply, error: unknown, route: RestRoute): Promise<void> {
-  const { status, body } = errorResponseOf(asConnectError(error), route.target.method.output);
-  await reply.code(status).send(body);
+  const { status, headers, body } = errorResponseOf(
+    asConnectError(error),
+    route.target.method.output,
+  );
+  await reply.code(status).headers(headers).send(body);
 }
 
 /** The chain turns every failure into a ConnectError; anything else here is ours, and hidden. */

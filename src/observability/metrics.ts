@@ -30,6 +30,8 @@ export interface Metrics {
   rpcSeries(labels: RpcLabels): RpcSeries;
   /** Log records not shipped to the log collector, by reason. */
   readonly logRecordsDropped: Counter<"reason">;
+  /** Calls refused by the auth check, by reason and method (or route). */
+  readonly authFailures: Counter<"reason" | "method">;
 }
 
 export interface MetricsOptions {
@@ -93,6 +95,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       name: "orchestrator_log_records_dropped_total",
       help: "Log records not shipped to the log collector (buffer full, or the send failed).",
       labelNames: ["reason"],
+      registers: [registry],
+    }),
+    authFailures: new Counter({
+      name: "orchestrator_auth_failures_total",
+      help: "Calls refused by the auth check (missing_token, unknown_token, wrong_role, wrong_service), by method.",
+      labelNames: ["reason", "method"],
       registers: [registry],
     }),
   };

@@ -145,10 +145,15 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
 
   fastify.get("/metrics", async (request, reply) => {
     try {
-      deps.checkAccess(Access.OPERATOR, request.headers.authorization, "/metrics");
+      deps.checkAccess({
+        access: Access.VIEWER,
+        authorization: request.headers.authorization,
+        what: "/metrics",
+        clientAddress: request.ip,
+      });
     } catch (error) {
-      const { status, body } = errorResponseOf(ConnectError.from(error));
-      return reply.code(status).send(body);
+      const { status, headers, body } = errorResponseOf(ConnectError.from(error));
+      return reply.code(status).headers(headers).send(body);
     }
     const text = await deps.metrics.registry.metrics();
     return reply.type(deps.metrics.registry.contentType).send(text);
@@ -234,7 +239,10 @@ function sendError(
       .code(500)
       .send({ code: codeName(Code.Internal), message: "internal error", details: [] });
   }
-  return reply.code(response.status).send(response.body);
+  return reply
+    .code(response.status)
+    .headers(response.headers ?? {})
+    .send(response.body);
 }
 
 function responseOf(error: unknown, bodyLimitBytes: number): ErrorResponse | undefined {

@@ -33,6 +33,8 @@ export interface SystemServiceDeps {
   readonly capabilities: readonly string[];
   /** Protocols served on the port, shown by Info. */
   readonly protocols: readonly string[];
+  /** Whether calls need a bearer token (`auth_enabled` of Info). */
+  readonly authEnabled: boolean;
   /** The jobs on a schedule, shown by Info. */
   readonly scheduledJobs?: () => readonly ScheduleStatus[];
   /** The registry's view of the fleet's health; absent until the registry exists. */
@@ -92,6 +94,7 @@ export function createSystemService(deps: SystemServiceDeps): ServiceImpl<typeof
       uptimeSeconds: uptimeSeconds(),
       capabilities: [...deps.capabilities],
       protocols: [...deps.protocols],
+      authEnabled: deps.authEnabled,
       environment: deps.node.environment,
       incarnationId: deps.node.incarnationId,
       scheduledJobs: (deps.scheduledJobs?.() ?? []).map((job) => ({

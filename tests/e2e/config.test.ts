@@ -19,7 +19,8 @@ interface ConfigValue {
 const redisPassword = `redis-pw-${randomUUID()}`;
 const operatorToken = `operator-token-${randomUUID()}`;
 const urlPassword = "hunter2";
-const secrets = [redisPassword, operatorToken, urlPassword];
+const adminToken = `admin-token-${randomUUID()}`;
+const secrets = [redisPassword, operatorToken, urlPassword, adminToken];
 
 const fileYaml = [
   "services:",
@@ -61,6 +62,7 @@ describe("configuration through the running node", () => {
           APP_CONFIG_PATH: configPath,
           ENVIRONMENT: "staging",
           OPERATOR_TOKEN: operatorToken,
+          AUTH_TOKENS: `admin:${adminToken}`,
           REDIS_PASSWORD_FILE: passwordFile,
           REDIS_URL: `redis://:${urlPassword}@127.0.0.1:${closedPort}/0`,
         },
@@ -85,7 +87,7 @@ describe("configuration through the running node", () => {
     };
   }
 
-  it("GET /config/effective needs the operator token when OPERATOR_TOKEN is set", async () => {
+  it("GET /config/effective needs an admin token when tokens are set", async () => {
     const without = await getText(`${node.url}/config/effective`);
     bodies.push(without.text);
     expect(without.status).toBe(401);
@@ -93,11 +95,14 @@ describe("configuration through the running node", () => {
     const wrong = await getText(`${node.url}/config/effective`, "not-the-token");
     bodies.push(wrong.text);
     expect(wrong.status).toBe(401);
-    await effectiveConfig(node, operatorToken);
+    const operator = await getText(`${node.url}/config/effective`, operatorToken);
+    bodies.push(operator.text);
+    expect(operator.status).toBe(403);
+    await effectiveConfig(node, adminToken);
   });
 
   it("shows env over file over default, with each value's source", async () => {
-    const value = await effectiveConfig(node, operatorToken);
+    const value = await effectiveConfig(node, adminToken);
     expect(value("ENVIRONMENT")).toMatchObject({ value: "staging", source: "env" });
     expect(value("REPORTING_URL")).toMatchObject({
       value: "http://reporting.from-file:5030",
@@ -114,7 +119,7 @@ describe("configuration through the running node", () => {
   });
 
   it("shows secrets as redacted, whatever their source", async () => {
-    const value = await effectiveConfig(node, operatorToken);
+    const value = await effectiveConfig(node, adminToken);
     expect(value("REDIS_PASSWORD")).toEqual({
       key: "REDIS_PASSWORD",
       value: "[redacted]",
@@ -127,12 +132,18 @@ describe("configuration through the running node", () => {
       source: "env",
       secret: true,
     });
+    expect(value("AUTH_TOKENS")).toEqual({
+      key: "AUTH_TOKENS",
+      value: "[redacted]",
+      source: "env",
+      secret: true,
+    });
     expect(value("REDIS_URL").value).toMatch(/^redis:\/\/:\[redacted\]@127\.0\.0\.1:\d+\/0$/);
     expect(value("REDIS_URL").source).toBe("env");
   });
 
   it("GET /info reports the environment ENVIRONMENT gives", async () => {
-    const info = await getText(`${node.url}/info`);
+    const info = await getText(`${node.url}/info`, operatorToken);
     bodies.push(info.text);
     expect(info.status).toBe(200);
     expect(JSON.parse(info.text)).toMatchObject({ environment: "staging" });
@@ -140,7 +151,7 @@ describe("configuration through the running node", () => {
     expect(JSON.parse(other.text)).toMatchObject({ environment: "from-file" });
   });
 
-  it("/metrics needs the operator token too", async () => {
+  it("/metrics needs a token too (viewer or above)", async () => {
     const without = await getText(`${node.url}/metrics`);
     bodies.push(without.text);
     expect(without.status).toBe(401);

@@ -118,8 +118,10 @@ describe("DLQ over REST and gRPC", () => {
     orphan: [] as string[],
   };
 
-  it("starts empty", async () => {
-    const stats = await call("GET", "/infrastructure/dlq/stats", undefined, false);
+  it("starts empty (a read needs a token too)", async () => {
+    const refused = await call("GET", "/infrastructure/dlq/stats", undefined, false);
+    expect(refused.status).toBe(401);
+    const stats = await call("GET", "/infrastructure/dlq/stats");
     expect(stats.status).toBe(200);
     expect(stats.body).toEqual({
       total_events: 0,
@@ -154,7 +156,7 @@ describe("DLQ over REST and gRPC", () => {
     const first = await listAll("", 1);
     expect(stats.body.oldest_failed_at).toBe(first[0]?.first_failed_at);
     // The same over gRPC.
-    const viaGrpc = await grpc.getDlqStats({});
+    const viaGrpc = await grpc.getDlqStats({}, { metadata: operator });
     expect(toJson(GetDlqStatsResponseSchema, viaGrpc, jsonOptions)).toEqual(stats.body);
   });
 
@@ -189,7 +191,10 @@ describe("DLQ over REST and gRPC", () => {
       (await listAll("&service_name=billing&state=DLQ_STATE_DEAD", 2)).map((e) => e.dlq_id),
     ).toEqual([...ids.ok, ...ids.orphan]);
     // gRPC pages the same way, with the same tokens.
-    const page = await grpc.listDlqEntries({ pageSize: 4, state: DlqState.DEAD });
+    const page = await grpc.listDlqEntries(
+      { pageSize: 4, state: DlqState.DEAD },
+      { metadata: operator },
+    );
     expect(page.entries.map((e) => e.dlqId)).toEqual(
       all.filter((id) => id !== ids.pending[0]).slice(0, 4),
     );
@@ -197,11 +202,10 @@ describe("DLQ over REST and gRPC", () => {
       "GET",
       `/infrastructure/dlq?page_size=4&state=DLQ_STATE_DEAD&page_token=${page.nextPageToken}`,
     );
-    const viaGrpc = await grpc.listDlqEntries({
-      pageSize: 4,
-      state: DlqState.DEAD,
-      pageToken: page.nextPageToken,
-    });
+    const viaGrpc = await grpc.listDlqEntries(
+      { pageSize: 4, state: DlqState.DEAD, pageToken: page.nextPageToken },
+      { metadata: operator },
+    );
     expect(toJson(ListDlqEntriesResponseSchema, viaGrpc, jsonOptions)).toEqual(rest2.body);
   });
 
@@ -335,9 +339,9 @@ describe("DLQ over REST and gRPC", () => {
       [grpc.retryDlq({ state: DlqState.RESOLVED }, { metadata: operator }), "state"],
       [grpc.retryDlq({ state: 42 as DlqState }, { metadata: operator }), "state"],
       [grpc.retryDlq({ dlqIds: ["a"], serviceName: "b" }, { metadata: operator }), "service_name"],
-      [grpc.listDlqEntries({ state: 42 as DlqState }), "state"],
-      [grpc.listDlqEntries({ pageToken: "garbage" }), "page_token"],
-      [grpc.listDlqEntries({ pageSize: 5_000 }), "page_size"],
+      [grpc.listDlqEntries({ state: 42 as DlqState }, { metadata: operator }), "state"],
+      [grpc.listDlqEntries({ pageToken: "garbage" }, { metadata: operator }), "page_token"],
+      [grpc.listDlqEntries({ pageSize: 5_000 }, { metadata: operator }), "page_size"],
     ];
     for (const [failing, field] of cases) {
       const failure = await grpcFailure(failing);

@@ -31,6 +31,7 @@ import {
 // gRPC transport where it is cheap, and raw HTTP/2 for what no well-behaved client sends.
 
 const operatorToken = `operator-${randomUUID()}`;
+const adminToken = `admin-${randomUUID()}`;
 const bodyLimitBytes = 2048;
 const gzipChannel: grpc.ClientOptions = {
   "grpc.default_compression_algorithm": 2,
@@ -43,9 +44,9 @@ let system: GrpcJsClient<typeof SystemService>;
 let registry: GrpcJsClient<typeof RegistryService>;
 
 beforeAll(async () => {
-  node = await startOrchestrator({
-    env: { BODY_LIMIT_BYTES: String(bodyLimitBytes), OPERATOR_TOKEN: operatorToken },
-  });
+  // Auth is off on this node (it listens on loopback): these tests are about the transport. The
+  // tests of the authorization header start a node with tokens of their own.
+  node = await startOrchestrator({ env: { BODY_LIMIT_BYTES: String(bodyLimitBytes) } });
   system = createGrpcJsClient(SystemService, node.address);
   registry = createGrpcJsClient(RegistryService, node.address);
 });
@@ -120,22 +121,39 @@ describe("WatchHealth (server streaming)", () => {
   });
 });
 
+/** A node with tokens, for the tests of the authorization header. */
+async function startAuthNode(): Promise<RunningOrchestrator> {
+  const own = await startOrchestrator({
+    env: { AUTH_TOKENS: `admin:${adminToken}`, OPERATOR_TOKEN: operatorToken },
+  });
+  opened.push(own);
+  return own;
+}
+
 describe("metadata", () => {
-  it("carries the authorization header of an operator RPC", async () => {
-    const noToken = await failureOf(system.getEffectiveConfig({}));
+  it("carries the authorization header of an admin RPC", async () => {
+    const own = await startAuthNode();
+    const client = createGrpcJsClient(SystemService, own.address);
+    opened.push(client);
+    const noToken = await failureOf(client.getEffectiveConfig({}));
     const wrong = await failureOf(
-      system.getEffectiveConfig({}, { metadata: { authorization: "Bearer wrong" } }),
+      client.getEffectiveConfig({}, { metadata: { authorization: "Bearer wrong" } }),
     );
-    const response = await system.getEffectiveConfig(
+    const operator = await failureOf(
+      client.getEffectiveConfig({}, { metadata: { authorization: `Bearer ${operatorToken}` } }),
+    );
+    const response = await client.getEffectiveConfig(
       {},
-      { metadata: { authorization: `Bearer ${operatorToken}` } },
+      { metadata: { authorization: `Bearer ${adminToken}` } },
     );
 
     expect(grpc.status[noToken.code]).toBe("UNAUTHENTICATED");
     expect(grpc.status[wrong.code]).toBe("UNAUTHENTICATED");
+    expect(grpc.status[operator.code]).toBe("PERMISSION_DENIED");
     const secret = response.values.find((value) => value.key === "OPERATOR_TOKEN");
     expect(secret).toMatchObject({ value: "[redacted]", source: "env", secret: true });
     expect(JSON.stringify(response.values)).not.toContain(operatorToken);
+    expect(JSON.stringify(response.values)).not.toContain(adminToken);
   });
 
   it("answers with the caller's correlation id and trace, and grpc-status 0 in trailers", async () => {
@@ -326,16 +344,22 @@ describe("connect-node gRPC transport", () => {
       }),
     );
 
-  it("calls Health and sends headers (the operator token)", async () => {
-    const client = systemClient();
+  it("calls Health and sends headers (the admin token)", async () => {
+    const own = await startAuthNode();
+    const ownSessions = new Http2SessionManager(own.url);
+    opened.push({ close: () => ownSessions.abort() });
+    const client = createClient(
+      SystemService,
+      createGrpcTransport({ baseUrl: own.url, sessionManager: ownSessions }),
+    );
     const health = await client.health({});
     const denied = await connectFailureOf(client.getEffectiveConfig({}));
     const config = await client.getEffectiveConfig(
       {},
-      { headers: { authorization: `Bearer ${operatorToken}` } },
+      { headers: { authorization: `Bearer ${adminToken}` } },
     );
 
-    expect(health).toMatchObject({ status: "healthy", nodeId: node.app.node.nodeId });
+    expect(health).toMatchObject({ status: "healthy", nodeId: own.app.node.nodeId });
     expect(Code[denied.code]).toBe("Unauthenticated");
     expect(config.values.find((v) => v.key === "OPERATOR_TOKEN")?.value).toBe("[redacted]");
   });
@@ -442,7 +466,7 @@ interface WatchHealthCounts {
 
 async function watchHealthCounts(): Promise<WatchHealthCounts> {
   const series = { service: "orchestrator.v1.SystemService", method: "WatchHealth" };
-  const auth = { token: operatorToken };
+  const auth = {};
   const [started, handled, handledCanceled] = await Promise.all([
     metricValue(node, "orchestrator_rpc_started_total", series, auth),
     metricValue(node, "orchestrator_rpc_handled_total", series, auth),

@@ -41,6 +41,8 @@ import {
 // expectations: one implementation behind one interceptor chain must answer them all alike.
 
 const operatorToken = `operator-${randomUUID()}`;
+// Calls carry the admin token unless a test says otherwise: every RPC needs a role now.
+const adminToken = `admin-${randomUUID()}`;
 const jsonOptions = { useProtoFieldName: true, alwaysEmitImplicit: true } as const;
 
 /** One unary RPC, with its google.api.http binding when the proto gives it one. */
@@ -229,7 +231,9 @@ let node: RunningOrchestrator;
 const opened = new Map<string, Protocol>();
 
 beforeAll(async () => {
-  node = await startOrchestrator({ env: { OPERATOR_TOKEN: operatorToken } });
+  node = await startOrchestrator({
+    env: { AUTH_TOKENS: `admin:${adminToken}`, OPERATOR_TOKEN: operatorToken },
+  });
   for (const spec of protocolSpecs) opened.set(spec.name, spec.open(node));
 });
 
@@ -277,6 +281,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
       environment: "development",
       incarnation_id: node.app.node.incarnationId,
       scheduled_jobs: [],
+      auth_enabled: true,
     });
     expectEchoed(outcome, sent);
   });
@@ -351,9 +356,9 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
     expect(echoed).not.toBe("not well formed!");
   });
 
-  describe("GetEffectiveConfig, an operator RPC", () => {
+  describe("GetEffectiveConfig, an admin RPC", () => {
     it("is UNAUTHENTICATED (HTTP 401) without a token", async () => {
-      const sent = callHeaders();
+      const sent = anonymousHeaders();
       const outcome = await protocolNamed(name).call(rpcs.effectiveConfig, sent);
       expectFailure(outcome, Code.Unauthenticated, 401);
       expect(outcome.raw).not.toContain(operatorToken);
@@ -367,8 +372,15 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
       expect(outcome.raw).not.toContain(operatorToken);
     });
 
-    it("answers the values with the right token, secrets redacted", async () => {
+    it("is PERMISSION_DENIED (HTTP 403) with an operator token", async () => {
       const sent = { ...callHeaders(), authorization: `Bearer ${operatorToken}` };
+      const outcome = await protocolNamed(name).call(rpcs.effectiveConfig, sent);
+      expectFailure(outcome, Code.PermissionDenied, 403);
+      expect(outcome.raw).not.toContain(operatorToken);
+    });
+
+    it("answers the values with the right token, secrets redacted", async () => {
+      const sent = callHeaders();
       const outcome = await protocolNamed(name).call(rpcs.effectiveConfig, sent);
       expectSuccess(outcome);
       const values = configValuesOf(outcome.body);
@@ -383,6 +395,7 @@ describe.each(protocolSpecs)("over $name", ({ name, isRest }) => {
         expect(["", "[redacted]"]).toContain(value.value);
       }
       expect(outcome.raw).not.toContain(operatorToken);
+      expect(outcome.raw).not.toContain(adminToken);
       expectEchoed(outcome, sent);
     });
   });
@@ -415,13 +428,17 @@ const deadlines = {
 } satisfies Record<string, Deadline>;
 
 function asking(style: DeadlineStyle, deadline: Deadline) {
+  const authorization = `Bearer ${adminToken}`;
   switch (style) {
     case "grpc-timeout":
-      return { headers: { "grpc-timeout": deadline.grpc }, clientMs: undefined };
+      return { headers: { "grpc-timeout": deadline.grpc, authorization }, clientMs: undefined };
     case "connect-timeout-ms":
-      return { headers: { "connect-timeout-ms": deadline.connect }, clientMs: undefined };
+      return {
+        headers: { "connect-timeout-ms": deadline.connect, authorization },
+        clientMs: undefined,
+      };
     default:
-      return { headers: {}, clientMs: deadline.clientMs };
+      return { headers: { authorization }, clientMs: deadline.clientMs };
   }
 }
 
@@ -546,8 +563,13 @@ interface SentHeaders extends Record<string, string> {
   traceparent: string;
 }
 
-/** A fresh correlation id and a traceparent of a fresh trace, as a caller would send. */
+/** {@link anonymousHeaders} and the admin token. */
 function callHeaders(): SentHeaders {
+  return { ...anonymousHeaders(), authorization: `Bearer ${adminToken}` };
+}
+
+/** A fresh correlation id and a traceparent of a fresh trace, as a caller would send. */
+function anonymousHeaders(): SentHeaders {
   const traceId = randomBytes(16).toString("hex");
   const spanId = randomBytes(8).toString("hex");
   return {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/v1/options.proto.
  */
 export const file_orchestrator_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Ch1vcmNoZXN0cmF0b3IvdjEvb3B0aW9ucy5wcm90bxIPb3JjaGVzdHJhdG9yLnYxIugCCgpGaWVsZFJ1bGVzEhAKCHJlcXVpcmVkGAEgASgIEhQKB21pbl9sZW4YAiABKA1IAIgBARIUCgdtYXhfbGVuGAMgASgNSAGIAQESDwoHcGF0dGVybhgEIAEoCRIQCghodHRwX3VybBgFIAEoCBIKCgJpbhgGIAMoCRIQCgNndGUYByABKAFIAogBARIQCgNsdGUYCCABKAFIA4gBARIWCgltYXhfaXRlbXMYCSABKA1IBIgBARIqCgVpdGVtcxgKIAEoCzIbLm9yY2hlc3RyYXRvci52MS5GaWVsZFJ1bGVzEikKBGtleXMYCyABKAsyGy5vcmNoZXN0cmF0b3IudjEuRmllbGRSdWxlcxIWCgltYXhfYnl0ZXMYDCABKA1IBYgBAUIKCghfbWluX2xlbkIKCghfbWF4X2xlbkIGCgRfZ3RlQgYKBF9sdGVCDAoKX21heF9pdGVtc0IMCgpfbWF4X2J5dGVzKlkKBkFjY2VzcxIWChJBQ0NFU1NfVU5TUEVDSUZJRUQQABIRCg1BQ0NFU1NfUFVCTElDEAESEwoPQUNDRVNTX09QRVJBVE9SEAISDwoLQUNDRVNTX1BFRVIQAzpSCgVmaWVsZBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYuI4DIAEoCzIbLm9yY2hlc3RyYXRvci52MS5GaWVsZFJ1bGVzUgVmaWVsZDpRCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxi5jgMgASgOMhcub3JjaGVzdHJhdG9yLnYxLkFjY2Vzc1IGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("Ch1vcmNoZXN0cmF0b3IvdjEvb3B0aW9ucy5wcm90bxIPb3JjaGVzdHJhdG9yLnYxIugCCgpGaWVsZFJ1bGVzEhAKCHJlcXVpcmVkGAEgASgIEhQKB21pbl9sZW4YAiABKA1IAIgBARIUCgdtYXhfbGVuGAMgASgNSAGIAQESDwoHcGF0dGVybhgEIAEoCRIQCghodHRwX3VybBgFIAEoCBIKCgJpbhgGIAMoCRIQCgNndGUYByABKAFIAogBARIQCgNsdGUYCCABKAFIA4gBARIWCgltYXhfaXRlbXMYCSABKA1IBIgBARIqCgVpdGVtcxgKIAEoCzIbLm9yY2hlc3RyYXRvci52MS5GaWVsZFJ1bGVzEikKBGtleXMYCyABKAsyGy5vcmNoZXN0cmF0b3IudjEuRmllbGRSdWxlcxIWCgltYXhfYnl0ZXMYDCABKA1IBYgBAUIKCghfbWluX2xlbkIKCghfbWF4X2xlbkIGCgRfZ3RlQgYKBF9sdGVCDAoKX21heF9pdGVtc0IMCgpfbWF4X2J5dGVzKpIBCgZBY2Nlc3MSFgoSQUNDRVNTX1VOU1BFQ0lGSUVEEAASEQoNQUNDRVNTX1BVQkxJQxABEhEKDUFDQ0VTU19WSUVXRVIQAhITCg9BQ0NFU1NfT1BFUkFUT1IQAxIQCgxBQ0NFU1NfQURNSU4QBBIPCgtBQ0NFU1NfUEVFUhAFEhIKDkFDQ0VTU19TRVJWSUNFEAY6UgoFZmllbGQSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLiOAyABKAsyGy5vcmNoZXN0cmF0b3IudjEuRmllbGRSdWxlc1IFZmllbGQ6UQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoDjIXLm9yY2hlc3RyYXRvci52MS5BY2Nlc3NSBmFjY2Vzc2IGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * FieldRules declares the constraints of a request field once, here in the protos. One interceptor
@@ -116,38 +116,62 @@ export const FieldRulesSchema: GenMessage<FieldRules> = /*@__PURE__*/
   messageDesc(file_orchestrator_v1_options, 0);
 
 /**
- * Access says who may call a method when authentication is configured.
+ * Access is the least role a method needs when authentication is on (AUTH_TOKENS or
+ * OPERATOR_TOKEN set). Every method declares one: ACCESS_UNSPECIFIED stops the start.
+ * Roles: viewer < operator < admin; service/<name> and peer are kinds of their own.
  *
  * @generated from enum orchestrator.v1.Access
  */
 export enum Access {
   /**
-   * Treated as ACCESS_PUBLIC.
+   * Not a rule: a method left with it fails the start, so that a new RPC is never open by accident.
    *
    * @generated from enum value: ACCESS_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
-   * Anyone who can reach the port.
+   * Anyone who can reach the port: only liveness and readiness (what load balancers probe).
    *
    * @generated from enum value: ACCESS_PUBLIC = 1;
    */
   PUBLIC = 1,
 
   /**
-   * Operators only: requires `authorization: Bearer <OPERATOR_TOKEN>` when OPERATOR_TOKEN is set.
+   * viewer, operator or admin: reads and watches.
    *
-   * @generated from enum value: ACCESS_OPERATOR = 2;
+   * @generated from enum value: ACCESS_VIEWER = 2;
    */
-  OPERATOR = 2,
+  VIEWER = 2,
 
   /**
-   * Peer orchestrators only: requires `authorization: Bearer <PEER_TOKEN>` when PEER_TOKEN is set.
+   * operator or admin: actions that change state or call out (run, cancel, ingest, jobs, retry).
    *
-   * @generated from enum value: ACCESS_PEER = 3;
+   * @generated from enum value: ACCESS_OPERATOR = 3;
    */
-  PEER = 3,
+  OPERATOR = 3,
+
+  /**
+   * admin: what touches the whole node (clearing events, its configuration).
+   *
+   * @generated from enum value: ACCESS_ADMIN = 4;
+   */
+  ADMIN = 4,
+
+  /**
+   * Peer orchestrators: `authorization: Bearer <PEER_TOKEN>`; no other token.
+   *
+   * @generated from enum value: ACCESS_PEER = 5;
+   */
+  PEER = 5,
+
+  /**
+   * A service's own registration: operator or admin, or a service/<name> token for the service
+   * named in the request's `name` field only.
+   *
+   * @generated from enum value: ACCESS_SERVICE = 6;
+   */
+  SERVICE = 6,
 }
 
 /**
