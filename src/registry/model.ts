@@ -180,7 +180,10 @@ function kept(current: string, fresh: string): string {
   return current === fresh ? current : fresh;
 }
 
+// Both start with `a === b`: once a write shares what it repeats, the comparisons that follow
+// (sameDeclaration, a later heartbeat) find the same objects and stop there.
 export function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
   return a.length === b.length && a.every((value, i) => value === b[i]);
 }
 
@@ -188,6 +191,7 @@ export function sameMap(
   a: Readonly<Record<string, string>>,
   b: Readonly<Record<string, string>>,
 ): boolean {
+  if (a === b) return true;
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
 }

@@ -421,7 +421,7 @@ export class Registry {
         if (event && !store.recordsEvents) {
           this.deps.events.append({
             ...event,
-            payload: withRevision(event.payload, change.revision),
+            payload: payloadWithRevision(event.payload, change.revision),
           });
         }
         return "put" in decision
@@ -455,7 +455,7 @@ export class Registry {
  * each object a spread with an added key builds a hidden class of its own, and these payloads stay
  * in the event store (1,000 writes/s made 1,000 hidden classes a second for the GC to keep).
  */
-function withRevision(payload: JsonObject, revision: number): JsonObject {
+function payloadWithRevision(payload: JsonObject, revision: number): JsonObject {
   return Object.assign({}, payload, { revision });
 }
 
