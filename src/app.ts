@@ -40,11 +40,16 @@ import {
   registeredTarget,
 } from "./http-client/service-targets.js";
 import { type IdSource, randomIds } from "./ids.js";
-import { createAccessCheck, createAuthInterceptor } from "./interceptors/auth.js";
+import {
+  createAccessCheck,
+  createAuthInterceptor,
+  createCallerLookup,
+} from "./interceptors/auth.js";
 import { createDenialRecorder } from "./interceptors/auth-denials.js";
 import { resolveCallMeta } from "./interceptors/call-meta.js";
 import { type Interceptor, wrapService } from "./interceptors/chain.js";
 import { createDrainInterceptor } from "./interceptors/drain.js";
+import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
 import { createTracingInterceptor } from "./interceptors/tracing.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
@@ -282,6 +287,12 @@ export async function createApp(
   const interceptors: Interceptor[] = [
     createTelemetryInterceptor(logger, metrics),
     ...(tracing.tracing ? [createTracingInterceptor(tracing.tracing)] : []),
+    createRateLimitInterceptor({
+      settings: config.rateLimits,
+      identify: createCallerLookup(auth),
+      tokensConfigured: config.authTokens.length > 0,
+      onLimited: ({ limit, role, method }) => metrics.rateLimited.inc({ limit, role, method }),
+    }),
     createAuthInterceptor(auth),
     createValidationInterceptor({ refusedValues: shadowedValues }),
     createDrainInterceptor(status.drainSignal),
@@ -295,8 +306,8 @@ export async function createApp(
     onStream: createGrpcFastPath(services, {
       readMaxBytes: config.bodyLimitBytes,
       shutdownSignal: kill.signal,
-      resolveCallMeta: (correlationId, traceparent) =>
-        resolveCallMeta(correlationId, traceparent, ids),
+      resolveCallMeta: (correlationId, traceparent, clientAddress) =>
+        resolveCallMeta(correlationId, traceparent, ids, clientAddress),
     }),
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
     drainKeepAliveMs: config.shutdownKeepAliveMs,

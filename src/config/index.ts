@@ -12,6 +12,9 @@ export {
   type LogLevel,
   logLevels,
   type ParseResult,
+  type RateLimitedRole,
+  type RoleRateLimits,
+  rateLimitedRoles,
 } from "./keys.js";
 export {
   type AppConfig,
@@ -21,6 +24,7 @@ export {
   type LoadedConfig,
   loadConfig,
   type OutboundSettings,
+  type RateLimitSettings,
   type RedisSettings,
   type SagaSettings,
   type TlsFiles,

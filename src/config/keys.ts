@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { Cron } from "croner";
 /** Where a configuration value came from; precedence is env > file > default. */
 export type ConfigValueSource = "env" | "file" | "default";
@@ -314,6 +315,66 @@ function secretText(input: ConfigInput): ParseResult<string> {
 
 const showList = (value: readonly string[]): string => value.join(",");
 
+/** The roles a per-token rate limit is set for; every `service/<name>` token counts as `service`. */
+export const rateLimitedRoles = ["viewer", "operator", "admin", "service"] as const;
+
+/** One of {@link rateLimitedRoles}. */
+export type RateLimitedRole = (typeof rateLimitedRoles)[number];
+
+/** Requests per second allowed to each token of a role; 0 means no limit. */
+export type RoleRateLimits = Readonly<Record<RateLimitedRole, number>>;
+
+const maxRate = 1_000_000;
+
+/**
+ * `role:rate` pairs (comma-separated, or a YAML list) over the defaults: a role left out keeps
+ * its default, so setting one role cannot silently lift the others' limits; `role:0` lifts one.
+ */
+function roleRates(defaults: RoleRateLimits): (input: ConfigInput) => ParseResult<RoleRateLimits> {
+  return (input) => {
+    const rates: Record<RateLimitedRole, number> = { ...defaults };
+    const seen = new Set<string>();
+    const entries = (typeof input === "string" ? input.split(",") : input)
+      .map((entry) => entry.trim())
+      .filter((entry) => entry !== "");
+    for (const entry of entries) {
+      const [name = "", rate = "", ...rest] = entry.split(":").map((part) => part.trim());
+      const role = rateLimitedRoles.find((known) => known === name);
+      const parsed = integer(0, maxRate)(rate);
+      if (role === undefined || rest.length > 0 || !parsed.ok) {
+        return reject(
+          echoValue(entry),
+          `is not role:rate (a role of ${rateLimitedRoles.join(", ")}; a rate of 0..${maxRate} requests per second)`,
+        );
+      }
+      if (seen.has(role)) return reject(echoValue(entry), "sets a role twice");
+      seen.add(role);
+      rates[role] = parsed.value;
+    }
+    return ok(Object.freeze(rates));
+  };
+}
+
+const showRoleRates = (rates: RoleRateLimits): string =>
+  rateLimitedRoles.map((role) => `${role}:${rates[role]}`).join(",");
+
+/** IP addresses and CIDR blocks (`10.0.0.0/8`, `::1`), comma-separated or a YAML list. */
+function addressList(input: ConfigInput): ParseResult<readonly string[]> {
+  const entries = (typeof input === "string" ? input.split(",") : input)
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  for (const entry of entries) {
+    const [address = "", prefix, ...rest] = entry.split("/");
+    const family = isIP(address);
+    const bits = family === 4 ? 32 : 128;
+    const prefixOk = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits);
+    if (family === 0 || !prefixOk || rest.length > 0) {
+      return reject(echoValue(entry), "is not an IP address or CIDR block (10.0.0.0/8, ::1)");
+    }
+  }
+  return ok(Object.freeze(entries));
+}
+
 /**
  * The configuration keys by name, in the order of the README table and `/config/effective`.
  * Each key's record name equals its `name`.
@@ -367,6 +428,35 @@ export const configKey = Object.freeze({
     description:
       "While shutting down, how long an idle HTTP/1.1 connection stays open for one more request (answered with Connection: close), in milliseconds.",
     parse: scalar(integer(0, 600000)),
+  }),
+  RATE_LIMIT_ROLES: defineKey({
+    name: "RATE_LIMIT_ROLES",
+    section: "server",
+    type: "role:rate pairs (roles viewer, operator, admin, service)",
+    default: "viewer:500,operator:1000,admin:1000,service:200",
+    description:
+      "Requests per second each token of a role may make (each service/<name> token its own), with as many more per 10 s for bursts; beyond: 429 / RESOURCE_EXHAUSTED with Retry-After. A role left out keeps its default; 0 lifts the limit. Peers' methods are not limited.",
+    parse: roleRates({ viewer: 500, operator: 1000, admin: 1000, service: 200 }),
+    show: showRoleRates,
+  }),
+  RATE_LIMIT_ADDRESS_RPS: defineKey({
+    name: "RATE_LIMIT_ADDRESS_RPS",
+    section: "server",
+    type: "integer 0..1000000",
+    default: "2000",
+    description:
+      "Requests per second one client address may make, token or not, with as many more per 10 s for bursts (0: no limit); addresses in RATE_LIMIT_EXEMPT are not counted.",
+    parse: scalar(integer(0, maxRate)),
+  }),
+  RATE_LIMIT_EXEMPT: defineKey({
+    name: "RATE_LIMIT_EXEMPT",
+    section: "server",
+    type: "comma-separated IPs or CIDRs (or a YAML list)",
+    default: "127.0.0.0/8,::1",
+    description:
+      "Client addresses the per-address limit does not count (per-token limits still apply). Behind a proxy on the same host, every client has the proxy's address: set this to empty, or rely on per-token limits.",
+    parse: addressList,
+    show: showList,
   }),
   TLS_CERT_FILE: defineKey({
     name: "TLS_CERT_FILE",

@@ -48,6 +48,11 @@ const defaultConfig = {
   shutdownTimeoutMs: 10000,
   keepAliveTimeoutMs: 5000,
   shutdownKeepAliveMs: 1000,
+  rateLimits: {
+    roles: { viewer: 500, operator: 1000, admin: 1000, service: 200 },
+    addressRps: 2000,
+    exempt: ["127.0.0.0/8", "::1"],
+  },
   reportingUrl: "http://reporting:5030",
   notificationUrl: "http://notification-service:5095",
   outboundTimeoutMs: 5000,
@@ -371,6 +376,46 @@ describe("loadConfig precedence", () => {
   it("accepts an empty file and empty sections", () => {
     expect(load({}, "# nothing yet\n").config.port).toBe(5099);
     expect(load({}, "server:\nredis:\n").config.port).toBe(5099);
+  });
+});
+
+describe("RATE_LIMIT_*", () => {
+  it("sets the roles named and keeps the others' defaults", () => {
+    const loaded = load({ RATE_LIMIT_ROLES: "viewer:5, service:0" });
+    expect(loaded.config.rateLimits.roles).toEqual({
+      viewer: 5,
+      operator: 1000,
+      admin: 1000,
+      service: 0,
+    });
+    expect(effectiveOf(loaded, "RATE_LIMIT_ROLES")).toMatchObject({
+      value: "viewer:5,operator:1000,admin:1000,service:0",
+      source: "env",
+    });
+  });
+
+  it.each([
+    ["an unknown role", "root:5"],
+    ["a negative rate", "viewer:-1"],
+    ["no rate", "viewer"],
+    ["a rate past the ceiling", "viewer:1000001"],
+    ["a role twice", "viewer:1,viewer:2"],
+  ])("refuses %s", (_, value) => {
+    const error = loadError({ RATE_LIMIT_ROLES: value });
+    expect(error.key).toBe("RATE_LIMIT_ROLES");
+  });
+
+  it("reads exempt addresses as a YAML list, and refuses what is not an IP or CIDR", () => {
+    const yaml = "server:\n  rate_limit_exempt: [10.0.0.0/8, 'fd00::/8', 192.168.1.7]\n";
+    expect(load({}, yaml).config.rateLimits.exempt).toEqual([
+      "10.0.0.0/8",
+      "fd00::/8",
+      "192.168.1.7",
+    ]);
+    expect(load({ RATE_LIMIT_EXEMPT: "" }).config.rateLimits.exempt).toEqual([]);
+    for (const bad of ["localhost", "10.0.0.0/33", "::1/129", "10.0.0.0/8/1", "1.2.3"]) {
+      expect(loadError({ RATE_LIMIT_EXEMPT: bad }).key).toBe("RATE_LIMIT_EXEMPT");
+    }
   });
 });
 

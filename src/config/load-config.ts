@@ -15,6 +15,7 @@ import {
   configSections,
   echoValue,
   type LogLevel,
+  type RoleRateLimits,
 } from "./keys.js";
 import { errorCode, getSecret, type SecretSources } from "./secrets.js";
 
@@ -96,6 +97,8 @@ export interface AppConfig {
   readonly tracing: TracingSettings;
   /** Bearer tokens and their roles: AUTH_TOKENS, then OPERATOR_TOKEN as an operator token. */
   readonly authTokens: readonly AuthToken[];
+  /** Per-token and per-address request rates. */
+  readonly rateLimits: RateLimitSettings;
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
   readonly configPath: string;
@@ -116,6 +119,16 @@ export interface EventSettings {
   /** Events waiting for the store at most (count, bytes). */
   readonly outboxSize: number;
   readonly outboxBytes: number;
+}
+
+/** Request rates (RATE_LIMIT_*): per token by its role, and per client address. */
+export interface RateLimitSettings {
+  /** Requests per second per token of each role; 0: no limit. */
+  readonly roles: RoleRateLimits;
+  /** Requests per second per client address; 0: no limit. */
+  readonly addressRps: number;
+  /** Addresses and CIDR blocks the per-address limit does not count. */
+  readonly exempt: readonly string[];
 }
 
 /** Retries and circuit breakers of outbound calls. */
@@ -506,6 +519,11 @@ function buildConfig(
     shutdownTimeoutMs: value(k.SHUTDOWN_TIMEOUT_MS),
     keepAliveTimeoutMs: value(k.KEEP_ALIVE_TIMEOUT_MS),
     shutdownKeepAliveMs: value(k.SHUTDOWN_KEEP_ALIVE_MS),
+    rateLimits: Object.freeze({
+      roles: value(k.RATE_LIMIT_ROLES),
+      addressRps: value(k.RATE_LIMIT_ADDRESS_RPS),
+      exempt: value(k.RATE_LIMIT_EXEMPT),
+    }),
     ...(tls === undefined ? {} : { tls }),
     ...(redis === undefined ? {} : { redis }),
     reportingUrl: value(k.REPORTING_URL),

@@ -50,7 +50,14 @@ export function errorResponseOf(error: ConnectError, output?: DescMessage): Erro
   body.message = boundedMessage(error.rawMessage);
   body.details = details;
   const status = httpStatusOfCode[error.code] ?? httpStatusOfCode[Code.Internal];
-  return { status, headers: status === 401 ? bearerChallenge : noHeaders, body };
+  return { status, headers: headersOf(status, error), body };
+}
+
+/** The challenge of a 401 (RFC 6750), and the Retry-After a rate limit sets on its error. */
+function headersOf(status: number, error: ConnectError): Readonly<Record<string, string>> {
+  if (status === 401) return bearerChallenge;
+  const retryAfter = error.metadata.get("retry-after");
+  return retryAfter === null ? noHeaders : { "retry-after": retryAfter };
 }
 
 /**

@@ -3,6 +3,7 @@ import { type DescMethod, getOption, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Access, access } from "../../gen/orchestrator/v1/options_pb.js";
 import { type AuthRole, type AuthToken, describeRole } from "../config/index.js";
+import { callMetaOf } from "./call-meta.js";
 import type { Interceptor } from "./chain.js";
 
 /** Who presented a known token: a role of AUTH_TOKENS (or OPERATOR_TOKEN), or a peer. */
@@ -58,12 +59,10 @@ export type AccessCheck = (request: AccessRequest) => void;
  * The one auth check: every protocol's RPCs (through {@link createAuthInterceptor}) and the
  * routes outside the RPC chain (`/metrics`) call it, so the same token gets the same answer
  * everywhere. With no tokens, auth is off and only ACCESS_PEER methods may still need PEER_TOKEN.
- *
- * Tokens are found by the SHA-256 digest of the presented token: the lookup compares digests, whose
- * content an attacker cannot steer byte by byte, so its time says nothing about any stored token.
+ * Tokens are found by digest ({@link createCallerLookup}).
  */
 export function createAccessCheck(options: AuthOptions): AccessCheck {
-  const callers = callersByDigest(options);
+  const identify = createCallerLookup(options);
   const authEnabled = (options.tokens ?? []).length > 0;
   const peerRequired = options.peerToken !== undefined && options.peerToken !== "";
   const deny = denier(options.onDenied);
@@ -71,12 +70,39 @@ export function createAccessCheck(options: AuthOptions): AccessCheck {
     if (request.access === Access.PUBLIC) return;
     const open = request.access === Access.PEER ? !peerRequired && !authEnabled : !authEnabled;
     if (open) return;
-    const presented = bearerTokenOf(request.authorization ?? null);
-    if (presented === undefined) throw deny(request, "missing_token");
-    const caller = callers.get(digestHex(presented));
-    if (caller === undefined) throw deny(request, "unknown_token");
-    const refusal = refusalOf(request, caller);
-    if (refusal !== undefined) throw deny(request, refusal, caller);
+    const presented = identify(request.authorization);
+    if (presented === "none") throw deny(request, "missing_token");
+    if (presented === "unknown") throw deny(request, "unknown_token");
+    const refusal = refusalOf(request, presented.caller);
+    if (refusal !== undefined) throw deny(request, refusal, presented.caller);
+  };
+}
+
+/** A known token's caller, and the token's SHA-256 digest: a key for it that is not the token. */
+export interface Identified {
+  readonly caller: Caller;
+  readonly digest: string;
+}
+
+/** Who an `authorization` header names: a known caller, no bearer token, or an unknown one. */
+export type CallerLookup = (
+  authorization: string | null | undefined,
+) => Identified | "none" | "unknown";
+
+/**
+ * Finds the caller of a bearer token by its SHA-256 digest: the lookup compares digests, whose
+ * content an attacker cannot steer byte by byte, so its time says nothing about any stored token.
+ */
+export function createCallerLookup(
+  options: Pick<AuthOptions, "tokens" | "peerToken">,
+): CallerLookup {
+  const callers = callersByDigest(options);
+  return (authorization) => {
+    const presented = bearerTokenOf(authorization ?? null);
+    if (presented === undefined) return "none";
+    const digest = digestHex(presented);
+    const caller = callers.get(digest);
+    return caller === undefined ? "unknown" : { caller, digest };
   };
 }
 
@@ -109,7 +135,7 @@ function denier(onDenied: AuthOptions["onDenied"]) {
       what: request.what,
       reason,
       ...(caller === undefined ? {} : { role: roleName(caller) }),
-      ...(request.clientAddress === undefined ? {} : { clientAddress: request.clientAddress }),
+      ...(request.clientAddress ? { clientAddress: request.clientAddress } : {}),
     });
     return errorOf(request, reason, caller);
   };
@@ -156,7 +182,9 @@ function roleName(caller: Caller | undefined): string {
   return caller.kind === "peer" ? "peer" : describeRole(caller);
 }
 
-function callersByDigest(options: AuthOptions): ReadonlyMap<string, Caller> {
+function callersByDigest(
+  options: Pick<AuthOptions, "tokens" | "peerToken">,
+): ReadonlyMap<string, Caller> {
   const callers = new Map<string, Caller>();
   for (const { role, token } of options.tokens ?? []) callers.set(digestHex(token), role);
   if (options.peerToken) callers.set(digestHex(options.peerToken), { kind: "peer" });
@@ -224,6 +252,7 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
             authorization: context.requestHeader.get("authorization"),
             what,
             ...(level === Access.SERVICE ? { service: nameOf(request) } : {}),
+            clientAddress: callMetaOf(context).clientAddress,
           });
         } catch (error) {
           // A unary call fails by its promise, whatever the transport does with a throw.
@@ -232,7 +261,12 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
         return next(request, context);
       },
       streaming: (next) => (requests, context) => {
-        check({ access: level, authorization: context.requestHeader.get("authorization"), what });
+        check({
+          access: level,
+          authorization: context.requestHeader.get("authorization"),
+          what,
+          clientAddress: callMetaOf(context).clientAddress,
+        });
         return next(requests, context);
       },
     };

@@ -14,6 +14,7 @@ describe("resolveCallMeta", () => {
       "order-42:retry.1",
       "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
       ids,
+      "10.1.2.3",
     );
     expect(meta).toEqual({
       correlationId: "order-42:retry.1",
@@ -21,6 +22,7 @@ describe("resolveCallMeta", () => {
       spanId: "2222222222222222",
       parentSpanId: "00f067aa0ba902b7",
       traceFlags: 1,
+      clientAddress: "10.1.2.3",
     });
     expect(traceparentOf(meta)).toBe("00-4bf92f3577b34da6a3ce929d0e0e4736-2222222222222222-01");
   });

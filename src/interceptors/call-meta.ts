@@ -14,6 +14,12 @@ export interface CallMeta {
   readonly parentSpanId: string;
   /** W3C trace flags (bit 0: sampled). */
   readonly traceFlags: number;
+  /**
+   * The peer address of the connection the call came on (`127.0.0.1`, `::1`); empty when the
+   * transport does not know it. Rate limits and refusal events use it, never a forwarded header,
+   * which any client could write.
+   */
+  readonly clientAddress: string;
 }
 
 /** Header names, lowercase as HTTP/2 and Node give them. */
@@ -49,6 +55,7 @@ export function resolveCallMeta(
   correlationId: string | undefined,
   traceparent: string | undefined,
   ids: IdSource = randomIds,
+  clientAddress = "",
 ): CallMeta {
   const parent = traceparent === undefined ? null : parseTraceParent(traceparent);
   return {
@@ -60,6 +67,7 @@ export function resolveCallMeta(
     spanId: ids.spanId(),
     parentSpanId: parent?.spanId ?? "",
     traceFlags: parent?.traceFlags ?? 1,
+    clientAddress,
   };
 }
 

@@ -32,6 +32,8 @@ export interface Metrics {
   readonly logRecordsDropped: Counter<"reason">;
   /** Calls refused by the auth check, by reason and method (or route). */
   readonly authFailures: Counter<"reason" | "method">;
+  /** Calls refused by a rate limit, by limit (address, token), role and method. */
+  readonly rateLimited: Counter<"limit" | "role" | "method">;
 }
 
 export interface MetricsOptions {
@@ -101,6 +103,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       name: "orchestrator_auth_failures_total",
       help: "Calls refused by the auth check (missing_token, unknown_token, wrong_role, wrong_service), by method.",
       labelNames: ["reason", "method"],
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: "orchestrator_rate_limited_total",
+      help: "Calls refused by a rate limit (address: RATE_LIMIT_ADDRESS_RPS; token: RATE_LIMIT_ROLES, with the token's role), by method.",
+      labelNames: ["limit", "role", "method"],
       registers: [registry],
     }),
   };

@@ -22,7 +22,11 @@ export interface GrpcFastPathOptions {
   /** Aborts the calls still running when the shutdown grace period is over. */
   shutdownSignal: AbortSignal;
   /** Resolves a call's correlation id and trace context from its request headers. */
-  resolveCallMeta: (correlationId: string | undefined, traceparent: string | undefined) => CallMeta;
+  resolveCallMeta: (
+    correlationId: string | undefined,
+    traceparent: string | undefined,
+    clientAddress: string,
+  ) => CallMeta;
 }
 
 // gRPC over HTTP/2 with the binary codec; application/grpc+json goes to the Connect router.
@@ -54,6 +58,7 @@ export function createGrpcFastPath(
     const meta = options.resolveCallMeta(
       headerValue(headers[correlationHeader]),
       headerValue(headers.traceparent),
+      stream.session?.socket?.remoteAddress ?? "",
     );
     const call = new ServerCall(stream, contentType, meta);
     const path = headers[":path"] ?? "";

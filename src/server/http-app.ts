@@ -217,6 +217,7 @@ function setCallMeta(request: FastifyRequest, reply: FastifyReply, ids: IdSource
     request.id,
     typeof traceparent === "string" ? traceparent : undefined,
     ids,
+    request.socket.remoteAddress ?? "",
   );
   for (const [name, value] of responseHeaderPairsOf(request.callMeta)) reply.header(name, value);
 }

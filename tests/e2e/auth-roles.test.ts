@@ -221,7 +221,13 @@ describe("over REST", () => {
         const events = (JSON.parse(text) as { events: { payload: Record<string, unknown> }[] })
           .events;
         expect(events.map((e) => e.payload)).toContainEqual(
-          expect.objectContaining({ method: "ClearEvents", reason: "wrong_role", role: "viewer" }),
+          // The peer address of the connection, as the server saw it: an RPC knows it too.
+          expect.objectContaining({
+            method: "ClearEvents",
+            reason: "wrong_role",
+            role: "viewer",
+            client_address: expect.stringMatching(/^(::ffff:)?127\.0\.0\.1$/),
+          }),
         );
         for (const token of Object.values(tokens)) expect(text).not.toContain(token);
       },
