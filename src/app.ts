@@ -53,6 +53,7 @@ import { createRateLimitInterceptor } from "./interceptors/rate-limit.js";
 import { createTelemetryInterceptor } from "./interceptors/telemetry.js";
 import { createTracingInterceptor } from "./interceptors/tracing.js";
 import { createValidationInterceptor } from "./interceptors/validation.js";
+import { createWatchLimitInterceptor } from "./interceptors/watch-limit.js";
 import { createLogShipper, type LogShipper } from "./observability/log-shipper.js";
 import { createLogger, flushLogger } from "./observability/logger.js";
 import {
@@ -294,6 +295,11 @@ export async function createApp(
       onLimited: ({ limit, role, method }) => metrics.rateLimited.inc({ limit, role, method }),
     }),
     createAuthInterceptor(auth),
+    createWatchLimitInterceptor({
+      maxWatches: config.connectionLimits.maxWatches,
+      maxWatchesPerClient: config.connectionLimits.maxWatchesPerClient,
+      onRefused: ({ limit, method }) => metrics.watchesRefused.inc({ limit, method }),
+    }),
     createValidationInterceptor({ refusedValues: shadowedValues }),
     createDrainInterceptor(status.drainSignal),
   ];
@@ -311,6 +317,11 @@ export async function createApp(
     }),
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
     drainKeepAliveMs: config.shutdownKeepAliveMs,
+    maxHeaderBytes: config.connectionLimits.headerBytes,
+    maxConcurrentStreams: config.connectionLimits.http2MaxConcurrentStreams,
+    maxConnections: config.connectionLimits.maxConnections,
+    maxConnectionsPerClient: config.connectionLimits.maxConnectionsPerClient,
+    onRefused: (reason) => metrics.connectionsRefused.inc({ reason }),
     ...(config.tls ? { tls: readTls(config.tls) } : {}),
   });
   const http = await createHttpApp({

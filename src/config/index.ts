@@ -19,6 +19,7 @@ export {
 export {
   type AppConfig,
   type ConfigSources,
+  type ConnectionLimits,
   type DlqSettings,
   type EffectiveConfigValue,
   type LoadedConfig,

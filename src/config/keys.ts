@@ -429,6 +429,59 @@ export const configKey = Object.freeze({
       "While shutting down, how long an idle HTTP/1.1 connection stays open for one more request (answered with Connection: close), in milliseconds.",
     parse: scalar(integer(0, 600000)),
   }),
+  HEADER_LIMIT_BYTES: defineKey({
+    name: "HEADER_LIMIT_BYTES",
+    section: "server",
+    type: "integer 1024..1048576",
+    default: "16384",
+    description:
+      "Largest request header block accepted, in bytes: 431 on HTTP/1.1; on HTTP/2 the stream is refused.",
+    parse: scalar(integer(1024, 1048576)),
+  }),
+  HTTP2_MAX_CONCURRENT_STREAMS: defineKey({
+    name: "HTTP2_MAX_CONCURRENT_STREAMS",
+    section: "server",
+    type: "integer 1..100000",
+    default: "1000",
+    description:
+      "Streams (calls) open at once on one HTTP/2 connection, announced to the client; more are refused.",
+    parse: scalar(integer(1, 100000)),
+  }),
+  MAX_CONNECTIONS: defineKey({
+    name: "MAX_CONNECTIONS",
+    section: "server",
+    type: "integer 1..1000000",
+    default: "10000",
+    description:
+      "Connections open at once, from every client; one more is closed as it is accepted.",
+    parse: scalar(integer(1, 1000000)),
+  }),
+  MAX_CONNECTIONS_PER_CLIENT: defineKey({
+    name: "MAX_CONNECTIONS_PER_CLIENT",
+    section: "server",
+    type: "integer 1..1000000",
+    default: "256",
+    description:
+      "Connections open at once from one client address; one more is closed as it is accepted.",
+    parse: scalar(integer(1, 1000000)),
+  }),
+  WATCH_MAX_SUBSCRIBERS: defineKey({
+    name: "WATCH_MAX_SUBSCRIBERS",
+    section: "server",
+    type: "integer 1..1000000",
+    default: "10000",
+    description:
+      "Watches (registry, events, workflow runs, health) open at once on this node, on every protocol; one more is refused (429 / RESOURCE_EXHAUSTED). Peers' replication streams are not counted.",
+    parse: scalar(integer(1, 1000000)),
+  }),
+  WATCH_MAX_SUBSCRIBERS_PER_CLIENT: defineKey({
+    name: "WATCH_MAX_SUBSCRIBERS_PER_CLIENT",
+    section: "server",
+    type: "integer 1..1000000",
+    default: "256",
+    description: "Watches open at once from one client address; one more is refused (429).",
+    parse: scalar(integer(1, 1000000)),
+  }),
   RATE_LIMIT_ROLES: defineKey({
     name: "RATE_LIMIT_ROLES",
     section: "server",

@@ -48,6 +48,14 @@ const defaultConfig = {
   shutdownTimeoutMs: 10000,
   keepAliveTimeoutMs: 5000,
   shutdownKeepAliveMs: 1000,
+  connectionLimits: {
+    headerBytes: 16384,
+    http2MaxConcurrentStreams: 1000,
+    maxConnections: 10000,
+    maxConnectionsPerClient: 256,
+    maxWatches: 10000,
+    maxWatchesPerClient: 256,
+  },
   rateLimits: {
     roles: { viewer: 500, operator: 1000, admin: 1000, service: 200 },
     addressRps: 2000,

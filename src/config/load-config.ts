@@ -99,6 +99,8 @@ export interface AppConfig {
   readonly authTokens: readonly AuthToken[];
   /** Per-token and per-address request rates. */
   readonly rateLimits: RateLimitSettings;
+  /** Connections, headers, streams and watches a node takes at once. */
+  readonly connectionLimits: ConnectionLimits;
   readonly peerToken?: string;
   /** Absolute path of the YAML file used (or looked for, when the default file is missing). */
   readonly configPath: string;
@@ -119,6 +121,16 @@ export interface EventSettings {
   /** Events waiting for the store at most (count, bytes). */
   readonly outboxSize: number;
   readonly outboxBytes: number;
+}
+
+/** What the listener and the watches take at once (HEADER_LIMIT_BYTES, MAX_CONNECTIONS...). */
+export interface ConnectionLimits {
+  readonly headerBytes: number;
+  readonly http2MaxConcurrentStreams: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerClient: number;
+  readonly maxWatches: number;
+  readonly maxWatchesPerClient: number;
 }
 
 /** Request rates (RATE_LIMIT_*): per token by its role, and per client address. */
@@ -519,6 +531,14 @@ function buildConfig(
     shutdownTimeoutMs: value(k.SHUTDOWN_TIMEOUT_MS),
     keepAliveTimeoutMs: value(k.KEEP_ALIVE_TIMEOUT_MS),
     shutdownKeepAliveMs: value(k.SHUTDOWN_KEEP_ALIVE_MS),
+    connectionLimits: Object.freeze({
+      headerBytes: value(k.HEADER_LIMIT_BYTES),
+      http2MaxConcurrentStreams: value(k.HTTP2_MAX_CONCURRENT_STREAMS),
+      maxConnections: value(k.MAX_CONNECTIONS),
+      maxConnectionsPerClient: value(k.MAX_CONNECTIONS_PER_CLIENT),
+      maxWatches: value(k.WATCH_MAX_SUBSCRIBERS),
+      maxWatchesPerClient: value(k.WATCH_MAX_SUBSCRIBERS_PER_CLIENT),
+    }),
     rateLimits: Object.freeze({
       roles: value(k.RATE_LIMIT_ROLES),
       addressRps: value(k.RATE_LIMIT_ADDRESS_RPS),

@@ -34,6 +34,10 @@ export interface Metrics {
   readonly authFailures: Counter<"reason" | "method">;
   /** Calls refused by a rate limit, by limit (address, token), role and method. */
   readonly rateLimited: Counter<"limit" | "role" | "method">;
+  /** Connections closed as they were accepted, by reason (max_connections, max_connections_per_client). */
+  readonly connectionsRefused: Counter<"reason">;
+  /** Watches refused, by limit (total, per_client) and method. */
+  readonly watchesRefused: Counter<"limit" | "method">;
 }
 
 export interface MetricsOptions {
@@ -109,6 +113,18 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       name: "orchestrator_rate_limited_total",
       help: "Calls refused by a rate limit (address: RATE_LIMIT_ADDRESS_RPS; token: RATE_LIMIT_ROLES, with the token's role), by method.",
       labelNames: ["limit", "role", "method"],
+      registers: [registry],
+    }),
+    connectionsRefused: new Counter({
+      name: "orchestrator_connections_refused_total",
+      help: "Connections closed as they were accepted (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT), by reason.",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+    watchesRefused: new Counter({
+      name: "orchestrator_watches_refused_total",
+      help: "Watches refused (WATCH_MAX_SUBSCRIBERS: total; WATCH_MAX_SUBSCRIBERS_PER_CLIENT: per_client), by method.",
+      labelNames: ["limit", "method"],
       registers: [registry],
     }),
   };

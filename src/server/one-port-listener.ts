@@ -45,16 +45,30 @@ export interface OnePortListenerOptions {
   headersTimeoutMs?: number;
   /** Concurrent streams per HTTP/2 connection. Default 1000. */
   maxConcurrentStreams?: number;
-  /** Largest header block accepted, in bytes. Default 65536. */
-  maxHeaderListSize?: number;
+  /**
+   * Largest request header block accepted, in bytes: HTTP/1.1 answers 431 past it, HTTP/2
+   * refuses the stream. Default 16384 (Node's HTTP/1.1 default).
+   */
+  maxHeaderBytes?: number;
+  /** Open connections in all; a connection past it is closed at once. Default 10000. */
+  maxConnections?: number;
+  /** Open connections from one client address; one past it is closed at once. Default 256. */
+  maxConnectionsPerClient?: number;
+  /** Told of each connection closed at once for a limit. Default none. */
+  onRefused?: (reason: ConnectionRefusal) => void;
 }
+
+/** Why a connection was closed as soon as it was accepted. */
+export type ConnectionRefusal = "max_connections" | "max_connections_per_client";
 
 const defaults = Object.freeze({
   keepAliveTimeoutMs: 5_000,
   drainKeepAliveMs: 1_000,
   headersTimeoutMs: 10_000,
   maxConcurrentStreams: 1_000,
-  maxHeaderListSize: 65_536,
+  maxHeaderBytes: 16_384,
+  maxConnections: 10_000,
+  maxConnectionsPerClient: 256,
 });
 
 /** One TCP (or TLS) port that speaks HTTP/1.1 and HTTP/2 at once. */
@@ -99,7 +113,11 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   let draining = false;
 
   const h1 = http.createServer(
-    { keepAliveTimeout: opts.keepAliveTimeoutMs, headersTimeout: opts.headersTimeoutMs },
+    {
+      keepAliveTimeout: opts.keepAliveTimeoutMs,
+      headersTimeout: opts.headersTimeoutMs,
+      maxHeaderSize: opts.maxHeaderBytes,
+    },
     (request, response) => {
       const connection = h1Connections.get(request.socket);
       if (connection !== undefined && !trackResponse(connection, response, draining)) return;
@@ -110,7 +128,7 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   const h2 = http2.createServer({
     settings: {
       maxConcurrentStreams: opts.maxConcurrentStreams,
-      maxHeaderListSize: opts.maxHeaderListSize,
+      maxHeaderListSize: opts.maxHeaderBytes,
     },
     maxSessionMemory: 32,
   });
@@ -129,6 +147,12 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
       rawHeaders: string[],
     ) => {
       stream.on("error", ignore);
+      // nghttp2 announces SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it on what it
+      // receives, so the limit is applied here, as HTTP/1.1 applies it: 431.
+      if (headerListSize(rawHeaders) > opts.maxHeaderBytes) {
+        stream.respond({ ":status": 431 }, { endStream: true });
+        return;
+      }
       if (opts.onStream?.(stream, headers)) return;
       dispatchToCompat(opts.onRequest, stream, headers, rawHeaders);
     },
@@ -137,10 +161,33 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   // listening, or fastify and keep-alive bookkeeping misbehave.
   h1.emit("listening");
 
-  const onSocket = (socket: Socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+  const perClient = new Map<string, number>();
+  /** Tracks a new connection; false when a limit closed it (nothing more is done with it). */
+  const onSocket = (socket: Socket): boolean => {
     socket.on("error", ignore);
+    const address = socket.remoteAddress ?? "";
+    const fromClient = perClient.get(address) ?? 0;
+    const refusal: ConnectionRefusal | undefined =
+      sockets.size >= opts.maxConnections
+        ? "max_connections"
+        : fromClient >= opts.maxConnectionsPerClient
+          ? "max_connections_per_client"
+          : undefined;
+    if (refusal !== undefined) {
+      // Closed before a byte is read: the client sees a reset connection, nothing was processed.
+      socket.destroy();
+      opts.onRefused?.(refusal);
+      return false;
+    }
+    sockets.add(socket);
+    perClient.set(address, fromClient + 1);
+    socket.once("close", () => {
+      sockets.delete(socket);
+      const left = (perClient.get(address) ?? 1) - 1;
+      if (left === 0) perClient.delete(address);
+      else perClient.set(address, left);
+    });
+    return true;
   };
   const toH1 = (socket: Socket) => {
     h1Connections.set(socket, { pending: [], idleSince: performance.now() });
@@ -156,6 +203,7 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
     });
     server.on("connection", onSocket);
     server.on("secureConnection", (socket: tls.TLSSocket) => {
+      if (socket.destroyed) return; // refused by onSocket
       socket.on("error", ignore);
       if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
       else toH1(socket);
@@ -163,7 +211,7 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
     server.on("tlsClientError", ignore);
   } else {
     server = net.createServer((socket) => {
-      onSocket(socket);
+      if (!onSocket(socket)) return;
       silent.set(socket, performance.now());
       socket.once("close", () => silent.delete(socket));
       sniffProtocol(socket, opts.headersTimeoutMs, (isH2) => {
@@ -206,6 +254,13 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
       return closeGracefully(server, h1, sessions, sockets, closeIdle, timeoutMs);
     },
   };
+}
+
+/** A header list's size as RFC 9113 counts it: each field's name and value, plus 32 bytes. */
+function headerListSize(rawHeaders: readonly string[]): number {
+  let size = 0;
+  for (const field of rawHeaders) size += field.length + 16; // name and value: 32 per pair
+  return size;
 }
 
 /**
