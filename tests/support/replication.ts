@@ -222,12 +222,8 @@ export function nodeIdOf(i: number): string {
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const indexes = Array.from({ length: options.size }, (_, i) => i);
   const peersOf = options.peersOf ?? ((i: number) => indexes.filter((j) => j !== i));
-  const nodes: ClusterNode[] = [];
-  for (const i of indexes) {
-    const port = await freePort();
-    nodes.push({ id: nodeIdOf(i), port, url: `http://127.0.0.1:${port}` });
-  }
   const proxies: { from: number; to: number; proxy: TcpProxy }[] = [];
+  const nodes: ClusterNode[] = [];
   const running: (RunningOrchestrator | undefined)[] = indexes.map(() => undefined);
   let closing: Promise<void> | undefined;
   const close = () => {
@@ -243,17 +239,22 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     return closing;
   };
   try {
+    // The proxies take their ports first and the nodes' ports are picked after, while every proxy
+    // holds its own: a port picked for a node and released until it starts cannot be a proxy's.
     const peerUrls: string[][] = [];
     for (const i of indexes) {
       const urls: string[] = [];
       for (const j of peersOf(i)) {
-        const target = nodes[j];
-        if (target === undefined) throw new Error(`node ${i} lists node ${j}, which is not there`);
-        const proxy = await startTcpProxy(target.port);
+        if (!indexes.includes(j)) throw new Error(`node ${i} lists node ${j}, which is not there`);
+        const proxy = await startTcpProxy(() => nodes[j]?.port ?? 1);
         proxies.push({ from: i, to: j, proxy });
         urls.push(proxy.url);
       }
       peerUrls.push(urls);
+    }
+    for (const i of indexes) {
+      const port = await freePort();
+      nodes.push({ id: nodeIdOf(i), port, url: `http://127.0.0.1:${port}` });
     }
     const started = await Promise.allSettled(
       nodes.map((node, i) =>

@@ -35,10 +35,13 @@ interface Pair {
 }
 
 /**
- * Starts a proxy on a free loopback port forwarding to `127.0.0.1:<targetPort>`. The target need
- * not listen yet: a connection made while nothing listens there is reset, as a direct one would be.
+ * Starts a proxy on a free loopback port forwarding to `127.0.0.1:<targetPort>` (a function: read
+ * at each connection, so the target's port may be chosen after the proxy holds its own). The
+ * target need not listen yet: a connection made while nothing listens there is reset, as a direct
+ * one would be.
  */
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+export async function startTcpProxy(targetPort: number | (() => number)): Promise<TcpProxy> {
+  const target = typeof targetPort === "number" ? () => targetPort : targetPort;
   const pairs = new Set<Pair>();
   let mode: CutMode | undefined;
   let accepted = 0;
@@ -64,7 +67,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       client.resetAndDestroy();
       return;
     }
-    const upstream = connect({ host: "127.0.0.1", port: targetPort });
+    const upstream = connect({ host: "127.0.0.1", port: target() });
     const pair: Pair = { client, upstream };
     pairs.add(pair);
     forward(client, upstream, () => mode === undefined);
