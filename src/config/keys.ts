@@ -1226,7 +1226,8 @@ export const configKey = Object.freeze({
     type: "secret",
     default: "",
     secret: true,
-    description: "When set, replication calls between peers require it.",
+    description:
+      "The peers' credential: the only token the replication calls take, and the one this node sends its peers. Unset with auth on: those calls are closed; unset with auth off: open.",
     parse: secretText,
   }),
   APP_CONFIG_PATH: defineKey({
