@@ -63,7 +63,7 @@ export function createRateLimitInterceptor(options: RateLimitOptions): Intercept
     }
   }
   if (perAddress === undefined && perRole.size === 0) return () => undefined;
-  const exempt = blockListOf(settings.exempt);
+  const isExempt = exemptionOf(settings.exempt);
   const onLimited = options.onLimited ?? (() => {});
 
   return (method) => {
@@ -72,8 +72,7 @@ export function createRateLimitInterceptor(options: RateLimitOptions): Intercept
     const byToken = access !== Access.PUBLIC && perRole.size > 0;
     const admit = (context: HandlerContext): Promise<void> | undefined => {
       const address = callMetaOf(context).clientAddress;
-      const addressCounted =
-        perAddress !== undefined && address !== "" && !isExempt(exempt, address);
+      const addressCounted = perAddress !== undefined && address !== "" && !isExempt(address);
       const token = byToken ? tokenLimitOf(context) : undefined;
       if (!addressCounted && token === undefined) return undefined;
       return (async () => {
@@ -164,9 +163,28 @@ function blockListOf(entries: readonly string[]): BlockList {
   return list;
 }
 
-/** An IPv4 client on a dual-stack socket shows as `::ffff:a.b.c.d`: it is checked as IPv4. */
-function isExempt(exempt: BlockList, address: string): boolean {
-  const mapped = address.startsWith("::ffff:") ? address.slice(7) : undefined;
-  if (mapped !== undefined && isIPv4(mapped)) return exempt.check(mapped, "ipv4");
-  return exempt.check(address, isIPv4(address) ? "ipv4" : "ipv6");
+/** Decisions remembered at once: a node's clients are far fewer; past it, they are recomputed. */
+const maxRemembered = 4096;
+
+/**
+ * Whether an address is exempt from the per-address limit. The answer is remembered per address:
+ * a BlockList check builds a SocketAddress each time, which every call would otherwise pay.
+ */
+export function exemptionOf(entries: readonly string[]): (address: string) => boolean {
+  const exempt = blockListOf(entries);
+  const remembered = new Map<string, boolean>();
+  return (address) => {
+    let answer = remembered.get(address);
+    if (answer === undefined) {
+      // An IPv4 client on a dual-stack socket shows as `::ffff:a.b.c.d`: it is checked as IPv4.
+      const mapped = address.startsWith("::ffff:") ? address.slice(7) : undefined;
+      answer =
+        mapped !== undefined && isIPv4(mapped)
+          ? exempt.check(mapped, "ipv4")
+          : exempt.check(address, isIPv4(address) ? "ipv4" : "ipv6");
+      if (remembered.size >= maxRemembered) remembered.clear();
+      remembered.set(address, answer);
+    }
+    return answer;
+  };
 }
