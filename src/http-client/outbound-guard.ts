@@ -1,5 +1,5 @@
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
-import { BlockList, isIP, type LookupFunction } from "node:net";
+import { BlockList, isIP, type LookupFunction, SocketAddress } from "node:net";
 import { domainToASCII } from "node:url";
 import { OutboundError } from "./outbound-errors.js";
 
@@ -196,6 +196,12 @@ const refusedRangeLists = refusedRanges.map((range) => {
   return { range, list };
 });
 
+/** Every refused range in one list: the one check most addresses (allowed ones) need. */
+const anyRefusedRange = new BlockList();
+for (const range of refusedRanges) {
+  anyRefusedRange.addSubnet(range.network, range.prefix, range.family);
+}
+
 function familyOf(address: string): "ipv4" | "ipv6" {
   return isIP(address) === 6 ? "ipv6" : "ipv4";
 }
@@ -239,13 +245,16 @@ function compileAllowList(texts: readonly string[]): Check {
     return hosts.has(name) || suffixes.some((suffix) => name.endsWith(suffix));
   };
   return (hostname, address) => {
-    const family = familyOf(address);
-    const range = refusedRangeLists.find(({ list }) => list.check(address, family))?.range;
+    // Parsed once: BlockList.check would parse a string again on each of the lists.
+    const socket = new SocketAddress({ address, family: familyOf(address) });
+    const range = anyRefusedRange.check(socket)
+      ? refusedRangeLists.find(({ list }) => list.check(socket))?.range
+      : undefined;
     const named = hostname === address ? address : `${hostname} resolves to ${address},`;
-    if (range !== undefined && !lifted.check(address, family)) {
+    if (range !== undefined && !lifted.check(socket)) {
       return refused(`${named} is ${range.rule}; add it to OUTBOUND_ALLOW to call it`);
     }
-    if (!restricted || nameAllowed(hostname) || addresses.check(address, family)) return allowed;
+    if (!restricted || nameAllowed(hostname) || addresses.check(socket)) return allowed;
     // The address a name resolves to is not shown: it may be internal, and the caller knows the name.
     return refused(
       hostname === address
