@@ -86,6 +86,24 @@ describe("a job whose target the guard refuses", () => {
   });
 });
 
+describe("the log shipper", () => {
+  it("ships to a collector OUTBOUND_ALLOW lists, through the node's guarded client", async () => {
+    const collector = await startDownstream();
+    collector.answer("POST", "/logs/batch", { kind: "json", body: {} });
+    const node = await startOrchestrator({
+      env: { LOG_COLLECTOR_URL: collector.url, OUTBOUND_ALLOW: "127.0.0.1" },
+    });
+    try {
+      await vi.waitFor(() => {
+        expect(collector.requestsTo("POST", "/logs/batch").length).toBeGreaterThan(0);
+      }, waitLong);
+    } finally {
+      await node.close();
+      await collector.close();
+    }
+  });
+});
+
 describe("a health probe of a refused target", () => {
   it("reports the refusal as the probe's error", async () => {
     await expectStatus(
