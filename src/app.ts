@@ -148,6 +148,12 @@ export async function createApp(
         url: config.logCollectorUrl,
         service: "orchestrator",
         timeoutMs: config.outboundTimeoutMs,
+        // Its own client (no retries, no spans of its own calls), under the node's OUTBOUND_ALLOW.
+        http: createHttpClient({
+          timeoutMs: config.outboundTimeoutMs,
+          maxAttempts: 1,
+          allow: config.outbound.allow,
+        }),
         onDrop: (count, reason) => metrics.logRecordsDropped.inc({ reason }, count),
       })
     : undefined;

@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { Cron } from "croner";
+import { parseAllowEntry } from "../http-client/outbound-guard.js";
 /** Where a configuration value came from; precedence is env > file > default. */
 export type ConfigValueSource = "env" | "file" | "default";
 
@@ -251,6 +252,21 @@ function peerList(input: ConfigInput): ParseResult<readonly string[]> {
     peers.push(parsed.value);
   }
   return ok(Object.freeze(peers));
+}
+
+/**
+ * `OUTBOUND_ALLOW`: host names, `*.suffix`, addresses and CIDRs, comma-separated or a YAML list.
+ * Each is checked here with the guard's own parser, so what starts is what the guard accepts.
+ */
+function allowList(input: ConfigInput): ParseResult<readonly string[]> {
+  const entries = (typeof input === "string" ? input.split(",") : input)
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  for (const entry of entries) {
+    const parsed = parseAllowEntry(entry);
+    if (!parsed.ok) return reject(echoValue(entry), parsed.problem);
+  }
+  return ok(Object.freeze(entries));
 }
 
 /** `<job>=<cron>` entries, separated by ";" (a cron expression holds spaces and commas). */
@@ -707,6 +723,16 @@ export const configKey = Object.freeze({
     description:
       "How long an open circuit stays open before one trial call is let through (success closes it), in milliseconds.",
     parse: scalar(integer(100, 3_600_000)),
+  }),
+  OUTBOUND_ALLOW: defineKey({
+    name: "OUTBOUND_ALLOW",
+    section: "services",
+    type: "comma-separated host names, *.suffix, IP addresses or CIDRs (or a YAML list)",
+    default: "",
+    description:
+      "Where outbound calls (health probes, OpenAPI polls, workflow steps, jobs) may go, checked on each resolved address and on every redirect: a name listed (`*.example.com` matches its sub-domains), or an address in a listed CIDR. Empty: anywhere; loopback and private ranges stay allowed (tests and in-cluster services use them). Always refused unless an address or CIDR inside them is listed (a broad `0.0.0.0/0` does not count): link-local and metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, their IPv4-mapped and NAT64 forms) and 0.0.0.0/8, `::`. A refused call fails with 400 (FAILED_PRECONDITION), is not retried and does not count against the circuit breaker.",
+    parse: allowList,
+    show: showList,
   }),
   ORCHESTRATOR_PEERS: defineKey({
     name: "ORCHESTRATOR_PEERS",

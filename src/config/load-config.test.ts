@@ -75,6 +75,7 @@ const defaultConfig = {
     retryMaxDelayMs: 2000,
     breakerThreshold: 5,
     breakerHalfOpenMs: 10000,
+    allow: [],
   },
   peers: [],
   environment: "development",
@@ -466,6 +467,37 @@ describe("ORCHESTRATOR_PEERS", () => {
       "ORCHESTRATOR_PEERS from file (orchestrator.orchestrator_peers)",
     );
     expect(error.message).toContain('"ftp://b"');
+  });
+});
+
+describe("OUTBOUND_ALLOW", () => {
+  it("reads a comma-separated list from env, dropping empty entries", () => {
+    const loaded = load({ OUTBOUND_ALLOW: " *.svc.local, ,10.0.0.0/8,fd00::/8,api.example.com," });
+    expect(loaded.config.outbound.allow).toEqual([
+      "*.svc.local",
+      "10.0.0.0/8",
+      "fd00::/8",
+      "api.example.com",
+    ]);
+    expect(effectiveOf(loaded, "OUTBOUND_ALLOW")).toMatchObject({
+      value: "*.svc.local,10.0.0.0/8,fd00::/8,api.example.com",
+      source: "env",
+    });
+  });
+
+  it("reads a YAML list under services:", () => {
+    const yaml = "services:\n  outbound_allow:\n    - 169.254.169.254\n    - '*.internal'\n";
+    expect(load({}, yaml).config.outbound.allow).toEqual(["169.254.169.254", "*.internal"]);
+  });
+
+  it.each([
+    ["http://api.example.com", "is not a host name, *.suffix, IP address or CIDR"],
+    ["10.0.0.0/33", "is not a CIDR (an IP address, /, a prefix length)"],
+    ["*.", "is not *. followed by a host name"],
+  ])("refuses %j at start, naming the entry", (entry, problem) => {
+    const error = loadError({ OUTBOUND_ALLOW: `10.0.0.0/8,${entry}` });
+    expect(error.key).toBe("OUTBOUND_ALLOW");
+    expect(error.message).toBe(`OUTBOUND_ALLOW from env: ${JSON.stringify(entry)} ${problem}`);
   });
 });
 

@@ -150,6 +150,8 @@ export interface OutboundSettings {
   readonly retryMaxDelayMs: number;
   readonly breakerThreshold: number;
   readonly breakerHalfOpenMs: number;
+  /** `OUTBOUND_ALLOW`'s entries; empty: no allow-list. */
+  readonly allow: readonly string[];
 }
 
 /** The tracing settings. */
@@ -559,6 +561,7 @@ function buildConfig(
       retryMaxDelayMs: value(k.OUTBOUND_RETRY_MAX_DELAY_MS),
       breakerThreshold: value(k.OUTBOUND_BREAKER_THRESHOLD),
       breakerHalfOpenMs: value(k.OUTBOUND_BREAKER_HALF_OPEN_MS),
+      allow: value(k.OUTBOUND_ALLOW),
     }),
     peers: value(k.ORCHESTRATOR_PEERS),
     ...(nodeId === "" ? {} : { nodeId }),

@@ -10,6 +10,7 @@ import {
 import { createMemoryTraceStore } from "../tracing/memory-trace-store.js";
 import { createTracing, outboundTracerOf } from "../tracing/tracing.js";
 import { createHttpClient, isOutboundError, type OutboundError } from "./http-client.js";
+import type { Resolve } from "./outbound-guard.js";
 
 const servers: LoopbackServer[] = [];
 
@@ -265,7 +266,7 @@ describe("createHttpClient", () => {
     expect(error.message).not.toContain("localhost");
   });
 
-  it("refuses a redirect to another scheme", async () => {
+  it("refuses a redirect to another scheme, as the outbound guard does", async () => {
     const server = await startServer((_request, response) => {
       response.writeHead(302, { location: "ftp://127.0.0.1/file" });
       response.end();
@@ -273,7 +274,8 @@ describe("createHttpClient", () => {
 
     const error = await rejection(createHttpClient().get(server.url));
 
-    expect(error.kind).toBe("redirect_refused");
+    expect(error.kind).toBe("destination_refused");
+    expect(error.message).toBe("ftp: is not http: or https:");
   });
 
   it("gives up on a redirect loop", async () => {
@@ -614,5 +616,139 @@ describe("client spans", () => {
       status: "error",
       statusMessage: failure.message,
     });
+  });
+});
+
+describe("the outbound guard", () => {
+  /** A resolver from a table, recording each name asked; no DNS is involved. */
+  function resolverOf(table: Record<string, readonly string[] | (() => readonly string[])>) {
+    const asked: string[] = [];
+    const resolve: Resolve = async (hostname) => {
+      asked.push(hostname);
+      const entry = table[hostname];
+      const addresses = typeof entry === "function" ? entry() : (entry ?? []);
+      return addresses.map((address) => ({ address, family: address.includes(":") ? 6 : 4 }));
+    };
+    return { resolve, asked };
+  }
+
+  it("refuses a name that resolves to the metadata address, before connecting", async () => {
+    const { resolve, asked } = resolverOf({ "metadata.test": ["169.254.169.254"] });
+    const client = createHttpClient({ timeoutMs: 20_000 }, { resolve });
+
+    const error = await rejection(client.get("http://metadata.test/latest/meta-data/"));
+
+    expect(error.kind).toBe("destination_refused");
+    expect(error.message).toBe(
+      "metadata.test resolves to 169.254.169.254, is a link-local/metadata address; add it to OUTBOUND_ALLOW to call it",
+    );
+    expect(asked).toEqual(["metadata.test"]);
+  });
+
+  it("refuses a name mixing a loopback address with a metadata one: no request reaches the loopback", async () => {
+    const server = await startServer((_request, response) => response.end("ok"));
+    const { resolve } = resolverOf({ "mixed.test": ["127.0.0.1", "169.254.169.254"] });
+
+    const error = await rejection(
+      createHttpClient({}, { resolve }).get(`http://mixed.test:${server.port}/`),
+    );
+
+    expect(error.kind).toBe("destination_refused");
+    expect(server.requests).toHaveLength(0);
+  });
+
+  it("refuses an address literal before any I/O, without a lookup", async () => {
+    const { resolve, asked } = resolverOf({});
+    const client = createHttpClient({}, { resolve });
+
+    for (const url of [
+      "http://169.254.169.254/",
+      "http://[::ffff:169.254.169.254]/",
+      "http://0.0.0.0/",
+    ]) {
+      const error = await rejection(client.get(url));
+      expect(error.kind).toBe("destination_refused");
+    }
+    expect(asked).toEqual([]);
+  });
+
+  it("refuses a redirect's hop to a refused address", async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/" });
+      response.end();
+    });
+
+    const error = await rejection(createHttpClient().get(server.url));
+
+    expect(error.kind).toBe("destination_refused");
+    expect(error.message).toContain("169.254.169.254 is a link-local/metadata address");
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it("checks the address again when a same-origin redirect reconnects (DNS rebinding)", async () => {
+    const server = await startServer((request, response) => {
+      if (request.url === "/start") {
+        // Closing the connection makes the next hop connect, and so resolve, again.
+        response.writeHead(302, { location: "/next", connection: "close" });
+        response.end();
+      } else {
+        response.end("the second hop should not arrive");
+      }
+    });
+    const answers = [["127.0.0.1"], ["169.254.169.254"]];
+    const { resolve, asked } = resolverOf({ "rebind.test": () => answers.shift() ?? [] });
+
+    const error = await rejection(
+      createHttpClient({}, { resolve }).get(`http://rebind.test:${server.port}/start`),
+    );
+
+    expect(error.kind).toBe("destination_refused");
+    expect(asked).toEqual(["rebind.test", "rebind.test"]);
+    expect(server.requests.map((request) => request.url)).toEqual(["/start"]);
+  });
+
+  it("with OUTBOUND_ALLOW=127.0.0.1/32, calls 127.0.0.1 and refuses 127.0.0.2 and other names", async () => {
+    const server = await startServer((_request, response) => response.end("ok"));
+    const { resolve } = resolverOf({
+      "listed.test": ["127.0.0.1"],
+      "elsewhere.test": ["127.0.0.2"],
+    });
+    const client = createHttpClient({ allow: ["127.0.0.1/32"] }, { resolve });
+
+    expect((await client.get(server.url)).status).toBe(200);
+    expect((await client.get(`http://listed.test:${server.port}/`)).status).toBe(200);
+    const literal = await rejection(client.get(`http://127.0.0.2:${server.port}/`));
+    expect(literal.kind).toBe("destination_refused");
+    expect(literal.message).toBe("127.0.0.2 is not in OUTBOUND_ALLOW");
+    const named = await rejection(client.get(`http://elsewhere.test:${server.port}/`));
+    expect(named.message).toBe(
+      "elsewhere.test is not in OUTBOUND_ALLOW (neither the name nor its address)",
+    );
+    expect(server.requests).toHaveLength(2);
+  });
+
+  it("neither retries a refusal nor counts it on the origin's breaker", async () => {
+    const server = await startServer((_request, response) => response.end("ok"));
+    const answers = [["169.254.169.254"], ["169.254.169.254"], ["127.0.0.1"]];
+    const { resolve, asked } = resolverOf({ "svc.test": () => answers.shift() ?? [] });
+    const client = createHttpClient(
+      { maxAttempts: 3, retryBaseDelayMs: 1, breakerThreshold: 1 },
+      { resolve },
+    );
+    const url = `http://svc.test:${server.port}/`;
+
+    expect((await rejection(client.request({ method: "GET", url }))).kind).toBe(
+      "destination_refused",
+    );
+    expect(asked).toHaveLength(1);
+    expect((await rejection(client.request({ method: "GET", url }))).kind).toBe(
+      "destination_refused",
+    );
+    // A breaker that counted either refusal would be open now (threshold 1): the call goes through.
+    expect((await client.request({ method: "GET", url })).status).toBe(200);
+  });
+
+  it("refuses an allow-list entry that is not one when the client is created", () => {
+    expect(() => createHttpClient({ allow: ["10.0.0.0/99"] })).toThrow(RangeError);
   });
 });

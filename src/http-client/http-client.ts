@@ -1,7 +1,9 @@
 import type { Readable, Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
+import type { Dispatcher } from "undici";
 import { type Clock, systemClock } from "../clock.js";
 import { isOutboundError, OutboundError } from "./outbound-errors.js";
+import { createOutboundGuard, type OutboundGuard, type Resolve } from "./outbound-guard.js";
 import type { OutboundPolicy } from "./outbound-policy.js";
 
 export {
@@ -45,6 +47,11 @@ export interface HttpClientOptions {
    * oldest inserted goes when a new one comes. Default: 1000.
    */
   maxBreakers: number;
+  /**
+   * `OUTBOUND_ALLOW`'s entries: host names, `*.suffix`, addresses, CIDRs. Empty: any destination
+   * but the always-refused ranges (link-local and metadata, unspecified). Default: empty.
+   */
+  allow: readonly string[];
 }
 
 /** The defaults {@link createHttpClient} merges its options over. */
@@ -59,6 +66,7 @@ export const httpClientDefaults: Readonly<HttpClientOptions> = Object.freeze({
   breakerThreshold: 5,
   breakerHalfOpenMs: 10_000,
   maxBreakers: 1000,
+  allow: Object.freeze([]),
 });
 
 /** The methods {@link HttpClient.request} sends. */
@@ -142,10 +150,13 @@ export interface HttpClient {
    * `maxAttempts`, when the method is idempotent or the call has an idempotency key; the last
    * attempt's answer is returned. Each attempt passes the origin's circuit breaker.
    * @throws OutboundError "invalid_url" for anything but an absolute http: or https: URL without
-   *   credentials (before any I/O); "timeout" when an attempt outlasts `timeoutMs`; "too_large"
-   *   when the body (declared or read) exceeds `maxBytes`; "redirect_refused" for a redirect to
-   *   another origin; "too_many_redirects" past `maxRedirects`; "network" when the connection
-   *   fails; "circuit_open" while the origin's circuit is open.
+   *   credentials (before any I/O); "destination_refused" for a destination the outbound guard
+   *   refuses (`allow`, the link-local and metadata ranges): a scheme or an address written in
+   *   the URL or a redirect's location before any I/O, a name as it resolves, before connecting;
+   *   never retried, never counted by a breaker; "timeout" when an attempt outlasts `timeoutMs`;
+   *   "too_large" when the body (declared or read) exceeds `maxBytes`; "redirect_refused" for a
+   *   redirect to another origin; "too_many_redirects" past `maxRedirects`; "network" when the
+   *   connection fails; "circuit_open" while the origin's circuit is open.
    * @throws the signal's reason when `request.signal` aborts the call (retries stop too).
    * @throws TypeError, before any I/O, for an unknown method, a body on GET or HEAD, a `json`
    *   that JSON.stringify cannot serialize, and header names or values fetch refuses.
@@ -181,6 +192,8 @@ export interface HttpClientDeps {
   tracer: OutboundTracer | undefined;
   /** Draws the retries' jitter, in [0, 1). Default: Math.random. */
   random: () => number;
+  /** Resolves host names before the guard checks their addresses. Default: dns.lookup. */
+  resolve: Resolve | undefined;
 }
 
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
@@ -191,12 +204,12 @@ let undici: Promise<typeof import("./undici-request.js")> | undefined;
 const loadUndici = () => (undici ??= import("./undici-request.js"));
 
 /**
- * Creates the outbound HTTP client over undici's `request` (its global dispatcher: a keep-alive
- * pool per origin). Its circuit breakers live as long as it does: create one per process and
- * share it.
+ * Creates the outbound HTTP client over undici's `request`, on an undici Agent of its own (a
+ * keep-alive pool per origin) whose connections resolve names through the outbound guard. Its
+ * circuit breakers and pools live as long as it does: create one per process and share it.
  * @throws RangeError when an option is out of range: timeoutMs, breakerHalfOpenMs positive;
  *   maxBytes, retry delays non-negative; maxRedirects a non-negative integer; maxAttempts,
- *   breakerThreshold, maxBreakers positive integers.
+ *   breakerThreshold, maxBreakers positive integers; an `allow` entry that is not one.
  */
 export function createHttpClient(
   options: Partial<HttpClientOptions> = {},
@@ -207,10 +220,16 @@ export function createHttpClient(
     ...options,
   });
   checkSettings(settings);
+  const guard = createOutboundGuard({ allow: settings.allow }, deps.resolve ?? undefined);
+  let agent: Dispatcher | undefined;
   const context: AttemptContext = {
     clock: deps.clock ?? systemClock,
     tracer: deps.tracer,
     maxRedirects: settings.maxRedirects,
+    guard,
+    // Created with the first call, as undici is loaded; net.connect calls the guard's lookup
+    // for every new connection (a name, never an address: addresses are checked before).
+    dispatcher: (undici) => (agent ??= new undici.Agent({ connect: { lookup: guard.lookup } })),
   };
   const random = deps.random ?? Math.random;
   let policy: Promise<OutboundPolicy> | undefined;
@@ -221,7 +240,7 @@ export function createHttpClient(
 
   const client: HttpClient = {
     async request(request) {
-      const plan = planCall(settings, request);
+      const plan = planCall(settings, request, guard);
       const policy = await policyOf();
       request.signal?.throwIfAborted();
       return policy.run(plan.target.origin, () => attempt(plan, context), {
@@ -270,12 +289,17 @@ interface CallPlan {
   readonly retry: boolean;
 }
 
-function planCall(settings: Readonly<HttpClientOptions>, request: OutboundRequest): CallPlan {
+function planCall(
+  settings: Readonly<HttpClientOptions>,
+  request: OutboundRequest,
+  guard: OutboundGuard,
+): CallPlan {
   const method = checkMethod(request.method);
   const timeoutMs = request.timeoutMs ?? settings.timeoutMs;
   const maxBytes = request.maxBytes ?? settings.maxBytes;
   checkLimits(timeoutMs, maxBytes);
   const target = parseTarget(request.url);
+  checkDestination(guard, target);
   const body = jsonBody(method, request.json);
   const headers = requestHeaders(settings.userAgent, request, body !== undefined);
   const idempotent = idempotentMethods.has(method) || request.idempotencyKey !== undefined;
@@ -315,6 +339,9 @@ interface AttemptContext {
   readonly clock: Clock;
   readonly tracer: OutboundTracer | undefined;
   readonly maxRedirects: number;
+  readonly guard: OutboundGuard;
+  /** The client's Agent, created on first use from the loaded undici. */
+  readonly dispatcher: (undici: typeof import("./undici-request.js")) => Dispatcher;
 }
 
 /** Where one request of an attempt goes: the first, then each redirect's. */
@@ -327,7 +354,8 @@ interface Hop {
 /** One attempt: one exchange (redirects included) under its own deadline and client span. */
 async function attempt(plan: CallPlan, context: AttemptContext): Promise<HttpResponse> {
   // Before the exchange's deadline starts: loading undici is no part of the call's time.
-  const { request } = await loadUndici();
+  const undici = await loadUndici();
+  const dispatcher = context.dispatcher(undici);
   // A caller who aborted during a backoff gets no further request sent on their behalf.
   plan.signal?.throwIfAborted();
   const headers = new Headers(plan.headers);
@@ -347,14 +375,21 @@ async function attempt(plan: CallPlan, context: AttemptContext): Promise<HttpRes
       // undici's request, not fetch: fetch's WHATWG streams cost about a millisecond of CPU per
       // call (bench:workflows' profile), request a fraction of it. Redirects are not followed
       // by it, and content codings are decoded below, as fetch would.
-      const response = await request(hop.target, {
+      const response = await undici.request(hop.target, {
+        dispatcher,
         method: hop.method,
         headers: headerRecord(headers),
         body: hop.body ?? null,
         signal: exchange.controller.signal,
       });
       const responseHeaders = headersOf(response.headers);
-      const next = redirectTarget(response.statusCode, responseHeaders, response.body, hop.target);
+      const next = redirectTarget(
+        response.statusCode,
+        responseHeaders,
+        response.body,
+        hop.target,
+        context.guard,
+      );
       if (next === undefined) {
         stage = "body";
         const body = await readBody(
@@ -463,6 +498,12 @@ function parseTarget(url: string): URL {
   return parsed;
 }
 
+/** Refuses, before any I/O, a destination the guard refuses (a scheme, an address literal). */
+function checkDestination(guard: OutboundGuard, target: URL): void {
+  const verdict = guard.checkUrl(target);
+  if (!verdict.allowed) throw new OutboundError("destination_refused", verdict.reason);
+}
+
 /**
  * The headers every attempt sends. Headers merges names case-insensitively, so a caller's
  * "User-Agent" replaces ours; what the request says in its own fields (accept, the idempotency
@@ -491,6 +532,7 @@ function redirectTarget(
   headers: Headers,
   body: Readable,
   current: URL,
+  guard: OutboundGuard,
 ): URL | undefined {
   const location = headers.get("location");
   if (!redirectStatuses.has(status) || location === null) return undefined;
@@ -502,6 +544,12 @@ function redirectTarget(
     throw new OutboundError("redirect_refused", "redirect to an invalid location refused", {
       cause: error,
     });
+  }
+  // The guard first, so a redirect to a refused place says why, whatever its origin.
+  const verdict = guard.checkUrl(next);
+  if (!verdict.allowed) {
+    discard(body);
+    throw new OutboundError("destination_refused", verdict.reason);
   }
   if (next.origin !== current.origin || next.username !== "" || next.password !== "") {
     discard(body);

@@ -17,6 +17,7 @@ describe("toDomainError", () => {
 
   it.each([
     ["invalid_url", "failed_precondition"],
+    ["destination_refused", "failed_precondition"],
     ["timeout", "timeout"],
     ["circuit_open", "unavailable"],
     ["network", "unavailable"],

@@ -3,6 +3,7 @@ import { DomainError, type DomainErrorKind } from "../errors/domain-error.js";
 /** The closed set of ways an outbound call fails before a status code can be returned. */
 export const outboundErrorKinds = [
   "invalid_url",
+  "destination_refused",
   "timeout",
   "too_large",
   "redirect_refused",
@@ -17,6 +18,9 @@ export type OutboundErrorKind = (typeof outboundErrorKinds)[number];
 /**
  * Why an outbound call failed. The message is written to be shown to a client: it never names a
  * host, an address or a raw socket error; the underlying error, if any, is kept in `cause` for logs.
+ * One exception, "destination_refused": its message names the host the caller asked for (and the
+ * address, when a refused range holds it) and the rule that refused it, so the refusal can be
+ * fixed; the address a name resolves to is named only when it is a refused, well-known one.
  */
 export class OutboundError extends Error {
   override readonly name = "OutboundError";
@@ -37,11 +41,14 @@ export function isOutboundError(error: unknown): error is OutboundError {
 
 /**
  * What each outbound failure means to the domain, in one table: a URL we cannot use is a setup
- * problem to fix (failed_precondition); everything else says the target cannot serve us now.
+ * problem to fix (failed_precondition), and so is a destination OUTBOUND_ALLOW or the metadata
+ * ranges refuse: retrying will not help, the configuration (the service's URL, or the allow-list)
+ * must change, as with invalid_url; everything else says the target cannot serve us now.
  * The Record type makes an unmapped kind a compile error; a test checks the same at run time.
  */
 const domainKinds: Readonly<Record<OutboundErrorKind, DomainErrorKind>> = Object.freeze({
   invalid_url: "failed_precondition",
+  destination_refused: "failed_precondition",
   timeout: "timeout",
   circuit_open: "unavailable",
   network: "unavailable",

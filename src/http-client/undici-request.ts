@@ -2,4 +2,4 @@
 // rather than by `import("undici")`: undici is CommonJS, and the bundle's chunk of a CommonJS
 // package exports only `default`, whereas a static named import of one works from source, compiled
 // and bundled alike.
-export { request } from "undici";
+export { Agent, request } from "undici";
