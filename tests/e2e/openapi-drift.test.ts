@@ -632,11 +632,12 @@ describe("large documents (issue 7, item 2)", () => {
       expect(new Set(health)).toEqual(new Set([200]));
     }
     // Before the parse and the diff left the event loop, each document stalled it for 1.6 s or
-    // more: p99 and max were both over a second. Now the loop only moves bytes. The 99th
-    // percentile, not the maximum, is held to 50 ms: on a 2-core machine shared with other test
-    // runs, an idle process sees rare scheduling gaps of 100-300 ms on its own. The maximum
-    // still has to stay under one document's stall.
-    expect(delay.p99Ms).toBeLessThan(50);
+    // more: p99 and max were both over a second. Now the loop only moves bytes. The bounds are
+    // set to tell that regression apart, not to time the loop: on a 2-core machine shared with
+    // other test runs (load 12-15), the p99 of a healthy run was seen at 57-78 ms, and an idle
+    // process sees rare scheduling gaps of 100-300 ms on its own. The p99 is held to 250 ms and
+    // the maximum to under one document's stall.
+    expect(delay.p99Ms).toBeLessThan(250);
     expect(delay.maxMs).toBeLessThan(1000);
 
     // Each baseline is the compressed summary, about 105 KB here, under the default cap of
