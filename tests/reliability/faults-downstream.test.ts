@@ -11,10 +11,17 @@ import { expectStatus, type Json, register, registration, rest, until } from "..
 // one at a time: a hanging step fails at its timeout (tests/e2e/workflow-runs.test.ts), the jobs
 // map a hanging or garbage-answering downstream to 504 / 503 (tests/e2e/jobs.test.ts). New here:
 // every kind together, the node answering other RPCs while they are in flight, each failed step
-// reaching the DLQ with its mapped reason, and the probes marking each kind as the product says.
+// reaching the DLQ with its mapped reason, the probes marking each kind as the product says, and
+// a job meeting each kind (an HTML page, an oversized body and a reset included) answered with
+// the mapped 503 / 504, never a 500.
 
 const healthy = { status: "healthy", error: "" };
 const unhealthy = (error: string) => ({ status: "unhealthy", error });
+const unreadable: [number, string, string] = [
+  503,
+  "unavailable",
+  "reporting answered an unreadable report",
+];
 
 /**
  * Each fault: the answer the stand-in gives, the error a step meeting it must end with ("" = it
@@ -25,25 +32,36 @@ const stepFaults: {
   answer: DownstreamAnswer;
   error: string;
   probe: { status: string; error: string };
+  /** What POST /report/request answers when reporting meets it: status, code, message. */
+  job: [number, string, string] | [200];
 }[] = [
   {
     name: "hang",
     answer: { kind: "hang" },
-    error: "timed out after 1000 ms",
-    probe: unhealthy("timed out after 1000 ms"),
+    error: "timed out after 2000 ms",
+    probe: unhealthy("timed out after 2000 ms"),
+    job: [504, "deadline_exceeded", "reporting: timed out after 2000 ms"],
   },
   {
     name: "slow",
     answer: { kind: "json", body: { slow: true }, delayMs: 300 },
     error: "",
     probe: healthy,
+    job: [200],
   },
-  { name: "garbage", answer: { kind: "garbage" }, error: "the answer is not JSON", probe: healthy },
+  {
+    name: "garbage",
+    answer: { kind: "garbage" },
+    error: "the answer is not JSON",
+    probe: healthy,
+    job: unreadable,
+  },
   {
     name: "html",
     answer: { kind: "raw", contentType: "text/html", body: "<html><body>502 Bad Gateway</body>" },
     error: "the answer is not JSON",
     probe: healthy,
+    job: unreadable,
   },
   {
     name: "huge",
@@ -54,16 +72,18 @@ const stepFaults: {
     },
     error: "response larger than 5242880 bytes",
     probe: unhealthy("response larger than 65536 bytes"),
+    job: [503, "unavailable", "reporting: response larger than 5242880 bytes"],
   },
   {
     name: "reset",
     answer: { kind: "reset" },
     error: "connection closed unexpectedly",
     probe: unhealthy("connection closed unexpectedly"),
+    job: [503, "unavailable", "reporting: connection closed unexpectedly"],
   },
 ];
 
-/** One workflow per fault: one step calling POST reporting /<fault>, 1 s per attempt, 2 attempts. */
+/** One workflow per fault: one step calling POST reporting /<fault>, 2 s per attempt, 2 attempts. */
 const workflows: WorkflowDefinition[] = stepFaults.map(({ name }) => ({
   name: `fault_${name}`,
   description: `One call to a downstream that answers ${name}.`,
@@ -75,7 +95,7 @@ const workflows: WorkflowDefinition[] = stepFaults.map(({ name }) => ({
       action: { method: "POST", path: `/${name}` },
       group: 0,
       perSource: false,
-      timeoutMs: 1_000,
+      timeoutMs: 2_000,
       maxAttempts: 2,
     },
   ],
@@ -90,10 +110,12 @@ beforeAll(async () => {
     env: {
       REPORTING_URL: downstream.url,
       OUTBOUND_RETRY_BASE_DELAY_MS: "1",
+      // A job's calls (POST /report/request) time out per attempt at this.
+      OUTBOUND_TIMEOUT_MS: "2000",
       // Each fault fails on its own route: no circuit may open for the others.
       OUTBOUND_BREAKER_THRESHOLD: "1000",
       HEALTH_CHECK_INTERVAL_MS: "300",
-      HEALTH_CHECK_TIMEOUT_MS: "1000",
+      HEALTH_CHECK_TIMEOUT_MS: "2000",
       HEALTH_CHECK_FAILURE_THRESHOLD: "2",
       LOG_LEVEL: "warn",
     },
@@ -212,6 +234,16 @@ describe("faults: downstreams that hang, are slow, or answer garbage", () => {
       },
       { describe: () => JSON.stringify(last) },
     );
+
+    // The same faults met by a job (POST /report/request proxies to reporting): the answers.
+    for (const { name, answer, job } of stepFaults) {
+      downstream.answer("POST", "/reports/generate", answer);
+      const reply = await rest(node.url, "POST", "/report/request", { kind: "generate" });
+      requests++;
+      const seen =
+        reply.status === 200 ? [200] : [reply.status, reply.body.code, reply.body.message];
+      expect(seen, name).toEqual(job);
+    }
 
     recordReliability({
       suite: "faults",

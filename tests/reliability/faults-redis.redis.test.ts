@@ -10,7 +10,7 @@ import {
   untilRedisReady,
 } from "../support/redis-server.js";
 import { byProfile, recordReliability } from "../support/reliability-report.js";
-import { listRegistry, registration, rest, untilStatus } from "../support/rest.js";
+import { listRegistry, registration, rest, until, untilStatus } from "../support/rest.js";
 
 // Fault: Redis SIGKILLed and restarted (same port, same AOF with appendfsync always, so Redis
 // itself keeps every write it acknowledged) while writers register services through a node.
@@ -82,6 +82,14 @@ function startLoad(base: string, writers: number): Load {
   };
 }
 
+/** Waits until the writers have had `count` more writes acknowledged. */
+async function untilAcknowledged(load: Load, count: number): Promise<void> {
+  const target = load.acknowledged.length + count;
+  await until(`${target} acknowledged writes`, async () =>
+    load.acknowledged.length >= target ? true : undefined,
+  );
+}
+
 describe("faults: Redis killed and restarted under write load", () => {
   it("keeps every acknowledged write, refuses the rest cleanly, serves reads, and recovers by itself", {
     timeout: byProfile(90_000, 300_000),
@@ -108,15 +116,13 @@ describe("faults: Redis killed and restarted under write load", () => {
     try {
       for (let kill = 0; kill < kills; kill++) {
         // Some writes acknowledged before each kill, so that it lands amid the load.
-        const before = load.acknowledged.length;
-        while (load.acknowledged.length < before + 20) await delay(50);
+        await untilAcknowledged(load, 20);
         await redis.kill();
         await delay(outageMs);
         await redis.restart();
         // Back without a restart of the node: ready again, and writes acknowledged again.
         await untilStatus(node.url, "/ready", 200);
-        const after = load.acknowledged.length;
-        while (load.acknowledged.length < after + 20) await delay(50);
+        await untilAcknowledged(load, 20);
       }
     } finally {
       await load.stop();

@@ -4,7 +4,7 @@ import { type DownstreamRequest, startDownstream } from "../support/downstream.j
 import { type OrchestratorProcess, startOrchestratorProcess } from "../support/process.js";
 import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 import { byProfile, recordReliability } from "../support/reliability-report.js";
-import { expectStatus, type Json, rest, until } from "../support/rest.js";
+import { expectStatus, type Json, rest, until, untilStatus } from "../support/rest.js";
 
 // Fault: the orchestrator process SIGKILLed, again and again, while many workflow runs are in
 // flight on Redis, and restarted with the same NODE_ID each time. tests/e2e/workflow-runs.redis
@@ -54,7 +54,13 @@ describe("faults: the orchestrator SIGKILLed during workflow runs and restarted"
       CONSISTENCY_ENGINE_URL: engine.url,
       LOG_LEVEL: "warn",
     };
-    let node: OrchestratorProcess = await startOrchestratorProcess({ env });
+    /** Starts the node and waits until it is ready (its stores reached). */
+    const start = async () => {
+      const started = await startOrchestratorProcess({ env });
+      await untilStatus(started.url, "/ready", 200);
+      return started;
+    };
+    let node: OrchestratorProcess = await start();
     cleanups.push(() => node.stop("SIGKILL"));
 
     const kills = byProfile(2, 5);
@@ -79,7 +85,7 @@ describe("faults: the orchestrator SIGKILLed during workflow runs and restarted"
         engine.requests.some((r) => round.has(runOf(r))) ? true : undefined,
       );
       await node.stop("SIGKILL");
-      node = await startOrchestratorProcess({ env });
+      node = await start();
     }
 
     const statuses = new Map<string, string>();
