@@ -21,6 +21,11 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/** The log lines at error or fatal level. */
+function errorLines(log: string): string[] {
+  return log.split("\n").filter((line) => /"level":"(error|fatal)"/.test(line));
+}
+
 describe("faults: a replicating peer SIGSTOPped, then continued", () => {
   it("keeps the running node answering writes and reads, then both converge with links LIVE", {
     timeout: byProfile(90_000, 240_000),
@@ -88,6 +93,8 @@ describe("faults: a replicating peer SIGSTOPped, then continued", () => {
     await untilPeer(sleeper.url, running.url, (peer) => peer.state === "PEER_STATE_LIVE");
     expect(registry.map((entry) => entry.name)).not.toContain("before-stop");
     expect(registry.map((entry) => entry.name)).toEqual([...expected].sort());
+    // Nothing at error level on either node: losing a peer for a while is a warning, no more.
+    for (const node of nodes) expect(errorLines(node.stdout()), node.url).toEqual([]);
 
     recordReliability({
       suite: "faults",

@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
+import { RegistryService } from "../../gen/orchestrator/v1/registry_pb.js";
+import { createGrpcJsClient } from "../../src/clients/grpc-js-client.js";
 import { closeRedisClient } from "../../src/redis/redis-client.js";
 import { startOrchestrator } from "../support/orchestrator.js";
 import {
@@ -38,8 +40,11 @@ interface Load {
   stop(): Promise<void>;
 }
 
-/** `writers` loops registering new names, and one loop reading GET /registry, until stopped. */
-function startLoad(base: string, writers: number): Load {
+/**
+ * `writers` loops registering new names over REST, and one loop reading the registry (GET
+ * /registry, then ListServices over gRPC, in turn), until stopped.
+ */
+function startLoad(base: string, address: string, writers: number): Load {
   const acknowledged: string[] = [];
   const statuses = new Map<string, number>();
   const errors: string[] = [];
@@ -61,12 +66,24 @@ function startLoad(base: string, writers: number): Load {
       if (reply.status !== 200) await delay(20);
     }
   };
+  const client = createGrpcJsClient(RegistryService, address);
   const reader = async () => {
-    while (!stopping) {
-      const reply = await rest(base, "GET", "/registry?page_size=1");
-      note(`read ${reply.status}`);
-      if (reply.status !== 200) errors.push(`GET /registry: ${reply.status} ${reply.text}`);
-      await delay(20);
+    try {
+      while (!stopping) {
+        const reply = await rest(base, "GET", "/registry?page_size=1");
+        note(`read ${reply.status}`);
+        if (reply.status !== 200) errors.push(`GET /registry: ${reply.status} ${reply.text}`);
+        await client.listServices({ pageSize: 1 }).then(
+          () => note("ListServices OK"),
+          (error: unknown) => {
+            note("ListServices failed");
+            errors.push(`ListServices: ${String(error)}`);
+          },
+        );
+        await delay(20);
+      }
+    } finally {
+      client.close();
     }
   };
   const done = Promise.all([...Array.from({ length: writers }, (_, w) => writer(w)), reader()]);
@@ -112,7 +129,7 @@ describe("faults: Redis killed and restarted under write load", () => {
 
     const kills = byProfile(2, 5);
     const outageMs = byProfile(1_500, 5_000);
-    const load = startLoad(node.url, byProfile(4, 8));
+    const load = startLoad(node.url, node.address, byProfile(4, 8));
     try {
       for (let kill = 0; kill < kills; kill++) {
         // Some writes acknowledged before each kill, so that it lands amid the load.
@@ -154,7 +171,7 @@ describe("faults: Redis killed and restarted under write load", () => {
       faults: kills,
       requests: load.requests(),
       errors: load.errors.length,
-      note: `${load.acknowledged.length} writes acked, all kept; ${refused} refused 503/504; reads 200 throughout`,
+      note: `${load.acknowledged.length} writes acked, all kept; ${refused} refused 503/504; reads (REST and gRPC) answered throughout`,
     });
   });
 });
