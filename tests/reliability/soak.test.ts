@@ -46,6 +46,13 @@ const rssBound = Object.values(caps).reduce((sum, cap) => sum + cap, 0) + 32 * M
  */
 const fdBound = 8;
 
+/**
+ * A client's pause between two rounds of its traffic. In the short form (part of `npm test`,
+ * beside other suites on two cores) the clients leave CPU to the rest: steady traffic, not the
+ * most a node can take; the full form runs them flat out.
+ */
+const pauseMs = byProfile(25, 0);
+
 /** Names the registering clients cycle over: the registry holds at most these. */
 const namePool = 40;
 
@@ -108,6 +115,7 @@ function startTraffic(node: OrchestratorProcess): Traffic {
         if (gone.status === 404) requests++;
         else check(`delete ${name}`, gone.status, gone.text);
       }
+      await delay(pauseMs);
     }
   };
   const reader = async () => {
@@ -119,6 +127,7 @@ function startTraffic(node: OrchestratorProcess): Traffic {
       else check("get", one.status, one.text);
       const health = await rest(base, "GET", "/health/system");
       check("health/system", health.status, health.text);
+      await delay(pauseMs);
     }
   };
   const watcher = async () => {
@@ -134,7 +143,7 @@ function startTraffic(node: OrchestratorProcess): Traffic {
       } finally {
         watch.close();
       }
-      await delay(20);
+      await delay(20 + pauseMs);
     }
   };
   const started: string[] = [];
@@ -143,7 +152,7 @@ function startTraffic(node: OrchestratorProcess): Traffic {
       const reply = await rest(base, "POST", "/workflows/run", { sources: ["github"] });
       check("run", reply.status, reply.text);
       if (reply.status === 200) started.push(String(reply.body.run_id));
-      await delay(50);
+      await delay(50 + pauseMs);
     }
   };
   const clients = [
