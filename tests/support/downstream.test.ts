@@ -52,4 +52,27 @@ describe("a downstream stand-in", () => {
     ).rejects.toThrow();
     expect(downstream.requests.map((r) => r.path)).toEqual(["/garbage", "/reset", "/hang"]);
   });
+
+  it("answers raw bytes with the content type and status given", async () => {
+    downstream = await startDownstream();
+    downstream.answer("GET", "/page", {
+      kind: "raw",
+      contentType: "text/html",
+      body: "<html></html>",
+      status: 502,
+    });
+    downstream.answer("GET", "/big", {
+      kind: "raw",
+      contentType: "application/json",
+      body: Buffer.alloc(1024 * 1024, 0x20),
+    });
+    const page = await fetch(`${downstream.url}/page`);
+    expect([page.status, page.headers.get("content-type"), await page.text()]).toEqual([
+      502,
+      "text/html",
+      "<html></html>",
+    ]);
+    const big = await fetch(`${downstream.url}/big`);
+    expect((await big.arrayBuffer()).byteLength).toBe(1024 * 1024);
+  });
 });

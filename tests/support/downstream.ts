@@ -21,6 +21,16 @@ export type DownstreamAnswer =
   | { readonly kind: "garbage" }
   /** The connection is destroyed before any answer. */
   | { readonly kind: "reset" }
+  /**
+   * These exact bytes with this content type (default status 200): an HTML error page where
+   * JSON was expected, a body larger than any client should take.
+   */
+  | {
+      readonly kind: "raw";
+      readonly body: string | Buffer;
+      readonly contentType: string;
+      readonly status?: number;
+    }
   | { readonly kind: "sequence"; readonly steps: readonly DownstreamAnswer[] };
 
 /** One request a downstream received. */
@@ -112,6 +122,11 @@ async function respond(answer: DownstreamAnswer, reply: FastifyReply): Promise<F
       return reply.code(answer.status).send({ error: `failing with ${answer.status}` });
     case "garbage":
       return reply.code(200).header("content-type", "application/json").send("{not json at all");
+    case "raw":
+      return reply
+        .code(answer.status ?? 200)
+        .header("content-type", answer.contentType)
+        .send(answer.body);
     case "reset":
       reply.raw.socket?.destroy();
       return reply;
