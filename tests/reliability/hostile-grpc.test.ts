@@ -55,7 +55,7 @@ interface GrpcCase {
 const streamWaitMs = 500;
 /** Deadline of a unary call: generous, a loaded machine is slow; a hang fails the case. */
 const unaryDeadlineMs = 30_000;
-const runsPerMethod = byProfile(10, 100);
+const runsPerMethod = byProfile(10, 300);
 const healthEvery = 25;
 
 const passthrough = (bytes: Buffer) => bytes;

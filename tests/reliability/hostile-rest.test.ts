@@ -68,7 +68,7 @@ afterAll(async () => {
 });
 
 /** Inputs per route: the short form keeps `npm test` quick, the full form digs. */
-const runsPerRoute = byProfile(8, 100);
+const runsPerRoute = byProfile(8, 300);
 /** A health check every so many inputs: the node must still be there. */
 const healthEvery = 25;
 
