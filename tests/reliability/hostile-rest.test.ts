@@ -94,6 +94,7 @@ async function sendChecked(
   tally.requests++;
   if (tally.inputs % healthEvery === 0) await expectAlive(tally);
   if (answer === undefined) return undefined;
+  if (answer.status < 400) tally.accepted++;
   const problems = answerProblems(route, c, answer);
   if (problems.length > 0) {
     tally.fail(
@@ -145,7 +146,11 @@ describe("hostile REST requests", () => {
       );
       await expectAlive(tally);
     } finally {
-      record(`REST: ${routes.length} routes, admin or peer token`, tally);
+      record(
+        `REST: ${routes.length} routes, admin or peer token`,
+        tally,
+        `${tally.accepted} accepted`,
+      );
     }
     expect(tally.problems).toEqual([]);
   }, 600_000);
@@ -212,7 +217,11 @@ describe("hostile REST requests", () => {
         { numRuns: writes.length * runsPerRoute },
       );
     } finally {
-      record("REST: rejected writes store nothing", tally, `${rejected} rejected writes compared`);
+      record(
+        "REST: rejected writes store nothing",
+        tally,
+        `${rejected} rejected writes compared, ${tally.accepted} accepted`,
+      );
     }
     expect(tally.problems).toEqual([]);
   }, 600_000);

@@ -44,6 +44,8 @@ export const maxErrorBytes = 4096;
 export class HostileTally {
   inputs = 0;
   requests = 0;
+  /** Inputs the node accepted (2xx, OK): how far past validation the generators reach. */
+  accepted = 0;
   readonly problems: string[] = [];
 
   /** Records a broken property; the group fails on the first one, with fast-check's seed. */

@@ -6,11 +6,14 @@ import {
   type DescField,
   type DescMessage,
   fromJson,
+  getOption,
+  hasOption,
   type JsonValue,
   ScalarType,
   toBinary,
 } from "@bufbuild/protobuf";
 import fc from "fast-check";
+import { type FieldRules, field as fieldRules } from "../../gen/orchestrator/v1/options_pb.js";
 
 /**
  * Strings longer than this that a request carried must never come back in an error: that would be
@@ -402,12 +405,13 @@ function jsonNames(message: DescMessage): string[] {
 }
 
 /**
- * A message that decodes, as protobuf binary: the JSON of {@link messageJson} through `fromJson`
+ * A message that decodes, as protobuf binary: the JSON of {@link messageJson} or
+ * {@link plausibleMessageJson} through `fromJson`
  * and `toBinary`; the few generated values protobuf-es refuses (a float out of range) fall back to
  * the empty message.
  */
 export function messageBinary(message: DescMessage): fc.Arbitrary<Uint8Array> {
-  return messageJson(message).map((json) => {
+  return fc.oneof(messageJson(message), plausibleMessageJson(message)).map((json) => {
     try {
       return toBinary(message, fromJson(message, json));
     } catch {
@@ -427,3 +431,114 @@ export const garbageBytes: fc.Arbitrary<Uint8Array> = fc.oneof(
     Uint8Array.of(0x0a, 0x05, 0x61),
   ),
 );
+
+/**
+ * A message that keeps its fields' `(orchestrator.v1.field)` rules (required fields set, strings
+ * within their lengths, patterns and `in` lists, numbers within bounds, lists within their
+ * counts), at their edges: requests the server accepts, mostly, so that what lies behind
+ * validation is reached too.
+ */
+export function plausibleMessageJson(message: DescMessage, depth = 0): fc.Arbitrary<JsonValue> {
+  const known = wellKnownJson(message);
+  if (known !== undefined) return known;
+  if (depth > maxMessageDepth) return fc.constant({});
+  const record: Record<string, fc.Arbitrary<JsonValue>> = {};
+  const required: string[] = [];
+  // One member per oneof at most: the first, which is as good as any for reaching code.
+  const fields = message.fields.filter((f) => f.oneof === undefined || f.oneof.fields[0] === f);
+  for (const field of fields) {
+    const rules = hasOption(field, fieldRules) ? getOption(field, fieldRules) : undefined;
+    if (rules?.required) required.push(field.name);
+    record[field.name] = plausibleFieldJson(field, rules, depth);
+  }
+  return fc.record(record, { requiredKeys: required }) as fc.Arbitrary<JsonValue>;
+}
+
+function plausibleFieldJson(
+  field: DescField,
+  rules: FieldRules | undefined,
+  depth: number,
+): fc.Arbitrary<JsonValue> {
+  const one = (): fc.Arbitrary<JsonValue> => {
+    switch (field.fieldKind) {
+      case "scalar":
+        return plausibleScalar(field.scalar, rules);
+      case "enum":
+        return fc.constantFrom(
+          ...field.enum.values.filter((v) => v.number !== 0).map((v) => v.name),
+        );
+      case "message":
+        return plausibleMessageJson(field.message, depth + 1);
+      default:
+        return fc.constant(null);
+    }
+  };
+  if (field.fieldKind === "list") {
+    const item =
+      field.listKind === "scalar"
+        ? plausibleScalar(field.scalar, rules?.items)
+        : field.listKind === "message"
+          ? plausibleMessageJson(field.message, depth + 1)
+          : fc.constantFrom(...field.enum.values.map((v) => v.name));
+    return fc.array(item, {
+      minLength: rules?.required ? 1 : 0,
+      maxLength: Math.min(rules?.maxItems ?? 3, 3),
+    });
+  }
+  if (field.fieldKind === "map") {
+    const value =
+      field.mapKind === "scalar"
+        ? plausibleScalar(field.scalar, rules?.items)
+        : field.mapKind === "message"
+          ? plausibleMessageJson(field.message, depth + 1)
+          : fc.constantFrom(...field.enum.values.map((v) => v.name));
+    const key =
+      field.mapKey === ScalarType.STRING
+        ? plausibleScalar(ScalarType.STRING, rules?.keys)
+        : mapKey(field.mapKey);
+    return fc.dictionary(key.map(String), value, { maxKeys: Math.min(rules?.maxItems ?? 3, 3) });
+  }
+  return one();
+}
+
+function plausibleScalar(type: ScalarType, rules: FieldRules | undefined): fc.Arbitrary<JsonValue> {
+  if (type === ScalarType.STRING) return plausibleString(rules);
+  if (type === ScalarType.BOOL || type === ScalarType.BYTES) return scalarJson(type);
+  const min = rules?.gte;
+  const max = rules?.lte;
+  if (min === undefined && max === undefined) return scalarJson(type);
+  const isInteger = type !== ScalarType.DOUBLE && type !== ScalarType.FLOAT;
+  const low = min ?? (max as number) - 1000;
+  const high = max ?? low + 1000;
+  const inside = isInteger
+    ? fc.integer({ min: Math.ceil(low), max: Math.floor(high) })
+    : fc.double({ min: low, max: high, noNaN: true });
+  return fc.oneof(fc.constantFrom(low, high), inside);
+}
+
+function plausibleString(rules: FieldRules | undefined): fc.Arbitrary<JsonValue> {
+  if (rules === undefined) return boundaryString;
+  if (rules.in.length > 0) return fc.constantFrom(...rules.in);
+  if (rules.httpUrl) return fc.constantFrom("http://127.0.0.1:9/x", "https://127.0.0.1:9/");
+  const minLength = rules.minLen ?? (rules.required ? 1 : 0);
+  const maxLength = rules.maxLen ?? 64;
+  if (rules.pattern !== "") return matching(rules.pattern, minLength, maxLength);
+  return fc.oneof(
+    fc.string({ minLength, maxLength: Math.min(maxLength, 40), unit: "grapheme" }),
+    fc.constant("x".repeat(maxLength)),
+  );
+}
+
+/**
+ * Strings that match a rule's pattern within its lengths; fast-check cannot generate from every
+ * regular expression (lookaheads), and such a field gets boundary strings instead.
+ */
+function matching(pattern: string, minLength: number, maxLength: number): fc.Arbitrary<JsonValue> {
+  try {
+    return fc
+      .stringMatching(new RegExp(pattern))
+      .filter((text) => text.length >= minLength && text.length <= maxLength);
+  } catch {
+    return boundaryString;
+  }
+}

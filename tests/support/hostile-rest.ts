@@ -16,6 +16,7 @@ import {
   longString,
   longStringsIn,
   messageJson,
+  plausibleMessageJson,
 } from "./hostile-messages.js";
 
 /** One REST request as it goes on the wire. */
@@ -58,7 +59,7 @@ function queryText(value: HostileJson): string {
 
 /** Query parameters: fields of the input (dotted for nested ones), unknown names, repeats. */
 function queryOf(input: DescMessage): fc.Arbitrary<{ text: string; long: string[] }> {
-  const fromFields = messageJson(input).map((json) => {
+  const fromFields = fc.oneof(messageJson(input), plausibleMessageJson(input)).map((json) => {
     const pairs: [string, string][] = [];
     for (const [key, value] of Object.entries(json as Record<string, HostileJson>)) {
       if (Array.isArray(value))
@@ -107,11 +108,13 @@ function bodyOf(input: DescMessage): fc.Arbitrary<{
   encoding?: string;
   long: string[];
 }> {
-  const json = fc.oneof(messageJson(input), hostileMessageJson(input)).map((value) => ({
-    body: jsonText(value),
-    contentType: "application/json" as string | undefined,
-    long: longStringsIn(value),
-  }));
+  const json = fc
+    .oneof(messageJson(input), hostileMessageJson(input), plausibleMessageJson(input))
+    .map((value) => ({
+      body: jsonText(value),
+      contentType: "application/json" as string | undefined,
+      long: longStringsIn(value),
+    }));
   const raw = fc.oneof(
     json.chain(({ body }) =>
       fc.nat({ max: Math.max(0, body.length - 1) }).map((cut) => ({
