@@ -31,6 +31,7 @@ import { type Clock, systemClock } from "./clock.js";
 import type { AppConfig, EffectiveConfigValue } from "./config/index.js";
 import type { DeadLetters } from "./dlq/dead-letters.js";
 import { createDeadLettersLink } from "./dlq/dead-letters.js";
+import { refusalResponseOf } from "./gateway/error-body.js";
 import { shadowedPathValues } from "./gateway/http-bindings.js";
 import { restRoutesOf } from "./gateway/rest-gateway.js";
 import { createHttpClient } from "./http-client/http-client.js";
@@ -66,6 +67,7 @@ import type { SagaStore } from "./sagas/saga-store.js";
 import type { ScheduledJob } from "./schedules/scheduler.js";
 import { createGrpcFastPath } from "./server/grpc-fast-path.js";
 import { createHttpApp } from "./server/http-app.js";
+import { refusalOfParserError } from "./server/http-errors.js";
 import { createOnePortListener } from "./server/one-port-listener.js";
 import { apiFiles, apiServices } from "./services/api-services.js";
 import { createGrpcHealthService } from "./services/grpc-health-service.js";
@@ -328,6 +330,10 @@ export async function createApp(
     maxConnections: config.connectionLimits.maxConnections,
     maxConnectionsPerClient: config.connectionLimits.maxConnectionsPerClient,
     onRefused: (reason) => metrics.connectionsRefused.inc({ reason }),
+    refuseUnreadable: (error) => {
+      const { status, body } = refusalResponseOf(refusalOfParserError(error.code));
+      return { status, body: JSON.stringify(body) };
+    },
     ...(config.tls ? { tls: readTls(config.tls) } : {}),
   });
   const http = await createHttpApp({

@@ -451,7 +451,7 @@ export const configKey = Object.freeze({
     type: "integer 1024..1048576",
     default: "16384",
     description:
-      "Largest request header block accepted, in bytes: 431 on HTTP/1.1; on HTTP/2 the stream is refused.",
+      "Largest request header block accepted, in bytes (HTTP/1.1: request line and headers): beyond, 431 (on HTTP/1.1 the connection is then closed).",
     parse: scalar(integer(1024, 1048576)),
   }),
   HTTP2_MAX_CONCURRENT_STREAMS: defineKey({

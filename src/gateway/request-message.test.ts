@@ -149,10 +149,24 @@ describe("requestMessageOf", () => {
     invalid(() => requestMessageOf(heartbeat, { params: {}, query: { name: "x" }, body: {} }));
   });
 
-  it("never echoes an unbounded field name", () => {
-    const error = invalid(() =>
-      requestMessageOf(heartbeat, { params: {}, query: {}, body: { ["k".repeat(10_000)]: 1 } }),
+  it("never echoes an unbounded field name, in the body or the query", () => {
+    const key = "k".repeat(10_000);
+    const inBody = invalid(() =>
+      requestMessageOf(heartbeat, { params: {}, query: {}, body: { [key]: 1 } }),
     );
-    expect(error.rawMessage.length).toBeLessThanOrEqual(512);
+    const inQuery = invalid(() =>
+      requestMessageOf(list, { params: {}, query: { [key]: "1" }, body: undefined }),
+    );
+    const nested = invalid(() =>
+      requestMessageOf(list, { params: {}, query: { [`${key}.x`]: "1" }, body: undefined }),
+    );
+    const whereBodyIsMessage = invalid(() =>
+      requestMessageOf(heartbeat, { params: {}, query: { [key]: "1" }, body: {} }),
+    );
+    for (const error of [inBody, inQuery, nested, whereBodyIsMessage]) {
+      // A message may quote the start of an input (64 characters), never more.
+      expect(error.rawMessage).not.toContain("k".repeat(65));
+      expect(error.rawMessage).toContain("(10000 characters)");
+    }
   });
 });

@@ -9,7 +9,7 @@ import {
   ScalarType,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { boundedMessage } from "../server/bounded-message.js";
+import { boundedMessage, maxQuotedInputLength, quotedInput } from "../server/bounded-message.js";
 import type { PathTemplate } from "./path-template.js";
 
 /** What an HTTP request carries for one RPC: router params, query and parsed JSON body. */
@@ -47,8 +47,20 @@ export function requestMessageOf(mapping: RequestMapping, parts: RestRequestPart
     return fromJson(mapping.input, json, { ignoreUnknownFields: false });
   } catch (error) {
     const said = error instanceof Error ? error.message : "request does not match its schema";
-    throw invalid(fieldNamed(mapping.input, json, said));
+    throw invalid(fieldNamed(mapping.input, json, withKeyQuoted(said)));
   }
+}
+
+const unknownKeyMessage = /^(cannot decode .* from JSON: key )"(.*)"( is unknown)$/s;
+
+/**
+ * protobuf-es quotes an unknown key whole, however long: the key is quoted here as every piece of
+ * input is, cut to a few dozen characters, so that an error never repeats a key the client made up.
+ */
+function withKeyQuoted(message: string): string {
+  const parts = unknownKeyMessage.exec(message);
+  if (parts === null) return message;
+  return `${parts[1]}${quotedInput(parts[2] ?? "")}${parts[3]}`;
 }
 
 /**
@@ -155,10 +167,12 @@ function applyQuery(
   for (const [key, raw] of Object.entries(query)) {
     if (raw === undefined) continue;
     if (mapping.body === "*") {
-      throw invalid(`query parameter ${key} is not accepted here: send fields in the JSON body`);
+      throw invalid(
+        `query parameter ${keyText(key)} is not accepted here: send fields in the JSON body`,
+      );
     }
     const values = Array.isArray(raw) ? raw : [raw];
-    setPath(json, mapping.input, key.split("."), values, `query parameter ${key}`);
+    setPath(json, mapping.input, key.split("."), values, `query parameter ${keyText(key)}`);
   }
 }
 
@@ -175,7 +189,9 @@ function setPath(
   for (let i = 0; i < path.length; i++) {
     const name = path[i] as string;
     const field = findField(message, name);
-    if (field === undefined) throw invalid(`${what}: no field ${name} in ${message.typeName}`);
+    if (field === undefined) {
+      throw invalid(`${what}: no field ${keyText(name)} in ${message.typeName}`);
+    }
     delete target[field.jsonName];
     if (i === path.length - 1) {
       target[field.name] = jsonOfText(field, values, what);
@@ -188,6 +204,14 @@ function setPath(
     target = child;
     message = field.message;
   }
+}
+
+/**
+ * A query key (or a part of one) as a message names it: as written when short, else quoted and
+ * cut, so that an error never repeats a long key the client made up.
+ */
+function keyText(key: string): string {
+  return key.length <= maxQuotedInputLength ? key : quotedInput(key);
 }
 
 function findField(message: DescMessage, name: string): DescField | undefined {

@@ -1,4 +1,4 @@
-import { STATUS_CODES } from "node:http";
+import { maxHeaderSize, STATUS_CODES } from "node:http";
 import { Code } from "@connectrpc/connect";
 import type { FastifyError } from "fastify";
 import { HttpRefusal } from "../gateway/error-body.js";
@@ -54,4 +54,29 @@ export function refusalOfFastifyError(
 
 function reasonOf(status: number): string {
   return `request refused: ${STATUS_CODES[status] ?? "client error"}`.toLowerCase();
+}
+
+/**
+ * What a client is told when Node's HTTP/1.1 parser cannot read its request (a request head over
+ * Node's limit, a malformed request line or header, headers that never finish), before any
+ * route or fastify sees it: the status Node itself would send, with a message of ours. Node's
+ * own answer has an empty body; every refusal of the port has `{code, message, details}`.
+ *
+ * @param code the parser's error code, e.g. `HPE_HEADER_OVERFLOW`.
+ */
+export function refusalOfParserError(code: string | undefined): HttpRefusal {
+  switch (code) {
+    case "HPE_HEADER_OVERFLOW":
+      return new HttpRefusal(
+        431,
+        Code.ResourceExhausted,
+        `the request line and headers exceed the limit of ${maxHeaderSize} bytes`,
+      );
+    case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+      return new HttpRefusal(413, Code.ResourceExhausted, "chunk extensions are too large");
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return new HttpRefusal(408, Code.DeadlineExceeded, "the request was not received in time");
+    default:
+      return new HttpRefusal(400, Code.InvalidArgument, "malformed HTTP request");
+  }
 }

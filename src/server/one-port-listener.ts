@@ -46,8 +46,8 @@ export interface OnePortListenerOptions {
   /** Concurrent streams per HTTP/2 connection. Default 1000. */
   maxConcurrentStreams?: number;
   /**
-   * Largest request header block accepted, in bytes: HTTP/1.1 answers 431 past it, HTTP/2
-   * refuses the stream. Default 16384 (Node's HTTP/1.1 default).
+   * Largest request header block accepted, in bytes: past it, 431 (HTTP/1.1 then closes the
+   * connection; see `refuseUnreadable`). Default 16384 (Node's HTTP/1.1 default).
    */
   maxHeaderBytes?: number;
   /** Open connections in all; a connection past it is closed at once. Default 10000. */
@@ -56,6 +56,12 @@ export interface OnePortListenerOptions {
   maxConnectionsPerClient?: number;
   /** Told of each connection closed at once for a limit. Default none. */
   onRefused?: (reason: ConnectionRefusal) => void;
+  /**
+   * The answer to an HTTP/1.1 request Node's parser cannot read (a head over `maxHeaderBytes`,
+   * a malformed request line), given the parser's error: its status and JSON body. The
+   * connection is closed after it. Default: Node's own answer, a status with no body.
+   */
+  refuseUnreadable?: (error: NodeJS.ErrnoException) => { status: number; body: string };
 }
 
 /** Why a connection was closed as soon as it was accepted. */
@@ -125,6 +131,12 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
     },
   );
   h1.requestTimeout = 0; // long-lived NDJSON streams are legitimate; handlers bound their own time
+  const refuseUnreadable = opts.refuseUnreadable;
+  if (refuseUnreadable) {
+    h1.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) =>
+      answerUnreadable(socket, refuseUnreadable(error)),
+    );
+  }
   const h2 = http2.createServer({
     settings: {
       maxConcurrentStreams: opts.maxConcurrentStreams,
@@ -330,6 +342,26 @@ function sniffProtocol(socket: Socket, timeoutMs: number, route: (isH2: boolean)
   const onClose = () => clearTimeout(timer);
   socket.on("data", onData);
   socket.once("close", onClose);
+}
+
+/**
+ * Answers a request the HTTP/1.1 parser gave up on, as Node's default does (only when no answer
+ * has started on the connection: anything else would corrupt it), then closes the connection:
+ * the parser cannot resume after an error.
+ */
+function answerUnreadable(socket: Socket, refusal: { status: number; body: string }): void {
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (!socket.writable || inFlight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const head = [
+    `HTTP/1.1 ${refusal.status} ${http.STATUS_CODES[refusal.status] ?? "Bad Request"}`,
+    "content-type: application/json; charset=utf-8",
+    `content-length: ${Buffer.byteLength(refusal.body)}`,
+    "connection: close",
+  ];
+  socket.end(`${head.join("\r\n")}\r\n\r\n${refusal.body}`, () => socket.destroy());
 }
 
 /** What Node's own HTTP/2 server does for a stream when a 'request' listener is installed. */

@@ -381,6 +381,19 @@ describe("POST /docstore/save", () => {
     expect(received(docStore, ids)).toEqual([]);
   });
 
+  // Found by the hostile-input suite: such an id made the Idempotency-Key header throw, a 500.
+  it.each([
+    ["a NUL", "\u0000"],
+    ["a space", "a b"],
+    ["a line break", "a\r\nx-injected: 1"],
+    ["a character a header cannot carry", "doc-😀"],
+  ])("refuses an id with %s (it is a header value), before any save", async (_, id) => {
+    const ids = newIds();
+    const answer = await post(node.url, path, { id, content: "x" }, ids);
+    expectError(answer, 400, "invalid_argument", "id");
+    expect(received(docStore, ids)).toEqual([]);
+  });
+
   it("retries a 503 (the idempotency key makes it safe) and then saves", async () => {
     docStore.answer("POST", "/documents", {
       kind: "sequence",

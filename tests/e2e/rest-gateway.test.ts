@@ -1,4 +1,5 @@
 import http from "node:http";
+import net from "node:net";
 import { gzipSync } from "node:zlib";
 import {
   create,
@@ -52,6 +53,17 @@ async function call(base: string, request: Call): Promise<Reply> {
   const text = await response.text();
   everyBody.push(text);
   return { status: response.status, headers: response.headers, text, json: parse(text) };
+}
+
+/** Sends `request` as raw bytes and reads until the server closes the connection. */
+function rawExchange(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.write(request));
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk) => chunks.push(chunk));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString("utf8")));
+  });
 }
 
 /** The text as JSON; undefined when it is not JSON. */
@@ -479,6 +491,31 @@ describe("REST gateway: errors raised before any route", () => {
     expect(reply.headers.get("traceresponse")).toMatch(
       new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`),
     );
+  });
+
+  // Found by the hostile-input suite: Node's HTTP/1.1 parser answered these itself, empty-bodied.
+  it("a request head over Node's limit answers 431 with the error body, quoting nothing", async () => {
+    const path = `/registry/${"b".repeat(20 * 1024)}`;
+    const reply = await call(node.url, { method: "GET", path });
+    const body = expectErrorBody(reply, 431, "resource_exhausted");
+    expect(body.message).toContain("bytes");
+    expect(reply.text).not.toContain("bbbbbbbb");
+  });
+
+  it("a request the parser cannot read answers 400 with the error body, then closes", async () => {
+    const answer = await rawExchange(
+      node.port,
+      "GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    );
+    const [head = "", text = ""] = answer.split("\r\n\r\n");
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head.toLowerCase()).toContain("connection: close");
+    expect(head.toLowerCase()).toContain("content-type: application/json");
+    expect(JSON.parse(text)).toEqual({
+      code: "invalid_argument",
+      message: "malformed HTTP request",
+      details: [],
+    });
   });
 });
 
