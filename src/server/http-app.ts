@@ -33,6 +33,7 @@ import {
 } from "../interceptors/call-meta.js";
 import type { WrappedService } from "../interceptors/chain.js";
 import type { Metrics } from "../observability/metrics.js";
+import { registerDashboardRoutes } from "../ui/dashboard-routes.js";
 import { quotedInput } from "./bounded-message.js";
 import { responseHeaderPairsOf } from "./call-context.js";
 import { connectRoutes } from "./connect-routes.js";
@@ -158,6 +159,8 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
     const text = await deps.metrics.registry.metrics();
     return reply.type(deps.metrics.registry.contentType).send(text);
   });
+
+  registerDashboardRoutes(fastify);
 
   registerRestGateway(fastify, deps.restRoutes, {
     shutdownSignal: deps.shutdownSignal,
