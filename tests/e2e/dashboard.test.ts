@@ -85,6 +85,15 @@ describe("dashboard", () => {
         })
         .toContainEqual(expect.stringContaining("ingest:github: failed"));
 
+      // Its failed step was dead-lettered; the retry button retries it (and it fails again).
+      await expect
+        .poll(() => page.locator('#dlq dd[data-stat="total"]').textContent(), { timeout: 15_000 })
+        .toBe("1");
+      await page.locator("#dlq-retry").click();
+      await expect
+        .poll(() => page.locator("#dlq-result").textContent(), { timeout: 15_000 })
+        .toMatch(/^1 retried, 0 resolved$/);
+
       // DASHBOARD_SCREENSHOT=<path> keeps the screenshot to look at.
       const screenshot = process.env.DASHBOARD_SCREENSHOT ?? join(dir, "dashboard.png");
       await page.screenshot({ path: screenshot, fullPage: true });
