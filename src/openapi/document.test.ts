@@ -1,6 +1,7 @@
 import { compileErrors, validate } from "@readme/openapi-parser";
 import { describe, expect, it } from "vitest";
 import { restRoutesOf } from "../gateway/rest-gateway.js";
+import { summarizeOpenApi } from "../registry/openapi.js";
 import { wrapService } from "../interceptors/chain.js";
 import { apiServices } from "../services/api-services.js";
 import { unimplementedService } from "../services/unimplemented.js";
@@ -97,6 +98,13 @@ describe("openApiDocumentOf", () => {
     expect(Object.keys(at(watch, "responses", "200", "content"))).toEqual(["application/x-ndjson"]);
     const names = (watch.parameters as Json[]).map((p) => `${p.in}:${p.name}`);
     expect(names).toEqual(["query:start_revision", "query:name_prefix"]);
+  });
+
+  it("is read whole by the registry's own poller: one operation per route", () => {
+    const summary = summarizeOpenApi(structuredClone(document) as never);
+    const keys = routes.map((r) => `${r.method} ${r.path.replace(/=\*\}/g, "}")}`);
+    expect(Object.keys(summary.operations).sort()).toEqual([...new Set(keys)].sort());
+    expect(summary.operations["GET /registry/{name}"]).toContain("uint64");
   });
 
   it("is the same document every time it is built", () => {
