@@ -1,8 +1,8 @@
 import { compileErrors, validate } from "@readme/openapi-parser";
 import { describe, expect, it } from "vitest";
 import { restRoutesOf } from "../gateway/rest-gateway.js";
-import { summarizeOpenApi } from "../registry/openapi.js";
 import { wrapService } from "../interceptors/chain.js";
+import { summarizeOpenApi } from "../registry/openapi.js";
 import { apiServices } from "../services/api-services.js";
 import { unimplementedService } from "../services/unimplemented.js";
 import { type OpenApiDocument, openApiDocumentOf } from "./document.js";
@@ -64,6 +64,19 @@ describe("openApiDocumentOf", () => {
       additionalProperties: { type: "string" },
     });
     expect(entry.tags).toMatchObject({ type: "array", items: { type: "string" } });
+  });
+
+  it("lets at most one member of a oneof be set, and writes bytes and Structs as proto3 JSON does", () => {
+    const watch = schema("orchestrator.v1.WatchEventsResponse");
+    expect(watch.allOf).toEqual([{ not: { required: ["event", "started_after"] } }]);
+    const anyValue = at(schema("orchestrator.v1.AnyValue"), "properties");
+    expect(anyValue.bytes_value).toEqual({ type: "string", contentEncoding: "base64" });
+    expect(anyValue.int_value).toMatchObject({ type: "string", format: "int64" });
+    expect(schema("google.protobuf.Struct")).toEqual({
+      type: "object",
+      additionalProperties: true,
+    });
+    expect(schema("google.protobuf.Value")).toEqual({});
   });
 
   it("carries field rules as JSON Schema keywords", () => {
