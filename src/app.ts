@@ -346,6 +346,11 @@ export async function createApp(
     bodyLimitBytes: config.bodyLimitBytes,
     shutdownSignal: kill.signal,
     checkAccess: createAccessCheck(auth),
+    apiInfo: {
+      title: packageInfo.name,
+      version: packageInfo.version,
+      description: packageInfo.description,
+    },
   });
 
   let closing: Promise<void> | undefined;

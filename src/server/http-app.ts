@@ -33,6 +33,7 @@ import {
 } from "../interceptors/call-meta.js";
 import type { WrappedService } from "../interceptors/chain.js";
 import type { Metrics } from "../observability/metrics.js";
+import { type OpenApiInfo, openApiDocumentOf } from "../openapi/document.js";
 import { registerDashboardRoutes } from "../ui/dashboard-routes.js";
 import { quotedInput } from "./bounded-message.js";
 import { responseHeaderPairsOf } from "./call-context.js";
@@ -66,6 +67,8 @@ export interface HttpAppDeps {
   readonly shutdownSignal: AbortSignal;
   /** The one auth check: /metrics is an operator route, answered as operator RPCs are. */
   readonly checkAccess: AccessCheck;
+  /** The title, version and description of GET /openapi.json. */
+  readonly apiInfo: OpenApiInfo;
 }
 
 /** The fastify application and the request handler the one-port listener feeds. */
@@ -161,6 +164,14 @@ export async function createHttpApp(deps: HttpAppDeps): Promise<HttpApp> {
   });
 
   registerDashboardRoutes(fastify);
+  // Public, as gRPC reflection is: it shows the schema the protos and the README already publish,
+  // and tools read it before they hold a token. Built at the first request (about 10 ms), not at
+  // every start, then the same bytes for the life of the node.
+  let openApiText: string | undefined;
+  fastify.get("/openapi.json", async (_request, reply) => {
+    openApiText ??= JSON.stringify(openApiDocumentOf(deps.restRoutes, deps.apiInfo));
+    return reply.type("application/json; charset=utf-8").send(openApiText);
+  });
 
   registerRestGateway(fastify, deps.restRoutes, {
     shutdownSignal: deps.shutdownSignal,
