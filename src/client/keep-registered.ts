@@ -40,7 +40,7 @@ export interface RegistrationState {
   readonly registrations: number;
   /** Successful heartbeats. */
   readonly heartbeats: number;
-  /** The last failure, cleared by the next success. */
+  /** The last failure (retried ones too: it shows an outage), cleared by the next success. */
   readonly lastError: unknown;
   readonly stopped: boolean;
 }
@@ -85,6 +85,11 @@ export async function keepRegistered(
   const update = (change: Partial<RegistrationState>) => {
     state = { ...state, ...change };
   };
+
+  // Retried failures are shown too, so that `current` tells an outage while it lasts.
+  policy.onRetry((event) => {
+    if ("error" in event) update({ lastError: event.error });
+  });
 
   const register = async () => {
     const response = await registry.registerService(entry, { signal });

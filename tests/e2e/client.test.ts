@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   createOrchestratorClient,
+  isTransient,
   type OrchestratorClient,
   type OrchestratorClientOptions,
   ServiceStatus,
@@ -138,6 +139,35 @@ describe.each(["grpc", "connect"] as const)("typed client over %s", (protocol) =
     expect(handle.current.stopped).toBe(true);
     expect(await codeOf(client.registry.getService({ name: "leased" }))).toBe(Code.NotFound);
     expect(errors).toEqual([]);
+  });
+
+  it("keeps trying while the node is unreachable, and registers again once it is back if the lease ran out meanwhile", async () => {
+    const node = await startNode({ LEASE_GRACE_MS: "100" });
+    const proxy = await startTcpProxy(node.port);
+    cleanups.push(() => proxy.close());
+    const direct = clientOf({ baseUrl: node.url, protocol });
+    const viaProxy = clientOf({ baseUrl: proxy.url, protocol, timeoutMs: 2_000 });
+    const seen = collect((signal) => direct.followRegistry({ namePrefix: "cut-off", signal }));
+
+    const handle = await viaProxy.keepRegistered(
+      { name: "cut-off", baseUrl: "http://127.0.0.1:9/cut-off", ttlSeconds: 1 },
+      { maxBackoffMs: 200 },
+    );
+    cleanups.push(() => handle.stop());
+    proxy.cut("reset");
+    // Heartbeats fail and are retried; the lease runs out and the node removes the entry.
+    await vi.waitFor(() => expect(handle.current.lastError).toBeDefined(), waitLong);
+    await vi.waitFor(
+      () => expect(named(seen, "cut-off").at(-1)?.type).toBe(WatchEventType.DELETE),
+      waitLong,
+    );
+    expect(isTransient(handle.current.lastError)).toBe(true); // a refused or reset connection
+    expect(handle.current.registrations).toBe(1);
+
+    proxy.heal();
+    await vi.waitFor(() => expect(handle.current.registrations).toBe(2), waitLong);
+    expect((await direct.registry.getService({ name: "cut-off" })).service?.name).toBe("cut-off");
+    await vi.waitFor(() => expect(handle.current.lastError).toBeUndefined(), waitLong);
   });
 
   it("deregisters when its signal aborts", async () => {
