@@ -230,6 +230,33 @@ describe.each(["grpc", "connect"] as const)("typed client over %s", (protocol) =
   });
 });
 
+describe("followRegistry across a restart", () => {
+  it("gets a compacted snapshot from a node that restarted empty on the same port, then its changes", async () => {
+    const first = await startNode();
+    const client = clientOf({ baseUrl: first.url });
+    const seen = collect((signal) => client.followRegistry({ maxBackoffMs: 200, signal }));
+    await client.registry.registerService({ name: "r-1", baseUrl: "http://127.0.0.1:9/r-1" });
+    await vi.waitFor(() => expect(named(seen, "r-1")).toHaveLength(1), waitLong);
+
+    // The in-memory store starts again at revision 0: the revision the follower resumes from is
+    // ahead of it, which the node answers with a fresh snapshot marked compacted.
+    await first.close();
+    const second = await startNode({ PORT: String(first.port) });
+    await vi.waitFor(
+      () =>
+        expect(
+          seen.filter((c) => c.compacted && c.type === WatchEventType.SNAPSHOT_END),
+        ).toHaveLength(1),
+      waitLong,
+    );
+    await client.registry.registerService({ name: "r-2", baseUrl: "http://127.0.0.1:9/r-2" });
+    await vi.waitFor(() => expect(named(seen, "r-2")).toHaveLength(1), waitLong);
+    expect(second.port).toBe(first.port);
+    expect(named(seen, "r-1")).toHaveLength(1); // gone with the old node: not in the new snapshot
+    expect(named(seen, "r-2")[0]).toMatchObject({ type: WatchEventType.PUT, snapshot: false });
+  });
+});
+
 describe("createOrchestratorClient", () => {
   it("refuses a base URL that is not http(s)", () => {
     expect(() => createOrchestratorClient({ baseUrl: "127.0.0.1:8080" })).toThrow(/baseUrl/);
