@@ -155,7 +155,7 @@ function baselineBytes(redis: BenchRedisServer, prefix: string, names: readonly 
     const run = spawnSync("redis-cli", ["-p", `${redis.port}`, ...command], { encoding: "utf8" });
     return Number(run.stdout.trim()) || 0;
   };
-  const key = `${prefix}registry:baselines`;
+  const key = `${prefix}{registry}:baselines`;
   return {
     perService: names.map((name) => cli("HSTRLEN", key, name)),
     keyMemoryUsage: cli("MEMORY", "USAGE", key, "SAMPLES", "0"),

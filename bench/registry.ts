@@ -1,9 +1,10 @@
 // bench:registry — the cost of the service registry (issue 3): a RegisterService call against the
-// no-op SystemService/Ping on the same orchestrator in the same run, on the memory store and on
-// Redis, and the latency of listing 10,000 entries over REST (GET /registry) and gRPC.
+// no-op SystemService/Ping on the same orchestrator in the same run, on the memory store, on one
+// Redis and on a 3-master Redis Cluster (REDIS_CLUSTER_NODES), and the latency of listing 10,000 entries over REST (GET /registry) and gRPC.
 //
-// Two orchestrators run compiled (dist/), as production does: one on the memory store, one on a
-// throwaway redis-server started here (never the shared one on 6379). A grpc-js client keeps 64
+// Three orchestrators run compiled (dist/), as production does: one on the memory store, one on a
+// throwaway redis-server and one on a throwaway 3-master cluster started here (never the shared
+// Redis on 6379). A grpc-js client keeps 64
 // calls in flight against each target in turn, round after round (alternating, so that machine
 // noise hits every target alike), and reads the CPU time of the orchestrator and of redis-server
 // from /proc before and after. CPU per call is the sharp figure: the client shares the two cores.
@@ -37,6 +38,7 @@ import {
   percentile,
   readAnchorSentence,
   startBenchOrchestrator,
+  startBenchRedisCluster,
   startBenchRedisServer,
   stop,
   stopBenchRedisServer,
@@ -70,9 +72,14 @@ if (3 * seconds + warmupSeconds >= ttlSeconds) {
   );
 }
 
-type StoreName = "memory" | "redis";
+type StoreName = "memory" | "redis" | "redis-cluster";
 
-const targetRatios: Readonly<Record<StoreName, number>> = Object.freeze({ memory: 1.5, redis: 3 });
+const targetRatios: Readonly<Record<StoreName, number>> = Object.freeze({
+  memory: 1.5,
+  redis: 3,
+  "redis-cluster": 3,
+});
+const stores: readonly StoreName[] = ["memory", "redis", "redis-cluster"];
 
 interface Orchestrator extends BenchOrchestrator {
   readonly store: StoreName;
@@ -116,7 +123,8 @@ interface Target {
   readonly store: StoreName;
   readonly rpc: "SystemService/Ping" | "RegistryService/RegisterService";
   readonly orchestrator: Orchestrator;
-  readonly redis: BenchRedisServer | undefined;
+  /** The redis-servers behind it (none on the memory store, three for the cluster). */
+  readonly redis: readonly BenchRedisServer[];
   readonly call: () => Promise<unknown>;
 }
 
@@ -125,7 +133,7 @@ interface Sample extends LoopResult {
   readonly redisCpuMicros: number;
 }
 
-function targetsOf(orchestrator: Orchestrator, redis: BenchRedisServer | undefined): Target[] {
+function targetsOf(orchestrator: Orchestrator, redis: readonly BenchRedisServer[]): Target[] {
   const address = `127.0.0.1:${orchestrator.port}`;
   const system = createGrpcJsClient(SystemService, address);
   const registry = createGrpcJsClient(RegistryService, address);
@@ -141,7 +149,8 @@ function targetsOf(orchestrator: Orchestrator, redis: BenchRedisServer | undefin
   ];
 }
 
-const redisCpu = (redis: BenchRedisServer | undefined) => (redis ? processCpuMicros(redis.pid) : 0);
+const redisCpu = (redis: readonly BenchRedisServer[]) =>
+  redis.reduce((sum, server) => sum + processCpuMicros(server.pid), 0);
 
 async function drive(target: Target, durationSeconds: number): Promise<Sample> {
   const cpuBefore = processCpuMicros(target.orchestrator.pid);
@@ -351,7 +360,7 @@ function callTable(rows: readonly CallRow[]): string[] {
     "|---|---|---:|---:|---:|---:|---:|---:|",
     ...rows.map(
       (r) =>
-        `| ${r.store} | ${r.rpc} | ${fmt(r.callsPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.orchestratorCpuMicrosPerCall)} | ${r.store === "redis" ? fmt(r.redisCpuMicrosPerCall) : "–"} | ${fmt(r.totalCpuMicrosPerCall)} |`,
+        `| ${r.store} | ${r.rpc} | ${fmt(r.callsPerSecond, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.orchestratorCpuMicrosPerCall)} | ${r.store === "memory" ? "–" : fmt(r.redisCpuMicrosPerCall)} | ${fmt(r.totalCpuMicrosPerCall)} |`,
     ),
   ];
 }
@@ -369,9 +378,9 @@ function ratioTable(rows: readonly RatioRow[]): string[] {
   ];
 }
 
-function listTable(rows: readonly ListRow[], fills: Record<StoreName, number>): string[] {
+function listTable(rows: readonly ListRow[], fills: Readonly<Record<StoreName, number>>): string[] {
   return [
-    `Listing ${count(entryCount)} entries: ${listCalls} sequential calls per method (alternating) after ${listWarmupCalls} warm-up calls; p99 of ${listCalls} calls is their maximum. Fill: ${count(entryCount / fills.memory)} registers/s on memory, ${count(entryCount / fills.redis)} on redis.`,
+    `Listing ${count(entryCount)} entries: ${listCalls} sequential calls per method (alternating) after ${listWarmupCalls} warm-up calls; p99 of ${listCalls} calls is their maximum. Fill: ${stores.map((store) => `${count(entryCount / fills[store])} registers/s on ${store}`).join(", ")}.`,
     "",
     "| store | call | p50 ms | p99 ms | orchestrator CPU ms/call | response bytes | entries | < 100 ms |",
     "|---|---|---:|---:|---:|---:|---:|---|",
@@ -411,34 +420,48 @@ async function measureCalls(targets: readonly Target[]): Promise<CallRow[]> {
 
 async function run(): Promise<void> {
   const redis = await startBenchRedisServer();
+  const cluster = await startBenchRedisCluster(3);
   const orchestrators: Orchestrator[] = [];
+  const prefix = () => `bench-${randomBytes(4).toString("hex")}:`;
   try {
-    const memory = await startOrchestrator("memory", {});
-    orchestrators.push(memory);
-    const onRedis = await startOrchestrator("redis", {
-      REDIS_URL: redis.url,
-      REDIS_KEY_PREFIX: `bench-${randomBytes(4).toString("hex")}:`,
-    });
-    orchestrators.push(onRedis);
-    await report(memory, onRedis, redis);
+    orchestrators.push(await startOrchestrator("memory", {}));
+    orchestrators.push(
+      await startOrchestrator("redis", { REDIS_URL: redis.url, REDIS_KEY_PREFIX: prefix() }),
+    );
+    orchestrators.push(
+      await startOrchestrator("redis-cluster", {
+        REDIS_CLUSTER_NODES: cluster.map((server) => `127.0.0.1:${server.port}`).join(","),
+        REDIS_KEY_PREFIX: prefix(),
+      }),
+    );
+    const serversOf: Record<StoreName, readonly BenchRedisServer[]> = {
+      memory: [],
+      redis: [redis],
+      "redis-cluster": cluster,
+    };
+    await report(orchestrators, serversOf);
   } finally {
     // The orchestrators first: they say goodbye to Redis on the way out.
     await Promise.all(orchestrators.map((o) => stop(o.child)));
-    await stopBenchRedisServer(redis);
+    await Promise.all([redis, ...cluster].map((server) => stopBenchRedisServer(server)));
   }
 }
 
-async function report(memory: Orchestrator, onRedis: Orchestrator, redis: BenchRedisServer) {
-  const callRows = await measureCalls([
-    ...targetsOf(memory, undefined),
-    ...targetsOf(onRedis, redis),
-  ]);
-  const ratioRows = (["memory", "redis"] as const).map((store) => ratioRow(store, callRows));
+async function report(
+  orchestrators: readonly Orchestrator[],
+  serversOf: Readonly<Record<StoreName, readonly BenchRedisServer[]>>,
+) {
+  const callRows = await measureCalls(
+    orchestrators.flatMap((o) => targetsOf(o, serversOf[o.store])),
+  );
+  const ratioRows = stores.map((store) => ratioRow(store, callRows));
   process.stderr.write(`listing ${entryCount} entries\n`);
-  const fills = { memory: await fill(memory), redis: 0 };
-  const listRows = await measureListing(memory);
-  fills.redis = await fill(onRedis);
-  listRows.push(...(await measureListing(onRedis)));
+  const fills: Record<StoreName, number> = { memory: 0, redis: 0, "redis-cluster": 0 };
+  const listRows: ListRow[] = [];
+  for (const orchestrator of orchestrators) {
+    fills[orchestrator.store] = await fill(orchestrator);
+    listRows.push(...(await measureListing(orchestrator)));
+  }
   const anchor = readAnchor();
   const lines = [
     ...callTable(callRows),

@@ -1,7 +1,7 @@
 // What every benchmark needs: child processes that never outlive the bench, free ports, a throwaway
 // redis-server, compiled orchestrators, their log lines, percentiles, the etcd anchor sentence,
 // and the results file.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type Agent, request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:net";
@@ -182,13 +182,18 @@ export interface BenchRedisServer extends Measured {
  * another port when the chosen one was taken meanwhile.
  * @throws Error with the server's output when it does not come up.
  */
-export async function startBenchRedisServer(): Promise<BenchRedisServer> {
+export async function startBenchRedisServer(
+  extraArgs: () => Promise<readonly string[]> = async () => [],
+): Promise<BenchRedisServer> {
   const dir = mkdtempSync(join(tmpdir(), "bench-redis-"));
   for (let attempt = 1; ; attempt++) {
     const [port = 0] = await freePorts(1);
     const child = spawn(
       "redis-server",
-      ["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      [
+        ...["--port", `${port}`, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        ...(await extraArgs()),
+      ],
       { cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
     );
     const pid = track(child);
@@ -214,6 +219,49 @@ export async function startBenchRedisServer(): Promise<BenchRedisServer> {
 export async function stopBenchRedisServer(redis: BenchRedisServer): Promise<void> {
   await stop(redis.child);
   rmSync(redis.dir, { recursive: true, force: true });
+}
+
+/**
+ * Starts a Redis Cluster of `masters` masters without replicas on free loopback ports (each
+ * node's bus port free too, its nodes.conf in its own directory), joined with
+ * `redis-cli --cluster create`; resolves once every node says `cluster_state:ok`. Stop each of
+ * its servers with {@link stopBenchRedisServer}.
+ * @throws Error when the cluster does not form within 60 s.
+ */
+export async function startBenchRedisCluster(masters = 3): Promise<BenchRedisServer[]> {
+  const servers: BenchRedisServer[] = [];
+  try {
+    for (let i = 0; i < masters; i++) {
+      servers.push(
+        await startBenchRedisServer(async () => [
+          ...["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+          ...["--cluster-port", `${(await freePorts(1))[0] ?? 0}`],
+        ]),
+      );
+    }
+    const nodes = servers.map((server) => `127.0.0.1:${server.port}`);
+    const create = spawnSync(
+      "redis-cli",
+      ["--cluster", "create", ...nodes, "--cluster-replicas", "0", "--cluster-yes"],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+    if (create.status !== 0)
+      throw new Error(`redis-cli --cluster create failed:\n${create.stdout}`);
+    const deadline = Date.now() + 60_000;
+    const ok = (server: BenchRedisServer) =>
+      spawnSync("redis-cli", ["-p", `${server.port}`, "cluster", "info"], {
+        encoding: "utf8",
+        timeout: 10_000,
+      }).stdout.includes("cluster_state:ok");
+    while (!servers.every(ok)) {
+      if (Date.now() > deadline) throw new Error("the Redis Cluster did not form in 60 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return servers;
+  } catch (error) {
+    await Promise.all(servers.map((server) => stopBenchRedisServer(server)));
+    throw error;
+  }
 }
 
 /**

@@ -374,6 +374,28 @@ function roleRates(defaults: RoleRateLimits): (input: ConfigInput) => ParseResul
 const showRoleRates = (rates: RoleRateLimits): string =>
   rateLimitedRoles.map((role) => `${role}:${rates[role]}`).join(",");
 
+/**
+ * `REDIS_CLUSTER_NODES`: `host:port` seeds of a Redis Cluster, comma-separated or a YAML list.
+ * A few are enough: the client learns the rest of the cluster from any one of them.
+ */
+function hostPortList(input: ConfigInput): ParseResult<readonly string[]> {
+  const entries = (typeof input === "string" ? input.split(",") : input)
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  const seen = new Set<string>();
+  for (const entry of entries) {
+    const colon = entry.lastIndexOf(":");
+    const hostPart = colon > 0 ? entry.slice(0, colon) : "";
+    const portPart = colon > 0 ? entry.slice(colon + 1) : "";
+    if (!host(false)(hostPart).ok || !/^\d{1,5}$/.test(portPart) || !port(portPart).ok) {
+      return reject(echoValue(entry), "is not host:port (redis-1:6379)");
+    }
+    if (seen.has(entry)) return reject(echoValue(entry), "is listed twice");
+    seen.add(entry);
+  }
+  return ok(Object.freeze(entries));
+}
+
 /** IP addresses and CIDR blocks (`10.0.0.0/8`, `::1`), comma-separated or a YAML list. */
 function addressList(input: ConfigInput): ParseResult<readonly string[]> {
   const entries = (typeof input === "string" ? input.split(",") : input)
@@ -567,6 +589,16 @@ export const configKey = Object.freeze({
     description: "Redis URL, instead of REDIS_HOST; a password in it is redacted when shown.",
     parse: scalar(redisUrl),
     show: showRedisUrl,
+  }),
+  REDIS_CLUSTER_NODES: defineKey({
+    name: "REDIS_CLUSTER_NODES",
+    section: "redis",
+    type: "comma-separated host:port (or a YAML list), or empty",
+    default: "",
+    description:
+      "Seed nodes of a Redis Cluster, instead of REDIS_HOST and REDIS_URL; keys are hash-tagged per store.",
+    parse: hostPortList,
+    show: showList,
   }),
   REDIS_KEY_PREFIX: defineKey({
     name: "REDIS_KEY_PREFIX",

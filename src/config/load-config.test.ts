@@ -518,6 +518,14 @@ describe("invalid values", () => {
       "contains credentials",
     ],
     [{ REDIS_URL: "http://redis:6379" }, "REDIS_URL", "expected a URL with scheme redis:"],
+    [{ REDIS_CLUSTER_NODES: "redis-1" }, "REDIS_CLUSTER_NODES", "is not host:port"],
+    [{ REDIS_CLUSTER_NODES: "redis-1:0" }, "REDIS_CLUSTER_NODES", "is not host:port"],
+    [{ REDIS_CLUSTER_NODES: "a:1,a:1" }, "REDIS_CLUSTER_NODES", "is listed twice"],
+    [
+      { REDIS_CLUSTER_NODES: "redis-1:7000", REDIS_HOST: "redis" },
+      "REDIS_HOST",
+      "and so is REDIS_CLUSTER_NODES; set one of them",
+    ],
     [{ LOG_LEVEL: "verbose" }, "LOG_LEVEL", 'LOG_LEVEL from env: "verbose" is not a log level'],
     [{ NODE_ID: "node 1" }, "NODE_ID", "is not 1 to 128"],
     [{ ENVIRONMENT: "" }, "ENVIRONMENT", "is not 1 to 64"],
@@ -750,12 +758,25 @@ describe("secrets", () => {
     for (const secret of secretValues) expect(error.message).not.toContain(secret);
   });
 
+  it("reads REDIS_CLUSTER_NODES as the seeds of a cluster, with the password", () => {
+    const { config } = load({
+      REDIS_CLUSTER_NODES: " redis-1:7000, redis-2:7001 ",
+      REDIS_PASSWORD: "redis-s3cret-dir",
+    });
+    expect(config.redis).toEqual({
+      keyPrefix: "orchestrator:",
+      port: 6379,
+      clusterNodes: ["redis-1:7000", "redis-2:7001"],
+      password: "redis-s3cret-dir",
+    });
+  });
+
   it("warns when REDIS_PASSWORD is set but there is no Redis to use it", () => {
     const loaded = load({ REDIS_PASSWORD: "redis-s3cret-dir" });
     expect(loaded.config.redis).toBeUndefined();
     expect(loaded.warnings).toEqual([
       protectedModeWarning,
-      "REDIS_PASSWORD is set, but no REDIS_HOST or REDIS_URL",
+      "REDIS_PASSWORD is set, but no REDIS_HOST, REDIS_URL or REDIS_CLUSTER_NODES",
     ]);
   });
 });

@@ -38,6 +38,8 @@ export interface RedisSettings {
   /** Prefix of every key; orchestrators that share a registry share it. */
   readonly keyPrefix: string;
   readonly url?: string;
+  /** `host:port` seeds of a Redis Cluster; when present, host and url are absent. */
+  readonly clusterNodes?: readonly string[];
   readonly password?: string;
 }
 
@@ -689,15 +691,28 @@ function redisSettings(
   const host = value(configKey.REDIS_HOST);
   const url = value(configKey.REDIS_URL);
   const password = value(configKey.REDIS_PASSWORD);
-  if (host === "" && url === "") {
-    if (password !== "") warnings.push("REDIS_PASSWORD is set, but no REDIS_HOST or REDIS_URL");
+  const clusterNodes = value(configKey.REDIS_CLUSTER_NODES);
+  if (host === "" && url === "" && clusterNodes.length === 0) {
+    if (password !== "") {
+      warnings.push("REDIS_PASSWORD is set, but no REDIS_HOST, REDIS_URL or REDIS_CLUSTER_NODES");
+    }
     return undefined;
+  }
+  if (clusterNodes.length > 0 && (host !== "" || url !== "")) {
+    // Which of the two would win is a guess the operator should not have to make.
+    const single = resolvedEntry(
+      resolved,
+      host === "" ? configKey.REDIS_URL : configKey.REDIS_HOST,
+    );
+    const detail = `is set (from ${single.source}), and so is REDIS_CLUSTER_NODES; set one of them`;
+    throw new ConfigError(single.name, single.source, detail);
   }
   return Object.freeze({
     port: value(configKey.REDIS_PORT),
     keyPrefix: value(configKey.REDIS_KEY_PREFIX),
     ...(host === "" ? {} : { host }),
     ...(url === "" ? {} : { url }),
+    ...(clusterNodes.length === 0 ? {} : { clusterNodes }),
     ...(password === "" ? {} : { password }),
   });
 }

@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
+import { redisKeyspace } from "../redis/redis-keys.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import { type DlqStore, type DlqStoreLimits, dlqStoreDefaults } from "./dlq-store.js";
@@ -400,7 +401,7 @@ function defineScripts(redis: Redis): Scripts {
 
 /**
  * The DLQ in Redis, shared by every orchestrator on the same Redis and prefix. Keys, under
- * `<keyPrefix>dlq:`: `records` and `bodies` (hashes by id), `all`, `open` and `state:<STATE>`
+ * `<keyPrefix>{dlq}:` (one hash tag: one cluster slot, src/redis/redis-keys.ts): `records` and `bodies` (hashes by id), `all`, `open` and `state:<STATE>`
  * (ids in order), `claims` (by claim expiry), `resolved-at`, `due:<type>` (by due time), `counts`
  * (entries, bytes, per state, retried), `by-type` and `by-service` (unresolved counts). Every
  * transition is one Lua script that checks the state it starts from and updates the entry, its
@@ -431,7 +432,8 @@ export function createRedisDlqStore(
       { redis, ...(deps.clock ? { clock: deps.clock } : {}), ...(logger ? { logger } : {}) },
       writeTimeoutMs === undefined ? {} : { writeTimeoutMs },
     );
-  const keys = keyNames.map((name) => `${keyPrefix}dlq:${name}`);
+  const space = redisKeyspace(keyPrefix, "dlq");
+  const keys = keyNames.map((name) => `${space}${name}`);
   const { command, unreadable } = errors;
   const run = defineScripts(redis);
 

@@ -1,3 +1,4 @@
+import { redisKeyspace } from "../redis/redis-keys.js";
 import type { EventDraft } from "./model.js";
 import { eventBodyJson } from "./model.js";
 
@@ -28,14 +29,17 @@ export const defaultEventChannels = Object.freeze({
   }),
 });
 
-/** The keys of the events under `prefix`, with the given trimming and channels. */
+/**
+ * The keys of the events under `prefix`, with the given trimming and channels. They share the
+ * registry's slot: the registry appends its change events in the script that makes the change.
+ */
 export function redisEventTarget(
   prefix: string,
   options: { maxEvents: number; channel?: string; typeChannels?: Record<string, string> },
 ): RedisEventTarget {
   return Object.freeze({
-    stream: `${prefix}events:stream`,
-    lastId: `${prefix}events:last-id`,
+    stream: `${redisKeyspace(prefix, "registry")}events:stream`,
+    lastId: `${redisKeyspace(prefix, "registry")}events:last-id`,
     maxEvents: options.maxEvents,
     channel: options.channel ?? defaultEventChannels.channel,
     typeChannels: options.typeChannels ?? defaultEventChannels.typeChannels,

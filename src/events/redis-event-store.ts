@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { untilReady } from "../redis/redis-connection.js";
+import { redisKeyspace } from "../redis/redis-keys.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import {
   type AppendKey,
@@ -122,7 +123,7 @@ function defineScripts(redis: Redis): { append: ScriptCall; lastId: ScriptCall }
 type StreamEntry = [id: string, fields: string[]];
 
 /**
- * Events in a Redis Stream (`<prefix>events:stream`), shared by every orchestrator on the same
+ * Events in a Redis Stream (`<prefix>{registry}:events:stream`, in the registry's cluster slot), shared by every orchestrator on the same
  * Redis and prefix. An append is one Lua script for a whole batch (one round trip): each event
  * gets the next id (see `storeEventLua`), is added with `XADD MAXLEN ~`, and is published on the
  * events channel (and its type's channel) in the same script. Reads page with `XRANGE` from the
@@ -151,7 +152,9 @@ export function createRedisEventStore(
     ...(options.channel === undefined ? {} : { channel: options.channel }),
   });
   const scripts = defineScripts(redis);
-  const producerKey = (producer: string) => `${options.keyPrefix}events:producer:${producer}`;
+  // In the stream's slot: the append script checks and sets it.
+  const producerSpace = redisKeyspace(options.keyPrefix, "registry");
+  const producerKey = (producer: string) => `${producerSpace}events:producer:${producer}`;
 
   const ageCutoff = (): number =>
     retention.maxAgeMs > 0 ? clock.now() - retention.maxAgeMs : Number.NEGATIVE_INFINITY;

@@ -1,7 +1,7 @@
 // Loads the Redis driver (ioredis: some 50 modules): import this module only when Redis is
 // configured (the app does so dynamically). What the stores need of an open connection is in
 // redis-connection.ts, which loads no driver.
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { ReadinessCheck } from "../system/readiness.js";
 import { redisCommandTimeoutMs } from "./redis-connection.js";
@@ -12,6 +12,8 @@ export interface RedisConnectionOptions {
   readonly port: number;
   /** redis:// or rediss:// URL; wins over host and port. */
   readonly url?: string | undefined;
+  /** `host:port` seeds of a Redis Cluster; wins over url, host and port. */
+  readonly clusterNodes?: readonly string[] | undefined;
   readonly password?: string | undefined;
 }
 
@@ -35,9 +37,12 @@ export function createRedisClient(options: RedisConnectionOptions, logger: Logge
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2_000),
     ...(options.password ? { password: options.password } : {}),
   };
-  const client = options.url
-    ? new Redis(options.url, common)
-    : new Redis({ ...common, host: options.host ?? "127.0.0.1", port: options.port });
+  const client =
+    options.clusterNodes && options.clusterNodes.length > 0
+      ? createClusterClient(options.clusterNodes, common)
+      : options.url
+        ? new Redis(options.url, common)
+        : new Redis({ ...common, host: options.host ?? "127.0.0.1", port: options.port });
   let reported = false;
   client.on("error", (error: Error) => {
     // One line per outage, not one per reconnect attempt.
@@ -49,6 +54,36 @@ export function createRedisClient(options: RedisConnectionOptions, logger: Logge
     reported = false;
   });
   return client;
+}
+
+type ClientOptions = {
+  readonly enableOfflineQueue: boolean;
+  readonly enableAutoPipelining: boolean;
+  readonly retryStrategy: (attempt: number) => number;
+} & Record<string, unknown>;
+
+/**
+ * A Redis Cluster client with the same behaviour: the per-node options go to every node's
+ * connection, the queue, pipelining and retry rules to the cluster. The stores are typed against
+ * `Redis`: `Cluster` has the same commands, scripts (`defineCommand`), events, `status`,
+ * `duplicate`, pub/sub and `quit`, which is all they use, and it routes each command and script
+ * by its keys (every store keeps a script's keys in one slot: src/redis/redis-keys.ts).
+ */
+function createClusterClient(seeds: readonly string[], options: ClientOptions): Redis {
+  const { enableOfflineQueue, enableAutoPipelining, retryStrategy, ...perNode } = options;
+  const cluster = new Cluster(
+    seeds.map((seed) => {
+      const colon = seed.lastIndexOf(":");
+      return { host: seed.slice(0, colon), port: Number(seed.slice(colon + 1)) };
+    }),
+    {
+      enableOfflineQueue,
+      enableAutoPipelining,
+      clusterRetryStrategy: retryStrategy,
+      redisOptions: perNode,
+    },
+  );
+  return cluster as unknown as Redis;
 }
 
 /** Readiness follows Redis: a PING must succeed. */

@@ -10,6 +10,7 @@ import {
 } from "../events/redis-event-scripts.js";
 import { type IdSource, randomIds } from "../ids.js";
 import { untilReady } from "../redis/redis-connection.js";
+import { redisKeyspace } from "../redis/redis-keys.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {
@@ -291,12 +292,12 @@ function defineScripts(redis: Redis): RegistryScripts {
  * The registry in Redis, shared by every orchestrator process on the same Redis and prefix, with
  * an in-memory view in each that serves all reads (also while Redis is down).
  *
- * Keys, under `keyPrefix`: `registry:revision` (the global counter), `registry:entries` (name →
- * entry JSON), `registry:revisions` (name → revision), `registry:tombstones` (name → tombstone
- * JSON), `registry:changes` (the change log, a list trimmed to `changeLogSize` records and
- * `changeLogBytes` bytes, counted in `registry:changes:bytes`),
- * `registry:history` (the history id), `registry:baselines` (see redis-baselines.ts), `node:id` and
- * `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
+ * Keys, under `<keyPrefix>{registry}:` (one hash tag, shared with the event stream: one cluster
+ * slot, src/redis/redis-keys.ts): `revision` (the global counter), `entries` (name → entry
+ * JSON), `revisions` (name → revision), `tombstones` (name → tombstone JSON), `changes` (the
+ * change log, a list trimmed to `changeLogSize` records and `changeLogBytes` bytes, counted in
+ * `changes:bytes`), `history` (the history id), `baselines` (see redis-baselines.ts), `node:id`
+ * and `replication:cursors` (peer URL → cursor JSON); every write publishes its revision on the
  * channel `<keyPrefix>registry:changes`, and a tombstone purge that forgot some publishes
  * `purge:<revision>:<deletedBefore>:<history id>` there, so that every process forgets them. Each write is one Lua script: one round trip, atomic.
  *
@@ -348,6 +349,8 @@ export function createRedisRegistryStore(
       { redis, ...(deps.clock ? { clock: deps.clock } : {}), ...(logger ? { logger } : {}) },
       writeTimeoutMs === undefined ? {} : { writeTimeoutMs },
     );
+  // One slot on a cluster for every key a script touches, the event stream's included.
+  const space = redisKeyspace(prefix, "registry");
   const keys = [
     "revision",
     "entries",
@@ -357,26 +360,24 @@ export function createRedisRegistryStore(
     "history",
     "changes:bytes",
   ]
-    .map((key) => `${prefix}registry:${key}`)
+    .map((key) => `${space}${key}`)
     // Present whether or not events are recorded here: every script takes the same keys.
     .concat(
-      events
-        ? [events.stream, events.lastId]
-        : [`${prefix}events:stream`, `${prefix}events:last-id`],
+      events ? [events.stream, events.lastId] : [`${space}events:stream`, `${space}events:last-id`],
     );
   const baselines = createRedisBaselines(
     redis,
     {
-      entries: `${prefix}registry:entries`,
-      baselines: `${prefix}registry:baselines`,
-      bytes: `${prefix}registry:baselines:bytes`,
+      entries: `${space}entries`,
+      baselines: `${space}baselines`,
+      bytes: `${space}baselines:bytes`,
     },
     // Looked up at call time: the write wrapper is defined below.
     { read: command, write: (send) => unfencedWrite(send) },
     baselinesMaxBytes,
   );
-  const nodeIdKey = `${prefix}node:id`;
-  const cursorsKey = `${prefix}replication:cursors`;
+  const nodeIdKey = `${space}node:id`;
+  const cursorsKey = `${space}replication:cursors`;
   const channel = `${prefix}registry:changes`;
   const scripts = defineScripts(redis);
   const follower = createFollower({ scripts, keys, view, logger, ids });

@@ -4,6 +4,7 @@ import { type Clock, systemClock } from "../clock.js";
 import { DomainError } from "../errors/domain-error.js";
 import { type IdSource, randomIds } from "../ids.js";
 import { untilReady } from "../redis/redis-connection.js";
+import { redisKeyspace } from "../redis/redis-keys.js";
 import { redisStoreErrors } from "../redis/redis-store-errors.js";
 import { createRedisWriteFence, type RedisWriteFence } from "../redis/redis-write-fence.js";
 import {
@@ -361,7 +362,7 @@ redis.call('HSET', key, 'leaseHolder', ARGV[3], 'leaseToken', int(token), 'lease
 return {${reply.ok}, ARGV[3], int(token), expiresAt}
 `;
 
-// ARGV: 1 prefix, 2 status, 3 the listing key to continue after ('' from the start), 4 how many.
+// KEYS[1] the stats (routing only). ARGV: 1 prefix, 2 status, 3 the listing key to continue after ('' from the start), 4 how many.
 // Returns {listing key, summary fields, ...}: one consistent page.
 const listLua = `${preludeLua}
 local min = '-'
@@ -376,7 +377,7 @@ end
 return page
 `;
 
-// ARGV: 1 prefix, 2 cutoff (Unix ms), 3 batch. Forgets up to a batch of the sagas finished
+// KEYS[1] the stats (routing only). ARGV: 1 prefix, 2 cutoff (Unix ms), 3 batch. Forgets up to a batch of the sagas finished
 // before the cutoff; returns how many.
 const sweepLua = `${preludeLua}
 local ids = redis.call('ZRANGEBYSCORE', finishedKey, '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -409,8 +410,10 @@ function defineScripts(redis: Redis): SagaScripts {
     create: define("Create", createLua, 1),
     transition: define("Transition", transitionLua, 1),
     transitionStep: define("TransitionStep", transitionStepLua, 1),
-    list: define("List", listLua, 0),
-    sweep: define("Sweep", sweepLua, 0),
+    // KEYS[1] is unused by the Lua: declared so that a cluster sends the script to the node that
+    // holds the sagas' slot (a script without keys goes to any node).
+    list: define("List", listLua, 1),
+    sweep: define("Sweep", sweepLua, 1),
     lease: define("Lease", leaseLua, 1),
   };
 }
@@ -423,7 +426,8 @@ function defineScripts(redis: Redis): SagaScripts {
  * and the bytes together, so the counts never drift from the stored sagas, even when a process
  * dies mid-run.
  *
- * Keys, under `keyPrefix`: `saga:<id>` (a hash: the saga's fields, and per step i its status
+ * Keys, under `<keyPrefix>{sagas}:` (one hash tag: one cluster slot, src/redis/redis-keys.ts):
+ * `saga:<id>` (a hash: the saga's fields, and per step i its status
  * `s<i>`, version `v<i>`, attempts `a<i>`, times `t<i>` `f<i>` `c<i>`, error `e<i>`, output
  * `o<i>`), `sagas:status:<STATUS>` (the listing of each status, a sorted set ordered by creation
  * time then id), `sagas:finished` (finished sagas by finish time: retention's order) and
@@ -442,11 +446,14 @@ export function createRedisSagaStore(
   options: RedisSagaStoreOptions,
 ): SagaStore {
   const { redis, clock = systemClock, ids = randomIds, logger } = deps;
-  const { keyPrefix: prefix, openTimeoutMs = 10_000, ...bounds } = options;
+  const { keyPrefix, openTimeoutMs = 10_000, ...bounds } = options;
+  // Every key the scripts build starts here: one slot on a cluster.
+  const prefix = redisKeyspace(keyPrefix, "sagas");
   const limits = sagaStoreLimits(bounds);
   const fence = deps.fence ?? createRedisWriteFence({ redis, ...(logger ? { logger } : {}) });
   const scripts = defineScripts(redis);
   const sagaKey = (sagaId: string) => `${prefix}saga:${sagaId}`;
+  const statsKey = `${prefix}sagas:stats`;
   const now = () => Math.floor(clock.now());
 
   const leaseReply = (sagaId: string, answer: unknown): SagaLease => {
@@ -662,7 +669,9 @@ export function createRedisSagaStore(
 
     async list(query) {
       const { pageSize, after } = pageOf(query);
-      const answer = await command(() => scripts.list(prefix, query.status, after, pageSize + 1));
+      const answer = await command(() =>
+        scripts.list(statsKey, prefix, query.status, after, pageSize + 1),
+      );
       if (!Array.isArray(answer)) throw unreadable(new Error("unexpected reply to a listing"));
       const sagas: SagaSummary[] = [];
       const keys: string[] = [];
@@ -683,7 +692,7 @@ export function createRedisSagaStore(
     },
 
     async counts() {
-      const fields = await command(() => redis.hgetall(`${prefix}sagas:stats`));
+      const fields = await command(() => redis.hgetall(statsKey));
       const byStatus = emptyCounts();
       for (const status of sagaStatuses) byStatus[status] = Number(fields[status] ?? 0);
       return { byStatus, finishedDurationMs: Number(fields.durationMs ?? 0) };
@@ -694,7 +703,7 @@ export function createRedisSagaStore(
       let forgotten = 0;
       for (;;) {
         const count = await errors.unfencedWrite(redis, () =>
-          scripts.sweep(prefix, cutoff, sweepBatch),
+          scripts.sweep(statsKey, prefix, cutoff, sweepBatch),
         );
         if (typeof count !== "number") throw unreadable(new Error("unexpected reply to a sweep"));
         forgotten += count;

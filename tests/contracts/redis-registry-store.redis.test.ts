@@ -153,10 +153,10 @@ function skewedClock(skewMs: number): Clock {
 /** What a store holds in Redis under `prefix`, read directly. */
 async function storedState(redis: Redis, prefix: string) {
   return {
-    revision: await redis.get(`${prefix}registry:revision`),
-    entries: (await redis.hkeys(`${prefix}registry:entries`)).sort(),
-    tombstones: (await redis.hkeys(`${prefix}registry:tombstones`)).sort(),
-    changes: await redis.llen(`${prefix}registry:changes`),
+    revision: await redis.get(`${prefix}{registry}:revision`),
+    entries: (await redis.hkeys(`${prefix}{registry}:entries`)).sort(),
+    tombstones: (await redis.hkeys(`${prefix}{registry}:tombstones`)).sort(),
+    changes: await redis.llen(`${prefix}{registry}:changes`),
   };
 }
 
@@ -372,7 +372,7 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
       // Once a PING on that connection is answered, the re-sent copy (sent first on
       // reconnection) has run: after its deadline, so it changed nothing.
       await untilPong(redis);
-      expect(await honest.redis.hexists(`${prefix}registry:entries`, "lost")).toBe(0);
+      expect(await honest.redis.hexists(`${prefix}{registry}:entries`, "lost")).toBe(0);
       const b = await honest.store.put(entryWrite("b"), 0);
       expect(b.revision).toBe(a.revision + 1);
       expect(store.get("lost")).toBeUndefined();
@@ -526,10 +526,10 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
       changeLogBytes: 20_000,
     });
     for (let i = 0; i < 20; i++) await store.put(heavy(`h${i}`), 0);
-    const log = `${prefix}registry:changes`;
+    const log = `${prefix}{registry}:changes`;
     const records = await redis.lrange(log, 0, -1);
     const bytes = records.reduce((sum, record) => sum + Buffer.byteLength(record), 0);
-    expect(Number(await redis.get(`${prefix}registry:changes:bytes`))).toBe(bytes);
+    expect(Number(await redis.get(`${prefix}{registry}:changes:bytes`))).toBe(bytes);
     // As many of the newest records as fit in 20,000 bytes (records of about 2.3 KB: 8 of them).
     const size = Buffer.byteLength(records[0] ?? "");
     expect(bytes).toBeLessThanOrEqual(20_000);
@@ -541,10 +541,10 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     for (let i = 0; i < 60; i++) await store.put(entryWrite(`s${i}`), 0);
     expect(await redis.llen(log)).toBe(30);
     // A log written before the byte count existed is counted at the next write.
-    await redis.del(`${prefix}registry:changes:bytes`);
+    await redis.del(`${prefix}{registry}:changes:bytes`);
     await store.put(entryWrite("t"), 0);
     const all = await redis.lrange(log, 0, -1);
-    expect(Number(await redis.get(`${prefix}registry:changes:bytes`))).toBe(
+    expect(Number(await redis.get(`${prefix}{registry}:changes:bytes`))).toBe(
       all.reduce((sum, record) => sum + Buffer.byteLength(record), 0),
     );
   });
@@ -562,7 +562,7 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
       await store.put(entryWrite(`s${n}`), 0);
       await store.putBaseline(`s${n}`, baseline(n));
     }
-    const key = `${prefix}registry:baselines`;
+    const key = `${prefix}{registry}:baselines`;
     const recorded = async () => {
       let sum = 0;
       for (const name of await redis.hkeys(key)) sum += await redis.hstrlen(key, name);
@@ -609,7 +609,7 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
 
   it("runs the tombstone purge in Redis only when its view holds a tombstone old enough", async () => {
     const { store, redis, prefix } = await processes.open(newPrefix());
-    const tombstones = `${prefix}registry:tombstones`;
+    const tombstones = `${prefix}{registry}:tombstones`;
     // An old tombstone this view does not hold, as one another process wrote a moment ago would be.
     const unseen = { revision: 0, name: "unseen", deletedAt: 1_000, origin: "node-b", hlc: "1" };
     await redis.hset(tombstones, "unseen", JSON.stringify(unseen));
@@ -664,7 +664,7 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
     const { store, redis, prefix } = await processes.open(newPrefix());
     await store.put(entryWrite("a"), 0);
     const history = store.historyId;
-    expect(await redis.get(`${prefix}registry:history`)).toBe(history);
+    expect(await redis.get(`${prefix}{registry}:history`)).toBe(history);
     await store.sync();
     expect(store.historyId).toBe(history);
 
@@ -748,7 +748,7 @@ describe("RedisRegistryStore with Redis failing and processes falling behind", (
       ]);
       // Both connections are still the caller's to use.
       expect(redis.status).toBe("ready");
-      expect(await redis.hget(`${prefix}registry:revisions`, "a")).toBe("1");
+      expect(await redis.hget(`${prefix}{registry}:revisions`, "a")).toBe("1");
     } finally {
       await Promise.all([closeRedisClient(redis), closeRedisClient(subscriber)]);
     }

@@ -119,7 +119,7 @@ async function redisClient() {
 /** Bytes of each service's baseline in Redis (0: none). */
 async function baselineBytes(prefix: string, names: readonly string[]): Promise<number[]> {
   const client = await redisClient();
-  return Promise.all(names.map((name) => client.hstrlen(`${prefix}registry:baselines`, name)));
+  return Promise.all(names.map((name) => client.hstrlen(`${prefix}{registry}:baselines`, name)));
 }
 
 /** Subscribes to Redis channels; messages arrive parsed, with their channel. */
@@ -653,7 +653,7 @@ describe("large documents (issue 7, item 2)", () => {
 describe("bounded baselines (issue 7, item 2)", () => {
   it("a document over a bound is refused and keeps the previous baseline; a removed service's baseline goes", async () => {
     const prefix = `drift-e2e:${randomUUID()}:`;
-    const baselinesKey = `${prefix}registry:baselines`;
+    const baselinesKey = `${prefix}{registry}:baselines`;
     const node = await startNode({
       REDIS_KEY_PREFIX: prefix,
       OPENAPI_MAX_OPERATIONS: "5000",

@@ -194,7 +194,7 @@ describe("registry on Redis", () => {
     const raw = createTestRedisClient(redis.url);
     try {
       await untilRedisReady(raw);
-      const stored = await raw.hget(`${prefix}registry:tombstones`, "gamma");
+      const stored = await raw.hget(`${prefix}{registry}:tombstones`, "gamma");
       expect(stored).not.toBeNull();
       expect(JSON.parse(stored ?? "null")).toMatchObject({
         name: "gamma",
@@ -377,13 +377,13 @@ describe("registry on Redis", () => {
     for (const deadline of deadlines) expect(deadline).toBeLessThan(seconds * 1000 + micros / 1000);
 
     // None of the three happened: read Redis itself...
-    expect(await raw.get(`${prefix}registry:revision`)).toBe("2");
-    expect(await raw.hkeys(`${prefix}registry:entries`)).toEqual(
+    expect(await raw.get(`${prefix}{registry}:revision`)).toBe("2");
+    expect(await raw.hkeys(`${prefix}{registry}:entries`)).toEqual(
       expect.arrayContaining(["kept", "after"]),
     );
-    expect(await raw.hlen(`${prefix}registry:entries`)).toBe(2);
-    expect(await raw.hexists(`${prefix}registry:tombstones`, "kept")).toBe(0);
-    expect(await raw.llen(`${prefix}registry:changes`)).toBe(2);
+    expect(await raw.hlen(`${prefix}{registry}:entries`)).toBe(2);
+    expect(await raw.hexists(`${prefix}{registry}:tombstones`, "kept")).toBe(0);
+    expect(await raw.llen(`${prefix}{registry}:changes`)).toBe(2);
     // ...and the API: the refused writes took no revision, "kept" is as it was.
     expect(after.revision).toBe("2");
     await expectStatus(rest(url, "GET", "/registry/late"), 404);

@@ -156,7 +156,7 @@ describe("faults: Redis killed and restarted under write load", () => {
     const raw = createTestRedisClient(redis.url);
     try {
       await untilRedisReady(raw);
-      const stored = new Set(await raw.hkeys(`${prefix}registry:entries`));
+      const stored = new Set(await raw.hkeys(`${prefix}{registry}:entries`));
       expect(load.acknowledged.filter((name) => !stored.has(name))).toEqual([]);
       // And the node's view is Redis' (a write refused after Redis applied it, its answer lost
       // with the connection, is in both or in neither once the node has caught up).

@@ -18,6 +18,11 @@ export interface StartRedisServerOptions {
   persistent?: boolean;
   /** How long to wait for the server to answer PING, per start. Default 30000 ms. */
   readyTimeoutMs?: number;
+  /**
+   * More arguments for `redis-server`, asked again at each attempt (a retry after a port clash
+   * may need other ports in them, e.g. a cluster bus port).
+   */
+  extraArgs?: () => Promise<readonly string[]>;
 }
 
 /** A throwaway `redis-server` on 127.0.0.1. */
@@ -74,7 +79,10 @@ export async function startRedisServer(
   try {
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      const args = serverArgs(port, dir, options.persistent ?? false);
+      const args = [
+        ...serverArgs(port, dir, options.persistent ?? false),
+        ...((await options.extraArgs?.()) ?? []),
+      ];
       let child = spawnServer(args);
       const outcome = await untilServing(child, port, readyTimeoutMs);
       if (outcome !== "serving") {
