@@ -1,6 +1,7 @@
 import type { Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Access } from "../../gen/orchestrator/v1/options_pb.js";
+import { OpenCounts } from "../open-counts.js";
 import { accessOf } from "./auth.js";
 import { callMetaOf } from "./call-meta.js";
 import type { Interceptor, StreamingCall } from "./chain.js";
@@ -28,7 +29,7 @@ export interface WatchLimitOptions {
  * the iterator when the client goes away), so a stream the transport never read never counts.
  */
 export function createWatchLimitInterceptor(options: WatchLimitOptions): Interceptor {
-  const perClient = new Map<string, number>();
+  const perClient = new OpenCounts();
   let total = 0;
   const onRefused = options.onRefused ?? (() => {});
 
@@ -41,7 +42,7 @@ export function createWatchLimitInterceptor(options: WatchLimitOptions): Interce
       streaming: (next) =>
         async function* (requests, context): AsyncIterable<Message> {
           const address = callMetaOf(context).clientAddress;
-          const fromClient = perClient.get(address) ?? 0;
+          const fromClient = perClient.of(address);
           const limit =
             total >= options.maxWatches
               ? "total"
@@ -53,14 +54,12 @@ export function createWatchLimitInterceptor(options: WatchLimitOptions): Interce
             throw refusal(limit, options);
           }
           total++;
-          perClient.set(address, fromClient + 1);
+          perClient.open(address);
           try {
             yield* (next as StreamingCall)(requests, context);
           } finally {
             total--;
-            const left = (perClient.get(address) ?? 1) - 1;
-            if (left === 0) perClient.delete(address);
-            else perClient.set(address, left);
+            perClient.close(address);
           }
         },
     };

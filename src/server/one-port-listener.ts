@@ -8,6 +8,7 @@ import http2, {
 } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import tls from "node:tls";
+import { OpenCounts } from "../open-counts.js";
 
 /** A request handler that takes HTTP/1.1 requests and HTTP/2 requests through Node's compat API. */
 export type HttpRequestHandler = (
@@ -173,12 +174,12 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
   // listening, or fastify and keep-alive bookkeeping misbehave.
   h1.emit("listening");
 
-  const perClient = new Map<string, number>();
+  const perClient = new OpenCounts();
   /** Tracks a new connection; false when a limit closed it (nothing more is done with it). */
   const onSocket = (socket: Socket): boolean => {
     socket.on("error", ignore);
     const address = socket.remoteAddress ?? "";
-    const fromClient = perClient.get(address) ?? 0;
+    const fromClient = perClient.of(address);
     const refusal: ConnectionRefusal | undefined =
       sockets.size >= opts.maxConnections
         ? "max_connections"
@@ -192,12 +193,10 @@ export function createOnePortListener(options: OnePortListenerOptions): OnePortL
       return false;
     }
     sockets.add(socket);
-    perClient.set(address, fromClient + 1);
+    perClient.open(address);
     socket.once("close", () => {
       sockets.delete(socket);
-      const left = (perClient.get(address) ?? 1) - 1;
-      if (left === 0) perClient.delete(address);
-      else perClient.set(address, left);
+      perClient.close(address);
     });
     return true;
   };
